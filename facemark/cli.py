@@ -1,0 +1,201 @@
+"""`facemark VERB ...`: argparse -> one library call per verb.
+
+Each verb imports its stage lazily, so `facemark --help` and `facemark synth` start fast and a
+missing optional toolchain is reported only by the verb that needs it. Known user errors
+(FacemarkError) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from facemark import __version__
+from facemark.errors import FacemarkError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="experiment YAML (merged over configs/base.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from facemark.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from facemark.data.synth import generate_dataset
+
+    generate_dataset(args.out, scheme=args.scheme, counts={"train": args.n_train, "val": args.n_val,
+                     "test": args.n_test}, seed=args.seed, workers=args.workers)
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from facemark.data.check import check_dataset, print_report
+
+    problems = check_dataset(args.root, args.scheme, args.split)
+    print_report(problems)
+    return 1 if problems else 0
+
+
+def cmd_boxes(args: argparse.Namespace) -> int:
+    from facemark.data.boxes import cache_boxes
+
+    cache_boxes(args.root, detector=args.detector, splits=args.split, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facemark.train.engine import train
+
+    train(_config(args), data_root=args.data, run_dir=args.run, resume=args.resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facemark.train.evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(args.ckpt, data_root=args.data, split=args.split, out_dir=args.out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from facemark.convert.export import export_run
+
+    return export_run(args.run, formats=args.format, data_root=args.data, bake=args.bake_preprocessing,
+                      golden=args.golden)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from facemark.quantize.run import quantize_run
+
+    return quantize_run(args.run, formats=args.format, data_root=args.data,
+                        calibration_count=args.calibration_count)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from facemark.validate.run import validate_run
+
+    return validate_run(args.run, data_root=args.data, split=args.split, threads=args.threads,
+                        max_nme_increase=args.max_nme_increase, max_nme=args.max_nme,
+                        baseline=args.baseline, limit=args.limit)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from facemark.validate.pipeline import run_pipeline
+
+    return run_pipeline(_config(args), config_path=args.config, data_root=args.data, run_dir=args.run)
+
+
+VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "synth": ("generate a synthetic LaPa-layout face dataset", cmd_synth),
+    "check-data": ("report every problem of a LaPa-layout dataset", cmd_check_data),
+    "boxes": ("run a face detector once and cache its boxes", cmd_boxes),
+    "train": ("train a landmark regressor (torchrun for several GPUs)", cmd_train),
+    "eval": ("evaluate a checkpoint: NME, FR, AUC, CED plot", cmd_eval),
+    "export": ("export a run to ONNX, TFLite and CoreML with a manifest", cmd_export),
+    "quantize": ("write int8 artifacts calibrated on training crops", cmd_quantize),
+    "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
+    "pipeline": ("train -> export -> quantize -> validate, resumable", cmd_pipeline),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facemark", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"facemark {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = {name: sub.add_parser(name, help=text, description=text) for name, (text, _) in VERBS.items()}
+
+    p = verbs["synth"]
+    p.add_argument("--out", type=Path, default=Path("data/synth"))
+    p.add_argument("--scheme", default="lapa106")
+    p.add_argument("--n-train", type=int, default=800)
+    p.add_argument("--n-val", type=int, default=100)
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, default=1)
+
+    p = verbs["check-data"]
+    p.add_argument("root", type=Path)
+    p.add_argument("--scheme", default="lapa106")
+    p.add_argument("--split", action="append", help="split to check (repeatable; default: all present)")
+
+    p = verbs["boxes"]
+    p.add_argument("root", type=Path)
+    p.add_argument("--detector", default="mtcnn")
+    p.add_argument("--split", action="append", help="split to process (repeatable; default: all present)")
+    p.add_argument("--overwrite", action="store_true", help="re-run the detector on cached images")
+
+    p = verbs["train"]
+    _add_config(p)
+    p.add_argument("--data", type=Path, required=True, help="dataset root in LaPa layout")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+
+    p = verbs["eval"]
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", type=Path, help="folder for metrics.json and the CED plot (default: beside ckpt)")
+
+    p = verbs["export"]
+    p.add_argument("run", type=Path)
+    p.add_argument("--format", action="append", choices=["onnx", "tflite", "coreml", "all"],
+                   help="format to write (repeatable; default: export.formats of the run's config)")
+    p.add_argument("--data", type=Path, help="dataset root for real parity crops (default: the run's)")
+    p.add_argument("--bake-preprocessing", action="store_true",
+                   help="graph takes uint8 RGB and returns landmarks in crop pixels")
+    p.add_argument("--golden", action="store_true", help="also write golden vectors for the Android core")
+
+    p = verbs["quantize"]
+    p.add_argument("run", type=Path)
+    p.add_argument("--format", action="append", choices=["onnx", "tflite", "coreml", "all"])
+    p.add_argument("--data", type=Path, help="dataset root for calibration crops (default: the run's)")
+    p.add_argument("--calibration-count", type=_positive_int)
+
+    p = verbs["validate"]
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, help="dataset root (default: the run's)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--threads", type=_positive_int)
+    p.add_argument("--max-nme-increase", type=float, help="relative, e.g. 0.01 = +1 %% allowed")
+    p.add_argument("--max-nme", type=float, help="absolute inter-pupil NME ceiling")
+    p.add_argument("--baseline", type=Path, help="a previous validation.json to compare against")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N test faces")
+
+    p = verbs["pipeline"]
+    _add_config(p)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--run", type=Path, default=Path("runs/pipeline"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = VERBS[args.verb][1]
+    try:
+        return handler(args)
+    except FacemarkError as exc:
+        print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facemark {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

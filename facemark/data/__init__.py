@@ -1,0 +1,1 @@
+"""Datasets: the LaPa-layout reader and checks, synthetic faces, face boxes and their cache."""

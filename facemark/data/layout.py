@@ -1,0 +1,159 @@
+"""LaPa-layout datasets: `ROOT/<split>/images/NAME.jpg|png` + `ROOT/<split>/landmarks/NAME.txt`.
+
+A landmark file holds the point count on its first line, then one `x y` line per point in
+0-based image pixels. Other folders beside images/ and landmarks/ (labels/, boxes/, ...) are
+ignored here. Every reader error is a DataError naming the file (and line) and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facemark.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "val", "test")
+# A landmark this far outside the image (as a fraction of the image size) is an annotation error,
+# not an occluded point near the border.
+OUTSIDE_TOLERANCE = 0.5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One face: its image and landmark files; `stem` is the shared file name without suffix."""
+
+    split: str
+    stem: str
+    image_path: Path
+    landmarks_path: Path
+
+
+def split_dir(root: Path, split: str) -> Path:
+    path = Path(root) / split
+    if not (path / "images").is_dir():
+        raise DataError(f"{path / 'images'}: split {split!r} not found (expected ROOT/{split}/images/ "
+                        f"and ROOT/{split}/landmarks/)")
+    return path
+
+
+def list_split(root: Path, split: str) -> list[Sample]:
+    """All samples of a split, sorted by stem; images and landmark files must pair one to one."""
+    samples, problems = list_samples_lenient(root, split)
+    if problems:
+        more = f" (and {len(problems) - 1} more; `facemark check-data` lists all)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+    return samples
+
+
+def list_samples_lenient(root: Path, split: str) -> tuple[list[Sample], list[str]]:
+    """Like list_split, but unpaired files become problems instead of an exception."""
+    folder = split_dir(root, split)
+    images = {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    marks_dir = folder / "landmarks"
+    marks = {p.stem: p for p in marks_dir.glob("*.txt")} if marks_dir.is_dir() else {}
+    problems = [f"{images[s]}: no landmark file (expected {marks_dir / (s + '.txt')})"
+                for s in sorted(images.keys() - marks.keys())]
+    problems += [f"{marks[s]}: landmark file without an image in {folder / 'images'}"
+                 for s in sorted(marks.keys() - images.keys())]
+    if not images:
+        problems.append(f"{folder / 'images'}: split {split!r} has no .jpg/.png images")
+    paired = sorted(images.keys() & marks.keys())
+    return [Sample(split, s, images[s], marks[s]) for s in paired], problems
+
+
+def read_landmarks(path: Path, num_points: int | None = None) -> np.ndarray:
+    """Parse a landmark file -> (P, 2) float32 image pixels; checks count, numbers and NaNs."""
+    path = Path(path)
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read landmark file ({exc.__class__.__name__})") from None
+    if not lines:
+        raise DataError(f"{path}: empty landmark file (expected the point count on line 1)")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise DataError(f"{path}:1: expected the point count, got {lines[0].strip()!r}") from None
+    if len(lines) - 1 != count:
+        raise DataError(f"{path}: line 1 says {count} points but {len(lines) - 1} point lines follow")
+    if num_points is not None and count != num_points:
+        raise DataError(f"{path}: {count} points, but the scheme expects {num_points}")
+    points = np.empty((count, 2), dtype=np.float32)
+    for index, line in enumerate(lines[1:]):
+        parts = line.split()
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            values = []
+        if len(values) != 2:
+            raise DataError(f"{path}:{index + 2}: expected two numbers 'x y', got {line.strip()!r}")
+        if not all(math.isfinite(v) for v in values):
+            raise DataError(f"{path}:{index + 2}: non-finite coordinate {line.strip()!r}")
+        points[index] = values
+    return points
+
+
+def write_landmarks(path: Path, points: np.ndarray) -> None:
+    """Write (P, 2) image-pixel landmarks in LaPa format."""
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in np.asarray(points, dtype=np.float64))
+    path.write_text(f"{len(points)}\n{body}\n")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file -> (H, W, 3) uint8 RGB.
+
+    Grayscale is expanded to 3 channels, an alpha channel is dropped. Truncated JPEG/PNG files
+    (which OpenCV would decode silently with a grey tail) are refused by checking their end marker.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image ({exc.strerror or exc.__class__.__name__})") from None
+    _check_complete(path, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    if image.dtype != np.uint8:
+        image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    if data[:2] == b"\xff\xd8":
+        # JPEG: the end-of-image marker may be followed by a little padding
+        if b"\xff\xd9" not in data[-64:]:
+            raise DataError(f"{path}: truncated JPEG (no end-of-image marker)")
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-32:]:
+            raise DataError(f"{path}: truncated PNG (no IEND chunk)")
+    elif not data:
+        raise DataError(f"{path}: empty image file")
+
+
+def check_points_inside(path: Path, points: np.ndarray, width: int, height: int) -> None:
+    """Refuse landmarks far outside the image (more than OUTSIDE_TOLERANCE of its size)."""
+    lo = -OUTSIDE_TOLERANCE * np.array([width, height])
+    hi = (1 + OUTSIDE_TOLERANCE) * np.array([width, height])
+    bad = np.flatnonzero(((points < lo) | (points > hi)).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}:{i + 2}: point {i} at ({points[i, 0]:.1f}, {points[i, 1]:.1f}) is far "
+                        f"outside the {width}x{height} image ({bad.size} such points)")
+
+
+def load_sample(sample: Sample, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one sample -> ((H, W, 3) uint8 RGB image, (P, 2) float32 image-pixel points)."""
+    points = read_landmarks(sample.landmarks_path, num_points)
+    image = read_image(sample.image_path)
+    check_points_inside(sample.landmarks_path, points, image.shape[1], image.shape[0])
+    return image, points
