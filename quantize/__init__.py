@@ -1,0 +1,1 @@
+"""facemark.quantize: int8 artifacts for each format, calibrated on real training crops."""

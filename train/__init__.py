@@ -1,0 +1,1 @@
+"""facemark.train: augmentation, losses, the training loop (DDP, resume), checkpoints, evaluation."""

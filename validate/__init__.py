@@ -1,0 +1,1 @@
+"""facemark.validate: accuracy and latency of every artifact against PyTorch, report, gate."""
