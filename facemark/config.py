@@ -182,7 +182,7 @@ def _merge(into: dict[str, Any], layer: dict[str, Any], source: str, prefix: str
         dotted = f"{prefix}{key}"
         if key not in into:
             hint = difflib.get_close_matches(str(key), [str(k) for k in into], n=1)
-            suggestion = f" (did you mean {prefix}{hint[0]!r}?)" if hint else ""
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise ConfigError(f"{source}: unknown config key {dotted!r}{suggestion}")
         if isinstance(into[key], dict):
             if not isinstance(value, dict):
@@ -200,7 +200,7 @@ def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
     for key in values:
         if key not in names:
             hint = difflib.get_close_matches(str(key), sorted(names), n=1)
-            suggestion = f" (did you mean {prefix}{hint[0]!r}?)" if hint else ""
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise ConfigError(f"{source}: unknown config key {prefix}{key!r}{suggestion}")
     kwargs = {}
     for name in sorted(names):

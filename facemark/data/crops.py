@@ -1,0 +1,97 @@
+"""Evaluation crops: a split decoded and cropped once, with detector boxes, no augmentation.
+
+The same CropSet feeds `facemark eval`, quantisation calibration, golden vectors and every
+artifact in `facemark validate`, so all of them see identical input pixels.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facemark import codec
+from facemark.config import DataConfig
+from facemark.data.boxes import read_split_boxes
+from facemark.data.layout import list_split, load_sample
+from facemark.errors import DataError
+from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+from facemark.schemes import load_scheme
+
+
+@dataclass
+class CropSet:
+    """N faces of one split. Shapes: crops (N, S, S, 3) uint8 RGB; matrices (N, 2, 3) image->crop;
+    points (N, P, 2) ground truth in image pixels."""
+
+    split: str
+    stems: list[str]
+    crops: np.ndarray
+    matrices: np.ndarray
+    points: np.ndarray
+    detector: str
+    misses: list[str] = field(default_factory=list)   # stems whose detector box was a miss
+    skipped: list[str] = field(default_factory=list)  # misses left out (data.on_miss: skip)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def crop_points(self) -> np.ndarray:
+        """(N, P, 2) ground truth in crop pixels."""
+        return codec.apply_affine(self.points, self.matrices)
+
+    def subset(self, indices: np.ndarray | list[int]) -> CropSet:
+        idx = np.asarray(indices, dtype=int)
+        return CropSet(self.split, [self.stems[i] for i in idx], self.crops[idx], self.matrices[idx],
+                       self.points[idx], self.detector, self.misses, self.skipped)
+
+
+def choose_box(detector_box: np.ndarray | None, points: np.ndarray) -> np.ndarray:
+    """The detector's box, or on a miss the tight landmark box (the documented fallback)."""
+    return codec.landmark_box(points) if detector_box is None else detector_box
+
+
+def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | None = None,
+                  workers: int = 4) -> CropSet:
+    """Decode, check and crop a split with its cached detector boxes (data_cfg.detector).
+
+    A detector miss falls back to the landmark box (on_miss: landmarks) or leaves the face out
+    (on_miss: skip); either way it is counted in `misses`, never dropped silently.
+    """
+    scheme = load_scheme(data_cfg.scheme)
+    samples = list_split(root, split)
+    limit = limit if limit is not None else data_cfg.limit
+    samples = samples[:limit] if limit else samples
+    boxes = read_split_boxes(root, split, data_cfg.detector, [s.stem for s in samples])
+    misses = [s.stem for s in samples if boxes[s.stem] is None]
+    skipped = misses if data_cfg.on_miss == "skip" else []
+    if data_cfg.on_miss not in ("skip", "landmarks"):
+        raise DataError(f"data.on_miss: expected 'landmarks' or 'skip', got {data_cfg.on_miss!r}")
+    samples = [s for s in samples if s.stem not in set(skipped)]
+    if not samples:
+        raise DataError(f"{Path(root) / split}: no faces left to evaluate (detector {data_cfg.detector!r} "
+                        f"missed all {len(misses)})")
+    size = data_cfg.input_size
+
+    def crop_one(sample):
+        image, points = load_sample(sample, scheme.num_points)
+        matrix = codec.crop_matrix(choose_box(boxes[sample.stem], points), size, data_cfg.margin)
+        return codec.warp_crop(image, matrix, size), matrix, points
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # cv2 releases the GIL while decoding
+        results = list(pool.map(crop_one, samples))
+    return CropSet(
+        split=split, stems=[s.stem for s in samples],
+        crops=np.stack([r[0] for r in results]), matrices=np.stack([r[1] for r in results]),
+        points=np.stack([r[2] for r in results]).astype(np.float64),
+        detector=data_cfg.detector, misses=misses, skipped=skipped,
+    )
+
+
+def to_input(crops: np.ndarray, layout: str = "NCHW") -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB -> float32 network input: /255, ImageNet mean/std, NCHW or NHWC."""
+    x = (crops.astype(np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x)

@@ -1,0 +1,115 @@
+"""The artifact contract: `RUN/export/manifest.json`, one entry per exported or quantised file.
+
+Schema (version MANIFEST_SCHEMA):
+{
+  "schema": "facemark-manifest-v1",
+  "scheme": {"name", "num_points", "pupils", "corners"},
+  "input": {"size", "mean", "std", "color": "RGB", "scale": "pixels/255, then (x - mean) / std"},
+  "output": {"space": "normalised crop", "formula": "(P - S/2) / (S/2)", "values": 2P,
+             "order": "x0, y0, x1, y1, ..."},
+  "crop": {"margin", "detector"},
+  "checkpoint": {"file", "sha256"},
+  "artifacts": {ARTIFACT_NAME: {"file", "format", "precision", "quantization", "layout",
+                "input_dtype", "baked_preprocessing", "sha256", "size_bytes", "tools",
+                "created", "parity": {...}, "status", ...}}
+}
+Files are relative to the export folder. Later stages refuse an artifact whose sha256 differs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+from facemark.config import Config
+from facemark.errors import ArtifactError
+from facemark.io import atomic_write_text, sha256_of
+
+MANIFEST_SCHEMA = "facemark-manifest-v1"
+MANIFEST_NAME = "manifest.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TOOLS = ("facemark", "torch", "timm", "onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu",
+         "ai-edge-litert", "coremltools", "numpy")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The run-level part of the contract, shared by every artifact of the run."""
+    size = cfg.data.input_size
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "scheme": scheme,
+        "input": {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "color": "RGB",
+                  "scale": "pixels/255, then (x - mean) / std"},
+        "output": {"space": "normalised crop", "formula": f"(P - {size / 2:g}) / {size / 2:g}",
+                   "values": 2 * scheme["num_points"], "order": "x0, y0, x1, y1, ..."},
+        "crop": {"margin": cfg.data.margin, "detector": cfg.data.detector},
+        "checkpoint": {"file": str(checkpoint), "sha256": sha256_of(checkpoint)},
+        "artifacts": {},
+    }
+
+
+def manifest_path(export_dir: Path) -> Path:
+    return Path(export_dir) / MANIFEST_NAME
+
+
+def load_manifest(export_dir: Path) -> dict[str, Any]:
+    path = manifest_path(export_dir)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: manifest missing (run `facemark export` first)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        raise ArtifactError(f"{path}: not a facemark manifest (expected schema {MANIFEST_SCHEMA!r})")
+    return manifest
+
+
+def save_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(manifest_path(export_dir), json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+
+def artifact_entry(export_dir: Path, file: Path, **facts: Any) -> dict[str, Any]:
+    """Describe a written artifact: its sha256, size, tool versions and date, plus `facts`."""
+    path = Path(export_dir) / file
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return {"file": str(file), "sha256": sha256_of(path), "size_bytes": size, "tools": tool_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **facts}
+
+
+def record_artifact(export_dir: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add or replace one artifact entry in the manifest (atomic rewrite)."""
+    manifest = load_manifest(export_dir)
+    manifest["artifacts"][name] = entry
+    save_manifest(export_dir, manifest)
+
+
+def verify_artifact(export_dir: Path, name: str, manifest: dict[str, Any] | None = None) -> Path:
+    """Path of artifact `name` after checking it exists and its sha256 matches the manifest."""
+    manifest = manifest or load_manifest(export_dir)
+    entry = manifest["artifacts"].get(name)
+    if entry is None:
+        raise ArtifactError(f"{manifest_path(export_dir)}: no artifact named {name!r}; known: "
+                            f"{', '.join(sorted(manifest['artifacts'])) or 'none'}")
+    path = Path(export_dir) / entry["file"]
+    if not path.exists():
+        raise ArtifactError(f"{path}: artifact listed in the manifest is missing")
+    actual = sha256_of(path)
+    if actual != entry["sha256"]:
+        raise ArtifactError(f"{path}: sha256 {actual[:12]}... does not match the manifest's "
+                            f"{entry['sha256'][:12]}... (modified or replaced after export)")
+    return path

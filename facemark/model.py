@@ -1,0 +1,175 @@
+"""Model factory: a timm backbone whose classifier regresses 2P numbers (x0, y0, x1, y1, ...).
+
+Output space: normalised crop coordinates (see codec.py), flattened as (N, 2P); reshape to
+(N, P, 2). ImageNet initialisation comes from timm's hub when online, or from a local file
+(`model.pretrained_file`) holding timm- or torchvision-named weights.
+
+"Freeze the first K blocks" means the same for every backbone: the stem and the first K entries
+of the backbone's flattened block list (`backbone_blocks`): MobileNetV2/V3 and EfficientNet count
+each inverted-residual block (MobileNetV3-Large has 16, so the paper's 3 of 16 is K=3), ResNet
+counts each residual block (ResNet18 has 8), MobileViT counts each block of each stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facemark.config import Config, ModelConfig, config_from_dict
+from facemark.errors import ArtifactError, ConfigError
+
+CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
+
+
+def build_model(model_cfg: ModelConfig, num_points: int) -> nn.Module:
+    """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, blocks frozen."""
+    import timm
+
+    if not timm.is_model(model_cfg.arch):
+        close = timm.list_models(f"*{model_cfg.arch.split('_')[0]}*")[:8]
+        raise ConfigError(f"model.arch: unknown timm model {model_cfg.arch!r}"
+                          + (f"; similar: {', '.join(close)}" if close else ""))
+    kwargs = {"num_classes": 2 * num_points, "drop_rate": model_cfg.drop_rate}
+    if model_cfg.pretrained and model_cfg.pretrained_file is None:
+        try:
+            model = timm.create_model(model_cfg.arch, pretrained=True, **kwargs)
+        except Exception as exc:  # hub unreachable, no weights for this arch, ...
+            raise ConfigError(
+                f"model.pretrained: could not fetch ImageNet weights for {model_cfg.arch!r} from the hub "
+                f"({str(exc).splitlines()[0][:120]}); offline, set model.pretrained_file to a local "
+                f"weights file, or model.pretrained=false to train from scratch") from None
+    else:
+        model = timm.create_model(model_cfg.arch, pretrained=False, **kwargs)
+        if model_cfg.pretrained:
+            load_pretrained_file(model, Path(model_cfg.pretrained_file))
+    if model_cfg.freeze_blocks:
+        freeze_blocks(model, model_cfg.freeze_blocks)
+    return model
+
+
+def load_pretrained_file(model: nn.Module, path: Path) -> None:
+    """Load ImageNet weights from a local file into all layers but the classifier.
+
+    Keys are matched by name (timm files) or, failing that, tensor by tensor in order with equal
+    shapes (torchvision files such as `mobilenet_v2-b0353104.pth` for timm's mobilenetv2_100).
+    """
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained_file: {path} not found")
+    source = _read_state_dict(path)
+    classifier = model.pretrained_cfg.get("classifier", "classifier")
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{classifier}.")}
+    source = {k: v for k, v in source.items() if not _is_classifier_key(k, classifier, source)}
+    if set(source) == set(target):
+        mapped = source
+    elif len(source) == len(target):
+        mapped = {}
+        for (tk, tv), (sk, sv) in zip(target.items(), source.items()):
+            if tuple(tv.shape) != tuple(sv.shape):
+                raise ConfigError(f"{path}: tensor {sk!r} {tuple(sv.shape)} does not fit {tk!r} "
+                                  f"{tuple(tv.shape)} of {model.pretrained_cfg.get('architecture')}")
+            mapped[tk] = sv
+    else:
+        raise ConfigError(f"{path}: {len(source)} backbone tensors, but the model has {len(target)}; "
+                          f"these weights are for another architecture")
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    assert not unexpected and all(k.startswith(f"{classifier}.") for k in missing), (missing, unexpected)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:120]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _is_classifier_key(key: str, classifier: str, state: dict[str, torch.Tensor]) -> bool:
+    """The source's own head: timm's name, or the last weight/bias pair (torchvision's fc/classifier.1)."""
+    if key.startswith(f"{classifier}."):
+        return True
+    last_two = list(state)[-2:]
+    return key in last_two and state[last_two[0]].ndim == 2
+
+
+def backbone_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(stem modules, flattened block list) of a timm backbone; see the module docstring."""
+    if hasattr(model, "blocks") and hasattr(model, "conv_stem"):      # MobileNet/EfficientNet family
+        return [model.conv_stem, model.bn1], [b for stage in model.blocks for b in stage]
+    if hasattr(model, "layer1") and hasattr(model, "conv1"):          # ResNet family
+        stem = [model.conv1, model.bn1]
+        return stem, [b for name in ("layer1", "layer2", "layer3", "layer4") for b in getattr(model, name)]
+    if hasattr(model, "stages") and hasattr(model, "stem"):           # MobileViT, ConvNeXt, ...
+        blocks = [b for stage in model.stages for b in (stage.blocks if hasattr(stage, "blocks") else stage)]
+        return [model.stem], blocks
+    raise ConfigError(f"model.freeze_blocks: no block layout known for {type(model).__name__}")
+
+
+def freeze_blocks(model: nn.Module, count: int) -> None:
+    """Freeze the stem and the first `count` blocks (weights and BatchNorm statistics)."""
+    stem, blocks = backbone_blocks(model)
+    if not 0 <= count <= len(blocks):
+        raise ConfigError(f"model.freeze_blocks: {count} is outside 0..{len(blocks)} for this backbone")
+    frozen = stem + blocks[:count]
+    for module in frozen:
+        module.requires_grad_(False)
+    # a plain attribute list, so the modules are not registered a second time in the state dict
+    object.__setattr__(model, "frozen_modules", frozen)
+
+
+def keep_frozen_eval(model: nn.Module) -> None:
+    """Call after model.train(): frozen modules keep their BatchNorm statistics fixed."""
+    for module in getattr(model, "frozen_modules", []):
+        module.eval()
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model of a facemark checkpoint -> (model in eval mode, its Config, the raw dict).
+
+    Loads with weights_only=True; a missing, truncated or foreign file is an ArtifactError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable checkpoint (truncated or not a torch file: "
+                            f"{str(exc).splitlines()[0][:100]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    cfg = config_from_dict(ckpt["config"], source=str(path))
+    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "freeze_blocks": 0})
+    model = build_model(model_cfg, ckpt["num_points"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: weights do not fit {cfg.model.arch} with {ckpt['num_points']} points "
+                            f"({str(exc).splitlines()[0][:100]})") from None
+    return model.eval(), cfg, ckpt
+
+
+def checkpoint_dict(model: nn.Module, cfg: Config, **extra: Any) -> dict[str, Any]:
+    """The part of a checkpoint every stage relies on; training adds optimiser, RNG, etc. in `extra`.
+
+    Keys: format, model (state_dict of the bare model, EMA weights when EMA is on), config (the
+    resolved Config as a dict), scheme, num_points, input_size, arch; plus `extra`
+    (epoch, val_nme, data_root, ...). Only tensors and plain Python values: loadable with
+    torch.load(weights_only=True).
+    """
+    from facemark.schemes import load_scheme
+
+    scheme = load_scheme(cfg.data.scheme)
+    return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(),
+            "scheme": scheme.name, "num_points": scheme.num_points, "input_size": cfg.data.input_size,
+            "arch": cfg.model.arch, **extra}
