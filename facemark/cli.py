@@ -134,8 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="split to check (repeatable; default: all present)")
 
     p = verbs["boxes"]
+    p.description = ("Run a face detector once over every image and cache one box per image under "
+                     "ROOT/<split>/boxes/<detector>/ (a miss is written as 'miss'). With several "
+                     "detections the cache keeps the highest score among boxes with at least 25% "
+                     "of the largest box's area (ties: larger box). Already cached images are "
+                     "skipped, so an interrupted run resumes.")
     p.add_argument("root", type=Path)
-    p.add_argument("--detector", default="mtcnn")
+    p.add_argument("--detector", default="mtcnn",
+                   help="mtcnn (facenet-pytorch, CPU) or haar (OpenCV cascade); 'synth' boxes come "
+                        "from `facemark synth`, not from a detector")
     p.add_argument("--split", action="append", help="split to process (repeatable; default: all present)")
     p.add_argument("--overwrite", action="store_true", help="re-run the detector on cached images")
 

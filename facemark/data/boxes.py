@@ -2,19 +2,28 @@
 
 A cache file holds one line `x0 y0 x1 y1 score` (image pixels, the chosen detection) or the single
 word `miss` when the detector found no face. Training and evaluation only read the cache; the
-detector runs once, in `facemark boxes`. The synthetic dataset writes its simulated detector boxes
+detector runs once, in `facemark boxes` (cache_boxes): images already cached are skipped, so an
+interrupted run resumes, and `summary.json` beside the entries records faces, hits, misses, hit
+rate and the median detection time. The synthetic dataset writes its simulated detector boxes
 under the detector name `synth`.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from facemark.data.detectors import SELECTION_RULE, Detector, create_detector, select_detection
+from facemark.data.layout import list_images, present_splits, read_image
 from facemark.errors import DataError
+from facemark.io import atomic_write_text
 
 MISS = "miss"
+SUMMARY_NAME = "summary.json"
 
 
 def box_dir(root: Path, split: str, detector: str) -> Path:
@@ -22,13 +31,13 @@ def box_dir(root: Path, split: str, detector: str) -> Path:
 
 
 def write_box(path: Path, box: np.ndarray | None, score: float = 1.0) -> None:
-    """Write one cache entry; `box` None records a miss."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one cache entry atomically (an interrupted run never leaves half a line); `box` None
+    records a miss."""
     if box is None:
-        path.write_text(f"{MISS}\n")
+        atomic_write_text(path, f"{MISS}\n")
         return
     x0, y0, x1, y1 = (float(v) for v in box)
-    path.write_text(f"{x0:.2f} {y0:.2f} {x1:.2f} {y1:.2f} {score:.4f}\n")
+    atomic_write_text(path, f"{x0:.2f} {y0:.2f} {x1:.2f} {y1:.2f} {score:.4f}\n")
 
 
 def read_box(path: Path) -> np.ndarray | None:
@@ -57,3 +66,81 @@ def read_split_boxes(root: Path, split: str, detector: str, stems: list[str]) ->
         raise DataError(f"{folder}: no box cache for detector {detector!r} (run `facemark boxes "
                         f"{root} --detector {detector}`)")
     return {stem: read_box(folder / f"{stem}.txt") for stem in stems}
+
+
+def _is_cached(path: Path) -> bool:
+    """A readable entry (box or miss); a malformed one is re-run rather than trusted."""
+    try:
+        read_box(path)
+    except DataError:
+        return False
+    return True
+
+
+def _detect_split(detector: Detector, images: dict[str, Path], folder: Path, overwrite: bool,
+                  desc: str) -> tuple[list[float], list[str]]:
+    """Run `detector` on the images not cached yet -> (ms per detection, unreadable-image problems)."""
+    todo = [stem for stem in images if overwrite or not _is_cached(folder / f"{stem}.txt")]
+    times_ms, unreadable = [], []
+    for stem in tqdm(todo, desc=desc, unit="img", leave=False, disable=len(todo) < 50):
+        try:
+            image = read_image(images[stem])
+        except DataError as exc:
+            unreadable.append(str(exc))   # no entry written: a fixed image is picked up next run
+            continue
+        start = time.perf_counter()
+        chosen = select_detection(detector.detect(image))
+        times_ms.append(1000.0 * (time.perf_counter() - start))
+        if chosen is None:
+            write_box(folder / f"{stem}.txt", None)
+        else:
+            write_box(folder / f"{stem}.txt", chosen[0], chosen[1])
+    return times_ms, unreadable
+
+
+def _split_summary(folder: Path, stems: list[str], times_ms: list[float], unreadable: list[str],
+                   detector: str) -> dict:
+    """Figures over the whole cache of the split (not only this run's part)."""
+    entries = [folder / f"{stem}.txt" for stem in stems]
+    cached = [read_box(path) for path in entries if _is_cached(path)]
+    hits = sum(1 for box in cached if box is not None)
+    misses = len(cached) - hits
+    median_ms = float(np.median(times_ms)) if times_ms else None
+    previous = folder / SUMMARY_NAME
+    if median_ms is None and previous.is_file():
+        # nothing ran this time: keep the timing of the run that filled the cache
+        median_ms = json.loads(previous.read_text()).get("median_ms")
+    return {"detector": detector, "faces": len(stems), "hits": hits, "misses": misses,
+            "unreadable": len(unreadable), "hit_rate": hits / len(cached) if cached else None,
+            "median_ms": median_ms, "detected_now": len(times_ms), "selection": SELECTION_RULE}
+
+
+def cache_boxes(root: Path, detector: str, splits: list[str] | None, overwrite: bool) -> dict:
+    """Run `detector` once over every image of each split and cache the chosen box per image.
+
+    `splits` None: every split present. Writes ROOT/<split>/boxes/<detector>/<stem>.txt and
+    summary.json there; prints one line per split. Returns {split: summary dict} with faces, hits,
+    misses, unreadable, hit_rate, median_ms (per image, detection only), detected_now.
+    """
+    root = Path(root)
+    model = create_detector(detector)     # first: `synth` or a typo fails before any work
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found")
+    names = list(splits) if splits else present_splits(root)
+    if not names:
+        raise DataError(f"{root}: no splits found (expected ROOT/<split>/images/)")
+    results = {}
+    for split in names:
+        images, problems = list_images(root, split)
+        folder = box_dir(root, split, detector)
+        times_ms, unreadable = _detect_split(model, images, folder, overwrite, desc=f"{detector} {split}")
+        summary = _split_summary(folder, list(images), times_ms, unreadable, detector)
+        atomic_write_text(folder / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+        for line in problems + unreadable:
+            print(f"skipped {line}")
+        rate = "n/a" if summary["hit_rate"] is None else f"{100 * summary['hit_rate']:.1f}%"
+        ms = "n/a" if summary["median_ms"] is None else f"{summary['median_ms']:.1f} ms"
+        print(f"{split}: {summary['faces']} faces, {summary['hits']} hits, {summary['misses']} misses, "
+              f"hit rate {rate}, median {ms}/image ({summary['detected_now']} detected now) -> {folder}")
+        results[split] = summary
+    return results

@@ -50,18 +50,52 @@ def list_split(root: Path, split: str) -> list[Sample]:
     return samples
 
 
+def present_splits(root: Path) -> list[str]:
+    """Split names under `root` that have an images/ folder: train, val, test first, then others."""
+    root = Path(root)
+    found = sorted(p.name for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
+    return [s for s in SPLITS if s in found] + [s for s in found if s not in SPLITS]
+
+
+def _images_by_stem(folder: Path) -> dict[str, list[Path]]:
+    by_stem: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            by_stem.setdefault(path.stem, []).append(path)
+    return by_stem
+
+
+def _duplicate_problems(by_stem: dict[str, list[Path]]) -> list[str]:
+    return [f"{paths[0]}: duplicate stem {stem!r} with {', '.join(p.name for p in paths[1:])} "
+            f"(expected exactly one image per stem)" for stem, paths in by_stem.items() if len(paths) > 1]
+
+
+def list_images(root: Path, split: str) -> tuple[dict[str, Path], list[str]]:
+    """Images of a split keyed by stem, and the problems: two images sharing a stem (a.jpg and
+    a.png) are ambiguous, so both are left out and reported."""
+    by_stem = _images_by_stem(split_dir(root, split) / "images")
+    unique = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
+    return unique, _duplicate_problems(by_stem)
+
+
 def list_samples_lenient(root: Path, split: str) -> tuple[list[Sample], list[str]]:
-    """Like list_split, but unpaired files become problems instead of an exception."""
+    """Like list_split, but unpaired or ambiguous files become problems instead of an exception."""
     folder = split_dir(root, split)
-    images = {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    marks_dir = folder / "landmarks"
-    marks = {p.stem: p for p in marks_dir.glob("*.txt")} if marks_dir.is_dir() else {}
-    problems = [f"{images[s]}: no landmark file (expected {marks_dir / (s + '.txt')})"
-                for s in sorted(images.keys() - marks.keys())]
-    problems += [f"{marks[s]}: landmark file without an image in {folder / 'images'}"
-                 for s in sorted(marks.keys() - images.keys())]
-    if not images:
+    by_stem = _images_by_stem(folder / "images")
+    images = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
+    problems = _duplicate_problems(by_stem)
+    if not by_stem:
         problems.append(f"{folder / 'images'}: split {split!r} has no .jpg/.png images")
+    marks_dir = folder / "landmarks"
+    if not marks_dir.is_dir():
+        # one line instead of one per image: the whole folder is missing
+        problems.append(f"{marks_dir}: no landmarks folder (expected ROOT/{split}/landmarks/NAME.txt)")
+        return [], problems
+    marks = {p.stem: p for p in marks_dir.glob("*.txt")}
+    problems += [f"{images[s]}: no landmark file (expected {marks_dir / (s + '.txt')})"
+                 for s in sorted(images.keys() - marks.keys())]
+    problems += [f"{marks[s]}: landmark file without an image in {folder / 'images'}"
+                 for s in sorted(marks.keys() - by_stem.keys())]
     paired = sorted(images.keys() & marks.keys())
     return [Sample(split, s, images[s], marks[s]) for s in paired], problems
 

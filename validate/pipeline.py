@@ -1,0 +1,119 @@
+"""`facemark pipeline`: train -> export -> quantize -> validate, resumable, exit code from the gate.
+
+The resolved config is saved once as RUN/pipeline.yaml; a re-run with a different config is
+refused rather than mixing two experiments in one folder. Each stage is skipped when its outputs
+exist and are up to date (training finished, manifest made from the current best.pt with every
+requested format present and intact), so a re-run after a crash resumes where it stopped:
+training from RUN/last.pt, export and quantisation per missing artifact set.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from facemark.config import Config, save_config
+from facemark.errors import ArtifactError, ConfigError
+from facemark.io import sha256_of
+from facemark.manifest import load_manifest, manifest_path, verify_artifact
+
+PIPELINE_CONFIG = "pipeline.yaml"
+
+
+def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir: Path) -> int:
+    """Run every stage that is not up to date; return the validate gate's exit code (0, 1)."""
+    run_dir = Path(run_dir)
+    _pin_config(cfg, run_dir)
+    stages = [
+        ("train", lambda: not _training_done(run_dir, cfg), lambda: _train(cfg, data_root, run_dir)),
+        ("export", lambda: not _artifacts_current(run_dir, cfg.export.formats, quantized=False),
+         lambda: _export(run_dir, data_root)),
+        ("quantize", lambda: not _artifacts_current(run_dir, cfg.quantize.formats, quantized=True),
+         lambda: _quantize(run_dir, data_root)),
+    ]
+    for name, needed, action in stages:
+        if not needed():
+            print(f"[pipeline] {name}: up to date, skipped")
+            continue
+        print(f"[pipeline] {name}: running")
+        started = time.perf_counter()
+        action()
+        print(f"[pipeline] {name}: done in {time.perf_counter() - started:.0f} s")
+    from facemark.validate.run import validate_run
+
+    print("[pipeline] validate: running")
+    code = validate_run(run_dir, data_root=data_root, split="test", threads=None, max_nme_increase=None,
+                        max_nme=None, baseline=None, limit=None)
+    print(f"[pipeline] finished: run folder {run_dir}, artifacts in {run_dir / 'export'}, "
+          f"report in {run_dir / 'validation'} (gate exit code {code})")
+    return code
+
+
+def _pin_config(cfg: Config, run_dir: Path) -> None:
+    saved = run_dir / PIPELINE_CONFIG
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text())
+        if previous != cfg.to_dict():
+            changed = sorted(f"{section}.{key}" for section, values in cfg.to_dict().items()
+                             for key, value in values.items() if previous.get(section, {}).get(key) != value)
+            raise ConfigError(f"{saved}: this run was made with another config (changed: {', '.join(changed)}); "
+                              f"use a new --run folder or delete {run_dir}")
+        return
+    save_config(cfg, saved)
+
+
+def _training_done(run_dir: Path, cfg: Config) -> bool:
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if not (last.is_file() and best.is_file()):
+        return False
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    return int(ckpt.get("epoch", -1)) >= cfg.train.epochs
+
+
+def _train(cfg: Config, data_root: Path, run_dir: Path) -> None:
+    from facemark.train.engine import train
+
+    train(cfg, data_root=data_root, run_dir=run_dir, resume=(run_dir / "last.pt").is_file())
+
+
+def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bool:
+    """True when the manifest was made from the current best.pt and holds every requested format
+    (float or int8 artifacts) with an intact sha256."""
+    export_dir = run_dir / "export"
+    if not manifest_path(export_dir).is_file():
+        return False
+    manifest = load_manifest(export_dir)
+    if manifest["checkpoint"]["sha256"] != sha256_of(run_dir / "best.pt"):
+        return False
+    for fmt in formats:
+        names = [name for name, entry in manifest["artifacts"].items()
+                 if entry.get("format") == fmt and _is_int8(entry) == quantized]
+        if not names:
+            return False
+        try:
+            for name in names:
+                verify_artifact(export_dir, name, manifest)
+        except ArtifactError:
+            return False
+    return True
+
+
+def _is_int8(entry: dict) -> bool:
+    return "int8" in str(entry.get("precision", "")) or "int8" in str(entry.get("quantization", ""))
+
+
+def _export(run_dir: Path, data_root: Path) -> None:
+    from facemark.convert.export import export_run
+
+    if export_run(run_dir, formats=None, data_root=data_root, bake=False, golden=False) != 0:
+        raise ArtifactError(f"{run_dir / 'export'}: export failed for at least one format (see the table above)")
+
+
+def _quantize(run_dir: Path, data_root: Path) -> None:
+    from facemark.quantize.run import quantize_run
+
+    if quantize_run(run_dir, formats=None, data_root=data_root, calibration_count=None) != 0:
+        raise ArtifactError(f"{run_dir / 'export'}: quantisation failed for at least one format (see above)")
