@@ -1,0 +1,33 @@
+"""A regular (non-editable) install carries every stage subpackage, the schemes and the configs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_install_imports_every_stage(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel"), str(REPO)], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("facemark-*.whl"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("import facemark, facemark.train, facemark.convert, facemark.quantize, facemark.validate;"
+            "from facemark.config import load_config; from facemark.schemes import available_schemes;"
+            "assert load_config().data.input_size == 224; print(facemark.__file__, available_schemes())")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert str(target) in out and "ibug68" in out and "lapa106" in out
+    assert (target / "facemark" / "train" / "__init__.py").is_file()
+    assert (target / "facemark" / "configs" / "base.yaml").is_file()
+
+
+def test_cli_lists_every_stage_verb():
+    out = subprocess.run([sys.executable, "-m", "facemark", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for verb in ("synth", "check-data", "boxes", "train", "eval", "export", "quantize", "validate", "pipeline"):
+        assert verb in out
