@@ -1,0 +1,22 @@
+package org.facemark.core;
+
+/**
+ * Names and defaults the app hard-codes. tests/test_android_core.py checks them against the
+ * Python side (facemark.manifest.MANIFEST_NAME, facemark.convert.formats.artifact_file) and
+ * android-demo/copy_assets.sh, so a rename on either side fails CI.
+ */
+public final class AppDefaults {
+    /** The run's manifest, copied unchanged into app/src/main/assets/. */
+    public static final String MANIFEST_ASSET = "manifest.json";
+    /** The model the app loads unless another .tflite listed in the manifest is in the assets. */
+    public static final String MODEL_ASSET = "model_fp32.tflite";
+    /** Interpreter threads on first start (a setting afterwards); big cores of most phones. */
+    public static final int DEFAULT_THREADS = 4;
+    /** Thread counts offered in the settings. */
+    public static final int[] THREAD_CHOICES = {1, 2, 4, 6, 8};
+    /** The GPU delegate is off by default: CPU/XNNPACK is the reference path. */
+    public static final boolean DEFAULT_USE_GPU = false;
+
+    private AppDefaults() {
+    }
+}

@@ -1,0 +1,281 @@
+"""The Android app's JVM core (android-demo/core) against golden vectors from PyTorch, and the
+consistency of the app's files with the Python side (asset names, copy script, XML, Gradle catalog).
+
+The core is plain Java, compiled here with the JDK's javac; the app itself needs Google Maven
+and is not built in CI.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from drawn_faces import make_drawn_split
+
+from facemark import codec
+from facemark.config import load_config
+from facemark.errors import ArtifactError
+from facemark.convert.formats import FORMATS, artifact_file
+from facemark.convert.golden import GOLDEN_FORMAT, write_golden
+from facemark.data.crops import CropSet, load_crop_set
+from facemark.manifest import MANIFEST_NAME, artifact_entry, new_manifest, record_artifact, save_manifest
+from facemark.model import build_model, checkpoint_dict
+from facemark.schemes import load_scheme
+
+REPO = Path(__file__).resolve().parents[1]
+ANDROID = REPO / "android-demo"
+CORE = ANDROID / "core" / "src"
+APP_DEFAULTS = CORE / "main" / "java" / "org" / "facemark" / "core" / "AppDefaults.java"
+KOTLIN = ANDROID / "app" / "src" / "main" / "java"
+
+needs_jdk = pytest.mark.skipif(shutil.which("javac") is None or shutil.which("java") is None,
+                               reason="javac/java not on PATH: the JDK is needed to compile android-demo/core")
+
+
+@pytest.fixture(scope="module")
+def core_classes(tmp_path_factory) -> Path:
+    """android-demo/core main + test sources compiled with javac (Java 11 language level, as Gradle)."""
+    out = tmp_path_factory.mktemp("core_classes")
+    sources = sorted(str(p) for p in CORE.rglob("*.java"))
+    result = subprocess.run(["javac", "--release", "11", "-Xlint:all", "-Werror", "-d", str(out), *sources],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def golden_run(tmp_path_factory) -> Path:
+    """A run folder with a tiny perturbed model's manifest and golden vectors from two drawn faces."""
+    root = tmp_path_factory.mktemp("android_golden")
+    make_drawn_split(root / "data", "test", 2, seed=3)
+    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050", "data.input_size=64",
+                                 "data.detector=drawn"])
+    scheme = load_scheme(cfg.data.scheme)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, scheme.num_points).eval()
+    with torch.no_grad():  # random init gives near-constant outputs; perturb so every value matters
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    run = root / "run"
+    export_dir = run / "export"
+    export_dir.mkdir(parents=True)
+    ckpt = run / "best.pt"
+    torch.save(checkpoint_dict(model, cfg), ckpt)
+    save_manifest(export_dir, new_manifest(cfg, scheme.to_dict(), ckpt))
+    crop_set = load_crop_set(root / "data", "test", cfg.data, workers=1)
+    golden = write_golden(run, export_dir, crop_set, model, cfg)
+    assert golden == export_dir / "golden"
+    return run
+
+
+def run_checker(classes: Path, golden: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["java", "-cp", str(classes), "org.facemark.core.GoldenCheck", str(golden)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def read_kv(path: Path) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in path.read_text().splitlines() if line.strip()}
+
+
+def test_golden_files_are_consistent(golden_run):
+    """The writer's own numbers hang together: PNG -> warp -> crop.bin, outputs -> landmarks."""
+    import cv2
+
+    golden = golden_run / "export" / "golden"
+    index = read_kv(golden / "golden.txt")
+    assert index["format"] == [GOLDEN_FORMAT] and index["input_size"] == ["64"]
+    assert index["cases"] == ["case_0", "case_1", "case_2"] and index["pupils_left"] == ["104"]
+    sizes = []
+    for name in index["cases"]:
+        case = read_kv(golden / f"{name}.txt")
+        frame = cv2.cvtColor(cv2.imread(str(golden / case["image"][0])), cv2.COLOR_BGR2RGB)
+        sizes.append(frame.shape[0])
+        matrix = np.array(case["matrix"], float).reshape(2, 3)
+        np.testing.assert_array_equal(codec.crop_matrix(np.array(case["box"], float), 64, 0.2), matrix)
+        crop = np.frombuffer((golden / case["crop"][0]).read_bytes(), np.uint8).reshape(64, 64, 3)
+        np.testing.assert_array_equal(codec.warp_crop(frame, matrix, 64), crop)
+        outputs = np.array(case["outputs"], float).reshape(1, 106, 2)
+        assert outputs.std() > 0.05  # the perturbed model says something different per point
+        landmarks = codec.to_image(outputs, matrix[None], 64)[0]
+        np.testing.assert_allclose(np.array(case["landmarks"], float).reshape(106, 2), landmarks, atol=1e-12)
+        assert int(case["image_sum"][0]) == int(frame.sum())
+    assert sizes == [64, 102, 45]  # frame scales 1.0, 1.6, 0.7 of the 64 px crop
+    last = np.frombuffer((golden / "case_2_crop.bin").read_bytes(), np.uint8).reshape(64, 64, 3)
+    assert (last.reshape(-1, 3).max(axis=1) == 0).mean() > 0.1  # the shifted box reaches past the frame
+
+
+def test_golden_refuses_a_contract_it_cannot_honour(golden_run, tmp_path):
+    export_dir = tmp_path / "export"
+    shutil.copytree(golden_run / "export", export_dir)
+    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050", "data.input_size=64"])
+    model = build_model(cfg.model, 106).eval()
+    crops = np.zeros((1, 64, 64, 3), np.uint8)
+    crop_set = CropSet("test", ["a"], crops, np.zeros((1, 2, 3)), np.zeros((1, 106, 2)), "drawn")
+    other_margin = load_config(overrides=["model.pretrained=false", "data.input_size=64", "data.margin=0.3"])
+    with pytest.raises(ArtifactError, match="margin.*differs from the run's config"):
+        write_golden(tmp_path, export_dir, crop_set, model, other_margin)
+    small = CropSet("test", ["a"], crops[:, :32, :32], np.zeros((1, 2, 3)), np.zeros((1, 106, 2)), "drawn")
+    with pytest.raises(ArtifactError, match="need 64x64 RGB crops"):
+        write_golden(tmp_path, export_dir, small, model, cfg)
+    assert sorted(p.name for p in (export_dir / "golden").iterdir()) == sorted(
+        p.name for p in (golden_run / "export" / "golden").iterdir())  # the old folder is untouched
+
+
+@needs_jdk
+def test_java_core_reproduces_golden_vectors(core_classes, golden_run):
+    result = run_checker(core_classes, golden_run / "export" / "golden")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "golden check: OK" in result.stdout
+    diffs = [int(m) for m in re.findall(r"crop max diff (\d+)", result.stdout)]
+    assert len(diffs) == 3 and max(diffs) <= 1, result.stdout  # 0 on x86 OpenCV 4.x: bit-exact warpAffine
+
+
+def _bump_value(path: Path, key: str, position: int, delta: float) -> None:
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        parts = line.split()
+        if parts[0] == key:
+            parts[1 + position] = repr(float(parts[1 + position]) + delta)
+            lines[i] = " ".join(parts)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _bump_crop_byte(path: Path, index: int, delta: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[index] = (data[index] + delta) % 256
+    path.write_bytes(bytes(data))
+
+
+def _bump_manifest_margin(export_dir: Path) -> None:
+    manifest = export_dir / MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"margin": 0.2', '"margin": 0.25'))
+
+
+CORRUPTIONS = {
+    "landmark": (lambda e: _bump_value(e / "golden" / "case_1.txt", "landmarks", 7, 0.01), "case_1 landmarks"),
+    "output": (lambda e: _bump_value(e / "golden" / "case_0.txt", "outputs", 3, 1e-3), "case_0 landmarks"),
+    "crop_pixel": (lambda e: _bump_crop_byte(e / "golden" / "case_2_crop.bin", 5000, 3), "case_2 crop"),
+    "input_mean": (lambda e: _bump_value(e / "golden" / "case_0.txt", "input_mean", 1, 1e-4), "case_0 input_mean"),
+    "manifest_margin": (_bump_manifest_margin, "contract margin"),
+}
+
+
+@needs_jdk
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_any_disagreement_fails(core_classes, golden_run, tmp_path, corruption):
+    export_dir = tmp_path / "export"
+    shutil.copytree(golden_run / "export", export_dir)
+    corrupt, message = CORRUPTIONS[corruption]
+    corrupt(export_dir)
+    result = run_checker(core_classes, export_dir / "golden")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stdout, result.stdout
+
+
+@needs_jdk
+def test_missing_golden_folder_is_a_usage_error(core_classes, tmp_path):
+    result = run_checker(core_classes, tmp_path / "nothing")
+    assert result.returncode == 2 and "golden.txt: missing" in result.stderr
+
+
+def _java_constant(name: str) -> str:
+    match = re.search(rf"\b{name}\s*=\s*(.+?);", APP_DEFAULTS.read_text())
+    assert match, f"{APP_DEFAULTS}: no constant {name}"
+    return match.group(1).strip()
+
+
+def test_app_constants_match_python_side():
+    model_file = artifact_file(FORMATS["tflite"], "float32", False)
+    assert _java_constant("MANIFEST_ASSET") == f'"{MANIFEST_NAME}"'
+    assert _java_constant("MODEL_ASSET") == f'"{model_file}"'
+    script = (ANDROID / "copy_assets.sh").read_text()
+    assert f"model={{2:-{model_file}}}" in script.replace("$", "") and "app/src/main/assets" in script
+    threads = int(_java_constant("DEFAULT_THREADS"))
+    choices = [int(v) for v in re.findall(r"\d+", _java_constant("THREAD_CHOICES"))]
+    assert threads in choices and choices == sorted(choices)
+    kotlin = "\n".join(p.read_text() for p in KOTLIN.rglob("*.kt"))
+    # the app uses the constants instead of repeating the names
+    assert "AppDefaults.MODEL_ASSET" in kotlin and "AppDefaults.MANIFEST_ASSET" in kotlin
+    assert model_file not in kotlin and f'"{MANIFEST_NAME}"' not in kotlin
+    assert "android-demo/copy_assets.sh $(RUN)" in (REPO / "Makefile").read_text()
+
+
+def _fake_export(run: Path, cfg_overrides: list[str]) -> Path:
+    cfg = load_config(overrides=cfg_overrides)
+    export_dir = run / "export"
+    export_dir.mkdir(parents=True)
+    ckpt = run / "best.pt"
+    ckpt.write_bytes(b"checkpoint")
+    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), ckpt))
+    (export_dir / "model_fp32.tflite").write_bytes(b"TFL3 not a real model")
+    record_artifact(export_dir, "tflite_fp32", artifact_entry(export_dir, Path("model_fp32.tflite"),
+                                                              format="tflite", layout="NHWC"))
+    return export_dir
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_copy_assets_script(tmp_path):
+    export_dir = _fake_export(tmp_path / "run", ["model.pretrained=false"])
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "old_model.tflite").write_bytes(b"stale")
+    env = {"PATH": "/usr/bin:/bin", "ASSETS_DIR": str(assets)}
+    script = str(ANDROID / "copy_assets.sh")
+    done = subprocess.run(["sh", script, str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in assets.iterdir()) == ["manifest.json", "model_fp32.tflite"]
+    assert (assets / "manifest.json").read_bytes() == (export_dir / "manifest.json").read_bytes()
+
+    (export_dir / "model_fp32.tflite").write_bytes(b"TFL3 replaced after export")
+    tampered = subprocess.run(["sh", script, str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert tampered.returncode == 1 and "sha256" in tampered.stderr
+    unlisted = subprocess.run(["sh", script, str(tmp_path / "run"), "best.pt"], env=env, capture_output=True, text=True)
+    assert unlisted.returncode == 1
+    missing = subprocess.run(["sh", script, str(tmp_path / "nowhere")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "manifest.json not found" in missing.stderr
+
+
+def test_android_xml_parses_and_resources_exist():
+    xml_files = sorted(ANDROID.rglob("*.xml"))
+    assert len(xml_files) >= 5
+    for path in xml_files:
+        ET.parse(path)  # raises ParseError naming the line
+    android = "{http://schemas.android.com/apk/res/android}"
+    manifest = ET.parse(ANDROID / "app" / "src" / "main" / "AndroidManifest.xml").getroot()
+    assert "android.permission.CAMERA" in [p.get(f"{android}name") for p in manifest.iter("uses-permission")]
+    assert [a.get(f"{android}name") for a in manifest.iter("activity")] == [".MainActivity"]
+    res = ANDROID / "app" / "src" / "main" / "res"
+    declared_ids = {m for p in res.rglob("*.xml") for m in re.findall(r'@\+id/(\w+)', p.read_text())}
+    strings = {e.get("name") for p in res.rglob("*.xml") for e in ET.parse(p).getroot().iter("string")}
+    kotlin = "\n".join(p.read_text() for p in KOTLIN.rglob("*.kt"))
+    used_ids = set(re.findall(r"R\.id\.(\w+)", kotlin))
+    used_strings = set(re.findall(r"R\.string\.(\w+)", kotlin))
+    used_strings |= {m for p in res.rglob("*.xml") for m in re.findall(r"@string/(\w+)", p.read_text())}
+    assert used_ids and used_ids <= declared_ids, used_ids - declared_ids
+    assert used_strings <= strings, used_strings - strings
+
+
+def test_gradle_catalog_covers_every_alias():
+    catalog = tomllib.loads((ANDROID / "gradle" / "libs.versions.toml").read_text())
+    scripts = [ANDROID / "build.gradle.kts", *(ANDROID / module / "build.gradle.kts" for module in ("app", "core"))]
+    text = "\n".join(p.read_text() for p in scripts)
+    for table, pattern in (("libraries", r"\blibs\.(?!plugins\.|versions\.)([\w.]+)"),
+                           ("plugins", r"\blibs\.plugins\.([\w.]+)")):
+        declared = {k.replace("-", ".").replace("_", ".") for k in catalog[table]}
+        used = set(re.findall(pattern, text))
+        assert used and used <= declared, (table, used - declared)
+    for entry in list(catalog["libraries"].values()) + list(catalog["plugins"].values()):
+        ref = entry.get("version", {}).get("ref") if isinstance(entry, dict) else None
+        assert ref is None or ref in catalog["versions"], entry
+    core_script = (ANDROID / "core" / "build.gradle.kts").read_text()
+    assert "java-library" in core_script and "implementation(" not in core_script  # no third-party deps
+    assert 'project(":core")' in (ANDROID / "app" / "build.gradle.kts").read_text()
+    wrapper = (ANDROID / "gradle" / "wrapper" / "gradle-wrapper.properties").read_text()
+    assert re.search(r"distributionUrl=https\\://services\.gradle\.org/distributions/gradle-[\d.]+-bin\.zip", wrapper)
