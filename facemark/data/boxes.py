@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facemark.data.detectors import SELECTION_RULE, Detector, create_detector, select_detection
+from facemark.data.detectors import SELECTION_RULE, Detector, detector_factory, select_detection
 from facemark.data.layout import list_images, present_splits, read_image
 from facemark.errors import DataError
 from facemark.io import atomic_write_text
@@ -89,7 +89,7 @@ def _detect_split(detector: Detector, images: dict[str, Path], folder: Path, ove
             unreadable.append(str(exc))   # no entry written: a fixed image is picked up next run
             continue
         start = time.perf_counter()
-        chosen = select_detection(detector.detect(image))
+        chosen = select_detection(detector.detect(image), (image.shape[1], image.shape[0]))
         times_ms.append(1000.0 * (time.perf_counter() - start))
         if chosen is None:
             write_box(folder / f"{stem}.txt", None)
@@ -101,17 +101,20 @@ def _detect_split(detector: Detector, images: dict[str, Path], folder: Path, ove
 def _split_summary(folder: Path, stems: list[str], times_ms: list[float], unreadable: list[str],
                    detector: str) -> dict:
     """Figures over the whole cache of the split (not only this run's part)."""
-    entries = [folder / f"{stem}.txt" for stem in stems]
-    cached = [read_box(path) for path in entries if _is_cached(path)]
-    hits = sum(1 for box in cached if box is not None)
-    misses = len(cached) - hits
+    hits = misses = 0
+    for stem in stems:
+        try:
+            box = read_box(folder / f"{stem}.txt")
+        except DataError:
+            continue        # not cached (unreadable image) or malformed: neither hit nor miss
+        hits, misses = hits + (box is not None), misses + (box is None)
     median_ms = float(np.median(times_ms)) if times_ms else None
     previous = folder / SUMMARY_NAME
     if median_ms is None and previous.is_file():
         # nothing ran this time: keep the timing of the run that filled the cache
         median_ms = json.loads(previous.read_text()).get("median_ms")
     return {"detector": detector, "faces": len(stems), "hits": hits, "misses": misses,
-            "unreadable": len(unreadable), "hit_rate": hits / len(cached) if cached else None,
+            "unreadable": len(unreadable), "hit_rate": hits / (hits + misses) if hits + misses else None,
             "median_ms": median_ms, "detected_now": len(times_ms), "selection": SELECTION_RULE}
 
 
@@ -123,12 +126,13 @@ def cache_boxes(root: Path, detector: str, splits: list[str] | None, overwrite: 
     misses, unreadable, hit_rate, median_ms (per image, detection only), detected_now.
     """
     root = Path(root)
-    model = create_detector(detector)     # first: `synth` or a typo fails before any work
+    factory = detector_factory(detector)   # `synth` or a typo fails before anything else
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found")
     names = list(splits) if splits else present_splits(root)
     if not names:
         raise DataError(f"{root}: no splits found (expected ROOT/<split>/images/)")
+    model = factory()
     results = {}
     for split in names:
         images, problems = list_images(root, split)

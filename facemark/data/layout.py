@@ -101,33 +101,38 @@ def list_samples_lenient(root: Path, split: str) -> tuple[list[Sample], list[str
 
 
 def read_landmarks(path: Path, num_points: int | None = None) -> np.ndarray:
-    """Parse a landmark file -> (P, 2) float32 image pixels; checks count, numbers and NaNs."""
+    """Parse a landmark file -> (P, 2) float32 image pixels; checks count, numbers and NaNs.
+
+    Blank lines are skipped; messages quote the real line numbers of the file.
+    """
     path = Path(path)
     try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read landmark file ({exc.__class__.__name__})") from None
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise DataError(f"{path}: empty landmark file (expected the point count on line 1)")
+    count_line, count_text = lines[0]
     try:
-        count = int(lines[0].strip())
+        count = int(count_text)
     except ValueError:
-        raise DataError(f"{path}:1: expected the point count, got {lines[0].strip()!r}") from None
+        raise DataError(f"{path}:{count_line}: expected the point count, got {count_text!r}") from None
     if len(lines) - 1 != count:
-        raise DataError(f"{path}: line 1 says {count} points but {len(lines) - 1} point lines follow")
+        raise DataError(f"{path}: line {count_line} says {count} points but {len(lines) - 1} point "
+                        f"lines follow")
     if num_points is not None and count != num_points:
         raise DataError(f"{path}: {count} points, but the scheme expects {num_points}")
     points = np.empty((count, 2), dtype=np.float32)
-    for index, line in enumerate(lines[1:]):
-        parts = line.split()
+    for index, (number, line) in enumerate(lines[1:]):
         try:
-            values = [float(v) for v in parts]
+            values = [float(v) for v in line.split()]
         except ValueError:
             values = []
         if len(values) != 2:
-            raise DataError(f"{path}:{index + 2}: expected two numbers 'x y', got {line.strip()!r}")
+            raise DataError(f"{path}:{number}: expected two numbers 'x y', got {line!r}")
         if not all(math.isfinite(v) for v in values):
-            raise DataError(f"{path}:{index + 2}: non-finite coordinate {line.strip()!r}")
+            raise DataError(f"{path}:{number}: non-finite coordinate {line!r}")
         points[index] = values
     return points
 
@@ -175,7 +180,10 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 
 def check_points_inside(path: Path, points: np.ndarray, width: int, height: int) -> None:
-    """Refuse landmarks far outside the image (more than OUTSIDE_TOLERANCE of its size)."""
+    """Refuse landmarks far outside the image (more than OUTSIDE_TOLERANCE of its size).
+
+    The `:line` in the message assumes the file has no blank lines (as write_landmarks writes it).
+    """
     lo = -OUTSIDE_TOLERANCE * np.array([width, height])
     hi = (1 + OUTSIDE_TOLERANCE) * np.array([width, height])
     bad = np.flatnonzero(((points < lo) | (points > hi)).any(axis=1))
