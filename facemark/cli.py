@@ -29,6 +29,21 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
                         help="override one config value, e.g. --set train.epochs=3 (repeatable)")
 
 
+def _add_study(parser: argparse.ArgumentParser, configs_flag: str, default_out: Path) -> None:
+    """Arguments shared by benchmark and ablate: many configs, one data root, budget flags."""
+    parser.add_argument(configs_flag, type=Path, nargs="+", required=True,
+                        help="config files and/or folders of *.yaml (one run per file)")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root in LaPa layout")
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help="output folder; finished runs in OUT/runs/<config name>/ are reused")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value in every config (repeatable)")
+    parser.add_argument("--epochs", type=_positive_int, help="reduced budget: train.epochs of every config")
+    parser.add_argument("--input-size", type=_positive_int, help="reduced budget: data.input_size of every config")
+    parser.add_argument("--limit", type=_positive_int, help="reduced budget: data.limit (first N faces per split)")
+
+
 def _config(args: argparse.Namespace):
     from facemark.config import load_config
 
@@ -72,6 +87,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget(args: argparse.Namespace):
+    from facemark.train.experiments import Budget
+
+    return Budget(epochs=args.epochs, input_size=args.input_size, limit=args.limit)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from facemark.train.benchmark import run_benchmark
+
+    return run_benchmark(args.configs, data_root=args.data, out_dir=args.out, budget=_budget(args),
+                         overrides=args.overrides, split=args.split, threads=args.threads, warmup=args.warmup,
+                         runs=args.runs)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from facemark.train.ablate import run_ablation
+
+    return run_ablation(args.config, data_root=args.data, out_dir=args.out, budget=_budget(args),
+                        overrides=args.overrides, split=args.split)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from facemark.convert.export import export_run
 
@@ -106,6 +142,9 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "boxes": ("run a face detector once and cache its boxes", cmd_boxes),
     "train": ("train a landmark regressor (torchrun for several GPUs)", cmd_train),
     "eval": ("evaluate a checkpoint: NME, FR, AUC, CED plot", cmd_eval),
+    "benchmark": ("paper figure: train and time several architectures (NME vs latency, GFLOPs, params)",
+                  cmd_benchmark),
+    "ablate": ("paper table: train the training-recipe variants, NME beside the paper's", cmd_ablate),
     "export": ("export a run to ONNX, TFLite and CoreML with a manifest", cmd_export),
     "quantize": ("write int8 artifacts calibrated on training crops", cmd_quantize),
     "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
@@ -136,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs["boxes"]
     p.description = ("Run a face detector once over every image and cache one box per image under "
                      "ROOT/<split>/boxes/<detector>/ (a miss is written as 'miss'). With several "
-                     "detections the cache keeps the highest score among boxes with at least 25% "
-                     "of the largest box's area (ties: larger box). Already cached images are "
-                     "skipped, so an interrupted run resumes.")
+                     "detections the cache keeps, among the boxes with at least 25% of the largest "
+                     "box's area and at least 95% of the best score, the one nearest the image "
+                     "centre (ties: larger box). Already cached images are skipped, so an "
+                     "interrupted run resumes.")
     p.add_argument("root", type=Path)
     p.add_argument("--detector", default="mtcnn",
                    help="mtcnn (facenet-pytorch, CPU) or haar (OpenCV cascade); 'synth' boxes come "
@@ -156,7 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--out", type=Path, help="folder for metrics.json and the CED plot (default: beside ckpt)")
+    p.add_argument("--out", type=Path,
+                   help="folder for metrics_<split>.json and ced_<split>.png (default: beside the checkpoint)")
+
+    _add_study(verbs["benchmark"], "--configs", Path("runs/benchmark"))
+    _add_study(verbs["ablate"], "--config", Path("runs/ablation"))
+    p = verbs["benchmark"]
+    p.add_argument("--threads", type=_positive_int, help="CPU latency threads (default: validate.threads)")
+    p.add_argument("--warmup", type=int, help="untimed runs before timing (default: validate.warmup)")
+    p.add_argument("--runs", type=_positive_int, help="timed runs, median reported (default: validate.runs)")
 
     p = verbs["export"]
     p.add_argument("run", type=Path)

@@ -1,0 +1,80 @@
+"""A tiny LaPa-layout dataset of cartoon faces drawn with cv2, with a box cache, for eval/benchmark tests.
+
+The 106 LaPa points sit on the drawn features (contour, brows, nose, eyes, mouth, pupils) under a
+random similarity transform, so a model can learn something and inter-pupil distances are
+realistic (about 0.7 x the outer-corner distance, as in LaPa).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facemark.codec import landmark_box
+from facemark.data.boxes import box_dir, write_box
+from facemark.data.layout import write_landmarks
+
+IMAGE_SIZE = 96
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, count: int, start: float, stop: float) -> np.ndarray:
+    angles = np.linspace(start, stop, count, endpoint=False)
+    return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1)
+
+
+def template() -> np.ndarray:
+    """(106, 2) LaPa-ordered points in a unit face frame (y down, face about [-0.8, 0.8] x [-0.5, 0.9])."""
+    contour = _ellipse(0, 0, 0.8, 0.9, 33, np.pi, 0)                 # 0-32: through the chin
+    contour[-1] = [0.8, 0.0]
+    brows = np.concatenate([np.stack([np.linspace(-0.6, -0.15, 9), np.full(9, -0.5)], 1),
+                            np.stack([np.linspace(0.15, 0.6, 9), np.full(9, -0.5)], 1)])   # 33-50
+    nose = np.concatenate([np.stack([np.zeros(4), np.linspace(-0.3, 0.0, 4)], 1),
+                           np.stack([np.linspace(-0.2, 0.2, 11), np.full(11, 0.15)], 1)])  # 51-65
+    left_eye = np.concatenate([_ellipse(-0.35, -0.25, 0.15, 0.06, 8, np.pi, 3 * np.pi), [[-0.35, -0.25]]])
+    right_eye = np.concatenate([_ellipse(0.35, -0.25, 0.15, 0.06, 8, np.pi, 3 * np.pi), [[0.35, -0.25]]])
+    mouth = _ellipse(0, 0.45, 0.3, 0.1, 20, np.pi, 3 * np.pi)                                   # 84-103
+    pupils = np.array([[-0.35, -0.25], [0.35, -0.25]])                                         # 104, 105
+    return np.concatenate([contour, brows, nose, left_eye, right_eye, mouth, pupils])
+
+
+def draw_face(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> ((IMAGE_SIZE, IMAGE_SIZE, 3) uint8 BGR image, (106, 2) image-pixel landmarks)."""
+    rng = np.random.default_rng(seed)
+    angle = np.deg2rad(rng.uniform(-15, 15))
+    scale = rng.uniform(22, 30)
+    centre = IMAGE_SIZE / 2 + rng.uniform(-6, 6, 2)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = template() @ rotation.T * scale + centre
+    image = rng.integers(40, 90, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    skin = tuple(int(v) for v in rng.integers(150, 230, 3))
+    cv2.fillPoly(image, [np.round(np.concatenate([points[0:33], points[33:51][::-1]])).astype(np.int32)], skin)
+    for group in (slice(33, 42), slice(42, 51), slice(51, 55), slice(55, 66)):
+        cv2.polylines(image, [np.round(points[group]).astype(np.int32)], False, (60, 40, 30), 1)
+    for group, colour in ((slice(66, 74), (250, 250, 250)), (slice(75, 83), (250, 250, 250)),
+                          (slice(84, 104), (60, 60, 170))):
+        cv2.fillPoly(image, [np.round(points[group]).astype(np.int32)], colour)
+    for pupil in points[104:106]:
+        cv2.circle(image, tuple(int(v) for v in np.round(pupil)), 2, (20, 20, 20), -1)
+    return image, points
+
+
+def make_drawn_split(root: Path, split: str, count: int, detector: str = "drawn", misses: tuple[int, ...] = (),
+                     seed: int = 0) -> list[str]:
+    """Write `count` drawn faces to ROOT/<split>/ and a box cache under boxes/<detector>/: the
+    landmark box jittered by a few pixels, or `miss` for the indices in `misses`. Returns stems."""
+    rng = np.random.default_rng(seed + 1000)
+    stems = []
+    for i in range(count):
+        stem = f"{split}{i:03d}"
+        image, points = draw_face(seed * 100003 + zlib.crc32(split.encode()) % 1000 * 101 + i)
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "landmarks").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / split / "images" / f"{stem}.png"), image)
+        write_landmarks(root / split / "landmarks" / f"{stem}.txt", points)
+        box = None if i in misses else landmark_box(points) + rng.uniform(-2, 2, 4)
+        write_box(box_dir(root, split, detector) / f"{stem}.txt", box, score=0.99)
+        stems.append(stem)
+    return stems
