@@ -247,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     except FacemarkError as exc:
         print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only folder, permission: the user's environment, not a bug
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"facemark {args.verb}: interrupted", file=sys.stderr)
         return 130
