@@ -1,0 +1,64 @@
+"""Losses against hand computations, on both branches of Wing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from facemark.config import load_config
+from facemark.errors import ConfigError
+from facemark.train.losses import WingLoss, build_loss
+
+
+def test_mse_is_mean_square_over_coordinates():
+    pred = torch.tensor([[0.1, -0.2, 0.3, 0.0]])
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.5]])
+    cfg = load_config(overrides=["train.loss=mse"]).train
+    # (0.01 + 0.04 + 0.09 + 0.25) / 4
+    assert build_loss(cfg)(pred, target).item() == pytest.approx(0.0975, abs=1e-7)
+
+
+def test_wing_small_branch_is_logarithmic():
+    loss = WingLoss(w=0.1, epsilon=0.02)
+    # |x| = 0.05 < w: 0.1 * ln(1 + 0.05 / 0.02) = 0.1 * ln(3.5)
+    value = loss(torch.tensor([0.05]), torch.tensor([0.0])).item()
+    assert value == pytest.approx(0.1 * math.log(3.5), rel=1e-6)
+    assert value == pytest.approx(0.125276, abs=1e-6)
+
+
+def test_wing_large_branch_is_linear_with_offset():
+    loss = WingLoss(w=0.1, epsilon=0.02)
+    # |x| = 0.3 >= w: 0.3 - C, C = 0.1 - 0.1 * ln(1 + 0.1 / 0.02) = 0.1 - 0.1 * ln 6
+    expected = 0.3 - (0.1 - 0.1 * math.log(6.0))
+    value = loss(torch.tensor([-0.3]), torch.tensor([0.0])).item()
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert value == pytest.approx(0.379176, abs=1e-6)
+
+
+def test_wing_mean_over_mixed_branches_and_continuity():
+    loss = WingLoss(w=0.1, epsilon=0.02)
+    pred = torch.tensor([[0.05, 0.3], [0.0, 0.0]])
+    target = torch.zeros(2, 2)
+    expected = (0.1 * math.log(3.5) + 0.3 - 0.1 + 0.1 * math.log(6.0)) / 4
+    assert loss(pred, target).item() == pytest.approx(expected, rel=1e-6)
+    # the two branches meet at |x| = w
+    below = loss(torch.tensor([0.1 - 1e-6]), torch.tensor([0.0])).item()
+    above = loss(torch.tensor([0.1 + 1e-6]), torch.tensor([0.0])).item()
+    assert below == pytest.approx(above, abs=1e-5)
+
+
+def test_wing_gradient_is_larger_than_l1_for_small_errors():
+    loss = WingLoss(w=0.1, epsilon=0.02)
+    pred = torch.tensor([0.01], requires_grad=True)
+    loss(pred, torch.tensor([0.0])).backward()
+    # d/dx w ln(1 + x/eps) = w / (eps + x) = 0.1 / 0.03
+    assert pred.grad.item() == pytest.approx(0.1 / 0.03, rel=1e-5)
+
+
+def test_loss_configuration_errors():
+    with pytest.raises(ConfigError, match="valid: mse, wing"):
+        build_loss(load_config(overrides=["train.loss=l1"]).train)
+    with pytest.raises(ConfigError, match="wing_w"):
+        build_loss(load_config(overrides=["train.loss=wing", "train.wing_w=0"]).train)

@@ -1,0 +1,89 @@
+"""Training data plumbing: the training split with its boxes, seeded loaders, the validation crops.
+
+Order and augmentation are functions of (train.seed, epoch) only: the sampler shuffles with a
+per-epoch seed and every face draws its augmentation from (seed, epoch, index) (see augment.py),
+so one process, several DDP processes and a resumed run all see the same batches.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from facemark.config import Config
+from facemark.data.boxes import read_split_boxes
+from facemark.data.crops import CropSet, load_crop_set
+from facemark.data.layout import Sample, list_split
+from facemark.errors import ConfigError, DataError
+from facemark.schemes import load_scheme
+from facemark.train.augment import TrainFaces
+
+
+def training_samples(root: Path, cfg: Config, log=print) -> list[Sample]:
+    """The faces of ROOT/train: every one must pass the reader's checks, or with
+    data.skip_bad_samples those that do (facemark.data.check.usable_samples), the rest counted."""
+    if cfg.data.skip_bad_samples:
+        from facemark.data.check import usable_samples
+
+        samples, problems = usable_samples(root, "train", cfg.data.scheme)
+        log(f"skipped {len(problems)} bad samples" + (f" (first: {problems[0]})" if problems else ""))
+    else:
+        samples = list_split(root, "train")
+    samples = samples[: cfg.data.limit] if cfg.data.limit else samples
+    if not samples:
+        raise DataError(f"{Path(root) / 'train'}: no usable training faces")
+    return samples
+
+
+def training_dataset(root: Path, cfg: Config, log=print) -> TrainFaces:
+    """TrainFaces over ROOT/train with the cached detector boxes of data.detector (not needed
+    when data.landmark_box_prob is 1); detector misses fall back to the landmark box, counted."""
+    samples = training_samples(root, cfg, log)
+    boxes = None
+    if cfg.data.landmark_box_prob < 1.0:
+        boxes = read_split_boxes(root, "train", cfg.data.detector, [s.stem for s in samples])
+        misses = sum(1 for box in boxes.values() if box is None)
+        if misses:
+            log(f"{misses} of {len(samples)} training faces have no {cfg.data.detector!r} box: "
+                f"they use their landmark box")
+    num_points = load_scheme(cfg.data.scheme).num_points
+    return TrainFaces(samples, num_points, cfg.data, cfg.augment, boxes, seed=cfg.train.seed)
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """train.batch_size is the global batch; each of the world_size processes takes an equal share."""
+    if batch_size % world_size:
+        raise ConfigError(f"train.batch_size: {batch_size} does not split evenly over {world_size} processes")
+    return batch_size // world_size
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: numpy and random seeded from the worker's torch seed (itself derived
+    from the loader's seeded generator), never inherited from the parent."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def epoch_loader(dataset: TrainFaces, cfg: Config, epoch: int, rank: int, world_size: int,
+                 pin_memory: bool = False) -> DataLoader:
+    """The loader of one epoch: this process's shard of a (seed, epoch)-shuffled order."""
+    dataset.set_epoch(epoch)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=cfg.train.seed)
+    sampler.set_epoch(epoch)
+    batch = per_process_batch(cfg.train.batch_size, world_size)
+    generator = torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=cfg.data.workers,
+                      worker_init_fn=_seed_worker, generator=generator, pin_memory=pin_memory,
+                      # a ragged last batch only when there is no full one (BatchNorm needs > 1 face)
+                      drop_last=len(sampler) > batch)
+
+
+def validation_crops(root: Path, cfg: Config) -> CropSet:
+    """ROOT/val decoded and cropped once with detector boxes (as `facemark eval` sees faces)."""
+    return load_crop_set(root, "val", cfg.data, workers=max(1, cfg.data.workers))

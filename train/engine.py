@@ -1,0 +1,337 @@
+"""`facemark train`: the paper's recipe (timm backbone, MSE or Wing on normalised crop coordinates,
+AdamW + cosine with linear warm-up, optional EMA), per-epoch validation NME, best/last checkpoints,
+exact resume, and DDP under torchrun.
+
+    facemark train --config configs/arch/mobilenetv3_large_100.yaml --data ROOT --run RUN
+    torchrun --nproc-per-node 2 -m facemark -- train --config ... --data ROOT --run RUN
+
+(the `--` keeps torchrun from reading facemark's --run as an abbreviation of its --run-path.)
+
+RUN/ gets config.yaml (the resolved config), best.pt, last.pt, metrics.jsonl (one line per epoch:
+epoch, train_loss, val_nme, lr, seconds) and, when tensorboard is installed, TensorBoard events.
+With several processes, rank 0 validates, writes and shows progress; train.batch_size is the
+global batch, split evenly over the processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from facemark import codec
+from facemark.config import Config, save_config
+from facemark.data.crops import CropSet, to_input
+from facemark.errors import ConfigError, DataError
+from facemark.metrics import nme
+from facemark.model import build_model, checkpoint_dict, keep_frozen_eval
+from facemark.schemes import Scheme, load_scheme
+from facemark.train import checkpoint as ckpt_io
+from facemark.train.augment import mean_target
+from facemark.train.data import epoch_loader, training_dataset, validation_crops
+from facemark.train.losses import build_loss
+
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class Process:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training; last.pt holds all of it."""
+
+    model: nn.Module                 # the bare model (never the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any                   # a timm scheduler, stepped once per epoch
+    scaler: torch.amp.GradScaler
+    ema: Any = None                  # timm.utils.ModelEmaV3 or None
+    epoch: int = 0                   # completed epochs
+    best_val_nme: float = float("inf")
+    best_epoch: int = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and exported: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after: int | None = None) -> dict:
+    """Train (or resume) the run in `run_dir` on the dataset at `data_root` -> final metrics:
+    epoch, train_loss, val_nme, best_val_nme, best_epoch, mean_shape_val_nme, seconds.
+
+    `stop_after` ends this call after that many epochs in total (the run stays resumable), for
+    time-boxed jobs and the resume test; None trains to train.epochs.
+    """
+    data_root, run_dir = Path(data_root), Path(run_dir)
+    _check_names(cfg)
+    process = _init_process(cfg.train.device)
+    try:
+        return _train(cfg, data_root, run_dir, resume, stop_after, process)
+    finally:
+        if process.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _check_names(cfg: Config) -> None:
+    import timm.optim
+
+    if cfg.train.optimizer not in timm.optim.list_optimizers():
+        raise ConfigError(f"train.optimizer: unknown timm optimizer {cfg.train.optimizer!r}; "
+                          f"e.g. adamw, adam, sgd, lamb (timm.optim.list_optimizers() has all)")
+    if cfg.train.scheduler not in SCHEDULERS:
+        raise ConfigError(f"train.scheduler: unknown {cfg.train.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs: must be >= 1, got {cfg.train.epochs}")
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """train.device: auto (CUDA when available, else CPU), cpu or cuda."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"train.device: unknown {name!r}; valid: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda requested but torch sees no CUDA device (use auto or cpu)")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def _init_process(device_name: str) -> Process:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; with WORLD_SIZE > 1 join the process group
+    (nccl on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Process(rank, world_size, local_rank, device)
+
+
+def _build_state(cfg: Config, num_points: int, device: torch.device) -> TrainState:
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
+    model = build_model(cfg.model, num_points).to(device)
+    optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,
+                                    weight_decay=cfg.train.weight_decay)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.train.scheduler, num_epochs=cfg.train.epochs,
+                                       warmup_epochs=cfg.train.warmup_epochs, plateau_mode="min")
+    ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None
+    scaler = torch.amp.GradScaler(device.type, enabled=_use_amp(cfg, device))
+    return TrainState(model, optimizer, scheduler, scaler, ema)
+
+
+def _use_amp(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.amp and device.type == "cuda"
+
+
+def _restore(state: TrainState, saved: dict[str, Any], changed: list[str]) -> None:
+    """Load last.pt into a freshly built state (same config up to `changed` keys)."""
+    state.model.load_state_dict(saved["train_model"] if saved.get("train_model") is not None else saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    schedule_keys = {"train.epochs", "train.scheduler", "train.warmup_epochs", "train.lr"}
+    if schedule_keys.isdisjoint(changed):
+        state.scheduler.load_state_dict(saved["scheduler"])
+    else:   # a new schedule length or shape: recompute this epoch's value on the new curve
+        state.scheduler.step(saved["epoch"])
+    if state.ema is not None:   # EMA switched on at resume: start it from the restored weights
+        state.ema.module.load_state_dict(saved["ema"] if saved.get("ema") is not None else state.model.state_dict())
+    state.scaler.load_state_dict(saved["scaler"])
+    ckpt_io.restore_rng(saved["rng"])
+    state.epoch, state.best_val_nme, state.best_epoch = saved["epoch"], saved["best_val_nme"], saved["best_epoch"]
+
+
+def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after: int | None,
+           process: Process) -> dict:
+    log = print if process.is_main else (lambda *args, **kwargs: None)
+    ckpt_io.check_run_dir(run_dir, resume)
+    saved, changed = None, []
+    if resume:
+        saved = ckpt_io.load_checkpoint_file(run_dir / ckpt_io.LAST)
+        changed = ckpt_io.check_resume_config(saved["config"], cfg, run_dir / ckpt_io.LAST)
+        log(f"resuming {run_dir} after epoch {saved['epoch']}"
+            + (f" (changed: {', '.join(changed)})" if changed else ""))
+    scheme = load_scheme(cfg.data.scheme)
+    dataset = training_dataset(data_root, cfg, log)
+    val_set = validation_crops(data_root, cfg) if process.is_main else None
+    state = _build_state(cfg, scheme.num_points, process.device)
+    if saved is not None:
+        _restore(state, saved, changed)
+    baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
+    if process.is_main:
+        _prepare_run_dir(run_dir, cfg, state.epoch)
+        log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
+            f"{baseline:.4f} (the score of predicting the mean training face)")
+    model = _wrap(state.model, process)
+    loss_fn = build_loss(cfg.train)
+    writer = _tensorboard(run_dir) if process.is_main else None
+    last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
+    record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
+    for epoch in range(state.epoch, last_epoch):
+        start, lr = time.perf_counter(), state.optimizer.param_groups[0]["lr"]
+        loader = epoch_loader(dataset, cfg, epoch, process.rank, process.world_size,
+                              pin_memory=process.device.type == "cuda")
+        train_loss = _train_epoch(model, state, loader, loss_fn, cfg, process, epoch)
+        val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
+        state.scheduler.step(epoch + 1, val_nme)
+        state.epoch = epoch + 1
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": lr,
+                  "seconds": round(time.perf_counter() - start, 3)}
+        if process.is_main:
+            _end_epoch(state, cfg, data_root, run_dir, record, writer, log)
+    if writer is not None:
+        writer.close()
+    return {"epoch": state.epoch, "train_loss": record.get("train_loss"), "val_nme": record.get("val_nme"),
+            "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch,
+            "mean_shape_val_nme": baseline, "run_dir": str(run_dir)}
+
+
+def _wrap(model: nn.Module, process: Process) -> nn.Module:
+    if process.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [process.local_rank] if process.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module, cfg: Config,
+                 process: Process, epoch: int) -> float:
+    """One pass over this process's shard -> mean training loss over all processes."""
+    model.train()
+    keep_frozen_eval(state.model)
+    use_amp = _use_amp(cfg, process.device)
+    total = torch.zeros(2, dtype=torch.float64, device=process.device)   # loss sum, face count
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
+               disable=not process.is_main)
+    try:
+        for images, targets in bar:
+            loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp)
+            total += torch.tensor([loss * len(images), len(images)], dtype=torch.float64, device=process.device)
+            bar.set_postfix(loss=f"{loss:.4f}")
+    except DataError as exc:   # raised in a DataLoader worker: keep the reader's one-line message
+        raise DataError(str(exc).strip().splitlines()[-1].removeprefix("facemark.errors.DataError: ")) from None
+    if process.world_size > 1:
+        dist.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targets: torch.Tensor,
+                loss_fn: nn.Module, device: torch.device, use_amp: bool) -> float:
+    """One optimiser step (and EMA update) on a batch -> its loss."""
+    images = images.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        preds = model(images)
+    loss = loss_fn(preds.float(), targets)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    if state.ema is not None:
+        state.ema.update(state.model)
+    return loss.item()
+
+
+def predict_normalised(model: nn.Module, crops: np.ndarray, device: torch.device, batch_size: int,
+                       use_amp: bool = False) -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB crops -> (N, P, 2) float64 predictions in normalised crop coordinates."""
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for begin in range(0, len(crops), batch_size):
+            batch = torch.from_numpy(to_input(crops[begin:begin + batch_size])).to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs.append(model(batch).float().cpu().numpy())
+    flat = np.concatenate(outputs).astype(np.float64)
+    return flat.reshape(len(crops), -1, 2)
+
+
+def _validate(model: nn.Module, val_set: CropSet | None, scheme: Scheme, cfg: Config, process: Process) -> float:
+    """Mean inter-pupil NME on the validation crops (rank 0), shared with every process."""
+    value = torch.zeros(1, dtype=torch.float64, device=process.device)
+    if process.is_main:
+        preds = predict_normalised(model, val_set.crops, process.device, 2 * cfg.train.batch_size,
+                                   _use_amp(cfg, process.device))
+        pred_image = codec.to_image(preds, val_set.matrices, cfg.data.input_size)
+        value[0] = float(nme(pred_image, val_set.points, scheme, norm="pupil").mean())
+    if process.world_size > 1:
+        dist.broadcast(value, src=0)
+    return float(value[0])
+
+
+def _mean_shape_nme(samples, val_set: CropSet, scheme: Scheme, cfg: Config) -> float:
+    """Val NME of the mean training target placed in every validation crop."""
+    mean = mean_target(samples, scheme.num_points, cfg.data)
+    preds = codec.to_image(np.broadcast_to(mean, (len(val_set), *mean.shape)), val_set.matrices,
+                           cfg.data.input_size)
+    return float(nme(preds, val_set.points, scheme, norm="pupil").mean())
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
+    """config.yaml beside the weights; on resume, drop metrics of epochs after the checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    metrics = run_dir / METRICS_FILE
+    if metrics.is_file():
+        kept = [line for line in metrics.read_text().splitlines()
+                if line.strip() and json.loads(line)["epoch"] <= completed]
+        metrics.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _end_epoch(state: TrainState, cfg: Config, data_root: Path, run_dir: Path, record: dict[str, Any],
+               writer, log) -> None:
+    """Rank 0: best.pt when val NME improved, last.pt always, then metrics.jsonl and TensorBoard."""
+    improved = record["val_nme"] < state.best_val_nme
+    if improved:
+        state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
+    common = {"epoch": state.epoch, "val_nme": record["val_nme"], "data_root": str(data_root)}
+    if improved:
+        ckpt_io.save_checkpoint(run_dir / ckpt_io.BEST, checkpoint_dict(state.eval_model, cfg, **common))
+    ckpt_io.save_checkpoint(run_dir / ckpt_io.LAST, checkpoint_dict(state.eval_model, cfg, **common, **{
+        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "ema": state.ema.module.state_dict() if state.ema is not None else None,
+        "train_model": state.model.state_dict() if state.ema is not None else None,
+        "rng": ckpt_io.rng_state(), "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch}))
+    with open(run_dir / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key in ("train_loss", "val_nme", "lr"):
+            writer.add_scalar(key, record[key], record["epoch"])
+    log(f"epoch {record['epoch']}/{cfg.train.epochs}  train_loss {record['train_loss']:.5f}  "
+        f"val_nme {record['val_nme']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
+        + ("  (best)" if improved else ""))
+
+
+def _tensorboard(run_dir: Path):
+    """A SummaryWriter in RUN/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
