@@ -1,0 +1,115 @@
+"""The export formats as data, and the two records a format module and the driver exchange.
+
+A format is one module with one entry function `convert(job: ExportJob) -> list[Written]` that
+writes every artifact of that format (each precision, plain and baked), checks each against
+PyTorch on real crops before it takes its final name, and returns what the manifest should say.
+The driver (export.py) validates the requested names against FORMATS up front, imports each module
+lazily, and records the results in `RUN/export/manifest.json`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from facemark.config import Config
+from facemark.errors import ConfigError
+
+# Parity bounds in normalised crop units (1.0 = half the crop, so 1e-4 = 0.011 px at 224 px).
+# float32 must reproduce PyTorch (measured <= 1.8e-5 over 5 backbones at 224 on 16 real crops).
+# float16 rounds the weights to 11 significant bits: measured max 2.0e-2 (mobilenetv2_100 with
+# random, BatchNorm-recalibrated weights; 1.4e-2 mobilenetv3, 1.1e-2 efficientnet_b0, 2.5e-3
+# mobilevit_s, 1.0e-3 resnet18), and 4.3e-3 for mobilenetv2 with ImageNet weights (trained nets
+# are better conditioned). The fp16 bound catches a broken conversion (errors ~0.3, the spread of
+# the outputs); accuracy is judged by the NME gate of `facemark validate`.
+PARITY_BOUND = {"float32": 1e-4, "float16": 5e-2}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format: `name` on the command line, file `suffix`, precisions it writes, the
+    module holding its `convert` function, and the input layout of its (unbaked) artifacts."""
+
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    module: str
+    layout: str
+    extra: str  # the optional dependency group that provides its toolchain
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format("onnx", ".onnx", ("float32",), "facemark.convert.onnx", "NCHW", "export"),
+    "tflite": Format("tflite", ".tflite", ("float32", "float16"), "facemark.convert.tflite", "NHWC", "export"),
+    "coreml": Format("coreml", ".mlpackage", ("float32", "float16"), "facemark.convert.coreml", "NCHW", "export"),
+}
+
+PRECISION_TAG = {"float32": "fp32", "float16": "fp16"}
+
+
+def resolve_formats(names: list[str] | None, default: list[str]) -> list[Format]:
+    """Requested names ("all" = every format; None = `default`) -> Formats, in table order.
+
+    An unknown name raises ConfigError listing the valid ones (with a close match if any).
+    """
+    requested = list(default if not names else names)
+    if "all" in requested:
+        requested = list(FORMATS)
+    for name in requested:
+        if name not in FORMATS:
+            close = difflib.get_close_matches(name, list(FORMATS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown export format {name!r}{hint}; valid: {', '.join(FORMATS)}, all")
+    return [fmt for name, fmt in FORMATS.items() if name in requested]
+
+
+def artifact_name(fmt: str, precision: str, baked: bool) -> str:
+    """Manifest key, e.g. onnx_fp32, tflite_fp16, coreml_fp32_baked."""
+    return f"{fmt}_{PRECISION_TAG[precision]}" + ("_baked" if baked else "")
+
+
+def artifact_file(fmt: Format, precision: str, baked: bool) -> str:
+    """File name inside the export folder, e.g. model_fp16.tflite, model_fp32_baked.mlpackage."""
+    return f"model_{PRECISION_TAG[precision]}" + ("_baked" if baked else "") + fmt.suffix
+
+
+@dataclass
+class ExportJob:
+    """Everything a format module needs; built once per `facemark export` by the driver.
+
+    crops: (N, S, S, 3) uint8 RGB real faces (the parity set); contract: the run-level manifest
+    (scheme, input, output, crop, checkpoint) that every artifact embeds.
+    """
+
+    model: nn.Module
+    cfg: Config
+    export_dir: Path
+    work_dir: Path
+    crops: np.ndarray
+    crop_split: str
+    bake: bool
+    contract: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return self.cfg.data.input_size
+
+    @property
+    def variants(self) -> list[bool]:
+        """Baked-preprocessing variants to write: plain always, baked too when asked."""
+        return [False, True] if self.bake else [False]
+
+
+@dataclass
+class Written:
+    """One artifact a format module wrote under its final name; `facts` go into its manifest entry
+    (format, precision, layout, input/output description, parity, status)."""
+
+    name: str
+    file: str
+    facts: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,123 @@
+"""PyTorch references, the baked-preprocessing wrapper, and the parity check every artifact passes.
+
+Every figure here is in normalised crop units, (P - S/2) / (S/2), whatever the artifact outputs:
+a baked artifact's crop-pixel difference is divided by S/2, so one bound serves both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facemark.convert.formats import PARITY_BOUND
+from facemark.data.crops import to_input
+from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+
+
+class ParityError(RuntimeError):
+    """An artifact disagrees with PyTorch beyond the bound of its precision."""
+
+
+class BakedPreprocessing(nn.Module):
+    """uint8 RGB image -> landmarks in crop pixels, so a mobile app does no arithmetic.
+
+    Input (1, S, S, 3) when layout is "NHWC" (ONNX, TFLite), (1, 3, S, S) when "NCHW" (the ONNX
+    handed to onnx2tf, which itself turns it into NHWC; CoreML ImageType, which feeds 0-255
+    floats). Computes model((x / 255 - mean) / std) * S/2 + S/2 -> (1, 2P) crop pixels
+    x0, y0, x1, y1, ... .
+    """
+
+    def __init__(self, model: nn.Module, size: int, layout: str):
+        super().__init__()
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+        self.model, self.size, self.layout = model, size, layout
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32)
+        if self.layout == "NHWC":
+            x = x.permute(0, 3, 1, 2)
+        x = (x / 255.0 - self.mean) / self.std
+        half = self.size / 2.0
+        return self.model(x) * half + half
+
+
+def example_input(size: int, layout: str = "NCHW", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A (1, 3, S, S) or (1, S, S, 3) tracing input of `dtype` (values do not matter)."""
+    shape = (1, 3, size, size) if layout == "NCHW" else (1, size, size, 3)
+    if dtype == torch.uint8:
+        return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+
+
+def artifact_inputs(crops: np.ndarray, layout: str, baked: bool) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops -> what an artifact takes: uint8 as-is when baked (NHWC, or NCHW
+    transposed), else to_input floats in `layout`."""
+    if baked:
+        return np.ascontiguousarray(crops if layout == "NHWC" else crops.transpose(0, 3, 1, 2))
+    return to_input(crops, layout)
+
+
+@torch.no_grad()
+def torch_reference(model: nn.Module, crops: np.ndarray, baked: bool) -> np.ndarray:
+    """PyTorch's answer on (N, S, S, 3) uint8 crops -> (N, 2P) float64: normalised crop units, or
+    crop pixels when `baked` (the output space of the matching artifact)."""
+    size = crops.shape[1]
+    module = BakedPreprocessing(model, size, "NHWC").eval() if baked else model.eval()
+    inputs = torch.from_numpy(crops if baked else to_input(crops, "NCHW"))
+    return np.concatenate([module(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
+
+
+def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, baked: bool,
+                 size: int, split: str) -> dict[str, Any]:
+    """Compare (N, 2P) outputs; return the manifest's parity figures or raise ParityError.
+
+    Figures: max_abs, mean_abs (normalised units), max_abs_px (crop pixels at S), bound, images.
+    """
+    actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
+    diff = np.abs(actual - expected) / (size / 2.0 if baked else 1.0)
+    figures = {"reference": "pytorch", "images": int(len(expected)), "split": split,
+               "units": "normalised crop", "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+               "max_abs_px": float(diff.max() * size / 2.0), "bound": PARITY_BOUND[precision]}
+    if not np.all(np.isfinite(actual)) or figures["max_abs"] > figures["bound"]:
+        raise ParityError(f"{name}: max |artifact - pytorch| = {figures['max_abs']:.3g} normalised units "
+                          f"over {figures['images']} {split} crops exceeds the {precision} bound "
+                          f"{figures['bound']:g}")
+    return figures
+
+
+def io_facts(fmt: str, precision: str, baked: bool, size: int, num_points: int, layout: str,
+             input_dtype: str) -> dict[str, Any]:
+    """The per-artifact half of the contract (the run-level half is the manifest's top level)."""
+    shape = [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size]
+    preprocessing = ("none: raw RGB 0-255 (baked into the graph)" if baked
+                     else "pixels/255, then (x - mean) / std (manifest input.mean/std)")
+    return {"format": fmt, "precision": precision, "quantization": "none", "layout": layout,
+            "input_dtype": input_dtype, "baked_preprocessing": baked,
+            "input": {"name": "input", "shape": shape, "dtype": input_dtype, "color": "RGB",
+                      "preprocessing": preprocessing},
+            "output": {"name": "landmarks", "shape": [1, 2 * num_points],
+                       "space": "crop pixels" if baked else "normalised crop",
+                       "formula": f"crop px = value * {size / 2:g} + {size / 2:g}" if not baked else
+                       "crop px = value", "order": "x0, y0, x1, y1, ..."}}
+
+
+def contract_payload(contract: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact embeds: the run-level contract plus its own facts (no sha256 of itself)."""
+    return {**{k: v for k, v in contract.items() if k != "artifacts"}, "artifact": facts}
+
+
+def embedded_metadata(contract: dict[str, Any], facts: dict[str, Any]) -> dict[str, str]:
+    """String key/values embedded in ONNX metadata_props and CoreML user_defined_metadata:
+    the full contract as JSON under `facemark_manifest`, plus flat keys for quick inspection."""
+    return {"facemark_manifest": json.dumps(contract_payload(contract, facts), sort_keys=True),
+            "scheme": str(contract["scheme"]["name"]), "num_points": str(contract["scheme"]["num_points"]),
+            "input_size": str(contract["input"]["size"]), "input_layout": facts["layout"],
+            "input_dtype": facts["input_dtype"], "output_space": facts["output"]["space"],
+            "precision": facts["precision"], "checkpoint_sha256": contract["checkpoint"]["sha256"]}
