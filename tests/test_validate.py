@@ -1,0 +1,237 @@
+"""`facemark validate`: a tiny run with real ONNX artifacts (one faithful, one with perturbed weights),
+checked for the report's numbers, the gate's exit codes, tamper refusal and --baseline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from drawn_faces import make_drawn_split
+from facemark.cli import main
+from facemark.config import load_config
+from facemark.convert.export import export_run
+from facemark.convert.onnx import export_onnx
+from facemark.manifest import artifact_entry, load_manifest, save_manifest
+from facemark.model import build_model, checkpoint_dict
+from facemark.schemes import load_scheme
+from facemark.train.evaluate import evaluate_checkpoint
+from facemark.validate.run import validate_run
+
+FACES = 8
+SIZE = 64
+
+
+def _model(cfg, seed: int = 0) -> torch.nn.Module:
+    """A random tiny model whose head is perturbed so its landmarks depend on the face."""
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
+    with torch.no_grad():
+        model.get_classifier().weight.normal_(0.0, 0.05)
+    return model
+
+
+def _add_onnx(export_dir: Path, name: str, model: torch.nn.Module) -> None:
+    file = Path(f"{name}.onnx")
+    export_onnx(model, export_dir / file, SIZE, opset=17)
+    manifest = load_manifest(export_dir)
+    manifest["artifacts"][name] = artifact_entry(
+        export_dir, file, format="onnx", precision="float32", quantization="none", layout="NCHW",
+        input_dtype="float32", baked_preprocessing=False, status="verified")
+    save_manifest(export_dir, manifest)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("drawn")
+    make_drawn_split(root, "test", FACES, detector="drawn", misses=(3,))
+    make_drawn_split(root, "train", FACES, detector="drawn", seed=1)   # calibration for `facemark quantize`
+    return root
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, data_root) -> Path:
+    """RUN/best.pt + RUN/export/{manifest.json, model_fp32.onnx} written by `facemark export`."""
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
+                                 f"data.input_size={SIZE}", "data.detector=drawn", "validate.warmup=2",
+                                 "validate.runs=5", "quantize.tflite_io=int8"])
+    model = _model(cfg)
+    torch.save(checkpoint_dict(model, cfg, epoch=0, data_root=str(data_root)), run / "best.pt")
+    assert export_run(run, ["onnx"], data_root=None, bake=False, golden=False) == 0
+    return run
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("validation"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def good_report(good_run):
+    code = validate_run(good_run, None, "test", None, None, None, None, None)
+    return code, json.loads((good_run / "validation" / "validation.json").read_text())
+
+
+def test_pass_writes_report_with_real_numbers(good_run, good_report, data_root):
+    code, report = good_report
+    assert code == 0
+    assert report["schema"] == "facemark-validation-v1" and report["gate"]["passed"]
+    assert report["data"]["count"] == FACES and report["data"]["misses"] == ["test003"]
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ["pytorch", "onnx_fp32"]
+    torch_row, onnx_row = rows["pytorch"], rows["onnx_fp32"]
+    # the PyTorch row reports exactly what `facemark eval` reports on the same faces and boxes
+    evaluated = evaluate_checkpoint(good_run / "best.pt", data_root, "test", out_dir=good_run / "eval")
+    assert torch_row["accuracy"]["nme_pupil"] == pytest.approx(evaluated["metrics"]["nme_pupil"], rel=1e-6)
+    assert torch_row["accuracy"]["regions"] == pytest.approx(evaluated["metrics"]["regions"], rel=1e-6)
+    # a float32 ONNX export reproduces PyTorch to far below a pixel
+    assert onnx_row["status"] == "ok" and onnx_row["sha256"] == "ok"
+    assert onnx_row["parity"]["max_px"] < 1e-3 and len(onnx_row["parity"]["worst"]) == 5
+    assert abs(onnx_row["delta"]["rel"]) < 1e-5 and onnx_row["delta"]["reference"] == "pytorch"
+    assert onnx_row["runtime"]["runtime"] == "onnxruntime" and onnx_row["runtime"]["threads"] == 1
+    for row in (torch_row, onnx_row):
+        assert row["latency"]["runs"] == 5 and 0 < row["latency"]["median_ms"] <= row["latency"]["p90_ms"]
+        assert row["accuracy"]["count"] == FACES and 0 <= row["accuracy"]["auc@0.1"] <= 1
+    assert report["settings"]["threads"] == 1 and report["settings"]["machine"]
+    assert report["preprocess"]["median_ms"] > 0
+    out = good_run / "validation"
+    assert (out / "ced.png").read_bytes()[:4] == b"\x89PNG" and (out / "nme_vs_latency.png").stat().st_size > 0
+    md = (out / "validation.md").read_text()
+    assert "| ok | onnx | onnx_fp32 | float32 | ok |" in md and "## Gate" in md and "gate PASSED" in md
+
+
+def test_table_printed_and_cli_exit_zero(good_run, capsys):
+    assert main(["validate", str(good_run), "--max-nme-increase", "0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx_fp32" in printed and "gate PASSED" in printed and "lat med ms" in printed
+    header = next(line for line in printed.splitlines() if "status" in line and "scheme" in line)
+    assert "dNME%" in header and "max px dev" in header
+    assert main(["validate", str(good_run), "--max-nme", "0.5"]) == 1   # this tiny model's NME is ~0.8
+    assert "NME 0.80112 > max 0.5" in capsys.readouterr().out
+
+
+def test_machine_settings_read_isa_flags(tmp_path):
+    from facemark.validate.latency import _cpuinfo, stats, x86_banner
+
+    arm = tmp_path / "cpuinfo"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd41\n")
+    assert _cpuinfo(arm) == ("", ["asimd", "asimddp", "i8mm"])
+    assert x86_banner("aarch64") is None and "ARM phones" in x86_banner("x86_64")
+    figures = stats([3.0, 1.0, 2.0, 10.0])
+    assert figures["median_ms"] == 2.5 and figures["min_ms"] == 1.0 and figures["runs"] == 4
+
+
+def test_perturbed_artifact_fails_gate(good_run, tmp_path, capsys):
+    run = _copy_run(good_run, tmp_path)
+    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
+                                 f"data.input_size={SIZE}"])
+    broken = _model(cfg)
+    with torch.no_grad():   # shift every landmark by ~0.1 normalised units = 3 crop pixels
+        broken.get_classifier().bias.add_(0.1)
+    _add_onnx(run / "export", "onnx_broken", broken)
+    assert main(["validate", str(run)]) == 1
+    captured = capsys.readouterr()
+    line = next(line for line in captured.out.splitlines() if "onnx_broken" in line and "onnx" in line.split()[1:2])
+    assert line.startswith("FAIL")
+    assert "gate failed: onnx_broken" in captured.err
+    rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
+    assert rows["onnx_broken"]["delta"]["rel"] > 0.01 and rows["onnx_broken"]["parity"]["max_px"] > 1.0
+    assert rows["onnx_fp32"]["gate"]["passed"] and not rows["onnx_broken"]["gate"]["passed"]
+
+
+def test_tampered_and_unloadable_artifacts_are_refused(good_run, tmp_path, capsys):
+    run = _copy_run(good_run, tmp_path)
+    onnx_path = run / "export" / "model_fp32.onnx"
+    data = bytearray(onnx_path.read_bytes())
+    data[-1] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    garbage = run / "export" / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx graph")
+    manifest = load_manifest(run / "export")
+    manifest["artifacts"]["garbage"] = {**copy.deepcopy(manifest["artifacts"]["onnx_fp32"]),
+                                        **artifact_entry(run / "export", Path("garbage.onnx"))}
+    save_manifest(run / "export", manifest)
+    assert main(["validate", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "refused: sha256 mismatch" in err and str(onnx_path) in err
+    rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
+    assert rows["onnx_fp32"]["sha256"] == "mismatch" and rows["onnx_fp32"]["accuracy"] is None
+    assert rows["garbage"]["status"].startswith("failed:") and "cannot load" in rows["garbage"]["status"]
+
+
+def test_bad_input_exits_2(good_run, tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nowhere")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    run = _copy_run(good_run, tmp_path)
+    (run / "export" / "manifest.json").unlink()
+    assert main(["validate", str(run)]) == 2
+    assert "manifest missing" in capsys.readouterr().err
+    manifest = load_manifest(good_run / "export")
+    save_manifest(run / "export", {**manifest, "artifacts": {}})
+    assert main(["validate", str(run)]) == 2
+    assert "no artifacts" in capsys.readouterr().err
+    save_manifest(run / "export", {**manifest, "checkpoint": {"file": "best.pt", "sha256": "0" * 64}})
+    assert main(["validate", str(run)]) == 2
+    assert "exported from another checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", str(good_run), "--threads", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_baseline_comparison(good_run, good_report, tmp_path, capsys):
+    run = _copy_run(good_run, tmp_path)
+    _, report = good_report
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(report))
+    assert main(["validate", str(run), "--baseline", str(same)]) == 0
+    rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
+    assert rows["onnx_fp32"]["delta"]["reference"] == "baseline:onnx_fp32"
+    assert rows["pytorch"]["delta"]["reference"] == "baseline:pytorch"
+    better = copy.deepcopy(report)   # a baseline 10 % better than today: every row regressed
+    for row in better["rows"]:
+        row["accuracy"]["nme_pupil"] *= 0.9
+    del better["rows"][1]           # onnx_fp32 is new to it: compared with its PyTorch row
+    (tmp_path / "better.json").write_text(json.dumps(better))
+    capsys.readouterr()
+    assert main(["validate", str(run), "--baseline", str(tmp_path / "better.json")]) == 1
+    rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
+    assert rows["onnx_fp32"]["delta"]["reference"] == "baseline:pytorch"
+    assert rows["onnx_fp32"]["delta"]["rel"] == pytest.approx(1 / 0.9 - 1, rel=1e-4)
+    other = copy.deepcopy(report)
+    other["data"]["count"] = FACES - 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["validate", str(run), "--baseline", str(tmp_path / "other.json")]) == 2
+    assert "other faces" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_and_coreml_rows_from_the_real_stages(good_run, tmp_path, capsys):
+    """`facemark quantize` tflite (full-integer with int8 I/O, and dynamic range) runs in LiteRT;
+    `facemark export` coreml cannot run on Linux: listed "not run: needs macOS" with its size."""
+    from facemark.quantize.run import quantize_run
+
+    run = _copy_run(good_run, tmp_path)
+    assert quantize_run(run, ["tflite"], data_root=None, calibration_count=FACES) == 0
+    if platform.system() != "Darwin":
+        assert export_run(run, ["coreml"], data_root=None, bake=False, golden=False) == 0
+    capsys.readouterr()
+    assert main(["validate", str(run), "--max-nme-increase", "0.05"]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
+    full, dynamic = rows["tflite_int8_full"], rows["tflite_int8_dynamic"]
+    assert full["runtime"]["input_dtype"] == "int8" and full["runtime"]["output_dtype"] == "int8"
+    assert full["runtime"]["delegate"].startswith("XNNPACK") and full["scheme"] == "full integer"
+    for row in (full, dynamic):   # int8 moves landmarks a little, never by a pixel on this tiny model
+        assert row["status"] == "ok" and 1e-4 < row["parity"]["max_px"] < 1.0
+        assert abs(row["delta"]["rel"]) < 0.05 and row["size_bytes"] < rows["onnx_fp32"]["size_bytes"] / 2
+    if platform.system() != "Darwin":
+        coreml = rows["coreml_fp32"]
+        assert coreml["status"] == "not run: needs macOS" and coreml["sha256"] == "ok" and coreml["size_bytes"] > 0
+        assert coreml["gate"]["passed"] and "listed, not evaluated: coreml_fp32" in printed

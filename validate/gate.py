@@ -1,0 +1,96 @@
+"""The regression gate: does every artifact keep its NME within the allowed bounds?
+
+Reference NME: this run's PyTorch row, or with --baseline a previous validation.json's row of
+the same artifact name (the baseline's PyTorch row for an artifact it did not have; the PyTorch
+row itself is then compared with the baseline's PyTorch row, so a retrained checkpoint that got
+worse fails too). The baseline must have been measured on the same faces (split, count, stems).
+
+Row verdicts, by status:
+- "ok": fails when nme_pupil > max_nme, or (nme - ref) / ref > max_nme_increase (either bound
+  may be None = not checked);
+- "refused: ..." (sha256 mismatch, file missing): fails. A tampered or replaced artifact is not
+  the one that was exported and checked, so it must not pass silently;
+- "failed: ..." (the runtime crashed or could not load it): fails. An artifact in the manifest
+  that cannot run on its own runtime cannot be shipped as validated;
+- "not run: ..." (Core ML off macOS) and "not exported: ...": pass, listed under `not_run`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from facemark.errors import ArtifactError
+from facemark.validate.accuracy import delta
+
+PYTORCH = "pytorch"
+
+
+def load_baseline(path: Path, data: dict[str, Any], schema: str) -> dict[str, Any]:
+    """Read a previous validation.json and check it was measured on the same faces as `data`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: baseline report not found")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: baseline is not valid JSON ({exc})") from None
+    if not isinstance(report, dict) or report.get("schema") != schema:
+        raise ArtifactError(f"{path}: not a facemark validation report (expected schema {schema!r})")
+    theirs = report.get("data", {})
+    for key in ("split", "count", "stems_sha256", "detector"):
+        if theirs.get(key) != data.get(key):
+            raise ArtifactError(f"{path}: baseline was measured on other faces ({key}: {theirs.get(key)!r} "
+                                f"there, {data.get(key)!r} here); NMEs on different faces do not compare")
+    rows = {row["name"]: row for row in report.get("rows", [])}
+    if rows.get(PYTORCH, {}).get("status") != "ok":
+        raise ArtifactError(f"{path}: baseline has no evaluated PyTorch row")
+    return {"file": str(path), "rows": rows}
+
+
+def reference_nme(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> tuple[str, float]:
+    """(label, NME) of the row that artifact `name` is compared with."""
+    if baseline is None:
+        return PYTORCH, rows[PYTORCH]["accuracy"]["nme_pupil"]
+    theirs = baseline["rows"].get(name)
+    if theirs is None or theirs.get("status") != "ok":
+        theirs, name = baseline["rows"][PYTORCH], PYTORCH
+    return f"baseline:{name}", theirs["accuracy"]["nme_pupil"]
+
+
+def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None) -> list[str]:
+    status = row["status"]
+    if status.startswith(("refused", "failed")):
+        return [f"{status} ({row['error']})" if row.get("error") else status]
+    if status != "ok":
+        return []
+    reasons, nme, change = [], row["accuracy"]["nme_pupil"], row["delta"]
+    if max_nme is not None and nme > max_nme:
+        reasons.append(f"NME {nme:.5f} > max {max_nme:g}")
+    rel = change["rel"]
+    if max_nme_increase is not None and rel is not None and rel > max_nme_increase:
+        reasons.append(f"NME {nme:.5f} is {rel:+.2%} vs {change['reference']} {change['reference_nme']:.5f} "
+                       f"(allowed {max_nme_increase:+.2%})")
+    return reasons
+
+
+def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_nme: float | None,
+               baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fill each row's "delta" and "gate" ({"passed", "reasons"}) -> the report's gate section:
+    {"passed", "max_nme_increase", "max_nme", "reference", "failures": [{"artifact", "reason"}],
+    "not_run": [{"artifact", "status"}]}."""
+    by_name = {row["name"]: row for row in rows}
+    failures, not_run = [], []
+    for row in rows:
+        if row["status"] == "ok":
+            label, ref = reference_nme(row["name"], by_name, baseline)
+            row["delta"] = delta(row["accuracy"]["nme_pupil"], ref, label)
+        reasons = _row_reasons(row, max_nme_increase, max_nme)
+        row["gate"] = {"passed": not reasons, "reasons": reasons}
+        failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]
+        if row["status"].startswith(("not run", "not exported")):
+            not_run.append({"artifact": row["name"], "status": row["status"]})
+    return {"passed": not failures, "max_nme_increase": max_nme_increase, "max_nme": max_nme,
+            "reference": f"baseline {baseline['file']}" if baseline else "this run's PyTorch row",
+            "failures": failures, "not_run": not_run}

@@ -1,0 +1,170 @@
+"""The validation report: terminal table, RUN/validation/validation.json, validation.md and plots.
+
+validation.json, schema "facemark-validation-v1" (keys only ever added, never renamed):
+{
+  "schema": "facemark-validation-v1", "created": ISO time, "facemark": version,
+  "run": RUN, "checkpoint": {"file", "sha256"}, "manifest": {"file"},
+  "scheme": name, "input_size": S,
+  "data": {"root", "split", "count", "detector", "stems_sha256", "misses", "skipped"},
+  "settings": {"machine", "cpu", "isa": [flags], "system", "python", "cores_available",
+               "threads" (latency), "eval_workers" (parallel one-thread accuracy processes), "warmup",
+               "runs", "batch": 1},
+  "preprocess": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs"}  (uint8 crop -> float input),
+  "banner": the x86 warning or null,
+  "gate": {"passed", "max_nme_increase", "max_nme", "reference", "failures": [{"artifact", "reason"}],
+           "not_run": [{"artifact", "status"}]},
+  "rows": [{
+    "name" ("pytorch" or the manifest's artifact name), "format", "file", "precision",
+    "quantization" (manifest's, null for float), "scheme" (display label), "layout", "input_dtype",
+    "baked_preprocessing", "size_bytes", "sha256": "ok" | "mismatch" | "missing" | "n/a",
+    "status": "ok" | "not run: needs macOS" | "not exported: ..." | "refused: sha256 mismatch" |
+              "refused: file missing" | "failed: ...",
+    "error": message or null,
+    "runtime": {"runtime", "version", "delegate", "threads", ...} or null,
+    "accuracy": facemark.metrics.summarize in image pixels (nme_pupil, nme_corner, fr@0.1,
+                auc@0.1, fr@0.08, auc@0.08, p50, p90, p95, p99, regions, count) or null,
+    "delta": {"reference", "reference_nme", "abs", "rel"} or null,
+    "parity": {"mean_px", "max_px", "worst": [{"stem", "max_px", "mean_px"}]} (crop pixels vs
+              PyTorch) or null,
+    "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
+    "gate": {"passed", "reasons": [...]},
+    "seconds": wall time of the row's child processes (accuracy + latency; accuracy passes of
+               several rows overlap), for the PyTorch row its latency runs only
+  }]
+}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from facemark.io import atomic_write_text
+
+SCHEMA = "facemark-validation-v1"
+COLUMNS = ("", "format", "artifact", "scheme", "status", "size MB", "NME", "dNME%", "max px dev",
+           "lat med ms", "lat p90 ms")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _mark(row: dict[str, Any]) -> str:
+    if not row["gate"]["passed"]:
+        return "FAIL"
+    return "ok" if row["status"] == "ok" else "--"
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One tuple of display strings per row, in COLUMNS order."""
+    lines = []
+    for row in report["rows"]:
+        acc, change, par, lat = row["accuracy"] or {}, row["delta"] or {}, row["parity"] or {}, row["latency"] or {}
+        rel = change.get("rel")
+        percent = None if rel is None else round(100 * rel, 2) + 0.0   # + 0.0: no "-0.00" for a tiny gain
+        lines.append((_mark(row), row["format"], row["name"], row["scheme"], row["status"],
+                      _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
+                      _fmt(acc.get("nme_pupil"), ".5f"), _fmt(percent, "+.2f"),
+                      _fmt(par.get("max_px"), ".3f"), _fmt(lat.get("median_ms"), ".2f"),
+                      _fmt(lat.get("p90_ms"), ".2f")))
+    return lines
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The terminal table: one line per artifact, offending rows marked FAIL in the first column."""
+    lines = [COLUMNS, *table_rows(report)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(text)
+
+
+def gate_summary(report: dict[str, Any]) -> list[str]:
+    gate = report["gate"]
+    bounds = (f"max NME increase {_fmt(gate['max_nme_increase'], '+.2%')}, max NME "
+              f"{_fmt(gate['max_nme'], 'g')}, reference: {gate['reference']}")
+    lines = [f"gate {'PASSED' if gate['passed'] else 'FAILED'} ({bounds})"]
+    lines += [f"  FAIL {item['artifact']}: {item['reason']}" for item in gate["failures"]]
+    lines += [f"  listed, not evaluated: {item['artifact']} ({item['status']})" for item in gate["not_run"]]
+    return lines
+
+
+def print_report(report: dict[str, Any], out: TextIO | None = None) -> None:
+    """Banner, settings line, table and gate verdict on the terminal."""
+    out = out or sys.stdout
+    settings, pre = report["settings"], report["preprocess"]
+    if report["banner"]:
+        print(f"!! {report['banner']}", file=out)
+    print(f"{report['data']['count']} faces ({report['data']['split']}, detector {report['data']['detector']}); "
+          f"latency: batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up + "
+          f"{settings['runs']} runs, model time only; preprocessing {pre['median_ms']:.2f} ms; "
+          f"{settings['cpu']} ({settings['machine']}; {' '.join(settings['isa']) or 'no ISA flags read'})", file=out)
+    print(format_table(report), file=out)
+    print("\n".join(gate_summary(report)), file=out)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """validation.md: the same table as the terminal plus settings, gate, worst images and regions."""
+    settings = report["settings"]
+    lines = [f"# Validation of {report['run']}", ""]
+    if report["banner"]:
+        lines += [f"> **{report['banner']}**", ""]
+    lines += [f"- data: {report['data']['root']} split `{report['data']['split']}`, {report['data']['count']} faces, "
+              f"detector `{report['data']['detector']}` ({len(report['data']['misses'])} misses)",
+              f"- machine: {settings['cpu']} ({settings['machine']}), ISA: {', '.join(settings['isa']) or '-'}, "
+              f"{settings['system']}, Python {settings['python']}",
+              f"- latency: batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up, "
+              f"{settings['runs']} timed runs, model time only; preprocessing "
+              f"{report['preprocess']['median_ms']:.2f} ms (median, timed once)", "",
+              "| " + " | ".join(c or "gate" for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(report)]
+    lines += ["", "## Gate", "", *[f"- {line.strip()}" for line in gate_summary(report)], "", "## Runtimes", ""]
+    lines += [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in row["runtime"].items())
+              for row in report["rows"] if row["runtime"]]
+    lines += ["", "## Largest deviations from PyTorch (crop pixels)", ""]
+    lines += [f"- {row['name']}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row["parity"]["worst"])
+              for row in report["rows"] if row["parity"]]
+    lines += _region_table(report)
+    return "\n".join(lines) + "\n"
+
+
+def _region_table(report: dict[str, Any]) -> list[str]:
+    rows = [row for row in report["rows"] if row["accuracy"]]
+    if not rows:
+        return []
+    regions = list(rows[0]["accuracy"]["regions"])
+    lines = ["", "## Accuracy details (inter-pupil NME unless noted)", "",
+             "| artifact | NME corner | FR@0.1 | AUC@0.1 | P90 | P95 | P99 | " + " | ".join(regions) + " |",
+             "|" + "---|" * (7 + len(regions))]
+    for row in rows:
+        acc = row["accuracy"]
+        cells = [acc["nme_corner"], acc["fr@0.1"], acc["auc@0.1"], acc["p90"], acc["p95"], acc["p99"],
+                 *(acc["regions"][r] for r in regions)]
+        lines.append(f"| {row['name']} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    return lines
+
+
+def write_report(report: dict[str, Any], out_dir: Path, per_face_nme: dict[str, np.ndarray]) -> dict[str, Path]:
+    """Write validation.json, validation.md, ced.png and nme_vs_latency.png into `out_dir`.
+
+    `per_face_nme` maps row name -> (N,) inter-pupil NME for the CED chart (not stored in the JSON).
+    """
+    from facemark.plots import plot_ced, plot_scatter
+
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "validation.json", "md": out_dir / "validation.md",
+             "ced": out_dir / "ced.png", "scatter": out_dir / "nme_vs_latency.png"}
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["md"], markdown(report))
+    plot_ced(per_face_nme, 0.1, paths["ced"], title="CED of every artifact")
+    points = [(row["name"], row["latency"]["median_ms"], row["accuracy"]["nme_pupil"])
+              for row in report["rows"] if row["status"] == "ok"]
+    threads = report["settings"]["threads"]
+    plot_scatter(points, f"latency median, ms (batch 1, {threads} thread(s))", "NME (inter-pupil)",
+                 paths["scatter"], title="NME vs latency")
+    return paths

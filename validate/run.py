@@ -1,0 +1,277 @@
+"""`facemark validate RUN`: every exported artifact against the PyTorch checkpoint, then the gate.
+
+Steps: load RUN/best.pt and RUN/export/manifest.json (refused if the artifacts were exported
+from another checkpoint); decode and crop the test split ONCE (cached detector boxes of the run's
+config); PyTorch baseline batched in-process; then each artifact, in manifest order, verified
+(sha256) and run in child processes (worker.py) on the same crops memory-mapped from one .npy
+file: the accuracy passes several at once (one thread each, as many as there are cores), then the
+latency runs one at a time; accuracy, parity and latency per row; the gate; the report in
+RUN/validation/.
+
+Exit codes: 0 gate passed, 1 gate failed (an artifact over a bound, refused as tampered, or
+crashed), 2 usage/input errors (raised as FacemarkError; the CLI prints them).
+Settings come from the checkpoint's config (its `validate` and `data` sections).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facemark import __version__
+from facemark.errors import ArtifactError, ConfigError
+from facemark.io import sha256_of
+from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.validate import accuracy as acc
+from facemark.validate import latency as lat
+from facemark.validate.gate import apply_gate, load_baseline
+from facemark.validate.report import SCHEMA, print_report, write_report
+from facemark.validate.runners import TorchRunner, check_input_contract, needs_macos
+from facemark.validate.worker import WorkerFailed, run_isolated
+
+REFERENCE_BATCH = 16
+
+
+def _scheme_label(entry: dict[str, Any]) -> str:
+    """Short display label of an artifact's precision / quantisation scheme (the quantize stage
+    records it as "scheme"; float artifacts have quantization "none")."""
+    if isinstance(entry.get("scheme"), str):
+        return entry["scheme"]
+    quant = entry.get("quantization")
+    if isinstance(quant, dict):
+        return str(quant.get("scheme") or quant.get("mode") or "/".join(f"{v}" for v in quant.values()))
+    return str(quant) if quant and quant != "none" else str(entry.get("precision", "?"))
+
+
+def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[str, Any]:
+    return {"name": name, "format": entry.get("format", "?"), "file": entry.get("file"),
+            "precision": entry.get("precision"), "quantization": entry.get("quantization"),
+            "scheme": _scheme_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
+            "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
+            "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
+            "parity": None, "latency": None, "seconds": 0.0}
+
+
+def _size_on_disk(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+class Context:
+    """What every artifact row needs: the crops (in memory and as .npy), the reference and settings."""
+
+    def __init__(self, crop_set, scheme, size: int, reference: np.ndarray, work_dir: Path,
+                 threads: int, warmup: int, runs: int) -> None:
+        self.crop_set, self.scheme, self.size, self.reference = crop_set, scheme, size, reference
+        self.work_dir, self.threads, self.warmup, self.runs = work_dir, threads, warmup, runs
+        self.eval_workers = lat.available_cores()   # parallel one-thread accuracy processes
+        self.crops_path = work_dir / "crops.npy"
+        np.save(self.crops_path, crop_set.crops)
+
+    def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+        """One worker job for artifact `row` -> its result (raises WorkerFailed); see worker.py.
+        Accuracy jobs run one thread each (several at once), latency jobs `threads` (one at a time)."""
+        stem = self.work_dir / f"{row['name']}.{mode}"
+        job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
+               "crops": str(self.crops_path), "threads": 1 if mode == "accuracy" else self.threads,
+               "warmup": self.warmup, "runs": self.runs, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
+        started = time.perf_counter()
+        try:
+            return run_isolated(job, Path(f"{stem}.job.json"))
+        finally:
+            row["seconds"] += time.perf_counter() - started
+
+    def measure(self, row: dict[str, Any], pred: np.ndarray, times_ms, runtime: dict[str, Any]) -> np.ndarray:
+        """Fill accuracy, parity, latency and runtime of an evaluated row -> (N,) per-face NME."""
+        row["accuracy"], per_face = acc.accuracy(pred, self.crop_set, self.scheme, self.size)
+        row["parity"] = acc.parity(pred, self.reference, self.crop_set.stems, self.size)
+        row["latency"] = {**lat.stats(times_ms), "warmup": self.warmup}
+        row["runtime"] = runtime
+        return per_face
+
+
+def _check_artifact(name: str, entry: dict[str, Any], export_dir: Path, manifest: dict[str, Any]
+                    ) -> tuple[dict[str, Any], Path | None]:
+    """Row of one manifest artifact and its path when it is to be run (None: the row is final)."""
+    path = export_dir / str(entry.get("file", ""))
+    if not entry.get("file") or str(entry.get("status", "ok")).startswith("failed"):
+        row = _base_row(name, entry, entry.get("size_bytes"))
+        row["status"] = f"not exported: {entry.get('status', 'no file')}"
+        return row, None
+    row = _base_row(name, entry, _size_on_disk(path) if path.exists() else entry.get("size_bytes"))
+    if not path.exists():
+        row.update(sha256="missing", status="refused: file missing",
+                   error=f"{path}: listed in the manifest, not on disk")
+        return row, None
+    try:
+        verify_artifact(export_dir, name, manifest)
+    except ArtifactError as exc:
+        row.update(sha256="mismatch", status="refused: sha256 mismatch", error=str(exc))
+        return row, None
+    row["sha256"] = "ok"
+    if needs_macos(row["format"]):
+        row["status"] = "not run: needs macOS"
+        return row, None
+    return row, path
+
+
+def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], ctx: Context
+                   ) -> dict[str, np.ndarray]:
+    """Accuracy of every (row, path, entry) in parallel child processes, then latency one at a
+    time; fills each row (or its failure status) -> {row name: (N,) per-face NME}."""
+    def accuracy_job(item):
+        row, path, entry = item
+        print(f"validating {row['name']} ...", file=sys.stderr, flush=True)
+        try:
+            return ctx.run("accuracy", row, path, entry)["predictions"]
+        except WorkerFailed as exc:
+            row["status"] = exc.status
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, ctx.eval_workers)) as pool:   # threads only wait on children
+        predictions = list(pool.map(accuracy_job, runnable))
+    per_face = {}
+    for (row, path, entry), pred in zip(runnable, predictions):
+        if pred is None:
+            continue
+        try:
+            result = ctx.run("latency", row, path, entry)
+            per_face[row["name"]] = ctx.measure(row, pred, result["latency_ms"], result["settings"])
+        except WorkerFailed as exc:
+            row["status"] = exc.status
+        except ArtifactError as exc:   # e.g. NaN/inf predictions refused by facemark.metrics
+            row.update(status="failed: invalid predictions", error=str(exc))
+    return per_face
+
+
+def _torch_row(model, ckpt_path: Path, ctx: Context) -> tuple[dict[str, Any], np.ndarray]:
+    runner = TorchRunner(model, ctx.size, ctx.threads)
+    entry = {"format": "pytorch", "file": str(ckpt_path), "precision": "float32", "layout": "NCHW",
+             "input_dtype": "float32"}
+    row = _base_row("pytorch", entry, ckpt_path.stat().st_size)
+    times = runner.latency(ctx.crop_set.crops[0], ctx.warmup, ctx.runs)
+    per_face = ctx.measure(row, ctx.reference, times, runner.settings())
+    row["parity"] = None   # it is the reference
+    return row, per_face
+
+
+def _reference_predictions(model, crop_set, predict_torch) -> np.ndarray:
+    """PyTorch's (N, P, 2) normalised landmarks on every crop, through eval's predict_torch.
+
+    A channels_last copy at batch REFERENCE_BATCH: MobileNetV3-L at 224 px took 33 ms of CPU per
+    crop at batch 64 (NCHW) and 11 ms at batch 16 (channels_last) on the 2-core AMD EPYC dev box,
+    because big batches of depthwise activations fall out of cache; outputs differ by < 1e-7.
+    The model itself stays as loaded for the latency row.
+    """
+    import torch
+
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return predict_torch(fast, crop_set, batch_size=REFERENCE_BATCH).astype(np.float64)
+
+
+def _check_inputs(run: Path, threads: int | None) -> None:
+    if not Path(run).is_dir():
+        raise ArtifactError(f"{run}: run folder not found")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+
+
+def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, size: int) -> None:
+    source = str(manifest_path(export_dir))
+    if not manifest.get("artifacts"):
+        raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
+    if manifest.get("checkpoint", {}).get("sha256") != sha256_of(ckpt_path):
+        raise ArtifactError(f"{source}: artifacts were exported from another checkpoint than {ckpt_path} "
+                            f"(sha256 differs); re-run `facemark export`")
+    if manifest.get("input", {}).get("size") != size:
+        raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
+                            f"checkpoint's {size}")
+    check_input_contract(manifest["input"], source)
+
+
+def _data_section(root: Path, crop_set) -> dict[str, Any]:
+    stems_sha = hashlib.sha256("\n".join(crop_set.stems).encode()).hexdigest()
+    return {"root": str(root), "split": crop_set.split, "count": len(crop_set), "detector": crop_set.detector,
+            "stems_sha256": stems_sha, "misses": crop_set.misses, "skipped": crop_set.skipped}
+
+
+def _resolve(run: Path, data_root: Path | None, threads: int | None, max_nme_increase: float | None,
+             max_nme: float | None, cfg, ckpt: dict[str, Any]) -> tuple[Path, int, float | None, float | None]:
+    """CLI values over the checkpoint config's validate section -> (data root, threads, bounds)."""
+    if data_root is None and not ckpt.get("data_root"):
+        raise ConfigError(f"{run / 'best.pt'}: no data_root recorded in the checkpoint; pass --data ROOT")
+    root = Path(data_root if data_root is not None else ckpt["data_root"])
+    vcfg = cfg.validate
+    return (root, threads or vcfg.threads, vcfg.max_nme_increase if max_nme_increase is None else max_nme_increase,
+            vcfg.max_nme if max_nme is None else max_nme)
+
+
+def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, Any], ctx: Context
+                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The PyTorch row, then one row per manifest artifact -> (rows, {row name: (N,) NME})."""
+    started = time.perf_counter()
+    row, nmes = _torch_row(model, ckpt_path, ctx)
+    row["seconds"] = time.perf_counter() - started   # latency only: its predictions are the reference
+    rows, per_face, runnable = [row], {"pytorch": nmes}, []
+    for name, entry in manifest["artifacts"].items():
+        row, path = _check_artifact(name, entry, export_dir, manifest)
+        rows.append(row)
+        if path is not None:
+            runnable.append((row, path, entry))
+    per_face.update(_run_artifacts(runnable, ctx))
+    return rows, per_face
+
+
+def validate_run(run: Path, data_root: Path | None, split: str, threads: int | None,
+                 max_nme_increase: float | None, max_nme: float | None, baseline: Path | None,
+                 limit: int | None) -> int:
+    """Validate every artifact of RUN/export against RUN/best.pt; write RUN/validation/ -> exit code.
+
+    `threads` (latency), `max_nme_increase` and `max_nme` default to the checkpoint config's
+    validate section, `data_root` to the checkpoint's data_root, `limit` to data.limit (all faces).
+    """
+    from facemark.data.crops import load_crop_set
+    from facemark.model import load_checkpoint
+    from facemark.schemes import load_scheme
+    from facemark.train.evaluate import predict_torch
+
+    _check_inputs(run, threads)
+    run, ckpt_path, export_dir = Path(run), Path(run) / "best.pt", Path(run) / "export"
+    model, cfg, ckpt = load_checkpoint(ckpt_path)
+    manifest = load_manifest(export_dir)
+    size, vcfg = cfg.data.input_size, cfg.validate
+    _check_manifest(manifest, export_dir, ckpt_path, size)
+    root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
+                                                        cfg, ckpt)
+    crop_set = load_crop_set(root, split, cfg.data, limit=limit, workers=max(1, cfg.data.workers))
+    data = _data_section(root, crop_set)
+    reference_baseline = load_baseline(baseline, data, SCHEMA) if baseline is not None else None
+    reference = _reference_predictions(model, crop_set, predict_torch)
+    with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
+        ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, reference, Path(tmp), threads,
+                      vcfg.warmup, vcfg.runs)
+        rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx)
+    gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline)
+    report = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "facemark": __version__, "run": str(run),
+              "checkpoint": {"file": str(ckpt_path), "sha256": manifest["checkpoint"]["sha256"]},
+              "manifest": {"file": str(manifest_path(export_dir))}, "scheme": cfg.data.scheme,
+              "input_size": size, "data": data,
+              "settings": {**lat.machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
+                           "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
+              "preprocess": lat.preprocess_latency(crop_set.crops[0], vcfg.warmup, vcfg.runs),
+              "banner": lat.x86_banner(), "gate": gate, "rows": rows}
+    paths = write_report(report, run / "validation", per_face)
+    print_report(report)
+    print(f"wrote {', '.join(str(path) for path in paths.values())}")
+    for failure in gate["failures"]:
+        print(f"facemark validate: gate failed: {failure['artifact']}: {failure['reason']}", file=sys.stderr)
+    return 0 if gate["passed"] else 1

@@ -1,0 +1,280 @@
+"""One Runner per backend: PyTorch eager (the baseline), onnxruntime, LiteRT and CoreML.
+
+Every runner takes the same evaluation crops, (N, S, S, 3) uint8 RGB, and returns landmarks as
+(N, P, 2) normalised crop coordinates (codec.py), whatever the artifact's own contract is:
+- float artifacts take ImageNet-normalised float32 (facemark.data.crops.to_input) in their layout
+  (NCHW for ONNX/CoreML from PyTorch, NHWC for TFLite from onnx2tf);
+- integer-I/O artifacts (TFLite full-integer) take that input quantised with the input tensor's
+  own (scale, zero_point), and their output is dequantised with the output tensor's;
+- baked-preprocessing artifacts take the uint8 NHWC crop as it is and return crop pixels, which
+  are normalised here so every row is compared in the same space.
+
+A runner separates `prepare` (preprocessing, timed once for the report) from `invoke` (the model
+call, the only thing the latency figures time). Runtimes are imported inside their runner so this
+module loads without them (the worker subprocess imports only the one it needs).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facemark import codec
+from facemark.data.crops import to_input
+from facemark.errors import ArtifactError
+from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+
+EVAL_BATCH = 32   # batch size of the accuracy pass when an artifact accepts any batch size
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Runner:
+    """Base class. Subclasses set `runtime`, implement `invoke` and `settings`; the crop -> input
+    -> landmarks conversions live here so every backend applies the same contract."""
+
+    runtime = "base"
+
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+        self.path = Path(path)
+        self.entry = entry
+        self.size = size
+        self.threads = threads
+        self.layout = entry.get("layout", "NCHW")
+        self.baked = bool(entry.get("baked_preprocessing", False))
+        self.dynamic_batch = False   # set by subclasses that accept any batch size
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB -> the artifact's input tensor (float32 or uint8, its layout)."""
+        if self.baked:   # raw RGB 0-255, in the graph's layout
+            return np.ascontiguousarray(crops if self.layout == "NHWC" else crops.transpose(0, 3, 1, 2))
+        return to_input(crops, self.layout)
+
+    def invoke(self, inputs: np.ndarray) -> np.ndarray:
+        """The model call only: prepared input -> raw float output (N, ...)."""
+        raise NotImplementedError
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        """Raw output -> (N, P, 2) normalised crop coordinates (baked artifacts return crop pixels)."""
+        points = np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], -1, 2)
+        return codec.normalise(points, self.size) if self.baked else points
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, P, 2) normalised; batched when the artifact allows it."""
+        batch = EVAL_BATCH if self.dynamic_batch else 1
+        outputs = [self.decode(self.invoke(self.prepare(np.asarray(crops[i:i + batch]))))
+                   for i in range(0, len(crops), batch)]
+        return np.concatenate(outputs).astype(np.float32)
+
+    def latency(self, crop: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+        """Batch-1 model time in ms of `runs` calls after `warmup` untimed ones; crop (S, S, 3)."""
+        inputs = self.prepare(crop[None])
+        for _ in range(warmup):
+            self.invoke(inputs)
+        times = np.empty(runs)
+        for i in range(runs):
+            start = time.perf_counter_ns()
+            self.invoke(inputs)
+            times[i] = (time.perf_counter_ns() - start) / 1e6
+        return times
+
+    def settings(self) -> dict[str, Any]:
+        return {"runtime": self.runtime, "threads": self.threads}
+
+
+class TorchRunner(Runner):
+    """PyTorch eager on the CPU: the reference every artifact is compared to."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model, size: int, threads: int) -> None:
+        super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, threads)
+        self.model = model.eval()
+        self.dynamic_batch = True
+
+    def invoke(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return self.model(torch.from_numpy(inputs)).numpy()
+        finally:
+            torch.set_num_threads(previous)
+
+    def latency(self, crop: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)   # once around the loop, not inside the timed call
+        try:
+            with torch.inference_mode():
+                model, tensor = self.model, torch.from_numpy(self.prepare(crop[None]))
+                for _ in range(warmup):
+                    model(tensor)
+                times = np.empty(runs)
+                for i in range(runs):
+                    start = time.perf_counter_ns()
+                    model(tensor)
+                    times[i] = (time.perf_counter_ns() - start) / 1e6
+            return times
+        finally:
+            torch.set_num_threads(previous)
+
+    def settings(self) -> dict[str, Any]:
+        return {"runtime": "pytorch", "version": _version("torch"), "delegate": "eager CPU",
+                "threads": self.threads}
+
+
+class OnnxRunner(Runner):
+    """onnxruntime, CPUExecutionProvider, intra-op threads fixed, one inter-op thread."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+        import onnxruntime as ort
+
+        super().__init__(path, entry, size, threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:   # onnxruntime raises its own exception types for bad graphs
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        node = self.session.get_inputs()[0]
+        self.input_name = node.name
+        self.dynamic_batch = not isinstance(node.shape[0], int)
+
+    def invoke(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: inputs})[0]
+
+    def settings(self) -> dict[str, Any]:
+        return {"runtime": "onnxruntime", "version": _version("onnxruntime"),
+                "delegate": "CPUExecutionProvider", "threads": self.threads, "inter_op_threads": 1}
+
+
+class LiteRTRunner(Runner):
+    """LiteRT (ai_edge_litert) interpreter; XNNPACK is its default CPU delegate. NHWC input."""
+
+    runtime = "litert"
+
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(path, {**entry, "layout": "NHWC"}, size, threads)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:   # LiteRT raises ValueError/RuntimeError for bad flatbuffers
+            raise ArtifactError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
+        self.batch = int(self.input["shape"][0])
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        inputs = super().prepare(crops)
+        dtype = self.input["dtype"]
+        if inputs.dtype == dtype:
+            return inputs
+        scale, zero_point = self.input["quantization"]
+        if np.issubdtype(dtype, np.integer) and scale > 0 and not self.baked:
+            # full-integer input: q = round(x / scale) + zero_point, as the converter calibrated it
+            info = np.iinfo(dtype)
+            return np.clip(np.round(inputs / scale) + zero_point, info.min, info.max).astype(dtype)
+        return inputs.astype(dtype)
+
+    def invoke(self, inputs: np.ndarray) -> np.ndarray:
+        interpreter = self.interpreter
+        if inputs.shape[0] != self.batch:
+            interpreter.resize_tensor_input(self.input["index"], list(inputs.shape))
+            interpreter.allocate_tensors()
+            self.batch = inputs.shape[0]
+        interpreter.set_tensor(self.input["index"], inputs)
+        interpreter.invoke()
+        raw = interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output["quantization"]
+        if np.issubdtype(raw.dtype, np.integer) and scale > 0:
+            return (raw.astype(np.float32) - zero_point) * scale
+        return raw
+
+    def settings(self) -> dict[str, Any]:
+        return {"runtime": "litert", "version": _version("ai-edge-litert"),
+                "delegate": "XNNPACK (LiteRT default CPU delegate)", "threads": self.threads,
+                "input_dtype": np.dtype(self.input["dtype"]).name,
+                "output_dtype": np.dtype(self.output["dtype"]).name}
+
+
+class CoreMLRunner(Runner):
+    """coremltools' MLModel.predict on the CPU; Core ML runs only on macOS (see `needs_macos`).
+
+    An image-typed input (the baked-preprocessing package) takes a PIL image of the crop; a
+    tensor input takes the prepared array. Core ML predicts one input at a time here.
+    """
+
+    runtime = "coreml"
+
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+        import coremltools as ct
+
+        super().__init__(path, entry, size, threads)
+        # CPU_ONLY: comparable with the other CPU rows; the Neural Engine is a question for the phone
+        self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        spec = self.model.get_spec()
+        self.input_name = spec.description.input[0].name
+        self.output_name = spec.description.output[0].name
+        self.image_input = spec.description.input[0].type.WhichOneof("Type") == "imageType"
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(crops) if self.image_input else super().prepare(crops)
+
+    def invoke(self, inputs: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        outputs = []
+        for i in range(inputs.shape[0]):
+            value = Image.fromarray(inputs[i]) if self.image_input else inputs[i:i + 1]
+            outputs.append(np.asarray(self.model.predict({self.input_name: value})[self.output_name],
+                                      dtype=np.float32).reshape(1, -1))
+        return np.concatenate(outputs)
+
+    def settings(self) -> dict[str, Any]:
+        return {"runtime": "coreml", "version": _version("coremltools"), "delegate": "CPU_ONLY",
+                "threads": "n/a (Core ML schedules its own)"}
+
+
+RUNNERS: dict[str, type[Runner]] = {"onnx": OnnxRunner, "tflite": LiteRTRunner, "coreml": CoreMLRunner}
+
+
+def needs_macos(fmt: str) -> bool:
+    """True when `fmt` cannot run on this machine because Core ML exists only on macOS."""
+    return fmt == "coreml" and platform.system() != "Darwin"
+
+
+def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, threads: int) -> Runner:
+    """The runner for an artifact format; an unknown format raises ArtifactError listing the known."""
+    if fmt not in RUNNERS:
+        raise ArtifactError(f"{path}: no runner for format {fmt!r}; known: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[fmt](path, entry, size, threads)
+
+
+def check_input_contract(contract: dict[str, Any], source: str) -> None:
+    """Refuse a manifest whose float input normalisation is not the one to_input applies."""
+    mean, std = contract.get("mean"), contract.get("std")
+    if not (np.allclose(mean, IMAGENET_MEAN) and np.allclose(std, IMAGENET_STD)):
+        raise ArtifactError(f"{source}: input mean/std {mean}/{std} differ from ImageNet's, which "
+                            f"every facemark model is trained with")
