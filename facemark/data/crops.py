@@ -55,16 +55,25 @@ def choose_box(detector_box: np.ndarray | None, points: np.ndarray) -> np.ndarra
 
 
 def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | None = None,
-                  workers: int = 4) -> CropSet:
+                  workers: int = 4, stems: list[str] | None = None) -> CropSet:
     """Decode, check and crop a split with its cached detector boxes (data_cfg.detector).
 
     A detector miss falls back to the landmark box (on_miss: landmarks) or leaves the face out
-    (on_miss: skip); either way it is counted in `misses`, never dropped silently.
+    (on_miss: skip); either way it is counted in `misses`, never dropped silently. `stems`, if
+    given, selects those faces only (after `limit`), so a subset is cropped without decoding the
+    whole split; a stem not in the split is a DataError.
     """
     scheme = load_scheme(data_cfg.scheme)
     samples = list_split(root, split)
     limit = limit if limit is not None else data_cfg.limit
     samples = samples[:limit] if limit else samples
+    if stems is not None:
+        unknown = sorted(set(stems) - {s.stem for s in samples})
+        if unknown:
+            raise DataError(f"{Path(root) / split}: no face named {unknown[0]!r} ({len(unknown)} requested "
+                            f"stems are not in the split)")
+        wanted = set(stems)
+        samples = [s for s in samples if s.stem in wanted]
     boxes = read_split_boxes(root, split, data_cfg.detector, [s.stem for s in samples])
     misses = [s.stem for s in samples if boxes[s.stem] is None]
     skipped = misses if data_cfg.on_miss == "skip" else []

@@ -1,0 +1,162 @@
+"""What every int8 backend shares: the job it is given, the row it returns, the output-step check
+and the parity figures against PyTorch.
+
+Coordinate spaces: network outputs are (N, 2P) normalised crop units, (P - S/2) / (S/2); every
+figure reported here is converted to crop pixels (x S/2) so that it can be compared with the
+inter-pupil distance of the faces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facemark.config import Config
+from facemark.data.crops import CropSet, to_input
+from facemark.errors import ArtifactError
+from facemark.quantize.calibration import Calibration
+from facemark.schemes import load_scheme
+
+# A quantised artifact whose mean landmark error against PyTorch exceeds this fraction of the
+# inter-pupil distance is broken (wrong ranges, wrong layout), not merely less accurate; the
+# accuracy gate proper is `facemark validate` on the test split.
+PARITY_SANITY_IPD = 0.5
+
+
+@dataclass
+class QuantJob:
+    """Everything an int8 backend needs. model: the float PyTorch model (eval); manifest: the loaded
+    RUN/export/manifest.json; parity: held-out crops (val split) compared against PyTorch."""
+
+    model: nn.Module
+    cfg: Config
+    export_dir: Path
+    work_dir: Path
+    manifest: dict[str, Any]
+    calibration: Calibration
+    parity: CropSet
+
+    @property
+    def size(self) -> int:
+        return self.cfg.data.input_size
+
+    @property
+    def contract(self) -> dict[str, Any]:
+        """The run-level half of the contract (everything but the artifacts table)."""
+        return {k: v for k, v in self.manifest.items() if k != "artifacts"}
+
+    def parity_ipd_px(self) -> np.ndarray:
+        """(N,) ground-truth inter-pupil distance of each parity face, in crop pixels."""
+        return load_scheme(self.cfg.data.scheme).interpupil(self.parity.crop_points)
+
+
+@dataclass
+class QuantResult:
+    """One row of the summary table. `file` (relative to the export folder) and `facts` (its
+    manifest entry beyond file/sha256/size/tools) are set when the artifact was written."""
+
+    name: str
+    scheme: str
+    status: str
+    file: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def attempt(name: str, scheme: str, work: Callable[[], QuantResult]) -> QuantResult:
+    """Run one artifact's `work`; any exception becomes a failed row naming the artifact, so one
+    backend's failure never stops the others."""
+    start = time.perf_counter()
+    try:
+        result = work()
+    except Exception as exc:  # a converter bug, a crash in a child process, a refused output step
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        result = QuantResult(name, scheme, "failed", error=f"{type(exc).__name__}: {message}")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def check_output_step(scale: float, size: int, median_ipd_px: float, max_step: float) -> dict[str, Any]:
+    """Judge the quantisation step of the int8 tensor that becomes the landmark output.
+
+    `scale` is that tensor's quantisation scale in normalised crop units (one integer step; an
+    8-bit tensor spans 255 steps, so scale = output range / 255); x S/2 gives crop pixels. A step
+    coarser than `max_step` x the median inter-pupil distance of the calibration faces would
+    quantise every landmark to a visible grid: ArtifactError. Returns the figures for the manifest.
+    """
+    step_px = float(scale) * size / 2.0
+    ratio = step_px / median_ipd_px if median_ipd_px > 0 else float("inf")
+    figures = {"scale": float(scale), "step_px": round(step_px, 4), "median_ipd_px": round(median_ipd_px, 3),
+               "step_ipd": round(ratio, 5), "max_step_ipd": max_step}
+    if not ratio <= max_step:
+        raise ArtifactError(f"int8 output step {step_px:.3f} crop px is {ratio:.2%} of the median inter-pupil "
+                            f"distance ({median_ipd_px:.1f} px) > quantize.max_output_step={max_step:g}; "
+                            f"keep the output in float (quantize.tflite_io: float32) or retrain with a "
+                            f"tighter output range")
+    return figures
+
+
+def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: np.ndarray, split: str,
+                   reference: str = "pytorch float32") -> dict[str, Any]:
+    """Compare (N, 2P) normalised outputs of an artifact with the reference -> manifest figures.
+
+    Figures are point distances in crop pixels: mean_px, max_px, and nme_ipd (mean distance /
+    inter-pupil distance, the landmark error the quantisation alone adds). Non-finite outputs or a
+    nme_ipd above PARITY_SANITY_IPD raise ArtifactError.
+    """
+    actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
+    if not np.all(np.isfinite(actual)):
+        raise ArtifactError(f"artifact returned non-finite landmarks on {split} crops")
+    dist = np.linalg.norm((actual - expected).reshape(len(expected), -1, 2), axis=-1) * size / 2.0
+    nme = float(np.mean(dist.mean(axis=1) / ipd_px))
+    figures = {"reference": reference, "split": split, "images": int(len(expected)),
+               "units": "crop pixels (point distance)", "mean_px": round(float(dist.mean()), 4),
+               "max_px": round(float(dist.max()), 4), "nme_ipd": round(nme, 5)}
+    if nme > PARITY_SANITY_IPD:
+        raise ArtifactError(f"int8 landmarks are {nme:.2f} inter-pupil distances from PyTorch on average "
+                            f"over {len(expected)} {split} crops: the quantised model is broken")
+    return figures
+
+
+@torch.no_grad()
+def torch_outputs(model: nn.Module, crops: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops through a PyTorch model, one at a time -> (N, 2P) float64."""
+    inputs = torch.from_numpy(to_input(crops, "NCHW"))
+    return np.concatenate([model(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
+
+
+def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtype: str, output_dtype: str,
+               job: QuantJob, source: str | None) -> dict[str, Any]:
+    """The per-artifact contract of an int8 file (the run-level half is the manifest's top level)."""
+    size, points = job.size, job.contract["scheme"]["num_points"]
+    shape = [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size]
+    return {"format": fmt, "precision": "int8", "scheme": scheme, "quantization": quantization,
+            "layout": layout, "input_dtype": input_dtype, "baked_preprocessing": False, "source": source,
+            "input": {"name": "input", "shape": shape, "dtype": input_dtype, "color": "RGB",
+                      "preprocessing": "pixels/255, then (x - mean) / std (manifest input.mean/std)"},
+            "output": {"name": "landmarks", "shape": [1, 2 * points], "dtype": output_dtype,
+                       "space": "normalised crop", "formula": f"crop px = value * {size / 2:g} + {size / 2:g}",
+                       "order": "x0, y0, x1, y1, ..."},
+            "calibration": job.calibration.record()}
+
+
+def load_torch_before_tensorflow() -> None:
+    """Import torch._dynamo (which loads triton) before anything loads TensorFlow.
+
+    triton's C extension segfaults when it is loaded after TensorFlow's libraries, and coremltools
+    imports both (measured with torch 2.14 / tensorflow-cpu 2.21: `import torch, coremltools`
+    crashes). Call before any TensorFlow, onnx2tf metadata or coremltools import in this process.
+    """
+    import torch._dynamo  # noqa: F401

@@ -1,0 +1,166 @@
+"""`facemark quantize RUN`: int8 artifacts for each format, beside the float ones in RUN/export/.
+
+Needs `facemark export` to have run (RUN/export/manifest.json); every float source is checked
+against its manifest sha256 before it is quantised. Calibration: a seeded subset of the training
+split (calibration.py); parity: held-out val crops against the float PyTorch model. Each format is
+independent: a failure is a row in the summary table, and the exit code is 1 if any row failed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from facemark.config import Config
+from facemark.data.crops import CropSet, load_crop_set
+from facemark.data.layout import present_splits
+from facemark.errors import ArtifactError, ConfigError, DataError
+from facemark.io import sha256_of
+from facemark.manifest import artifact_entry, load_manifest, record_artifact
+from facemark.model import load_checkpoint
+from facemark.quantize.calibration import load_calibration
+from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
+
+BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
+            "coreml": "facemark.quantize.coreml_int8"}
+X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
+X86_BANNER = "int8 speed on x86 does not predict ARM phones"
+PARITY_SPLITS = ("val", "test")
+
+
+def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
+                 calibration_count: int | None) -> int:
+    """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed)."""
+    load_torch_before_tensorflow()
+    run = Path(run)
+    export_dir = run / "export"
+    manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
+    model, cfg, ckpt = load_checkpoint(verified_checkpoint(run, manifest))
+    names = resolve_backends(formats, cfg.quantize.formats)
+    _check_options(cfg)
+    root = _data_root(data_root, ckpt)
+    count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
+    if platform.machine().lower() in X86:
+        print(f"facemark quantize: note: {X86_BANNER} (quantising on {platform.machine()})")
+    calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed)
+    parity = parity_crops(root, cfg)
+    print(f"facemark quantize: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
+          f"(seed {calibration.seed}, median inter-pupil {calibration.median_ipd_px:.1f} crop px); "
+          f"parity on {len(parity)} {parity.split} faces")
+    if "onnx" in names:
+        print(f"facemark quantize: onnx activations {cfg.quantize.onnx_activation}"
+              + (" (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)"
+                 if cfg.quantize.onnx_activation == "uint8" else " (s8s8)"))
+    work_dir = Path(tempfile.mkdtemp(prefix=".quantize-work-", dir=run))
+    job = QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
+                   calibration=calibration, parity=parity)
+    results = []
+    for name in names:
+        results += _run_backend(name, job)
+    print(summary_table(results))
+    if any(r.failed for r in results):
+        print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {work_dir}")
+        return 1
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+def resolve_backends(names: list[str] | None, default: list[str]) -> list[str]:
+    """Requested formats ("all" = every one; None = quantize.formats) -> backend names in table order."""
+    requested = list(default if not names else names)
+    if "all" in requested:
+        requested = list(BACKENDS)
+    for name in requested:
+        if name not in BACKENDS:
+            close = difflib.get_close_matches(name, list(BACKENDS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"quantize.formats: unknown format {name!r}{hint}; valid: {', '.join(BACKENDS)}, all")
+    return [name for name in BACKENDS if name in requested]
+
+
+def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:
+    """The checkpoint the manifest was exported from, after checking its sha256."""
+    recorded = manifest.get("checkpoint", {})
+    candidates = [Path(recorded.get("file", "")), run / Path(recorded.get("file", "best.pt")).name, run / "best.pt"]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ArtifactError(f"{run}: checkpoint {recorded.get('file')!r} named in the export manifest not found")
+    if sha256_of(path) != recorded.get("sha256"):
+        raise ArtifactError(f"{path}: sha256 differs from the export manifest's checkpoint (trained again after "
+                            f"export?); run `facemark export {run}` again first")
+    return path
+
+
+def _check_options(cfg: Config) -> None:
+    from facemark.quantize.onnx_int8 import static_name
+    from facemark.quantize.tflite_int8 import IO_TYPES
+
+    static_name(cfg.quantize.onnx_activation)  # ConfigError listing the valid values
+    if cfg.quantize.tflite_io not in IO_TYPES:
+        raise ConfigError(f"quantize.tflite_io: expected one of {', '.join(IO_TYPES)}, got {cfg.quantize.tflite_io!r}")
+    if not cfg.quantize.max_output_step > 0:
+        raise ConfigError(f"quantize.max_output_step: must be > 0, got {cfg.quantize.max_output_step}")
+
+
+def _data_root(data_root: Path | None, ckpt: dict[str, Any]) -> Path:
+    root = data_root if data_root is not None else ckpt.get("data_root")
+    if root is None:
+        raise ConfigError("the checkpoint does not record its dataset: pass --data ROOT for calibration crops")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found (pass --data ROOT)")
+    return root
+
+
+def parity_crops(root: Path, cfg: Config) -> CropSet:
+    """Held-out crops for parity: the first export.parity_images faces of val (else test)."""
+    split = next((s for s in PARITY_SPLITS if s in present_splits(root)), None)
+    if split is None:
+        raise DataError(f"{root}: no val or test split for the parity check (never the calibration split)")
+    return load_crop_set(root, split, cfg.data, limit=cfg.export.parity_images)
+
+
+def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
+    """One format's rows, recorded in the manifest as they succeed; an error outside the per-artifact
+    guards fails every artifact the format planned."""
+    module = importlib.import_module(BACKENDS[name])
+    try:
+        results = module.quantize(job)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+        results = [QuantResult(artifact, scheme, "failed", error=message) for artifact, scheme in module.planned(job)]
+    for result in results:
+        if not result.failed:
+            result.facts["seconds"] = round(result.seconds, 1)
+            result.facts = artifact_entry(job.export_dir, Path(result.file), **result.facts)
+            record_artifact(job.export_dir, result.name, result.facts)
+    return results
+
+
+def summary_table(results: list[QuantResult]) -> str:
+    """Artifact, scheme, status, size, parity vs PyTorch (mean / max point distance in crop px and
+    as a fraction of the inter-pupil distance), seconds; errors listed under the table."""
+    header = ("artifact", "scheme", "status", "size", "parity vs pytorch (val)", "seconds")
+    rows = [header]
+    for r in results:
+        size = f"{r.facts['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r.facts else "-"
+        rows.append((r.name, r.scheme, r.status, size, _parity_text(r.facts), f"{r.seconds:.1f}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"  {r.name}: {r.error}" for r in results if r.failed]
+    return "\n".join(lines)
+
+
+def _parity_text(facts: dict[str, Any]) -> str:
+    figures, note = facts.get("parity"), ""
+    if figures is None and "simulated_parity" in facts:
+        figures, note = facts["simulated_parity"], " (fake-quant sim)"
+    if figures is None:
+        return "not run"
+    return f"{figures['mean_px']:.3f}/{figures['max_px']:.3f} px, {figures['nme_ipd']:.2%} IPD{note}"

@@ -1,0 +1,152 @@
+"""TFLite int8 through onnx2tf (-oiqt), from the verified onnx_fp32 artifact.
+
+- tflite_int8_full: full-integer, int8 weights and activations, calibrated on the calibration crops
+  (onnx2tf -cind with our own 0-1 NHWC crops and ImageNet mean/std, never its MS-COCO sample).
+  I/O float32 by default (a QUANTIZE op in, a DEQUANTIZE op out); quantize.tflite_io int8/uint8
+  makes the graph take and return integers, described by the input/output scale and zero point.
+- tflite_int8_dynamic: dynamic range, int8 weights, float activations (no calibration needed).
+
+onnx2tf's -oiqt also writes *_integer_quant (identical to full-integer with float I/O) and two
+*_with_int16_act files; they are never kept (MobileViT's aborts LiteRT on allocate, the others
+ran 25-35x slower). Each kept file runs in LiteRT in a child process (litert_child.py), so a
+kernel that aborts becomes a failed row, and its landmark output step is checked against the
+inter-pupil distance (common.check_output_step).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facemark.data.crops import to_input
+from facemark.errors import ConfigError
+from facemark.io import atomic_path
+from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD, verify_artifact
+from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
+                                      parity_figures, torch_outputs)
+
+SOURCE = "onnx_fp32"
+IO_TYPES = ("float32", "int8", "uint8")
+# artifact name -> (onnx2tf file kind, scheme, file name)
+ARTIFACTS = {
+    "tflite_int8_full": ("full_integer_quant", "full integer", "model_int8_full.tflite"),
+    "tflite_int8_dynamic": ("dynamic_range_quant", "dynamic range", "model_int8_dynamic.tflite"),
+}
+LITERT_TIMEOUT_S = 600
+
+
+def planned(job: QuantJob) -> list[tuple[str, str]]:
+    return [(name, spec[1]) for name, spec in ARTIFACTS.items()]
+
+
+def quantize(job: QuantJob) -> list[QuantResult]:
+    """Entry point: one onnx2tf -oiqt run, then each kept file checked on its own."""
+    io_type = job.cfg.quantize.tflite_io
+    if io_type not in IO_TYPES:
+        raise ConfigError(f"quantize.tflite_io: expected one of {', '.join(IO_TYPES)}, got {io_type!r}")
+    files: dict[str, Path] = {}
+    conversion = attempt("tflite_int8_*", "onnx2tf -oiqt", lambda: _convert(job, io_type, files))
+    results = []
+    for name, (kind, scheme, file) in ARTIFACTS.items():
+        if conversion.failed:
+            results.append(QuantResult(name, scheme, "failed", error=conversion.error, seconds=conversion.seconds))
+            continue
+        result = attempt(name, scheme, lambda: _finish(job, name, files.get(kind), io_type))
+        result.seconds += conversion.seconds / len(ARTIFACTS)  # the shared onnx2tf run, split evenly
+        results.append(result)
+    return results
+
+
+def onnx2tf_arguments(calibration_npy: Path, io_type: str) -> list[str]:
+    """-oiqt with our calibration crops: -cind INPUT FILE MEAN STD (onnx2tf computes (x - mean) / std
+    on the 0-1 NHWC images), and the full-integer I/O types."""
+    from facemark.convert.onnx import INPUT_NAME
+
+    mean = "[[[[" + ",".join(f"{v:g}" for v in IMAGENET_MEAN) + "]]]]"
+    std = "[[[[" + ",".join(f"{v:g}" for v in IMAGENET_STD) + "]]]]"
+    return ["-oiqt", "-cind", INPUT_NAME, str(calibration_npy), mean, std, "-iqd", io_type, "-oqd", io_type]
+
+
+def _convert(job: QuantJob, io_type: str, files: dict[str, Path]) -> QuantResult:
+    from facemark.convert.tflite import run_onnx2tf
+
+    source = verify_artifact(job.export_dir, SOURCE, job.manifest)
+    calibration_npy = job.work_dir / "tflite_calibration.npy"
+    np.save(calibration_npy, job.calibration.unit_images())
+    files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", onnx2tf_arguments(calibration_npy, io_type),
+                             calibration=job.calibration.crops.crops))
+    return QuantResult("tflite_int8_*", "onnx2tf -oiqt", "converted")
+
+
+def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> QuantResult:
+    from facemark.convert.parity import contract_payload
+    from facemark.convert.tflite import embed_tflite_metadata
+
+    kind, scheme, file = ARTIFACTS[name]
+    if produced is None:
+        raise RuntimeError(f"onnx2tf wrote no *_{kind}.tflite (see {job.work_dir / 'tflite_int8' / 'onnx2tf.log'})")
+    full = name == "tflite_int8_full"
+    dtype = io_type if full else "float32"
+    facts = int8_facts("tflite", scheme, _description(full, io_type, len(job.calibration.crops)), "NHWC",
+                       dtype, dtype, job, SOURCE)
+    if not full:
+        facts.pop("calibration")  # dynamic range: weights only, no activation ranges measured
+    with atomic_path(job.export_dir / file) as tmp:
+        shutil.copyfile(produced, tmp)
+        embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
+        actual, io = run_litert(tmp, to_input(job.parity.crops, "NHWC"))
+        facts["input"].update(name=io["input"]["name"], quantization=_quant(io["input"]))
+        facts["output"].update(name=io["output"]["name"], quantization=_quant(io["output"]))
+        if io["output_step_scale"] is not None:
+            facts["output_step"] = check_output_step(io["output_step_scale"], job.size,
+                                                     job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
+        facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops), job.size,
+                                         job.parity_ipd_px(), job.parity.split)
+        facts["status"] = "verified"
+    return QuantResult(name, scheme, "verified", file, facts)
+
+
+def _description(full: bool, io_type: str, count: int) -> str:
+    if not full:
+        return "dynamic range: int8 weights, float32 activations (quantised on the fly per op); float32 I/O"
+    io = ("float32 I/O (QUANTIZE in, DEQUANTIZE out)" if io_type == "float32"
+          else f"{io_type} I/O (scale/zero point in the manifest)")
+    return f"full integer: int8 per-channel weights, int8 activations calibrated on {count} crops; {io}"
+
+
+def _quant(detail: dict[str, Any]) -> dict[str, Any] | None:
+    """Scale/zero point of an integer I/O tensor; None for float I/O."""
+    if detail["dtype"] == "float32":
+        return None
+    return {"dtype": detail["dtype"], "scale": detail["scale"], "zero_point": detail["zero_point"],
+            "formula": "real = (q - zero_point) * scale"}
+
+
+def run_litert(tflite_path: Path, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run a .tflite on (N, S, S, 3) float32 normalised inputs in a child process (litert_child.py)
+    -> ((N, 2P) float32 normalised outputs, io description). A crash (abort, segfault) or a
+    timeout raises RuntimeError naming the file and the signal."""
+    with tempfile.TemporaryDirectory(prefix="facemark-litert-") as work:
+        work_dir = Path(work)
+        np.save(work_dir / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        command = [sys.executable, "-m", "facemark.quantize.litert_child", str(tflite_path),
+                   str(work_dir / "inputs.npy"), str(work_dir)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=LITERT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{tflite_path.name}: LiteRT did not finish within {LITERT_TIMEOUT_S} s") from None
+        if done.returncode != 0:
+            if done.returncode < 0:
+                reason = f"crashed with {signal.Signals(-done.returncode).name}"
+            else:
+                reason = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+            raise RuntimeError(f"{tflite_path.name}: LiteRT {reason}")
+        return np.load(work_dir / "outputs.npy"), json.loads((work_dir / "io.json").read_text())
