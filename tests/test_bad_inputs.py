@@ -288,3 +288,111 @@ def test_usage_errors_exit_2(capsys, argv):
 def test_bad_override_syntax(data, capsys, tmp_path):
     line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "r", "--set", "train.epochs"])
     assert "train.epochs" in line and "KEY=VALUE" in line
+
+
+# ---------------------------------------------------------------- export, quantize, validate
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory, ckpt_run) -> Path:
+    """ckpt_run with an ONNX export (the cheapest format) and its manifest."""
+    run = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(ckpt_run, run)
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    return run
+
+
+@pytest.fixture()
+def run_copy(exported_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    return run
+
+
+def test_tampered_artifact_is_refused(run_copy, capsys):
+    onnx_path = run_copy / "export" / "model_fp32.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes()[:-10] + b"0123456789")
+    assert main(["quantize", str(run_copy), "--format", "onnx"]) == 1  # a failed row, not a crash
+    captured = capsys.readouterr()
+    assert "model_fp32.onnx" in captured.out + captured.err and "sha256" in captured.out + captured.err
+    assert not list((run_copy / "export").glob("*int8*"))
+    assert main(["validate", str(run_copy), "--limit", "2"]) == 1
+    assert str(onnx_path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["quantize", "validate"])
+def test_manifest_missing(run_copy, capsys, verb):
+    (run_copy / "export" / "manifest.json").unlink()
+    line = error_line(capsys, [verb, run_copy])
+    assert str(run_copy / "export" / "manifest.json") in line
+
+
+def test_manifest_not_json(run_copy, capsys):
+    (run_copy / "export" / "manifest.json").write_text("{ half a manifest")
+    line = error_line(capsys, ["validate", run_copy])
+    assert "manifest.json" in line and "JSON" in line
+
+
+def test_validate_with_no_artifacts(run_copy, capsys):
+    path = run_copy / "export" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["artifacts"] = {}
+    path.write_text(json.dumps(manifest))
+    line = error_line(capsys, ["validate", run_copy])
+    assert "manifest.json" in line and "artifact" in line
+
+
+def test_export_of_a_run_without_checkpoint(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    line = error_line(capsys, ["export", tmp_path / "run", "--format", "onnx"])
+    assert str(tmp_path / "run" / "best.pt") in line
+
+
+def test_calibration_set_smaller_than_asked(run_copy, capsys):
+    """Not fatal: all faces are used and a one-line warning names the split and the count."""
+    code = main(["quantize", str(run_copy), "--format", "onnx", "--calibration-count", "500"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "warning" in line and "train" in line]
+    assert warning and "6" in warning[0]
+
+
+def _export_in_child(run: Path, limit_bytes: int | None = None, readonly: Path | None = None):
+    """Run `facemark export` in a child process with a file-size limit (a full disk) ."""
+    import resource
+    import signal
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "facemark", "export", str(run), "--format", "onnx"],
+                          capture_output=True, text=True, preexec_fn=limit if limit_bytes else None)
+
+
+def test_export_to_a_full_disk_leaves_nothing_partial(ckpt_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt_run, run)
+    result = _export_in_child(run, limit_bytes=1_000_000)
+    # the format's row fails with the OS error's first line; the exit code says something failed
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr and "File too large" in result.stdout
+    export = run / "export"
+    assert not (export / "model_fp32.onnx").exists()
+    no_partial(run)
+
+
+def test_export_to_a_read_only_folder(ckpt_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt_run, run)
+    (run / "export").mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(run / "export")],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        result = _export_in_child(run)
+        assert result.returncode == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if ": error:" in line]
+        assert len(errors) == 1 and str(run / "export") in errors[0] and "Read-only" in errors[0]
+    finally:
+        subprocess.run(["umount", str(run / "export")], check=True)
