@@ -30,9 +30,14 @@ test: install
 	$(BIN)/python -m pytest tests -q
 
 # The main job: synthetic data -> train MobileNetV3-L briefly -> export -> quantize -> validate.
+# The gate's verdict (exit 1: an artifact regressed, typically int8 MobileNetV3) is the demo's
+# result to read, not a failure of the demo; any other error still stops make. `release` does not
+# soften it.
 demo: install
 	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
-	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)
+	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN) || { code=$$?; \
+	  test $$code -eq 1 || exit $$code; \
+	  echo "demo finished; the gate flagged the FAIL rows above (see $(RUN)/validation/validation.md)"; }
 
 synth: install
 	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
@@ -69,7 +74,8 @@ pipeline: install
 	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)
 
 # Real data: make release CONFIG=configs/arch/mobilenetv3_large_100_wing.yaml DATA=/data/lapa RUN=runs/v1
-release: pipeline
+release: install
+	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)
 
 paper-figure: install
 	$(BIN)/facemark benchmark --configs configs/arch/*.yaml --data $(DATA) $(ARGS)

@@ -9,7 +9,6 @@ lazily, and records the results in `RUN/export/manifest.json`.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from facemark.config import Config
-from facemark.errors import ConfigError
+from facemark.config import Config, resolve_choices
 
 # Parity bounds in normalised crop units (1.0 = half the crop, so 1e-4 = 0.011 px at 224 px).
 # float32 must reproduce PyTorch (measured <= 1.8e-5 over 5 backbones at 224 on 16 real crops).
@@ -57,15 +55,8 @@ def resolve_formats(names: list[str] | None, default: list[str]) -> list[Format]
 
     An unknown name raises ConfigError listing the valid ones (with a close match if any).
     """
-    requested = list(default if not names else names)
-    if "all" in requested:
-        requested = list(FORMATS)
-    for name in requested:
-        if name not in FORMATS:
-            close = difflib.get_close_matches(name, list(FORMATS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown export format {name!r}{hint}; valid: {', '.join(FORMATS)}, all")
-    return [fmt for name, fmt in FORMATS.items() if name in requested]
+    requested = resolve_choices(names, default, list(FORMATS), "export format")
+    return [FORMATS[name] for name in requested]
 
 
 def artifact_name(fmt: str, precision: str, baked: bool) -> str:

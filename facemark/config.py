@@ -229,3 +229,17 @@ def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
             return [_check_type(v, item_type, f"{key}[{i}]", source) for i, v in enumerate(value)]
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{source}: {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
+
+
+def resolve_choices(requested: list[str] | None, default: list[str], valid: list[str], what: str) -> list[str]:
+    """Requested names ("all" = every valid one; None or empty = `default`) -> valid names in `valid`'s
+    order. An unknown name raises ConfigError naming `what`, the valid names and a close match."""
+    names = list(default if not requested else requested)
+    if "all" in names:
+        names = list(valid)
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{what}: unknown format {name!r}{hint}; valid: {', '.join(valid)}, all")
+    return [name for name in valid if name in names]

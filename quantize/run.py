@@ -8,7 +8,6 @@ independent: a failure is a row in the summary table, and the exit code is 1 if 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import platform
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facemark.config import Config
+from facemark.config import Config, resolve_choices
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.data.layout import present_splits
 from facemark.errors import ArtifactError, ConfigError, DataError
@@ -72,15 +71,7 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
 
 def resolve_backends(names: list[str] | None, default: list[str]) -> list[str]:
     """Requested formats ("all" = every one; None = quantize.formats) -> backend names in table order."""
-    requested = list(default if not names else names)
-    if "all" in requested:
-        requested = list(BACKENDS)
-    for name in requested:
-        if name not in BACKENDS:
-            close = difflib.get_close_matches(name, list(BACKENDS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"quantize.formats: unknown format {name!r}{hint}; valid: {', '.join(BACKENDS)}, all")
-    return [name for name in BACKENDS if name in requested]
+    return resolve_choices(names, default, list(BACKENDS), "quantize.formats")
 
 
 def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:

@@ -41,7 +41,8 @@ def test_facemark_commands_parse(line):
         words = words[1:]
     args = build_parser().parse_args(words)
     for attr in ("config", "configs"):
-        for path in (getattr(args, attr, None) or []) if attr == "configs" else [getattr(args, attr, None)]:
+        value = getattr(args, attr, None)
+        for path in value if isinstance(value, list) else [value]:
             if path is not None:
                 assert (REPO / path).exists(), f"README names {path}, which does not exist"
 
