@@ -40,12 +40,17 @@ def plot_ced(curves: dict[str, np.ndarray], threshold: float, path: Path, steps:
 
     figure, axes = _new_figure(6.4, 4.4)
     ax = axes[0, 0]
+    # FR and AUC are defined at the threshold, but a weak model would leave that window empty:
+    # the axis extends to the largest 95th-percentile NME so every curve is visible.
+    x_max = max([threshold] + [float(np.percentile(nmes, 95)) for nmes in curves.values()])
     for label, nmes in curves.items():
-        xs, fractions = ced(nmes, threshold, steps)
+        xs, fractions = ced(nmes, x_max, steps)
         ax.plot(xs, fractions, label=f"{label}: NME {np.mean(nmes):.4f}, FR {failure_rate(nmes, threshold):.3f}, "
                                      f"AUC {auc(nmes, threshold):.3f}")
-    ax.set(xlim=(0, threshold), ylim=(0, 1.02), xlabel="NME (inter-pupil)", ylabel="fraction of faces",
-           title=f"{title} (threshold {threshold:g})")
+    if x_max > threshold:
+        ax.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlim=(0, x_max), ylim=(0, 1.02), xlabel="NME (inter-pupil)", ylabel="fraction of faces",
+           title=f"{title} (FR/AUC at {threshold:g})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(figure, path)
