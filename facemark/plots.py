@@ -72,7 +72,11 @@ def plot_scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: st
                  title: str = "") -> Path:
     """Labelled points (label, x, y) on one chart, e.g. NME vs latency per artifact. Returns `path`."""
     figure, axes = _new_figure(6.4, 4.4)
-    _scatter(axes[0, 0], points, xlabel, ylabel)
+    # labels beside the markers overlap once float artifacts sit on top of each other: use a legend
+    annotate = len(points) <= 4
+    _scatter(axes[0, 0], points, xlabel, ylabel, annotate=annotate)
+    if not annotate:
+        axes[0, 0].legend(fontsize=8, loc="best")
     if title:
         axes[0, 0].set_title(title)
     return _save(figure, path)
