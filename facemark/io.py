@@ -60,3 +60,22 @@ def sha256_of(path: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json_document(path: Path, schema: str, what: str, missing: str) -> dict:
+    """Load a versioned facemark JSON file (manifest, report); every problem is an ArtifactError
+    naming the file: `missing` when absent, invalid JSON, or a `schema` other than expected."""
+    import json
+
+    from facemark.errors import ArtifactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: {missing}")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("schema") != schema:
+        raise ArtifactError(f"{path}: not a facemark {what} (expected schema {schema!r})")
+    return document

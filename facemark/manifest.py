@@ -26,7 +26,7 @@ from typing import Any
 
 from facemark.config import Config
 from facemark.errors import ArtifactError
-from facemark.io import atomic_write_text, sha256_of
+from facemark.io import atomic_write_text, read_json_document, sha256_of
 
 MANIFEST_SCHEMA = "facemark-manifest-v1"
 MANIFEST_NAME = "manifest.json"
@@ -67,16 +67,8 @@ def manifest_path(export_dir: Path) -> Path:
 
 
 def load_manifest(export_dir: Path) -> dict[str, Any]:
-    path = manifest_path(export_dir)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: manifest missing (run `facemark export` first)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
-        raise ArtifactError(f"{path}: not a facemark manifest (expected schema {MANIFEST_SCHEMA!r})")
-    return manifest
+    return read_json_document(manifest_path(export_dir), MANIFEST_SCHEMA, "manifest",
+                              missing="manifest missing (run `facemark export` first)")
 
 
 def save_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:

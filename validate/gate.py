@@ -17,11 +17,11 @@ Row verdicts, by status:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from facemark.errors import ArtifactError
+from facemark.io import read_json_document
 from facemark.validate.accuracy import delta
 
 PYTORCH = "pytorch"
@@ -30,14 +30,7 @@ PYTORCH = "pytorch"
 def load_baseline(path: Path, data: dict[str, Any], schema: str) -> dict[str, Any]:
     """Read a previous validation.json and check it was measured on the same faces as `data`."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: baseline report not found")
-    try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: baseline is not valid JSON ({exc})") from None
-    if not isinstance(report, dict) or report.get("schema") != schema:
-        raise ArtifactError(f"{path}: not a facemark validation report (expected schema {schema!r})")
+    report = read_json_document(path, schema, "validation report", missing="baseline report not found")
     theirs = report.get("data", {})
     for key in ("split", "count", "stems_sha256", "detector"):
         if theirs.get(key) != data.get(key):
