@@ -100,28 +100,25 @@ def _count_vs_lines(root):
     return path
 
 
-def _nan(root):
-    path = first(root, "val", "landmarks")
+def _replace_line(root: Path, split: str, index: int, text: str) -> Path:
+    """Overwrite line `index` (0 = the count line) of the split's first landmark file."""
+    path = first(root, split, "landmarks")
     lines = path.read_text().splitlines()
-    lines[5] = "nan 12.0"
+    lines[index] = text
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _nan(root):
+    return _replace_line(root, "val", 5, "nan 12.0")
 
 
 def _non_numeric(root):
-    path = first(root, "val", "landmarks")
-    lines = path.read_text().splitlines()
-    lines[7] = "12.0 abc"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return _replace_line(root, "val", 7, "12.0 abc")
 
 
 def _outside(root):
-    path = first(root, "test", "landmarks")
-    lines = path.read_text().splitlines()
-    lines[3] = "99999.0 12.0"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return _replace_line(root, "test", 3, "99999.0 12.0")
 
 
 def _image_without_landmarks(root):
