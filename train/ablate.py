@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facemark.errors import FacemarkError
 from facemark.io import atomic_write_text
-from facemark.train.experiments import Budget, Experiment, markdown_table, prepare_experiments, run_experiment
+from facemark.train.experiments import Budget, Experiment, markdown_table, prepare_experiments, run_all
 
 # (row label, keywords in the config file name, LaPa test inter-pupil NME from the paper)
 PAPER_ROWS: list[tuple[str, tuple[str, ...], float]] = [
@@ -45,19 +44,11 @@ def paper_row(name: str) -> tuple[str, float] | None:
 
 def _run_all(experiments: list[Experiment], data_root: Path, split: str) -> list[dict]:
     rows = []
-    for experiment in experiments:
-        cfg = experiment.cfg
-        row = {"name": experiment.name, "config": str(experiment.config_path), "run_dir": str(experiment.run_dir),
-               "paper": paper_row(experiment.name)}
-        try:
-            result, row["status"] = run_experiment(experiment, data_root, split)
-        except FacemarkError as exc:
-            print(f"[{experiment.name}] failed: {exc}")
-            rows.append({**row, "status": "failed", "error": str(exc)})
-            continue
-        row.update(nme_pupil=result["metrics"]["nme_pupil"], fr=result["metrics"]["fr@0.1"],
-                   faces=result["metrics"]["count"], per_face=result["per_face"]["nme_pupil"],
-                   arch=cfg.model.arch, epochs=cfg.train.epochs, input_size=cfg.data.input_size)
+    for experiment, row, result in run_all(experiments, data_root, split):
+        row["paper"] = paper_row(experiment.name)
+        if result is not None:
+            row.update(nme_pupil=result["metrics"]["nme_pupil"], fr=result["metrics"]["fr@0.1"],
+                       faces=result["metrics"]["count"], per_face=result["per_face"]["nme_pupil"])
         rows.append(row)
     return rows
 

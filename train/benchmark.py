@@ -16,9 +16,8 @@ import json
 import platform
 from pathlib import Path
 
-from facemark.errors import FacemarkError
 from facemark.io import atomic_write_text
-from facemark.train.experiments import Budget, Experiment, markdown_table, prepare_experiments, run_experiment
+from facemark.train.experiments import Budget, Experiment, markdown_table, prepare_experiments, run_all
 
 COLUMNS = ["name", "arch", "input_size", "epochs", "status", "nme_pupil", "nme_corner", "fr@0.1", "auc@0.1",
            "faces", "params_m", "gflops", "cpu_ms", "gpu_ms", "cpu_threads", "gpu_name", "config", "run_dir",
@@ -27,19 +26,12 @@ COLUMNS = ["name", "arch", "input_size", "epochs", "status", "nme_pupil", "nme_c
 
 def _train_all(experiments: list[Experiment], data_root: Path, split: str) -> list[dict]:
     rows = []
-    for experiment in experiments:
-        cfg = experiment.cfg
-        row = {"name": experiment.name, "config": str(experiment.config_path), "run_dir": str(experiment.run_dir),
-               "arch": cfg.model.arch, "input_size": cfg.data.input_size, "epochs": cfg.train.epochs, "cfg": cfg}
-        try:
-            result, row["status"] = run_experiment(experiment, data_root, split)
-        except FacemarkError as exc:
-            print(f"[{experiment.name}] failed: {exc}")
-            rows.append({**row, "status": "failed", "error": str(exc)})
-            continue
-        metrics = result["metrics"]
-        row.update({key: metrics[key] for key in ("nme_pupil", "nme_corner", "fr@0.1", "auc@0.1")},
-                   faces=metrics["count"])
+    for experiment, row, result in run_all(experiments, data_root, split):
+        row["cfg"] = experiment.cfg
+        if result is not None:
+            metrics = result["metrics"]
+            row.update({key: metrics[key] for key in ("nme_pupil", "nme_corner", "fr@0.1", "auc@0.1")},
+                       faces=metrics["count"])
         rows.append(row)
     return rows
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from facemark.config import Config, load_config
-from facemark.errors import ConfigError
+from facemark.errors import ConfigError, FacemarkError
 from facemark.io import atomic_write_text, sha256_of
 
 PIN_NAME = "experiment.json"
@@ -148,6 +148,25 @@ def run_experiment(experiment: Experiment, data_root: Path, split: str) -> tuple
     if cached is not None:
         return cached, status
     return evaluate_checkpoint(ckpt, data_root=data_root, split=split, out_dir=run_dir), status
+
+
+def run_all(experiments: list[Experiment], data_root: Path, split: str) -> list[tuple[Experiment, dict, dict | None]]:
+    """Run every experiment -> (experiment, row, result) each. The row names the config, run folder,
+    arch, input size, epochs and status; a FacemarkError becomes status "failed" with the error and
+    result None, so one broken config does not stop the study."""
+    outcomes = []
+    for experiment in experiments:
+        cfg = experiment.cfg
+        row = {"name": experiment.name, "config": str(experiment.config_path), "run_dir": str(experiment.run_dir),
+               "arch": cfg.model.arch, "input_size": cfg.data.input_size, "epochs": cfg.train.epochs}
+        try:
+            result, row["status"] = run_experiment(experiment, data_root, split)
+        except FacemarkError as exc:
+            print(f"[{experiment.name}] failed: {exc}")
+            result = None
+            row.update(status="failed", error=str(exc))
+        outcomes.append((experiment, row, result))
+    return outcomes
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
