@@ -19,6 +19,7 @@ from typing import Any
 from facemark.config import Config
 from facemark.convert.formats import ExportJob, Format, Written, resolve_formats
 from facemark.errors import ArtifactError, DataError
+from facemark.io import sweep_partials
 from facemark.manifest import artifact_entry, load_manifest, manifest_path, new_manifest, record_artifact, \
     save_manifest
 
@@ -48,6 +49,7 @@ def export_run(run: Path, formats: list[str] | None, data_root: Path | None, bak
     run = Path(run)
     checkpoint = run / CHECKPOINT_NAME
     model, cfg, ckpt = load_checkpoint(checkpoint)
+    sweep_partials(run / EXPORT_DIR)
     chosen = resolve_formats(formats, cfg.export.formats)
     bake = bake or cfg.export.bake_preprocessing
     crop_set = load_parity_crops(data_root if data_root is not None else ckpt.get("data_root"), cfg, checkpoint)

@@ -36,6 +36,22 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def sweep_partials(folder: Path) -> int:
+    """Delete the temporaries (`.*.partial`, files or folders) that a killed writer left anywhere
+    under `folder` -> how many. A SIGKILL or power cut skips atomic_path's clean-up, so a stage that
+    takes over a run folder sweeps it before writing; only one writer works on a run at a time."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    leftovers = [p for p in folder.rglob(".*.partial") if p.exists()]
+    for leftover in leftovers:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -19,7 +19,7 @@ from facemark.config import Config, resolve_choices
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.data.layout import present_splits
 from facemark.errors import ArtifactError, ConfigError, DataError
-from facemark.io import sha256_of
+from facemark.io import sha256_of, sweep_partials
 from facemark.manifest import artifact_entry, load_manifest, record_artifact
 from facemark.model import load_checkpoint
 from facemark.quantize.calibration import load_calibration
@@ -39,6 +39,7 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
     run = Path(run)
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
+    sweep_partials(run)
     model, cfg, ckpt = load_checkpoint(verified_checkpoint(run, manifest))
     names = resolve_backends(formats, cfg.quantize.formats)
     _check_options(cfg)
@@ -55,7 +56,8 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
         print(f"facemark quantize: onnx activations {cfg.quantize.onnx_activation}"
               + (" (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)"
                  if cfg.quantize.onnx_activation == "uint8" else " (s8s8)"))
-    work_dir = Path(tempfile.mkdtemp(prefix=".quantize-work-", dir=run))
+    # named .partial so that a killed run's work folder is swept like any other temporary
+    work_dir = Path(tempfile.mkdtemp(prefix=".quantize-work-", suffix=".partial", dir=run))
     job = QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
                    calibration=calibration, parity=parity)
     results = []

@@ -16,6 +16,7 @@ import numpy as np
 from facemark.codec import landmark_box
 from facemark.data.boxes import box_dir, write_box
 from facemark.data.layout import write_landmarks
+from margins import DATA_SEED
 
 IMAGE_SIZE = 96
 
@@ -64,7 +65,9 @@ def draw_face(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def make_drawn_split(root: Path, split: str, count: int, detector: str = "drawn", misses: tuple[int, ...] = (),
                      seed: int = 0) -> list[str]:
     """Write `count` drawn faces to ROOT/<split>/ and a box cache under boxes/<detector>/: the
-    landmark box jittered by a few pixels, or `miss` for the indices in `misses`. Returns stems."""
+    landmark box jittered by a few pixels, or `miss` for the indices in `misses`. Returns stems.
+    FACEMARK_TEST_SEED (margins.DATA_SEED) shifts `seed`, so a margin audit can draw other faces."""
+    seed += DATA_SEED
     rng = np.random.default_rng(seed + 1000)
     stems = []
     for i in range(count):

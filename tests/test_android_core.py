@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from drawn_faces import make_drawn_split
+from margins import DATA_SEED, above
 
 from facemark import codec
 from facemark.config import load_config
@@ -58,7 +59,7 @@ def golden_run(tmp_path_factory) -> Path:
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050", "data.input_size=64",
                                  "data.detector=drawn"])
     scheme = load_scheme(cfg.data.scheme)
-    torch.manual_seed(0)
+    torch.manual_seed(DATA_SEED)
     model = build_model(cfg.model, scheme.num_points).eval()
     with torch.no_grad():  # random init gives near-constant outputs; perturb so every value matters
         for param in model.parameters():
@@ -102,7 +103,7 @@ def test_golden_files_are_consistent(golden_run):
         crop = np.frombuffer((golden / case["crop"][0]).read_bytes(), np.uint8).reshape(64, 64, 3)
         np.testing.assert_array_equal(codec.warp_crop(frame, matrix, 64), crop)
         outputs = np.array(case["outputs"], float).reshape(1, 106, 2)
-        assert outputs.std() > 0.05  # the perturbed model says something different per point
+        above("android: perturbed model output spread", outputs.std(), 0.05)  # different per point
         landmarks = codec.to_image(outputs, matrix[None], 64)[0]
         np.testing.assert_allclose(np.array(case["landmarks"], float).reshape(106, 2), landmarks, atol=1e-12)
         assert int(case["image_sum"][0]) == int(frame.sum())

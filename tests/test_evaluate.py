@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from drawn_faces import make_drawn_split
+from margins import DATA_SEED, above
 from facemark import codec
 from facemark.cli import main
 from facemark.config import load_config
@@ -33,7 +34,7 @@ def data_root(tmp_path_factory) -> Path:
 def write_checkpoint(path: Path, data_root: Path, *overrides: str, nan_head: bool = False) -> Path:
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
                                  "data.input_size=64", "data.detector=drawn", "train.device=cpu", *overrides])
-    torch.manual_seed(0)
+    torch.manual_seed(DATA_SEED)
     model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points)
     if nan_head:
         with torch.no_grad():
@@ -69,7 +70,7 @@ def test_evaluate_checkpoint_matches_recomputed_metrics(ckpt, data_root, capsys)
     assert metrics["regions"] == pytest.approx(expected["regions"], rel=1e-5)
     assert np.mean(result["per_face"]["nme_pupil"]) == pytest.approx(metrics["nme_pupil"])
     # an untrained head outputs ~0 (the crop centre), far from the landmarks: a large, finite NME
-    assert metrics["nme_pupil"] > 0.3
+    above("eval: untrained model NME", metrics["nme_pupil"], 0.3)
     printed = capsys.readouterr().out
     assert "NME inter-pupil" in printed and "1 misses" in printed and f"{metrics['nme_pupil']:.4f}" in printed
 

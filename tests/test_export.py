@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from drawn_faces import make_drawn_split
+from margins import DATA_SEED, below
 
 from facemark.codec import denormalise
 from facemark.config import load_config, save_config
@@ -55,7 +56,7 @@ def make_run(base: Path, name: str = "run", scheme: str = "lapa106") -> Path:
 def perturbed_model(cfg, num_points: int) -> torch.nn.Module:
     """Random weights + seeded noise, BatchNorm statistics recomputed on random inputs so that
     activations keep a sane scale, classifier scaled so outputs are about +-1 (crop-sized)."""
-    torch.manual_seed(0)
+    torch.manual_seed(DATA_SEED)
     model = build_model(cfg.model, num_points)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -103,7 +104,7 @@ def test_onnx_and_coreml_artifacts_are_recorded(exported):
     assert onnx_entry["status"] == "verified" and onnx_entry["layout"] == "NCHW"
     assert onnx_entry["input"]["shape"] == [1, 3, SIZE, SIZE] and onnx_entry["input_dtype"] == "float32"
     assert onnx_entry["parity"]["images"] == CROPS and onnx_entry["parity"]["split"] == "val"
-    assert onnx_entry["parity"]["max_abs"] <= PARITY_BOUND["float32"]
+    below("export: onnx_fp32 recorded parity", onnx_entry["parity"]["max_abs"], PARITY_BOUND["float32"])
     baked = manifest["artifacts"]["onnx_fp32_baked"]
     assert baked["layout"] == "NHWC" and baked["input"]["shape"] == [1, SIZE, SIZE, 3] and baked["input_dtype"] == "uint8"
     assert manifest["artifacts"]["coreml_fp16"]["status"] == NOT_RUN  # Linux: no CoreML runtime
@@ -116,7 +117,7 @@ def test_onnx_parity_recomputed_from_the_file(exported):
     actual = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False))
     assert actual.shape == (CROPS, 212)
     assert np.abs(expected).max() > 0.05 and np.std(expected, axis=0).mean() > 1e-3  # not a constant model
-    assert np.abs(actual - expected).max() <= PARITY_BOUND["float32"]
+    below("export: onnx_fp32 parity from the file", np.abs(actual - expected).max(), PARITY_BOUND["float32"])
 
 
 def test_baked_onnx_equals_float_path_plus_arithmetic(exported):
@@ -200,12 +201,19 @@ def test_user_errors(tmp_path):
         export_run(run, formats=["onnx"], data_root=None, bake=False, golden=False)
 
 
-def test_cli_export_onnx(tmp_path, capsys):
+def test_cli_export_onnx_sweeps_what_a_killed_export_left(tmp_path, capsys):
+    """A SIGKILL between atomic_path's temporary and its rename leaves `.NAME.*.partial` behind
+    (seen when the pipeline test's kill landed on a manifest write): the next export removes it."""
     from facemark.cli import main
 
     run = make_run(tmp_path)
+    leftovers = [run / "export" / ".manifest.json.x1.partial", run / "export" / ".model_fp32.mlpackage.x2.partial"]
+    leftovers[0].parent.mkdir()
+    leftovers[0].write_text("{")
+    (leftovers[1] / "Data").mkdir(parents=True)
     assert main(["export", str(run), "--format", "onnx"]) == 0
     assert "onnx_fp32" in capsys.readouterr().out
+    assert not any(path.exists() for path in leftovers) and not list(run.rglob("*.partial"))
     assert main(["export", str(tmp_path / "missing")]) == 2
 
 
@@ -229,10 +237,11 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
     for precision, tag in (("float32", "fp32"), ("float16", "fp16")):
         entry = manifest["artifacts"][f"tflite_{tag}"]
         assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, SIZE, SIZE, 3]
-        assert entry["status"] == "verified" and entry["parity"]["max_abs"] <= PARITY_BOUND[precision]
+        assert entry["status"] == "verified"
+        below(f"export: tflite_{tag} recorded parity", entry["parity"]["max_abs"], PARITY_BOUND[precision])
         path = verify_artifact(export_dir, f"tflite_{tag}", manifest)
         actual = run_tflite(path, artifact_inputs(crops, "NHWC", baked=False))
-        assert np.abs(actual - expected).max() <= PARITY_BOUND[precision]
+        below(f"export: tflite_{tag} parity from the file", np.abs(actual - expected).max(), PARITY_BOUND[precision])
         baked = run_tflite(verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), crops)
         np.testing.assert_allclose(baked, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)
         embedded = read_tflite_metadata(path)

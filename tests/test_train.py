@@ -26,19 +26,26 @@ from facemark.train.engine import predict_normalised, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawn_faces import make_drawn_split  # noqa: E402
+from margins import DATA_SEED, below  # noqa: E402
 
 SIZE = 64
-# Small, from scratch, CPU: a higher rate than the paper's 1e-3 and no warm-up, so that ~70 steps
-# are enough to beat the mean shape (the recipe itself is exercised unchanged otherwise).
+# Small, from scratch, CPU: a higher rate than the paper's 1e-3 and no warm-up (the recipe itself is
+# exercised unchanged otherwise).
 COMMON = [f"data.input_size={SIZE}", "data.detector=drawn", "data.workers=0", "model.pretrained=false",
-          "train.warmup_epochs=0", "train.device=cpu", "augment.rotate=0"]
+          "train.warmup_epochs=0", "train.device=cpu", "augment.rotate=0", f"train.seed={DATA_SEED}"]
+# Six epochs (144 steps), not three: at three the model sits right at the step where it leaves the
+# mean shape (0.83-0.91 of it across seeds, 0.912 on an AMX Xeon against a 0.9 bound), so CPU
+# kernels decided the verdict. At six it is at 0.32-0.41 of the mean shape on every seed, thread
+# count and instruction set tried (benchmarks/test_margins.py), far below the 0.7 bound, while a
+# model that learns nothing stays at ~1.0.
+LEARNS = ["model.arch=resnet10t", "train.lr=0.002", "train.batch_size=4", "train.epochs=6"]
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("drawn")
-    make_drawn_split(root, "train", 96, misses=(3,))
-    make_drawn_split(root, "val", 16)
+    make_drawn_split(root, "train", 96, misses=(3,), seed=DATA_SEED)
+    make_drawn_split(root, "val", 16, seed=DATA_SEED)
     return root
 
 
@@ -56,18 +63,17 @@ def _mean_shape_nme(root: Path, cfg) -> float:
 
 
 def test_training_beats_the_mean_shape_and_writes_a_loadable_run(data_root, tmp_path):
-    cfg = load_config(overrides=COMMON + ["model.arch=resnet10t", "train.lr=0.002", "train.batch_size=4",
-                                          "train.epochs=3"])
+    cfg = load_config(overrides=COMMON + LEARNS)
     run = tmp_path / "run"
     result = train(cfg, data_root, run, resume=False)
     baseline = _mean_shape_nme(data_root, cfg)
     assert result["mean_shape_val_nme"] == pytest.approx(baseline, rel=1e-6)
-    assert result["best_val_nme"] < 0.9 * baseline, (result, baseline)
+    below("train: best val NME / mean-shape NME", result["best_val_nme"] / baseline, 0.7)
 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4, 5, 6]
     assert set(lines[0]) == {"epoch", "train_loss", "val_nme", "lr", "seconds"}
-    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    below("train: last / first epoch train loss", lines[-1]["train_loss"] / lines[0]["train_loss"], 0.5)
     assert yaml.safe_load((run / "config.yaml").read_text()) == cfg.to_dict()
 
     # best.pt rebuilds through the public loader and reproduces its recorded val NME

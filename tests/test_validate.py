@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from drawn_faces import make_drawn_split
+from margins import DATA_SEED, above, below
 from facemark.cli import main
 from facemark.config import load_config
 from facemark.convert.export import export_run
@@ -30,7 +31,7 @@ SIZE = 64
 
 def _model(cfg, seed: int = 0) -> torch.nn.Module:
     """A random tiny model whose head is perturbed so its landmarks depend on the face."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + DATA_SEED)
     model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
     with torch.no_grad():
         model.get_classifier().weight.normal_(0.0, 0.05)
@@ -92,10 +93,13 @@ def test_pass_writes_report_with_real_numbers(good_run, good_report, data_root):
     evaluated = evaluate_checkpoint(good_run / "best.pt", data_root, "test", out_dir=good_run / "eval")
     assert torch_row["accuracy"]["nme_pupil"] == pytest.approx(evaluated["metrics"]["nme_pupil"], rel=1e-6)
     assert torch_row["accuracy"]["regions"] == pytest.approx(evaluated["metrics"]["regions"], rel=1e-6)
+    # the untrained model is far from the faces, which the --max-nme 0.5 case below relies on
+    above("validate: untrained model NME", torch_row["accuracy"]["nme_pupil"], 0.5)
     # a float32 ONNX export reproduces PyTorch to far below a pixel
     assert onnx_row["status"] == "ok" and onnx_row["sha256"] == "ok"
-    assert onnx_row["parity"]["max_px"] < 1e-3 and len(onnx_row["parity"]["worst"]) == 5
-    assert abs(onnx_row["delta"]["rel"]) < 1e-5 and onnx_row["delta"]["reference"] == "pytorch"
+    below("validate: onnx_fp32 max px deviation", onnx_row["parity"]["max_px"], 1e-3)
+    below("validate: onnx_fp32 |relative NME change|", abs(onnx_row["delta"]["rel"]), 1e-5)
+    assert len(onnx_row["parity"]["worst"]) == 5 and onnx_row["delta"]["reference"] == "pytorch"
     assert onnx_row["runtime"]["runtime"] == "onnxruntime" and onnx_row["runtime"]["threads"] == 1
     for row in (torch_row, onnx_row):
         assert row["latency"]["runs"] == 5 and 0 < row["latency"]["median_ms"] <= row["latency"]["p90_ms"]
@@ -143,7 +147,8 @@ def test_perturbed_artifact_fails_gate(good_run, tmp_path, capsys):
     assert line.startswith("FAIL")
     assert "gate failed: onnx_broken" in captured.err
     rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
-    assert rows["onnx_broken"]["delta"]["rel"] > 0.01 and rows["onnx_broken"]["parity"]["max_px"] > 1.0
+    above("validate: perturbed artifact relative NME change", rows["onnx_broken"]["delta"]["rel"], 0.01)
+    above("validate: perturbed artifact max px deviation", rows["onnx_broken"]["parity"]["max_px"], 1.0)
     assert rows["onnx_fp32"]["gate"]["passed"] and not rows["onnx_broken"]["gate"]["passed"]
 
 
@@ -230,8 +235,10 @@ def test_int8_and_coreml_rows_from_the_real_stages(good_run, tmp_path, capsys):
     assert full["runtime"]["input_dtype"] == "int8" and full["runtime"]["output_dtype"] == "int8"
     assert full["runtime"]["delegate"].startswith("XNNPACK") and full["scheme"] == "full integer"
     for row in (full, dynamic):   # int8 moves landmarks a little, never by a pixel on this tiny model
-        assert row["status"] == "ok" and 1e-4 < row["parity"]["max_px"] < 1.0
-        assert abs(row["delta"]["rel"]) < 0.05 and row["size_bytes"] < rows["onnx_fp32"]["size_bytes"] / 2
+        assert row["status"] == "ok" and row["size_bytes"] < rows["onnx_fp32"]["size_bytes"] / 2
+        above(f"validate: {row['name']} max px deviation (not float)", row["parity"]["max_px"], 1e-4)
+        below(f"validate: {row['name']} max px deviation", row["parity"]["max_px"], 1.0)
+        below(f"validate: {row['name']} |relative NME change|", abs(row["delta"]["rel"]), 0.05)
     if platform.system() != "Darwin":
         coreml = rows["coreml_fp32"]
         assert coreml["status"] == "not run: needs macOS" and coreml["sha256"] == "ok" and coreml["size_bytes"] > 0

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from facemark import codec
 from facemark.config import Config, save_config
+from facemark.io import sweep_partials
 from facemark.data.crops import CropSet, to_input
 from facemark.errors import ConfigError, DataError
 from facemark.metrics import nme
@@ -293,8 +294,10 @@ def _mean_shape_nme(samples, val_set: CropSet, scheme: Scheme, cfg: Config) -> f
 
 
 def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
-    """config.yaml beside the weights; on resume, drop metrics of epochs after the checkpoint."""
+    """config.yaml beside the weights; on resume, drop metrics of epochs after the checkpoint and
+    what a killed run left half-written."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    sweep_partials(run_dir)
     save_config(cfg, run_dir / "config.yaml")
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():

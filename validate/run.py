@@ -29,7 +29,7 @@ import numpy as np
 
 from facemark import __version__
 from facemark.errors import ArtifactError, ConfigError
-from facemark.io import sha256_of
+from facemark.io import sha256_of, sweep_partials
 from facemark.manifest import load_manifest, manifest_path, verify_artifact
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
@@ -269,6 +269,7 @@ def validate_run(run: Path, data_root: Path | None, split: str, threads: int | N
                            "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
               "preprocess": lat.preprocess_latency(crop_set.crops[0], vcfg.warmup, vcfg.runs),
               "banner": lat.x86_banner(), "gate": gate, "rows": rows}
+    sweep_partials(run / "validation")
     paths = write_report(report, run / "validation", per_face)
     print_report(report)
     print(f"wrote {', '.join(str(path) for path in paths.values())}")
