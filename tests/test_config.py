@@ -79,3 +79,13 @@ def test_config_saved_before_a_key_existed_loads_with_its_default():
     saved["augment"]["mirror"] = 0.5
     with pytest.raises(ConfigError, match="old.pt: unknown config key 'augment.mirror'"):
         config_from_saved(saved, source="old.pt")
+
+
+def test_resume_check_does_not_report_keys_added_since_the_checkpoint(tmp_path):
+    from facemark.train.checkpoint import check_resume_config
+
+    saved = load_config().to_dict()
+    del saved["augment"]["scale"], saved["augment"]["translate"]
+    assert check_resume_config(saved, load_config(), tmp_path / "last.pt") == []
+    assert check_resume_config(saved, load_config(overrides=["augment.scale=0.1"]), tmp_path / "last.pt") == [
+        "augment.scale"]

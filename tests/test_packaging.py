@@ -24,6 +24,8 @@ def test_wheel_install_imports_every_stage(tmp_path):
     assert str(target) in out and "ibug68" in out and "lapa106" in out
     assert (target / "facemark" / "train" / "__init__.py").is_file()
     assert (target / "facemark" / "configs" / "base.yaml").is_file()
+    assert (target / "facemark" / "configs" / "real" / "300w_mobilenetv2_cpu.yaml").is_file()
+    assert (target / "facemark" / "configs" / "ablation" / "real" / "01_baseline_mse.yaml").is_file()
 
 
 def test_cli_lists_every_stage_verb():
