@@ -50,6 +50,11 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """(2, 3) affines -> the (2, 3) affine applying `inner` first, then `outer`."""
+    return np.asarray(outer, dtype=np.float64) @ np.vstack([inner, [0.0, 0.0, 1.0]])
+
+
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a (..., 2, 3) affine, as (..., 2, 3)."""
     matrix = np.asarray(matrix, dtype=np.float64)

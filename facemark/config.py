@@ -39,6 +39,9 @@ class AugmentConfig:
     contrast: float
     saturation: float
     hue: float
+    flip: float                    # P(horizontal flip with the scheme's flip permutation); 0 disables
+    scale: float                   # crop side times U[1-s, 1+s] (zoom jitter); 0 disables
+    translate: float               # crop centre moved by U[-t, t] * box width/height; 0 disables
 
 
 @dataclass
@@ -63,9 +66,10 @@ class TrainConfig:
     optimizer: str                 # timm optimizer name
     scheduler: str                 # timm scheduler name
     warmup_epochs: int             # linear warm-up epochs; 0 disables
-    loss: str                      # "mse" or "wing"
+    loss: str                      # "mse", "wing", "smooth_l1" or "l1"
     wing_w: float                  # Wing width, in normalised crop units (1.0 = half the crop)
     wing_epsilon: float            # Wing curvature, same units
+    smooth_l1_beta: float          # smooth L1's quadratic-to-linear switch, same units
     ema: bool
     ema_decay: float
     amp: bool                      # mixed precision; only ever used on CUDA
@@ -143,6 +147,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
     """Build a Config from a complete nested dict (e.g. one saved in a checkpoint)."""
     return _build(Config, values, prefix="", source=source)
+
+
+def config_from_saved(values: dict[str, Any], source: str = "checkpoint") -> Config:
+    """A config saved by an earlier facemark (a checkpoint's) merged over base.yaml: a key added
+    since then takes its base.yaml default, which by rule reproduces the behaviour from before the
+    key existed (e.g. augment.flip: 0.0). A key base.yaml does not know is still an error."""
+    merged = _read_yaml(base_config_path())
+    _merge(merged, values, source=source)
+    return config_from_dict(merged, source=source)
 
 
 def save_config(cfg: Config, path: Path) -> None:

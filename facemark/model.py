@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facemark.config import Config, ModelConfig, config_from_dict
+from facemark.config import Config, ModelConfig, config_from_saved
 from facemark.errors import ArtifactError, ConfigError
 
 CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
@@ -162,7 +162,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
                             f"{str(exc).splitlines()[0][:100]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    cfg = config_from_dict(ckpt["config"], source=str(path))
+    cfg = config_from_saved(ckpt["config"], source=str(path))
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "freeze_blocks": 0})
     model = build_model(model_cfg, ckpt["num_points"])
     try:

@@ -65,3 +65,27 @@ def test_every_shipped_config_loads():
     assert base_config_path().name == "base.yaml"
     for path in files:
         load_config(path)
+
+
+def test_config_saved_before_a_key_existed_loads_with_its_default():
+    """A checkpoint written before augment.flip / train.smooth_l1_beta existed still loads: the new
+    keys take base.yaml's defaults (which keep the old behaviour); an unknown key is still refused."""
+    from facemark.config import config_from_saved
+
+    saved = load_config(overrides=["train.epochs=7"]).to_dict()
+    del saved["augment"]["flip"], saved["train"]["smooth_l1_beta"]
+    cfg = config_from_saved(saved, source="old.pt")
+    assert (cfg.augment.flip, cfg.train.smooth_l1_beta, cfg.train.epochs) == (0.0, 0.02, 7)
+    saved["augment"]["mirror"] = 0.5
+    with pytest.raises(ConfigError, match="old.pt: unknown config key 'augment.mirror'"):
+        config_from_saved(saved, source="old.pt")
+
+
+def test_resume_check_does_not_report_keys_added_since_the_checkpoint(tmp_path):
+    from facemark.train.checkpoint import check_resume_config
+
+    saved = load_config().to_dict()
+    del saved["augment"]["scale"], saved["augment"]["translate"]
+    assert check_resume_config(saved, load_config(), tmp_path / "last.pt") == []
+    assert check_resume_config(saved, load_config(overrides=["augment.scale=0.1"]), tmp_path / "last.pt") == [
+        "augment.scale"]

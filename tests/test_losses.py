@@ -57,8 +57,30 @@ def test_wing_gradient_is_larger_than_l1_for_small_errors():
     assert pred.grad.item() == pytest.approx(0.1 / 0.03, rel=1e-5)
 
 
+def test_l1_is_mean_absolute_error_over_coordinates():
+    pred = torch.tensor([[0.1, -0.2, 0.3, 0.0]])
+    target = torch.tensor([[0.0, 0.0, 0.0, 0.5]])
+    # (0.1 + 0.2 + 0.3 + 0.5) / 4, in normalised units
+    assert build_loss(load_config(overrides=["train.loss=l1"]).train)(pred, target).item() == pytest.approx(0.275)
+
+
+def test_smooth_l1_is_quadratic_below_beta_and_linear_above():
+    cfg = load_config(overrides=["train.loss=smooth_l1", "train.smooth_l1_beta=0.02"]).train
+    loss = build_loss(cfg)
+    # |x| = 0.01 < beta: 0.01^2 / (2 * 0.02) = 0.0025; |x| = 0.3 >= beta: 0.3 - 0.01 = 0.29
+    assert loss(torch.tensor([0.01]), torch.tensor([0.0])).item() == pytest.approx(0.0025, rel=1e-6)
+    assert loss(torch.tensor([-0.3]), torch.tensor([0.0])).item() == pytest.approx(0.29, rel=1e-6)
+    assert loss(torch.tensor([[0.01, -0.3]]), torch.zeros(1, 2)).item() == pytest.approx((0.0025 + 0.29) / 2, rel=1e-6)
+    # the gradient below beta shrinks with the error (x / beta), above it is 1 like L1
+    pred = torch.tensor([0.01, 0.3], requires_grad=True)
+    loss(pred, torch.zeros(2)).backward()
+    assert pred.grad.tolist() == pytest.approx([0.01 / 0.02 / 2, 1.0 / 2], rel=1e-5)
+
+
 def test_loss_configuration_errors():
-    with pytest.raises(ConfigError, match="valid: mse, wing"):
-        build_loss(load_config(overrides=["train.loss=l1"]).train)
+    with pytest.raises(ConfigError, match="valid: l1, mse, smooth_l1, wing"):
+        build_loss(load_config(overrides=["train.loss=huber"]).train)
+    with pytest.raises(ConfigError, match="smooth_l1_beta"):
+        build_loss(load_config(overrides=["train.loss=smooth_l1", "train.smooth_l1_beta=0"]).train)
     with pytest.raises(ConfigError, match="wing_w"):
         build_loss(load_config(overrides=["train.loss=wing", "train.wing_w=0"]).train)

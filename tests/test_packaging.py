@@ -24,6 +24,8 @@ def test_wheel_install_imports_every_stage(tmp_path):
     assert str(target) in out and "ibug68" in out and "lapa106" in out
     assert (target / "facemark" / "train" / "__init__.py").is_file()
     assert (target / "facemark" / "configs" / "base.yaml").is_file()
+    assert (target / "facemark" / "configs" / "real" / "300w_mobilenetv2_cpu.yaml").is_file()
+    assert (target / "facemark" / "configs" / "ablation" / "real" / "01_baseline_mse.yaml").is_file()
 
 
 def test_cli_lists_every_stage_verb():
@@ -31,3 +33,15 @@ def test_cli_lists_every_stage_verb():
                          check=True).stdout
     for verb in ("synth", "check-data", "boxes", "train", "eval", "export", "quantize", "validate", "pipeline"):
         assert verb in out
+
+
+def test_make_install_pins_dlib_as_the_peers_extra_does():
+    """`make install` adds dlib-bin alone (so CI runs tests/test_peer_dlib.py); same pin as `.[peers]`."""
+    import re
+    import tomllib
+
+    peers = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["peers"]
+    runtime = re.search(r"^PEER_RUNTIME := (\S+)$", (REPO / "Makefile").read_text(), flags=re.M).group(1)
+    assert runtime in peers and runtime.startswith("dlib-bin==")
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any("dlib" in dep or "face-recognition" in dep for dep in core)   # never a core dependency

@@ -227,3 +227,36 @@ def test_arch_configs_and_demo_load():
     assert all(cfg.model.arch == name.removesuffix("_wing") for name, cfg in found.items())
     demo = load_config(CONFIGS / "demo.yaml")
     assert (demo.model.arch, demo.data.detector, demo.model.pretrained) == ("mobilenetv3_large_100", "synth", False)
+
+
+REAL_ABLATION_CHANGES = {
+    "01_baseline_mse": {},
+    "02_wing": {"train.loss": "wing"},
+    "03_smooth_l1": {"train.loss": "smooth_l1"},
+    "04_l1": {"train.loss": "l1"},
+    "05_flip": {"augment.flip": 0.5},
+    "06_scale": {"augment.scale": 0.1},
+    "07_translate": {"augment.translate": 0.05},
+    "08_ema": {"train.ema": True, "train.ema_decay": 0.99},
+    "09_recipe": {"train.loss": "wing", "augment.flip": 0.5, "augment.scale": 0.1, "augment.translate": 0.05,
+                  "train.ema": True, "train.ema_decay": 0.99},
+}
+
+
+def test_real_face_ablation_rows_change_one_switch_each():
+    """configs/ablation/real: the paper's recipe on 300-W (ibug68, MTCNN, MobileNetV2, 128 px), then
+    one switch per row, then the draft CPU recipe, which is all of them together."""
+    files = sorted((CONFIGS / "ablation" / "real").glob("*.yaml"))
+    assert [f.stem for f in files] == list(REAL_ABLATION_CHANGES)
+    baseline = _flat(load_config(files[0]))
+    assert {k: baseline[k] for k in ("model.arch", "model.pretrained", "data.scheme", "data.detector",
+                                     "data.input_size", "train.loss", "augment.flip", "train.ema")} == {
+        "model.arch": "mobilenetv2_100", "model.pretrained": True, "data.scheme": "ibug68", "data.detector": "mtcnn",
+        "data.input_size": 128, "train.loss": "mse", "augment.flip": 0.0, "train.ema": False}
+    for path in files:
+        flat = _flat(load_config(path))
+        assert {k: v for k, v in flat.items() if baseline[k] != v} == REAL_ABLATION_CHANGES[path.stem], path.name
+    recipe = _flat(load_config(CONFIGS / "real" / "300w_mobilenetv2_cpu.yaml"))
+    assert recipe == _flat(load_config(files[-1]))
+    assert (recipe["train.epochs"], recipe["train.batch_size"], recipe["train.device"], recipe["data.workers"]) == (
+        30, 32, "cpu", 2)

@@ -4,13 +4,19 @@ Per face (coordinate spaces as in facemark.codec):
 1. box: the tight landmark box with probability data.landmark_box_prob, else the cached detector
    box (a detector miss falls back to the landmark box);
 2. each of the four box borders moves independently by U[-s, s] * box size (augment.box_shift);
-3. crop + resize in ONE resampling (codec.crop_matrix + codec.warp_crop, margin data.margin), then
-   albumentations on the small S x S crop only: rotation about the crop centre by
-   U[-augment.rotate, augment.rotate] degrees and colour jitter, keypoints moved with the pixels;
+   beyond the paper, and off by default: the box is scaled about its centre by U[1-s, 1+s]
+   (augment.scale) and moved by U[-t, t] * its width / height (augment.translate), and with
+   probability augment.flip the crop is mirrored (x -> S - x in crop pixels) and the landmarks are
+   renumbered by the scheme's flip permutation (a left eye corner becomes the right one);
+3. crop + resize in ONE resampling (codec.crop_matrix + codec.warp_crop, margin data.margin; the
+   jitter and the mirror are part of that one matrix), then albumentations on the small S x S crop
+   only: rotation about the crop centre by U[-augment.rotate, augment.rotate] degrees and colour
+   jitter, keypoints moved with the pixels;
 4. pixels /255 and ImageNet mean/std; target = codec.normalise(crop points, S).
 
 Randomness is drawn from a generator seeded by (seed, epoch, index), so a face gets the same
-augmentation whatever DataLoader worker, process count or resume point produced it.
+augmentation whatever DataLoader worker, process count or resume point produced it. A switch
+at 0 draws nothing, so the paper's recipe (all three at 0) gets exactly the draws it always had.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from torch.utils.data import Dataset
 
 from facemark import codec
 from facemark.config import AugmentConfig, DataConfig
+from facemark.errors import ConfigError
 from facemark.data.crops import choose_box
 from facemark.data.layout import Sample, check_points_inside, read_image, read_landmarks
 from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+from facemark.schemes import load_scheme
 
 # Three crop-pixel anchors sent through albumentations beside the landmarks: where they land gives
 # the exact affine the augmentation applied, so the stored matrix includes the rotation.
@@ -38,11 +46,46 @@ _ANCHORS = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
 @dataclass
 class AugmentedFace:
     """One augmented face. crop (S, S, 3) uint8 RGB; crop_points (P, 2) in crop pixels;
-    matrix (2, 3) image pixels -> crop pixels, augmentation included (codec.to_image inverts it)."""
+    matrix (2, 3) image pixels -> crop pixels, augmentation included (codec.to_image inverts it).
+    When `flipped`, crop_points[i] is image point flip[i] (the scheme's permutation) moved by
+    `matrix`: the labels follow the mirrored face, so point i is still "the image-left eye"."""
 
     crop: np.ndarray
     crop_points: np.ndarray
     matrix: np.ndarray
+    flipped: bool = False
+
+
+def check_augment(aug: AugmentConfig) -> None:
+    """Refuse strengths outside their range, naming the key (a negative zoom or a flip
+    probability above 1 would otherwise train on something else than asked)."""
+    if not 0.0 <= aug.flip <= 1.0:
+        raise ConfigError(f"augment.flip: a probability in [0, 1], got {aug.flip}")
+    if not 0.0 <= aug.scale < 1.0:
+        raise ConfigError(f"augment.scale: expected 0 <= scale < 1 (zoom in [1-s, 1+s]), got {aug.scale}")
+    if aug.translate < 0.0:
+        raise ConfigError(f"augment.translate: expected >= 0 (fraction of the box size), got {aug.translate}")
+
+
+def mirror_matrix(size: int) -> np.ndarray:
+    """(2, 3) crop pixels -> mirrored crop pixels, x -> S - x: the crop centre S/2 stays put, so
+    a mirrored face is centred where an unmirrored one is (codec's convention)."""
+    return np.array([[-1.0, 0.0, float(size)], [0.0, 1.0, 0.0]])
+
+
+def jitter_box(box: np.ndarray, scale: float, translate: float, rng: np.random.Generator) -> np.ndarray:
+    """(4,) box -> (4,) box scaled about its centre by z ~ U[1-scale, 1+scale] (so the crop side is
+    z times as long: the face looks 1/z as large) and moved by U[-translate, translate] times its
+    width (x) and height (y), drawn independently. A strength of 0 draws nothing."""
+    box = np.asarray(box, dtype=np.float64)
+    if scale <= 0 and translate <= 0:
+        return box   # untouched, not recomputed: centre +- half would round the last bit differently
+    centre, half = (box[:2] + box[2:]) / 2.0, (box[2:] - box[:2]) / 2.0
+    if scale > 0:
+        half = half * rng.uniform(1.0 - scale, 1.0 + scale)
+    if translate > 0:
+        centre = centre + rng.uniform(-translate, translate, size=2) * (box[2:] - box[:2])
+    return np.concatenate([centre - half, centre + half])
 
 
 def build_crop_augment(aug: AugmentConfig) -> A.Compose:
@@ -79,25 +122,34 @@ def shift_box(box: np.ndarray, shift: float, rng: np.random.Generator) -> np.nda
 
 
 def augment_face(image: np.ndarray, points: np.ndarray, box: np.ndarray, data_cfg: DataConfig,
-                 aug_cfg: AugmentConfig, crop_augment: A.Compose, rng: np.random.Generator) -> AugmentedFace:
-    """Steps 2-3 for one face: (H, W, 3) uint8 image, (P, 2) image-pixel points, (4,) box."""
+                 aug_cfg: AugmentConfig, crop_augment: A.Compose, rng: np.random.Generator,
+                 flip_permutation: tuple[int, ...] | None = None) -> AugmentedFace:
+    """Steps 2-3 for one face: (H, W, 3) uint8 image, (P, 2) image-pixel points, (4,) box.
+    `flip_permutation` (the scheme's Scheme.flip) is required when augment.flip > 0."""
     size = data_cfg.input_size
-    matrix = codec.crop_matrix(shift_box(box, aug_cfg.box_shift, rng), size, data_cfg.margin)
+    box = jitter_box(shift_box(box, aug_cfg.box_shift, rng), aug_cfg.scale, aug_cfg.translate, rng)
+    matrix = codec.crop_matrix(box, size, data_cfg.margin)
+    flipped = aug_cfg.flip > 0 and rng.random() < aug_cfg.flip   # no draw when off
+    if flipped:
+        if flip_permutation is None or len(flip_permutation) != len(points):
+            raise ValueError(f"augment.flip needs the scheme's flip permutation for {len(points)} points")
+        matrix = codec.compose_affine(mirror_matrix(size), matrix)
     crop = codec.warp_crop(image, matrix, size)
     crop_points = codec.apply_affine(points, matrix)
+    if flipped:
+        crop_points = crop_points[list(flip_permutation)]
     if not crop_augment.transforms:
-        return AugmentedFace(crop, crop_points, matrix)
+        return AugmentedFace(crop, crop_points, matrix, flipped)
     crop_augment.set_random_seed(int(rng.integers(2**31)))
     if "keypoints" not in crop_augment.processors:   # colour only: points do not move
-        return AugmentedFace(crop_augment(image=crop)["image"], crop_points, matrix)
+        return AugmentedFace(crop_augment(image=crop)["image"], crop_points, matrix, flipped)
     anchors = _ANCHORS * size
     out = crop_augment(image=crop, keypoints=np.concatenate([crop_points, anchors]))
     moved = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
     # the affine taking the anchors to where they landed: [x y 1] @ extra.T = moved
     extra = np.linalg.solve(np.hstack([anchors, np.ones((3, 1))]), moved[-3:]).T
     # image -> crop, then crop -> augmented crop, as one (2, 3) affine
-    full = extra @ np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return AugmentedFace(out["image"], moved[:-3], full)
+    return AugmentedFace(out["image"], moved[:-3], codec.compose_affine(extra, matrix), flipped)
 
 
 def _blob_params() -> cv2.dnn.Image2BlobParams:
@@ -137,7 +189,17 @@ class TrainFaces(Dataset):
         self.detector_boxes = detector_boxes
         self.seed = seed
         self.epoch = 0
+        check_augment(aug_cfg)
         self.crop_augment = build_crop_augment(aug_cfg)
+        self.flip_permutation = self._flip_permutation(data_cfg.scheme, num_points) if aug_cfg.flip > 0 else None
+
+    @staticmethod
+    def _flip_permutation(scheme_name: str, num_points: int) -> tuple[int, ...]:
+        scheme = load_scheme(scheme_name)
+        if scheme.num_points != num_points:
+            raise ConfigError(f"augment.flip: scheme {scheme_name!r} has {scheme.num_points} points, the "
+                              f"faces {num_points}; set data.scheme to the dataset's scheme")
+        return scheme.flip
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -154,7 +216,8 @@ class TrainFaces(Dataset):
         check_points_inside(sample.landmarks_path, points, image.shape[1], image.shape[0])
         use_landmarks = self.detector_boxes is None or rng.random() < self.data_cfg.landmark_box_prob
         box = codec.landmark_box(points) if use_landmarks else choose_box(self.detector_boxes[sample.stem], points)
-        return augment_face(image, points, box, self.data_cfg, self.aug_cfg, self.crop_augment, rng)
+        return augment_face(image, points, box, self.data_cfg, self.aug_cfg, self.crop_augment, rng,
+                            self.flip_permutation)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         face = self.face(index)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facemark.config import Config
+from facemark.config import Config, config_from_saved
 from facemark.errors import ArtifactError, FacemarkError
 from facemark.io import atomic_path
 
@@ -61,7 +61,9 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
 
 def check_resume_config(saved: dict[str, Any], cfg: Config, path: Path) -> list[str]:
     """Refuse to resume under a config that changes arch, scheme or input size; return the other
-    changed keys (e.g. more epochs) so the caller can report them."""
+    changed keys (e.g. more epochs) so the caller can report them. A key added to facemark after
+    `saved` was written counts as unchanged at its base.yaml default (config_from_saved)."""
+    saved = config_from_saved(saved, source=str(path)).to_dict()
     current = cfg.to_dict()
     blocking = [key for key in RESUME_KEYS if _lookup(saved, key) != _lookup(current, key)]
     if blocking:

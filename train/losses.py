@@ -1,8 +1,12 @@
 """Landmark losses on normalised crop coordinates (facemark.codec: (P - S/2) / (S/2)).
 
-Both take pred and target as (N, 2P) (or any equal shapes) and return the mean over every
+All take pred and target as (N, 2P) (or any equal shapes) and return the mean over every
 coordinate, so values do not depend on the batch size or the point count. Wing's width `w` and
-curvature `epsilon` are therefore in normalised units too: 1.0 is half the crop (112 px at 224).
+curvature `epsilon` and smooth L1's `beta` are therefore in normalised units too: 1.0 is half the
+crop (112 px at 224). The paper's two are `mse` and `wing`; `l1` and `smooth_l1` (beyond the
+paper) are the usual robust alternatives, per coordinate x = |pred - target|:
+- l1: x;
+- smooth_l1: x^2 / (2 beta) for x < beta, else x - beta / 2 (torch's SmoothL1Loss).
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ class WingLoss(nn.Module):
 LOSSES: dict[str, Callable[[TrainConfig], nn.Module]] = {
     "mse": lambda cfg: nn.MSELoss(),
     "wing": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
+    "l1": lambda cfg: nn.L1Loss(),
+    "smooth_l1": lambda cfg: _smooth_l1(cfg.smooth_l1_beta),
 }
+
+
+def _smooth_l1(beta: float) -> nn.Module:
+    if beta <= 0:   # torch would quietly turn beta 0 into plain L1
+        raise ConfigError(f"train.smooth_l1_beta must be > 0, got {beta}")
+    return nn.SmoothL1Loss(beta=beta)
 
 
 def build_loss(train_cfg: TrainConfig) -> nn.Module:
