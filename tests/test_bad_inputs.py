@@ -155,7 +155,7 @@ def test_train_refuses_a_dataset_that_fails_the_checks(data, capsys, tmp_path):
     culprit = _nan(data)
     line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "run", "--set", "data.detector=synth",
                                "--set", "model.pretrained=false", "--set", "data.input_size=64",
-                               "--set", "train.epochs=1", "--set", "train.device=cpu"])
+                               "--set", "train.epochs=1", "--set", "train.warmup_epochs=0", "--set", "train.device=cpu"])
     assert str(culprit) in line
     assert not (tmp_path / "run" / "best.pt").exists()
 
@@ -190,7 +190,8 @@ def test_unknown_scheme(data, capsys):
 def test_config_errors_name_the_key(data, capsys, tmp_path, override, key):
     line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "run",
                                "--set", "model.pretrained=false", "--set", "data.detector=synth",
-                               "--set", "data.input_size=64", "--set", "train.epochs=1", "--set", override])
+                               "--set", "data.input_size=64", "--set", "train.epochs=1", "--set", "train.warmup_epochs=0",
+                               "--set", override])
     assert key in line
     assert not (tmp_path / "run" / "last.pt").exists()
 

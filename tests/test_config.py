@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_base_defaults_and_override():
-    cfg = load_config(overrides=["train.epochs=3", "data.limit=10", "export.formats=[onnx]"])
-    assert cfg.train.epochs == 3
+    cfg = load_config(overrides=["train.epochs=5", "data.limit=10", "export.formats=[onnx]"])
+    assert cfg.train.epochs == 5
     assert cfg.data.limit == 10
     assert cfg.export.formats == ["onnx"]
     assert cfg.data.input_size == 224  # untouched default
