@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -58,7 +59,9 @@ def test_wing_gradient_is_larger_than_l1_for_small_errors():
 
 
 def test_loss_configuration_errors():
+    with pytest.raises(ConfigError, match="'train.loss' must be one of mse, wing, got 'l1'"):
+        load_config(overrides=["train.loss=l1"])   # refused when the config loads, before build_loss
     with pytest.raises(ConfigError, match="valid: mse, wing"):
-        build_loss(load_config(overrides=["train.loss=l1"]).train)
+        build_loss(dataclasses.replace(load_config().train, loss="l1"))
     with pytest.raises(ConfigError, match="wing_w"):
-        build_loss(load_config(overrides=["train.loss=wing", "train.wing_w=0"]).train)
+        build_loss(dataclasses.replace(load_config().train, loss="wing", wing_w=0.0))
