@@ -317,15 +317,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             cursor = cursor.setdefault(part, {})
         cursor[leaf] = yaml.safe_load(raw)
         _merge(merged, nested, source=f"--set {item}", origins=origins)
-    return config_from_dict(merged, source=str(base), origins=origins)
+    cfg = config_from_dict(merged, source=str(base), origins=origins)
+    check_cross_rules(cfg, str(base), origins)
+    return cfg
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
                      ) -> Config:
-    """Build and check a Config from a complete nested dict (e.g. one saved in a checkpoint).
-    `origins` names where individual keys came from (default: `source` for all)."""
-    origins = origins or {}
-    cfg = _build(Config, values, prefix="", source=source, origins=origins)
+    """Build a Config from a complete nested dict (e.g. one saved in a checkpoint), checking every
+    value's type and rule; `origins` names where individual keys came from (default: `source`).
+    The CROSS_RULES are left to load_config: they guard a new run, and a finished run's checkpoint
+    must stay loadable (a 2-epoch test run with the default 3 warm-up epochs, say)."""
+    return _build(Config, values, prefix="", source=source, origins=origins or {})
+
+
+def check_cross_rules(cfg: Config, source: str, origins: dict[str, str]) -> None:
+    """Raise ConfigError for the first broken rule of CROSS_RULES, naming the file or override
+    that set one of its keys."""
     for rule in CROSS_RULES:
         broken = rule(cfg)
         if broken is not None:
@@ -333,7 +341,6 @@ def config_from_dict(values: dict[str, Any], source: str = "config", origins: di
             # name the file or override that set one of the keys (base.yaml's values have no origin)
             where = next((origins[k] for k in (dotted, *others) if k in origins), source)
             raise ConfigError(f"{where}: {dotted!r} {message}")
-    return cfg
 
 
 def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, dataclasses.Field]:

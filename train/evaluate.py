@@ -74,7 +74,8 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     folder), prints a table, and returns the JSON dict: metrics (see metrics.summarize, image
     pixels), checkpoint (path, sha256, epoch, val_nme, arch), data (root, split, detector, scheme,
     input_size, on_miss, limit, faces, misses, skipped, fingerprint), inference (device, batch_size, precision),
-    per_face (stems and pupil NME).
+    per_face (stems and pupil NME). Warns on stderr when the split's data fingerprint differs from
+    the one the checkpoint recorded at training time (facemark.data.fingerprint).
     """
     from facemark.model import load_checkpoint
     from facemark.plots import plot_ced
