@@ -6,6 +6,8 @@ unknown key, a wrong type or an out-of-range value is a one-line ConfigError nam
 value, what is allowed and where the value came from (the file or the --set override), raised by
 load_config before any verb reads data; a new key cannot be added without a rule (a test checks
 that every field declares one). Rules that tie two keys together live in CROSS_RULES.
+Adding a key: its default in base.yaml, `name: type = spec(rule)` here, and at least one refused
+value in BAD_VALUES of tests/test_bad_inputs.py (a test fails until all three agree).
 Config files are plain data (yaml.safe_load): nothing in them executes.
 An experiment file may start with `_base_: other.yaml` (relative path) to inherit from another.
 """
@@ -59,7 +61,7 @@ def spec(rule: Rule) -> Any:
     return field(metadata={"rule": rule})
 
 
-def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+def _interval(low: float, high: float | None, low_open: bool, high_open: bool) -> str:
     if high is None:
         return f"{'>' if low_open else '>='} {low:g}"
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -111,6 +113,12 @@ def subset_of(choices: tuple[str, ...], min_items: int = 0) -> Rule:
     least = "a non-empty" if min_items else "a"
     return Rule(f"{least} list of distinct names from {', '.join(valid)}", accepts,
                 lambda value: next((_close(v, valid) for v in value if v not in valid), ""))
+
+
+def sequence(rule: Rule, count: int) -> Rule:
+    """A list of exactly `count` values, each passing `rule` (e.g. a per-channel mean: count 3)."""
+    return Rule(f"a list of {count} values, each {rule.allowed}",
+                lambda value: len(value) == count and all(rule.accepts(v) for v in value))
 
 
 def optional(rule: Rule) -> Rule:

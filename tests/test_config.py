@@ -134,3 +134,18 @@ def test_check_value_applies_a_key_rule_to_a_flag():
     assert check_value("validate.max_nme", 1, "--max-nme 1") == 1.0
     with pytest.raises(ConfigError, match=r"^--threads 0: 'validate.threads' must be an integer >= 1, got 0$"):
         check_value("validate.threads", 0, "--threads 0")
+
+
+def test_rule_vocabulary():
+    from facemark.config import folder_name, number, one_of, optional, sequence, subset_of
+
+    channel_std = sequence(number(0.0, 1.0, low_open=True), 3)
+    assert channel_std.accepts([0.229, 0.224, 0.225]) and not channel_std.accepts([0.2, 0.2])
+    assert not channel_std.accepts([0.2, 0.0, 0.2])
+    assert channel_std.allowed == "a list of 3 values, each a number in (0, 1]"
+    assert optional(one_of("a", "b")).accepts(None) and not optional(one_of("a", "b")).accepts("c")
+    formats = subset_of(("onnx", "tflite"), min_items=1)
+    assert formats.accepts(["all"]) and not formats.accepts([]) and not formats.accepts(["onnx", "onnx"])
+    assert formats.hint(["tflte"]) == " (did you mean 'tflite'?)"
+    assert [folder_name().accepts(v) for v in ("synth", "mtcnn_v2", "../x", ".hidden", "a/b")] == \
+        [True, True, False, False, False]
