@@ -70,7 +70,8 @@ def test_every_shipped_config_loads():
 def test_every_leaf_field_declares_a_rule():
     """A key added to a config dataclass without `spec(rule)` fails here (and load_config would
     refuse it), so each new key comes with its range or choices."""
-    from facemark.config import Rule, leaf_fields
+    from facemark.config import leaf_fields
+    from facemark.config_rules import Rule
 
     missing = [key for key, item in leaf_fields().items() if not isinstance(item.metadata.get("rule"), Rule)]
     assert not missing, f"config keys without a rule: {missing}"
@@ -137,7 +138,7 @@ def test_check_value_applies_a_key_rule_to_a_flag():
 
 
 def test_rule_vocabulary():
-    from facemark.config import folder_name, number, one_of, optional, sequence, subset_of
+    from facemark.config_rules import folder_name, number, one_of, optional, sequence, subset_of
 
     channel_std = sequence(number(0.0, 1.0, low_open=True), 3)
     assert channel_std.accepts([0.229, 0.224, 0.225]) and not channel_std.accepts([0.2, 0.2])
