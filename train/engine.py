@@ -315,10 +315,16 @@ def _record_data(data_root: Path, run_dir: Path, samples, cfg: Config, saved: di
 
 def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: dict[str, Any], run_dir: Path,
                record: dict[str, Any], writer, log) -> None:
-    """Rank 0: best.pt when val NME improved, last.pt always, then metrics.jsonl and TensorBoard."""
+    """Rank 0: the metrics.jsonl line, best.pt when val NME improved, last.pt always, TensorBoard.
+
+    The metrics line comes first: a run interrupted before last.pt is saved drops it on resume
+    (lines after the checkpoint's epoch are trimmed), while one interrupted after last.pt keeps it.
+    """
     improved = record["val_nme"] < state.best_val_nme
     if improved:
         state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
+    with open(run_dir / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
     common = {"epoch": state.epoch, "val_nme": record["val_nme"], "data_root": str(data_root),
               "data_fingerprint": fingerprints}
     if improved:
@@ -329,8 +335,6 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: di
         "ema": state.ema.module.state_dict() if state.ema is not None else None,
         "train_model": state.model.state_dict() if state.ema is not None else None,
         "rng": ckpt_io.rng_state(), "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch}))
-    with open(run_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
     if writer is not None:
         for key in ("train_loss", "val_nme", "lr"):
             writer.add_scalar(key, record[key], record["epoch"])
