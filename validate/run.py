@@ -244,6 +244,9 @@ def validate_run(run: Path, data_root: Path | None, split: str, threads: int | N
 
     `threads` (latency), `max_nme_increase` and `max_nme` default to the checkpoint config's
     validate section, `data_root` to the checkpoint's data_root, `limit` to data.limit (all faces).
+    Holds RUN's lock. The split's data fingerprint goes into the report; a `baseline` measured on
+    other faces is refused before any crop is made, and a split that differs from the one the
+    checkpoint recorded is warned about.
     """
     _check_inputs(run, threads, max_nme_increase, max_nme)
     with hold_run_lock(run, "validate"):
