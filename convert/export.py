@@ -22,6 +22,7 @@ from facemark.errors import ArtifactError, DataError
 from facemark.io import sweep_partials
 from facemark.manifest import artifact_entry, load_manifest, manifest_path, new_manifest, record_artifact, \
     save_manifest
+from facemark.runlock import hold_run_lock
 
 CHECKPOINT_NAME = "best.pt"
 EXPORT_DIR = "export"
@@ -43,10 +44,16 @@ class Outcome:
 
 
 def export_run(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool) -> int:
-    """Export RUN/best.pt to the requested formats; return 0 if all were written, else 1."""
+    """Export RUN/best.pt to the requested formats; return 0 if all were written, else 1.
+    Holds RUN's lock (one writer per run folder)."""
+    run = Path(run)
+    with hold_run_lock(run, "export"):
+        return _export(run, formats, data_root, bake, golden)
+
+
+def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool) -> int:
     from facemark.model import load_checkpoint
 
-    run = Path(run)
     checkpoint = run / CHECKPOINT_NAME
     model, cfg, ckpt = load_checkpoint(checkpoint)
     sweep_partials(run / EXPORT_DIR)

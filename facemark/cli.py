@@ -2,12 +2,15 @@
 
 Each verb imports its stage lazily, so `facemark --help` and `facemark synth` start fast and a
 missing optional toolchain is reported only by the verb that needs it. Known user errors
-(FacemarkError) become one line on stderr and exit code 2.
+(FacemarkError) become one line on stderr and exit code 2; Ctrl-C becomes one line saying what was
+interrupted and how to resume, and exit code 130 (files are written atomically, so nothing partial
+is left under a final name).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +97,12 @@ def _budget(args: argparse.Namespace):
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from facemark.config import check_value
     from facemark.train.benchmark import run_benchmark
+
+    for flag, name in (("--threads", "threads"), ("--warmup", "warmup"), ("--runs", "runs")):
+        if getattr(args, name) is not None:
+            check_value(f"validate.{name}", getattr(args, name), source=f"{flag} {getattr(args, name)}")
 
     return run_benchmark(args.configs, data_root=args.data, out_dir=args.out, budget=_budget(args),
                          overrides=args.overrides, split=args.split, threads=args.threads, warmup=args.warmup,
@@ -238,8 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """How to pick up an interrupted command: train needs --resume once an epoch has been saved;
+    every other verb resumes by running again (pipeline, export and quantize redo only what is
+    missing, boxes skips cached images, benchmark and ablate reuse finished runs)."""
+    command = shlex.join(["facemark", *argv])
+    if args.verb == "train":
+        if args.resume or (args.run / "last.pt").is_file():
+            again = argv if args.resume else [*argv, "--resume"]
+            return f"resume with: {shlex.join(['facemark', *again])}"
+        return f"no epoch was saved; start again with: {command}"
+    return f"run the same command again to resume: {command}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     handler = VERBS[args.verb][1]
     try:
@@ -252,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"facemark {args.verb}: interrupted", file=sys.stderr)
+        print(f"facemark {args.verb}: interrupted (Ctrl-C); {resume_hint(args, argv)}", file=sys.stderr)
         return 130
 
 

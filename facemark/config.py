@@ -1,8 +1,15 @@
 """Typed run configuration: YAML files merged over configs/base.yaml, plus `--set a.b=v` overrides.
 
-Defaults live only in configs/base.yaml; the dataclasses below declare names and types, so an
-unknown key or a wrong type is an error naming the key (with a close-match suggestion), never a
-silently ignored setting. Config files are plain data (yaml.safe_load): nothing in them executes.
+Defaults live only in configs/base.yaml; the dataclasses below declare names, types and, next to
+each field, its value rule (`spec(rule)`, facemark/config_rules.py: a range, a set of choices, a
+probability, ...). So an
+unknown key, a wrong type or an out-of-range value is a one-line ConfigError naming the key, the
+value, what is allowed and where the value came from (the file or the --set override), raised by
+load_config before any verb reads data; a new key cannot be added without a rule (a test checks
+that every field declares one). Rules that tie two keys together live in CROSS_RULES.
+Adding a key: its default in base.yaml, `name: type = spec(rule)` here, and at least one refused
+value in BAD_VALUES of tests/test_bad_inputs.py (a test fails until all three agree).
+Config files are plain data (yaml.safe_load): nothing in them executes.
 An experiment file may start with `_base_: other.yaml` (relative path) to inherit from another.
 """
 
@@ -12,6 +19,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -19,91 +27,161 @@ from typing import Any
 
 import yaml
 
+from facemark.config_rules import (flag, folder_name, integer, named, number, one_of, optional, probability, spec,
+                                   subset_of, text)
 from facemark.errors import ConfigError
 
+# Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
+LOSSES = ("mse", "wing", "smooth_l1", "l1")
+DEVICES = ("auto", "cpu", "cuda")
+EXPORT_FORMATS = ("onnx", "tflite", "coreml")
+QUANTIZE_FORMATS = ("tflite", "onnx", "coreml")
+ON_MISS = ("landmarks", "skip")
+TFLITE_IO = ("float32", "int8", "uint8")
+ONNX_ACTIVATIONS = ("uint8", "int8")
+# torch's TorchScript ONNX exporter writes opsets up to 20; per-channel int8 QDQ needs >= 13.
+OPSETS = (13, 20)
+SEED_MAX = 2**32 - 1   # numpy seeds are 32-bit
 
+
+def _timm_model(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name)
+
+
+def _timm_models() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def _timm_optimizers() -> list[str]:
+    import timm.optim
+
+    return list(timm.optim.list_optimizers())
+
+
+def _schemes() -> list[str]:
+    from facemark.schemes import available_schemes
+
+    return available_schemes()
+
+
+# ---------------------------------------------------------------- the config
 @dataclass
 class ModelConfig:
-    arch: str                      # any timm model name
-    pretrained: bool               # ImageNet initialisation (hub when online, else pretrained_file)
-    pretrained_file: str | None    # local .pth/.safetensors (timm or torchvision names)
-    freeze_blocks: int             # freeze stem + the first K backbone blocks (see model.py)
-    drop_rate: float
+    arch: str = spec(named("a timm model name (see timm.list_models())", _timm_model, _timm_models))
+    # ImageNet initialisation (hub when online, else pretrained_file)
+    pretrained: bool = spec(flag())
+    # local .pth/.safetensors (timm or torchvision names)
+    pretrained_file: str | None = spec(optional(text()))
+    # freeze stem + the first K backbone blocks (the backbone's block count is checked when built)
+    freeze_blocks: int = spec(integer(0))
+    drop_rate: float = spec(number(0.0, 1.0, high_open=True))
 
 
 @dataclass
 class AugmentConfig:
-    rotate: float                  # degrees, U[-rotate, rotate]; 0 disables
-    box_shift: float               # each box border moved by U[-s, s] * box size; 0 disables
-    brightness: float              # colour jitter strengths; all 0 disables colour jitter
-    contrast: float
-    saturation: float
-    hue: float
-    flip: float                    # P(horizontal flip with the scheme's flip permutation); 0 disables
-    scale: float                   # crop side times U[1-s, 1+s] (zoom jitter); 0 disables
-    translate: float               # crop centre moved by U[-t, t] * box width/height; 0 disables
+    # degrees, U[-rotate, rotate]; 0 disables
+    rotate: float = spec(number(0.0, 180.0, what="an angle in degrees"))
+    # each box border moved by U[-s, s] * box size; 0 disables; 0.5 could collapse the box
+    box_shift: float = spec(number(0.0, 0.5, high_open=True, what="a fraction of the box size"))
+    # colour jitter strengths (albumentations ColorJitter); all 0 disables colour jitter
+    brightness: float = spec(number(0.0, 1.0))
+    contrast: float = spec(number(0.0, 1.0))
+    saturation: float = spec(number(0.0, 1.0))
+    hue: float = spec(number(0.0, 0.5))          # ColorJitter's own limit
+    # P(horizontal flip with the scheme's flip permutation); 0 disables
+    flip: float = spec(probability())
+    # crop side times U[1-s, 1+s] (zoom jitter); 0 disables; 1 could shrink the crop to nothing
+    scale: float = spec(number(0.0, 1.0, high_open=True, what="a fraction of the crop side"))
+    # crop centre moved by U[-t, t] * box width/height; 0 disables
+    translate: float = spec(number(0.0, 1.0, what="a fraction of the box size"))
 
 
 @dataclass
 class DataConfig:
-    scheme: str                    # landmark scheme name (facemark/schemes/*.yaml)
-    input_size: int                # S: crops are S x S; landmark P maps to (P - S/2) / (S/2)
-    margin: float                  # the square crop is the box's longer side * (1 + margin)
-    detector: str                  # box cache name under ROOT/<split>/boxes/<detector>/
-    landmark_box_prob: float       # training only: P(use the landmark box instead of the detector's)
-    on_miss: str                   # detector miss: "landmarks" (fall back, counted) or "skip" (counted)
-    skip_bad_samples: bool         # train on a dataset that fails check-data, skipping bad samples
-    limit: int | None              # use only the first N samples of each split (reduced budgets)
-    workers: int                   # DataLoader workers
+    # landmark scheme name (facemark/schemes/*.yaml)
+    scheme: str = spec(named("a shipped landmark scheme (facemark/schemes/*.yaml)", lambda v: v in _schemes(),
+                             _schemes))
+    # S: crops are S x S; landmark P maps to (P - S/2) / (S/2)
+    input_size: int = spec(integer(32, 1024, " (pixels)"))
+    # the square crop is the box's longer side * (1 + margin)
+    margin: float = spec(number(0.0, 2.0, what="a fraction of the box size"))
+    # box cache name under ROOT/<split>/boxes/<detector>/ (a detector of `facemark boxes`, or `synth`)
+    detector: str = spec(folder_name())
+    # training only: P(use the landmark box instead of the detector's)
+    landmark_box_prob: float = spec(probability())
+    # detector miss: "landmarks" (fall back, counted) or "skip" (counted)
+    on_miss: str = spec(one_of(*ON_MISS))
+    # train on a dataset that fails check-data, skipping bad samples
+    skip_bad_samples: bool = spec(flag())
+    # use only the first N samples of each split (reduced budgets)
+    limit: int | None = spec(optional(integer(1)))
+    workers: int = spec(integer(0))              # DataLoader workers; 0 loads in the main process
 
 
 @dataclass
 class TrainConfig:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    optimizer: str                 # timm optimizer name
-    scheduler: str                 # timm scheduler name
-    warmup_epochs: int             # linear warm-up epochs; 0 disables
-    loss: str                      # "mse", "wing", "smooth_l1" or "l1"
-    wing_w: float                  # Wing width, in normalised crop units (1.0 = half the crop)
-    wing_epsilon: float            # Wing curvature, same units
-    smooth_l1_beta: float          # smooth L1's quadratic-to-linear switch, same units
-    ema: bool
-    ema_decay: float
-    amp: bool                      # mixed precision; only ever used on CUDA
-    seed: int
-    device: str                    # "auto", "cpu" or "cuda"
+    epochs: int = spec(integer(1))
+    # the global batch; BatchNorm needs more than one face per batch
+    batch_size: int = spec(integer(2))
+    lr: float = spec(number(0.0, 10.0, low_open=True))
+    weight_decay: float = spec(number(0.0, 1.0))
+    optimizer: str = spec(named("a timm optimizer name (see timm.optim.list_optimizers())",
+                                lambda v: v in _timm_optimizers(), _timm_optimizers))
+    scheduler: str = spec(one_of(*SCHEDULERS))   # timm scheduler name
+    warmup_epochs: int = spec(integer(0))        # linear warm-up epochs; 0 disables; < epochs (CROSS_RULES)
+    loss: str = spec(one_of(*LOSSES))
+    # Wing width and curvature, in normalised crop units (1.0 = half the crop)
+    wing_w: float = spec(number(0.0, 1.0, low_open=True))
+    wing_epsilon: float = spec(number(0.0, 1.0, low_open=True))
+    # smooth L1's quadratic-to-linear switch, same units
+    smooth_l1_beta: float = spec(number(0.0, 1.0, low_open=True))
+    ema: bool = spec(flag())
+    ema_decay: float = spec(number(0.0, 1.0, low_open=True, high_open=True))
+    amp: bool = spec(flag())                     # mixed precision; only ever used on CUDA
+    seed: int = spec(integer(0, SEED_MAX))
+    device: str = spec(one_of(*DEVICES))
 
 
 @dataclass
 class ExportConfig:
-    formats: list[str]             # subset of: onnx, tflite, coreml
-    opset: int
-    dynamic_batch: bool
-    bake_preprocessing: bool       # graph takes uint8 RGB and returns crop pixels
-    parity_images: int             # real crops used for the PyTorch parity check
+    formats: list[str] = spec(subset_of(EXPORT_FORMATS, min_items=1))
+    opset: int = spec(integer(*OPSETS))
+    dynamic_batch: bool = spec(flag())
+    # graph takes uint8 RGB and returns crop pixels
+    bake_preprocessing: bool = spec(flag())
+    # real crops used for the PyTorch parity check
+    parity_images: int = spec(integer(1))
 
 
 @dataclass
 class QuantizeConfig:
-    formats: list[str]
-    calibration_count: int
-    calibration_seed: int
-    tflite_io: str                 # "float32", "int8" or "uint8" for full-integer TFLite I/O
-    onnx_activation: str           # "uint8" (u8s8, faster on x86) or "int8" (s8s8)
-    onnx_dynamic: bool             # also write an ONNX dynamic-quantised model
-    max_output_step: float         # refuse an int8 output step coarser than this * inter-pupil distance
+    formats: list[str] = spec(subset_of(QUANTIZE_FORMATS))   # [] = no int8 artifacts
+    calibration_count: int = spec(integer(1))
+    calibration_seed: int = spec(integer(0, SEED_MAX))
+    # "float32", "int8" or "uint8" for full-integer TFLite I/O
+    tflite_io: str = spec(one_of(*TFLITE_IO))
+    # "uint8" (u8s8, faster on x86) or "int8" (s8s8)
+    onnx_activation: str = spec(one_of(*ONNX_ACTIVATIONS))
+    # also write an ONNX dynamic-quantised model
+    onnx_dynamic: bool = spec(flag())
+    # refuse an int8 output step coarser than this * inter-pupil distance
+    max_output_step: float = spec(number(0.0, 1.0, low_open=True))
 
 
 @dataclass
 class ValidateConfig:
-    threads: int
-    warmup: int
-    runs: int
-    max_nme_increase: float | None  # relative to the baseline, e.g. 0.01 = +1 %
-    max_nme: float | None           # absolute inter-pupil NME
+    threads: int = spec(integer(1))
+    warmup: int = spec(integer(0))
+    runs: int = spec(integer(1))
+    # relative to the baseline, e.g. 0.01 = +1 %
+    max_nme_increase: float | None = spec(optional(number(0.0)))
+    # absolute inter-pupil NME
+    max_nme: float | None = spec(optional(number(0.0, low_open=True)))
 
 
 @dataclass
@@ -120,33 +198,90 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _warmup_shorter_than_training(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
+    """A warm-up as long as the run never reaches train.lr."""
+    warmup, epochs = cfg.train.warmup_epochs, cfg.train.epochs
+    if warmup and warmup >= epochs:
+        return "train.warmup_epochs", (f"must be less than train.epochs ({epochs}) or 0, got {warmup} "
+                                       f"(short runs: --set train.warmup_epochs=0)"), ("train.epochs",)
+    return None
+
+
+# Rules that tie keys together: cfg -> (key, "must be ..., got ...", the other keys involved) or None.
+CrossRule = Callable[[Config], "tuple[str, str, tuple[str, ...]] | None"]
+CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training,)
+
+
+# ---------------------------------------------------------------- loading
 def base_config_path() -> Path:
     return Path(str(resources.files("facemark.configs") / "base.yaml"))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Merge base.yaml, the `_base_` chain of `path`, `path` itself and `key=value` overrides."""
-    merged = _read_yaml(base_config_path())
+    """Merge base.yaml, the `_base_` chain of `path`, `path` itself and `key=value` overrides,
+    then check every value's type and rule and the CROSS_RULES (ConfigError naming the key)."""
+    base = base_config_path()
+    merged = _read_yaml(base)
+    origins: dict[str, str] = {}   # dotted key -> the file or override its value came from
     if path is not None:
         for layer in _chain(Path(path)):
-            _merge(merged, layer[1], source=str(layer[0]))
+            _merge(merged, layer[1], source=str(layer[0]), origins=origins)
     for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
+        dotted, sep, raw = item.partition("=")
+        if not sep or not dotted:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         nested: dict[str, Any] = {}
         cursor = nested
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = dotted.strip().split(".")
         for part in parents:
             cursor = cursor.setdefault(part, {})
         cursor[leaf] = yaml.safe_load(raw)
-        _merge(merged, nested, source=f"--set {item}")
-    return config_from_dict(merged, source=str(path or base_config_path()))
+        _merge(merged, nested, source=f"--set {item}", origins=origins)
+    cfg = config_from_dict(merged, source=str(base), origins=origins)
+    check_cross_rules(cfg, str(base), origins)
+    return cfg
 
 
-def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
-    """Build a Config from a complete nested dict (e.g. one saved in a checkpoint)."""
-    return _build(Config, values, prefix="", source=source)
+def config_from_dict(values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+                     ) -> Config:
+    """Build a Config from a complete nested dict (e.g. one saved in a checkpoint), checking every
+    value's type and rule; `origins` names where individual keys came from (default: `source`).
+    The CROSS_RULES are left to load_config: they guard a new run, and a finished run's checkpoint
+    must stay loadable (a 2-epoch test run with the default 3 warm-up epochs, say)."""
+    return _build(Config, values, prefix="", source=source, origins=origins or {})
+
+
+def check_cross_rules(cfg: Config, source: str, origins: dict[str, str]) -> None:
+    """Raise ConfigError for the first broken rule of CROSS_RULES, naming the file or override
+    that set one of its keys."""
+    for rule in CROSS_RULES:
+        broken = rule(cfg)
+        if broken is not None:
+            dotted, message, others = broken
+            # name the file or override that set one of the keys (base.yaml's values have no origin)
+            where = next((origins[k] for k in (dotted, *others) if k in origins), source)
+            raise ConfigError(f"{where}: {dotted!r} {message}")
+
+
+def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf key of the config, dotted ("train.epochs"), with its dataclass field."""
+    hints = typing.get_type_hints(cls)
+    leaves: dict[str, dataclasses.Field] = {}
+    for item in fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            leaves.update(leaf_fields(hints[item.name], f"{prefix}{item.name}."))
+        else:
+            leaves[f"{prefix}{item.name}"] = item
+    return leaves
+
+
+def check_value(dotted: str, value: Any, source: str) -> Any:
+    """Check one value (e.g. a command-line flag standing in for a config key) against the type
+    and rule of config key `dotted` -> the value (ints become floats for float keys)."""
+    section, _, name = dotted.partition(".")
+    cls = typing.get_type_hints(Config)[section]
+    item = next(f for f in fields(cls) if f.name == name)
+    return _check_field(value, typing.get_type_hints(cls)[name], item, dotted, source)
 
 
 def config_from_saved(values: dict[str, Any], source: str = "checkpoint") -> Config:
@@ -154,7 +289,7 @@ def config_from_saved(values: dict[str, Any], source: str = "checkpoint") -> Con
     since then takes its base.yaml default, which by rule reproduces the behaviour from before the
     key existed (e.g. augment.flip: 0.0). A key base.yaml does not know is still an error."""
     merged = _read_yaml(base_config_path())
-    _merge(merged, values, source=source)
+    _merge(merged, values, source=source, origins={})
     return config_from_dict(merged, source=source)
 
 
@@ -190,45 +325,57 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
     return _chain(path.parent / str(parent), seen + (path,)) + [(path, data)]
 
 
-def _merge(into: dict[str, Any], layer: dict[str, Any], source: str, prefix: str = "") -> None:
-    for key, value in layer.items():
-        dotted = f"{prefix}{key}"
-        if key not in into:
-            hint = difflib.get_close_matches(str(key), [str(k) for k in into], n=1)
+def _merge(into: dict[str, Any], layer: dict[str, Any], source: str, origins: dict[str, str],
+           prefix: str = "") -> None:
+    for name, value in layer.items():
+        dotted = f"{prefix}{name}"
+        if name not in into:
+            hint = difflib.get_close_matches(str(name), [str(k) for k in into], n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise ConfigError(f"{source}: unknown config key {dotted!r}{suggestion}")
-        if isinstance(into[key], dict):
+        if isinstance(into[name], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {dotted!r} is a section; expected a mapping, got {value!r}")
-            _merge(into[key], value, source, prefix=f"{dotted}.")
+            _merge(into[name], value, source, origins, prefix=f"{dotted}.")
         else:
-            into[key] = value
+            into[name] = value
+            origins[dotted] = source
 
 
-def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
+def _build(cls: type, values: Any, prefix: str, source: str, origins: dict[str, str]) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    for key in values:
-        if key not in names:
-            hint = difflib.get_close_matches(str(key), sorted(names), n=1)
+    by_name = {f.name: f for f in fields(cls)}
+    for name in values:
+        if name not in by_name:
+            hint = difflib.get_close_matches(str(name), sorted(by_name), n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"{source}: unknown config key {prefix}{key!r}{suggestion}")
+            raise ConfigError(f"{source}: unknown config key {prefix}{name!r}{suggestion}")
     kwargs = {}
-    for name in sorted(names):
+    for name, item in by_name.items():   # declaration order, so the first bad key is reported
         dotted = f"{prefix}{name}"
         if name not in values:
             raise ConfigError(f"{source}: missing config key {dotted!r}")
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, values[name], f"{dotted}.", source)
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], values[name], f"{dotted}.", source, origins)
         else:
-            kwargs[name] = _check_type(values[name], kind, dotted, source)
+            kwargs[name] = _check_field(values[name], hints[name], item, dotted, origins.get(dotted, source))
     return cls(**kwargs)
 
 
-def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
+def _check_field(value: Any, kind: Any, item: dataclasses.Field, dotted: str, source: str) -> Any:
+    """The value's type, then the field's rule -> the value (ints become floats for float keys)."""
+    value = _check_type(value, kind, dotted, source)
+    rule = item.metadata.get("rule")
+    if rule is None:
+        raise AssertionError(f"config key {dotted!r} declares no rule (use spec(...))")
+    if not rule.accepts(value):
+        raise ConfigError(f"{source}: {dotted!r} must be {rule.allowed}, got {value!r}{rule.hint(value)}")
+    return value
+
+
+def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     for option in options:
         if option is type(None) and value is None:
@@ -239,9 +386,9 @@ def _check_type(value: Any, kind: Any, key: str, source: str) -> Any:
             return value
         if typing.get_origin(option) is list and isinstance(value, list):
             item_type = typing.get_args(option)[0]
-            return [_check_type(v, item_type, f"{key}[{i}]", source) for i, v in enumerate(value)]
+            return [_check_type(v, item_type, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ConfigError(f"{source}: {key!r} expects {expected}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{source}: {dotted!r} expects {expected}, got {value!r} ({type(value).__name__})")
 
 
 def resolve_choices(requested: list[str] | None, default: list[str], valid: list[str], what: str) -> list[str]:

@@ -39,7 +39,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def sweep_partials(folder: Path) -> int:
     """Delete the temporaries (`.*.partial`, files or folders) that a killed writer left anywhere
     under `folder` -> how many. A SIGKILL or power cut skips atomic_path's clean-up, so a stage that
-    takes over a run folder sweeps it before writing; only one writer works on a run at a time."""
+    takes over a run folder sweeps it before writing, under the run's lock (facemark.runlock), so no
+    other writer's temporary is touched."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0

@@ -24,6 +24,7 @@ from facemark.manifest import artifact_entry, load_manifest, record_artifact
 from facemark.model import load_checkpoint
 from facemark.quantize.calibration import load_calibration
 from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
+from facemark.runlock import hold_run_lock
 
 BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
             "coreml": "facemark.quantize.coreml_int8"}
@@ -34,15 +35,20 @@ PARITY_SPLITS = ("val", "test")
 
 def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
                  calibration_count: int | None) -> int:
-    """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed)."""
+    """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed).
+    Holds RUN's lock (one writer per run folder)."""
     load_torch_before_tensorflow()
     run = Path(run)
+    with hold_run_lock(run, "quantize"):
+        return _quantize(run, formats, data_root, calibration_count)
+
+
+def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None) -> int:
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
     model, cfg, ckpt = load_checkpoint(verified_checkpoint(run, manifest))
     names = resolve_backends(formats, cfg.quantize.formats)
-    _check_options(cfg)
     root = _data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if platform.machine().lower() in X86:
@@ -61,8 +67,12 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
     job = QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
                    calibration=calibration, parity=parity)
     results = []
-    for name in names:
-        results += _run_backend(name, job)
+    try:
+        for name in names:
+            results += _run_backend(name, job)
+    except KeyboardInterrupt:   # nothing to keep: the finished artifacts are in the manifest already
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     print(summary_table(results))
     if any(r.failed for r in results):
         print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {work_dir}")
@@ -87,17 +97,6 @@ def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:
         raise ArtifactError(f"{path}: sha256 differs from the export manifest's checkpoint (trained again after "
                             f"export?); run `facemark export {run}` again first")
     return path
-
-
-def _check_options(cfg: Config) -> None:
-    from facemark.quantize.onnx_int8 import static_name
-    from facemark.quantize.tflite_int8 import IO_TYPES
-
-    static_name(cfg.quantize.onnx_activation)  # ConfigError listing the valid values
-    if cfg.quantize.tflite_io not in IO_TYPES:
-        raise ConfigError(f"quantize.tflite_io: expected one of {', '.join(IO_TYPES)}, got {cfg.quantize.tflite_io!r}")
-    if not cfg.quantize.max_output_step > 0:
-        raise ConfigError(f"quantize.max_output_step: must be > 0, got {cfg.quantize.max_output_step}")
 
 
 def _data_root(data_root: Path | None, ckpt: dict[str, Any]) -> Path:

@@ -27,14 +27,12 @@ from typing import Any
 import numpy as np
 
 from facemark.data.crops import to_input
-from facemark.errors import ConfigError
 from facemark.io import atomic_path
 from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD, verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       parity_figures, torch_outputs)
 
 SOURCE = "onnx_fp32"
-IO_TYPES = ("float32", "int8", "uint8")
 # artifact name -> (onnx2tf file kind, scheme, file name)
 ARTIFACTS = {
     "tflite_int8_full": ("full_integer_quant", "full integer", "model_int8_full.tflite"),
@@ -49,9 +47,7 @@ def planned(job: QuantJob) -> list[tuple[str, str]]:
 
 def quantize(job: QuantJob) -> list[QuantResult]:
     """Entry point: one onnx2tf -oiqt run, then each kept file checked on its own."""
-    io_type = job.cfg.quantize.tflite_io
-    if io_type not in IO_TYPES:
-        raise ConfigError(f"quantize.tflite_io: expected one of {', '.join(IO_TYPES)}, got {io_type!r}")
+    io_type = job.cfg.quantize.tflite_io   # one of config.TFLITE_IO
     files: dict[str, Path] = {}
     conversion = attempt("tflite_int8_*", "onnx2tf -oiqt", lambda: _convert(job, io_type, files))
     results = []

@@ -8,19 +8,32 @@ Data is a tiny synthetic dataset made by `facemark synth`; models are untrained 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from facemark.cli import main
-from facemark.config import load_config
+from facemark.config import base_config_path, leaf_fields, load_config
+from facemark.data.fingerprint import fingerprint_split
+from facemark.data.layout import SPLITS
 from facemark.data.synth import generate_dataset
 from facemark.model import build_model, checkpoint_dict
+from facemark.runlock import lock_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from drawn_faces import make_drawn_split  # noqa: E402
 
 COUNTS = {"train": 6, "val": 3, "test": 3}
 
@@ -49,7 +62,9 @@ def ckpt_run(tmp_path_factory, clean_data) -> Path:
                                  "export.formats=[onnx]", "export.parity_images=2"])
     torch.manual_seed(0)
     model = build_model(cfg.model, 106).eval()
-    torch.save(checkpoint_dict(model, cfg, epoch=1, val_nme=None, data_root=str(clean_data)), run / "best.pt")
+    fingerprints = {split: fingerprint_split(clean_data, split, cfg.data) for split in SPLITS}  # as train records
+    torch.save(checkpoint_dict(model, cfg, epoch=1, val_nme=None, data_root=str(clean_data),
+                               data_fingerprint=fingerprints), run / "best.pt")
     return run
 
 
@@ -155,7 +170,7 @@ def test_train_refuses_a_dataset_that_fails_the_checks(data, capsys, tmp_path):
     culprit = _nan(data)
     line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "run", "--set", "data.detector=synth",
                                "--set", "model.pretrained=false", "--set", "data.input_size=64",
-                               "--set", "train.epochs=1", "--set", "train.device=cpu"])
+                               "--set", "train.epochs=1", "--set", "train.warmup_epochs=0", "--set", "train.device=cpu"])
     assert str(culprit) in line
     assert not (tmp_path / "run" / "best.pt").exists()
 
@@ -190,7 +205,8 @@ def test_unknown_scheme(data, capsys):
 def test_config_errors_name_the_key(data, capsys, tmp_path, override, key):
     line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "run",
                                "--set", "model.pretrained=false", "--set", "data.detector=synth",
-                               "--set", "data.input_size=64", "--set", "train.epochs=1", "--set", override])
+                               "--set", "data.input_size=64", "--set", "train.epochs=1", "--set", "train.warmup_epochs=0",
+                               "--set", override])
     assert key in line
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -393,3 +409,244 @@ def test_export_to_a_read_only_folder(ckpt_run, tmp_path):
         assert len(errors) == 1 and str(run / "export") in errors[0] and "Read-only" in errors[0]
     finally:
         subprocess.run(["umount", str(run / "export")], check=True)
+
+
+# ---------------------------------------------------------------- config values, every key of base.yaml
+# At least one out-of-range, wrong-choice (or, for booleans, wrong-type) value per key. A key added
+# to base.yaml without a line here fails test_every_base_key_has_bad_values.
+BAD_VALUES: dict[str, list[str]] = {
+    "model.arch": ["resnet1800"],
+    "model.pretrained": ["maybe"],
+    "model.pretrained_file": ["''"],
+    "model.freeze_blocks": ["-1"],
+    "model.drop_rate": ["1.0", "-0.1"],
+    "data.scheme": ["lapa107"],
+    "data.input_size": ["0", "4096"],
+    "data.margin": ["-0.1", "5"],
+    "data.detector": ["../boxes", "''"],
+    "data.landmark_box_prob": ["1.5", "-0.5"],
+    "data.on_miss": ["ignore"],
+    "data.skip_bad_samples": ["2"],
+    "data.limit": ["0"],
+    "data.workers": ["-1"],
+    "augment.rotate": ["-5", "270"],
+    "augment.box_shift": ["0.5"],
+    "augment.brightness": ["1.5"],
+    "augment.contrast": ["-0.2"],
+    "augment.saturation": ["2"],
+    "augment.hue": ["0.6"],
+    "augment.flip": ["1.5", "-0.1"],
+    "augment.scale": ["1.0", "-0.1"],
+    "augment.translate": ["1.5"],
+    "train.epochs": ["0"],
+    "train.batch_size": ["0", "1"],
+    "train.lr": ["0", "-0.001"],
+    "train.weight_decay": ["-1"],
+    "train.optimizer": ["adamx"],
+    "train.scheduler": ["linear"],
+    "train.warmup_epochs": ["-1", "60"],          # 60 = base.yaml's train.epochs (must be less)
+    "train.loss": ["huber"],
+    "train.wing_w": ["0"],
+    "train.wing_epsilon": ["-0.02"],
+    "train.smooth_l1_beta": ["0", "2"],
+    "train.ema": ["often"],
+    "train.ema_decay": ["1.0", "0"],
+    "train.amp": ["3"],
+    "train.seed": ["-1"],
+    "train.device": ["tpu"],
+    "export.formats": ["[tensorrt]", "[]"],
+    "export.opset": ["9", "99"],
+    "export.dynamic_batch": ["perhaps"],
+    "export.bake_preprocessing": ["1"],
+    "export.parity_images": ["0"],
+    "quantize.formats": ["[onnx, onnx]", "[tflite, ncnn]"],
+    "quantize.calibration_count": ["0"],
+    "quantize.calibration_seed": ["-3"],
+    "quantize.tflite_io": ["int16"],
+    "quantize.onnx_activation": ["int4"],
+    "quantize.onnx_dynamic": ["sometimes"],
+    "quantize.max_output_step": ["0", "2"],
+    "validate.threads": ["0"],
+    "validate.warmup": ["-1"],
+    "validate.runs": ["0"],
+    "validate.max_nme_increase": ["-0.01"],
+    "validate.max_nme": ["0"],
+}
+
+
+def _leaves(section: dict, prefix: str = "") -> list[str]:
+    return [leaf for key, value in section.items()
+            for leaf in (_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])]
+
+
+def test_every_base_key_has_bad_values():
+    base = _leaves(yaml.safe_load(base_config_path().read_text()))
+    assert sorted(BAD_VALUES) == sorted(base) == sorted(leaf_fields())
+
+
+@pytest.mark.parametrize("key, value", [(key, value) for key, values in BAD_VALUES.items() for value in values])
+def test_every_config_value_is_checked_before_data(capsys, tmp_path, key, value):
+    """The data root does not exist: the one error line must be about the key, so the value was
+    refused before any data was read, and no run folder was made."""
+    line = error_line(capsys, ["train", "--data", tmp_path / "no-such-data", "--run", tmp_path / "run",
+                               "--set", f"{key}={value}"])
+    assert f"--set {key}={value}: '{key}" in line, line
+    assert "no-such-data" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_value_names_the_file(capsys, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text("data:\n  landmark_box_prob: 1.5\n")
+    line = error_line(capsys, ["pipeline", "--config", config, "--data", tmp_path / "nowhere", "--run", tmp_path / "r"])
+    assert line.endswith(f"{config}: 'data.landmark_box_prob' must be a probability in [0, 1], got 1.5")
+
+
+def test_pipeline_refuses_int8_without_its_float_source(capsys, tmp_path):
+    line = error_line(capsys, ["pipeline", "--data", tmp_path / "nowhere", "--run", tmp_path / "r",
+                               "--set", "export.formats=[coreml]", "--set", "quantize.formats=[onnx]"])
+    assert "'quantize.formats' has onnx" in line and "add onnx to export.formats" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, key", [(["validate", "RUN", "--max-nme-increase", "-1"], "validate.max_nme_increase"),
+                                       (["validate", "RUN", "--max-nme", "0"], "validate.max_nme")])
+def test_command_line_values_follow_the_key_rules(capsys, ckpt_run, argv, key):
+    line = error_line(capsys, [ckpt_run if a == "RUN" else a for a in argv])
+    assert f"'{key}' must be" in line and argv[2] in line
+
+
+# ---------------------------------------------------------------- one writer per run folder
+HOLDER = """\
+import sys
+from facemark.runlock import hold_run_lock
+with hold_run_lock(sys.argv[1], "train"):
+    print("held", flush=True)
+    sys.stdin.read()   # until the test closes stdin
+"""
+
+
+def test_second_writer_is_refused_naming_the_holder(capsys, run_copy, data):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_copy)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in run_copy.rglob("*") if p.is_file()}
+        for argv in (["export", run_copy, "--format", "onnx"], ["quantize", run_copy, "--format", "onnx"],
+                     ["validate", run_copy], ["train", "--data", data, "--run", run_copy, "--resume",
+                                              "--set", "data.detector=synth", "--set", "model.pretrained=false"],
+                     ["pipeline", "--data", data, "--run", run_copy]):
+            line = error_line(capsys, argv)
+            assert f"{run_copy}: run folder is in use by pid {holder.pid} on {socket.gethostname()}, " \
+                   f"`facemark train` since " in line, line
+        assert {p: p.stat().st_mtime_ns for p in run_copy.rglob("*") if p.is_file()} == before   # nothing written
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+    assert not lock_path(run_copy).exists()   # released by the holder
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_lock_of_a_killed_process_is_taken_over(capsys, run_copy):
+    pid = _dead_pid()
+    lock_path(run_copy).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "verb": "export",
+                                               "started": "2026-01-01T00:00:00+00:00", "process_start": None}))
+    assert main(["export", str(run_copy), "--format", "onnx"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "stale lock" in line]
+    assert len(notes) == 1 and f"pid {pid}" in notes[0] and str(lock_path(run_copy)) in notes[0]
+    assert not lock_path(run_copy).exists()
+    no_partial(run_copy)
+
+
+def test_lock_from_another_host_is_not_guessed_at(capsys, run_copy):
+    record = {"pid": os.getpid(), "host": "build-agent-7", "verb": "quantize", "started": "2026-01-01T00:00:00+00:00"}
+    lock_path(run_copy).write_text(json.dumps(record))
+    line = error_line(capsys, ["export", run_copy, "--format", "onnx"])
+    assert "build-agent-7" in line and f"delete {lock_path(run_copy)}" in line
+    assert json.loads(lock_path(run_copy).read_text()) == record   # left alone
+
+
+# ---------------------------------------------------------------- Ctrl-C
+TRAIN_SET = ["model.arch=mobilenetv3_small_050", "model.pretrained=false", "data.input_size=64", "data.detector=drawn",
+             "data.workers=0", "train.epochs=4", "train.warmup_epochs=0", "train.batch_size=4", "train.device=cpu",
+             "train.amp=false"]
+
+
+def test_ctrl_c_during_training_exits_130_and_resumes(tmp_path):
+    data, run = tmp_path / "drawn", tmp_path / "run"
+    make_drawn_split(data, "train", 12)
+    make_drawn_split(data, "val", 2)
+    argv = ["train", "--data", str(data), "--run", str(run)] + [a for item in TRAIN_SET for a in ("--set", item)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "facemark", *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").is_file():   # mid-training: after the first saved epoch
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"facemark train: interrupted (Ctrl-C); resume with: facemark {shlex.join(argv)} --resume"]
+    no_partial(run)
+    assert not lock_path(run).exists()
+    saved = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= saved < 4
+    hinted = shlex.split(lines[0].split("resume with: ")[1])
+    assert main(hinted[1:]) == 0   # the hinted command, through the same CLI in this process
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("verb_argv, hint", [
+    (["export", "runs/x", "--format", "onnx"], "run the same command again to resume: facemark export runs/x --format onnx"),
+    (["train", "--data", "d", "--run", "NEW"], "no epoch was saved; start again with: facemark train --data d --run NEW"),
+])
+def test_interrupt_hint_per_verb(tmp_path, verb_argv, hint):
+    from facemark.cli import build_parser, resume_hint
+
+    argv = [str(tmp_path / "new") if a == "NEW" else a for a in verb_argv]
+    assert resume_hint(build_parser().parse_args(argv), argv) == hint.replace("NEW", str(tmp_path / "new"))
+
+
+# ---------------------------------------------------------------- the faces behind the numbers
+def _nudge_first_test_face(root: Path) -> Path:
+    """Move one landmark of the first test face by one pixel: a still valid, different split."""
+    path = first(root, "test", "landmarks")
+    x, y = map(float, path.read_text().splitlines()[5].split())
+    return _replace_line(root, "test", 5, f"{x + 1.0} {y}")
+
+
+def test_changed_test_split_refused_by_baseline_and_warned_by_eval(capsys, run_copy, clean_data, data, tmp_path):
+    assert main(["validate", str(run_copy), "--data", str(clean_data)]) in (0, 1)
+    baseline = tmp_path / "blessed.json"
+    shutil.copy(run_copy / "validation" / "validation.json", baseline)
+    report = json.loads(baseline.read_text())
+    assert report["data"]["fingerprint"] == fingerprint_split(clean_data, "test", load_config(
+        overrides=["data.detector=synth"]).data)
+    capsys.readouterr()
+    _nudge_first_test_face(data)
+    line = error_line(capsys, ["validate", run_copy, "--data", data, "--baseline", baseline])
+    assert line.startswith(f"facemark validate: error: {baseline}: baseline was measured on other faces of the "
+                           f"test split (file contents differ"), line
+    assert json.loads((run_copy / "validation" / "validation.json").read_text()) == report   # untouched
+    assert main(["eval", "--ckpt", str(run_copy / "best.pt"), "--data", str(data), "--out", str(tmp_path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "test split differs from the one" in warnings[0] and "file contents" in warnings[0]
+
+
+def test_fingerprint_follows_contents_not_location(clean_data, tmp_path):
+    data_cfg = load_config(overrides=["data.detector=synth"]).data
+    moved = tmp_path / "moved"
+    shutil.copytree(clean_data, moved)
+    assert fingerprint_split(moved, "test", data_cfg) == fingerprint_split(clean_data, "test", data_cfg)
+    _nudge_first_test_face(moved)
+    changed = fingerprint_split(moved, "test", data_cfg)
+    assert changed["sha256"] != fingerprint_split(clean_data, "test", data_cfg)["sha256"]
+    assert changed["count"] == COUNTS["test"] and changed["detector"] == "synth" and changed["scheme"] == "lapa106"

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_base_defaults_and_override():
-    cfg = load_config(overrides=["train.epochs=3", "data.limit=10", "export.formats=[onnx]"])
-    assert cfg.train.epochs == 3
+    cfg = load_config(overrides=["train.epochs=5", "data.limit=10", "export.formats=[onnx]"])
+    assert cfg.train.epochs == 5
     assert cfg.data.limit == 10
     assert cfg.export.formats == ["onnx"]
     assert cfg.data.input_size == 224  # untouched default
@@ -89,3 +89,88 @@ def test_resume_check_does_not_report_keys_added_since_the_checkpoint(tmp_path):
     assert check_resume_config(saved, load_config(), tmp_path / "last.pt") == []
     assert check_resume_config(saved, load_config(overrides=["augment.scale=0.1"]), tmp_path / "last.pt") == [
         "augment.scale"]
+
+
+def test_every_leaf_field_declares_a_rule():
+    """A key added to a config dataclass without `spec(rule)` fails here (and load_config would
+    refuse it), so each new key comes with its range or choices."""
+    from facemark.config import leaf_fields
+    from facemark.config_rules import Rule
+
+    missing = [key for key, item in leaf_fields().items() if not isinstance(item.metadata.get("rule"), Rule)]
+    assert not missing, f"config keys without a rule: {missing}"
+
+
+def test_stage_tables_agree_with_the_config_choices():
+    from facemark import config
+    from facemark.convert.formats import FORMATS
+    from facemark.quantize.onnx_int8 import ACTIVATION_TYPES
+    from facemark.quantize.run import BACKENDS
+    from facemark.train.losses import LOSSES
+
+    assert set(LOSSES) == set(config.LOSSES)
+    assert set(FORMATS) == set(config.EXPORT_FORMATS)
+    assert set(BACKENDS) == set(config.QUANTIZE_FORMATS)
+    assert set(ACTIVATION_TYPES) == set(config.ONNX_ACTIVATIONS)
+
+
+def test_every_scheduler_choice_builds():
+    import torch
+    from timm.scheduler import create_scheduler_v2
+
+    from facemark.config import SCHEDULERS
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name in SCHEDULERS:
+        scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=5, warmup_epochs=1)
+        assert scheduler is not None, name
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.input_size=0", "--set data.input_size=0: 'data.input_size' must be an integer from 32 to 1024 (pixels), got 0"),
+    ("train.batch_size=0", "--set train.batch_size=0: 'train.batch_size' must be an integer >= 2, got 0"),
+    ("data.landmark_box_prob=1.5",
+     "--set data.landmark_box_prob=1.5: 'data.landmark_box_prob' must be a probability in [0, 1], got 1.5"),
+    ("train.loss=wign", "--set train.loss=wign: 'train.loss' must be one of mse, wing, smooth_l1, l1, got 'wign' (did you mean 'wing'?)"),
+    ("train.ema_decay=1", "--set train.ema_decay=1: 'train.ema_decay' must be a number in (0, 1), got 1.0"),
+    ("train.lr=.nan", "--set train.lr=.nan: 'train.lr' must be a number in (0, 10], got nan"),
+    ("data.scheme=lapa107", "'data.scheme' must be a shipped landmark scheme (facemark/schemes/*.yaml), got 'lapa107' "
+                            "(did you mean 'lapa106'?)"),
+    ("data.limit=0", "'data.limit' must be null or an integer >= 1, got 0"),
+    ("train.epochs=2", "--set train.epochs=2: 'train.warmup_epochs' must be less than train.epochs (2) or 0, got 3"),
+])
+def test_value_errors_say_key_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_value_errors_name_the_layer_that_set_the_value(tmp_path):
+    (tmp_path / "parent.yaml").write_text("augment:\n  hue: 0.9\n")
+    (tmp_path / "child.yaml").write_text("_base_: parent.yaml\ntrain:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"parent\.yaml: 'augment\.hue' must be a number in \[0, 0\.5\], got 0\.9"):
+        load_config(tmp_path / "child.yaml")
+    assert load_config(tmp_path / "child.yaml", ["augment.hue=0.1"]).augment.hue == 0.1
+
+
+def test_check_value_applies_a_key_rule_to_a_flag():
+    from facemark.config import check_value
+
+    assert check_value("validate.max_nme", 1, "--max-nme 1") == 1.0
+    with pytest.raises(ConfigError, match=r"^--threads 0: 'validate.threads' must be an integer >= 1, got 0$"):
+        check_value("validate.threads", 0, "--threads 0")
+
+
+def test_rule_vocabulary():
+    from facemark.config_rules import folder_name, number, one_of, optional, sequence, subset_of
+
+    channel_std = sequence(number(0.0, 1.0, low_open=True), 3)
+    assert channel_std.accepts([0.229, 0.224, 0.225]) and not channel_std.accepts([0.2, 0.2])
+    assert not channel_std.accepts([0.2, 0.0, 0.2])
+    assert channel_std.allowed == "a list of 3 values, each a number in (0, 1]"
+    assert optional(one_of("a", "b")).accepts(None) and not optional(one_of("a", "b")).accepts("c")
+    formats = subset_of(("onnx", "tflite"), min_items=1)
+    assert formats.accepts(["all"]) and not formats.accepts([]) and not formats.accepts(["onnx", "onnx"])
+    assert formats.hint(["tflte"]) == " (did you mean 'tflite'?)"
+    assert [folder_name().accepts(v) for v in ("synth", "mtcnn_v2", "../x", ".hidden", "a/b")] == \
+        [True, True, False, False, False]

@@ -1,5 +1,6 @@
 """Model factory: heads, offline ImageNet weights, frozen blocks, checkpoint loading errors."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -39,8 +40,10 @@ def test_freeze_first_blocks_keeps_weights_and_bn_statistics():
 
 
 def test_unknown_arch_and_offline_hub():
-    with pytest.raises(ConfigError, match="unknown timm model 'resnet1800'"):
-        build_model(_cfg("model.arch=resnet1800").model, num_points=106)
+    with pytest.raises(ConfigError, match="'model.arch' must be a timm model name .*got 'resnet1800'"):
+        _cfg("model.arch=resnet1800")   # the config refuses it before anything is built
+    with pytest.raises(ConfigError, match="unknown timm model 'resnet1800'"):   # and so does build_model
+        build_model(dataclasses.replace(_cfg().model, arch="resnet1800"), num_points=106)
     with pytest.raises(ConfigError, match="pretrained_file"):
         build_model(load_config(overrides=["model.arch=resnet18", "model.pretrained=true"]).model, 106)
 

@@ -146,7 +146,7 @@ def test_two_process_ddp_run_on_cpu(data_root, tmp_path):
     The `--` stops torchrun's own parser, which would take `--run` for an abbreviation of its
     --run-path option."""
     run = tmp_path / "ddp"
-    overrides = RESUME + ["train.epochs=1", "data.limit=8", "train.ema=false"]
+    overrides = RESUME + ["train.epochs=1", "train.warmup_epochs=0", "data.limit=8", "train.ema=false"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "facemark", "--", "train", "--data", str(data_root), "--run", str(run)]
     command += sum((["--set", item] for item in overrides), [])
@@ -166,7 +166,7 @@ def test_bad_training_image_is_named_or_skipped(tmp_path, capsys):
     make_drawn_split(root, "val", 4)
     broken = root / "train" / "images" / "train005.png"
     broken.write_bytes(broken.read_bytes()[:200])
-    tiny = RESUME + ["train.epochs=1", "train.ema=false", "data.workers=1"]
+    tiny = RESUME + ["train.epochs=1", "train.warmup_epochs=0", "train.ema=false", "data.workers=1"]
     with pytest.raises(DataError) as caught:   # decoded in a DataLoader worker, reported as one line
         train(load_config(overrides=tiny), root, tmp_path / "strict", resume=False)
     assert str(caught.value) == f"{broken}: truncated PNG (no IEND chunk)"

@@ -8,13 +8,16 @@ exact resume, and DDP under torchrun.
 (the `--` keeps torchrun from reading facemark's --run as an abbreviation of its --run-path.)
 
 RUN/ gets config.yaml (the resolved config), best.pt, last.pt, metrics.jsonl (one line per epoch:
-epoch, train_loss, val_nme, lr, seconds) and, when tensorboard is installed, TensorBoard events.
+epoch, train_loss, val_nme, lr, seconds), data_fingerprint.json (which faces: see
+facemark.data.fingerprint; also in every checkpoint) and, when tensorboard is installed,
+TensorBoard events. RUN/.facemark.lock is held while training (facemark.runlock).
 With several processes, rank 0 validates, writes and shows progress; train.batch_size is the
 global batch, split evenly over the processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -32,16 +35,18 @@ from facemark import codec
 from facemark.config import Config, save_config
 from facemark.io import sweep_partials
 from facemark.data.crops import CropSet, to_input
+from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
 from facemark.errors import ConfigError, DataError
+from facemark.io import atomic_write_text
 from facemark.metrics import nme
 from facemark.model import build_model, checkpoint_dict, keep_frozen_eval
+from facemark.runlock import hold_run_lock
 from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
 from facemark.train.augment import mean_target
 from facemark.train.data import epoch_loader, training_dataset, validation_crops
 from facemark.train.losses import build_loss
 
-SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -86,31 +91,20 @@ def train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after:
     time-boxed jobs and the resume test; None trains to train.epochs.
     """
     data_root, run_dir = Path(data_root), Path(run_dir)
-    _check_names(cfg)
-    process = _init_process(cfg.train.device)
-    try:
-        return _train(cfg, data_root, run_dir, resume, stop_after, process)
-    finally:
-        if process.world_size > 1:
-            dist.destroy_process_group()
-
-
-def _check_names(cfg: Config) -> None:
-    import timm.optim
-
-    if cfg.train.optimizer not in timm.optim.list_optimizers():
-        raise ConfigError(f"train.optimizer: unknown timm optimizer {cfg.train.optimizer!r}; "
-                          f"e.g. adamw, adam, sgd, lamb (timm.optim.list_optimizers() has all)")
-    if cfg.train.scheduler not in SCHEDULERS:
-        raise ConfigError(f"train.scheduler: unknown {cfg.train.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-    if cfg.train.epochs < 1:
-        raise ConfigError(f"train.epochs: must be >= 1, got {cfg.train.epochs}")
+    # rank 0 is the one writer of the run folder; the other DDP processes only compute
+    writer = hold_run_lock(run_dir, "train") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with writer:
+        process = _init_process(cfg.train.device)
+        try:
+            return _train(cfg, data_root, run_dir, resume, stop_after, process)
+        finally:
+            if process.world_size > 1:
+                dist.destroy_process_group()
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """train.device: auto (CUDA when available, else CPU), cpu or cuda."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device: unknown {name!r}; valid: auto, cpu, cuda")
+    """train.device (config.DEVICES, checked when the config loads): auto (CUDA when available,
+    else CPU), cpu or cuda."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: cuda requested but torch sees no CUDA device (use auto or cpu)")
     if name == "cpu" or not torch.cuda.is_available():
@@ -177,14 +171,17 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         log(f"resuming {run_dir} after epoch {saved['epoch']}"
             + (f" (changed: {', '.join(changed)})" if changed else ""))
     scheme = load_scheme(cfg.data.scheme)
-    dataset = training_dataset(data_root, cfg, log)
-    val_set = validation_crops(data_root, cfg) if process.is_main else None
+    # the model first: a bad arch, weights file or freeze count is reported before data is read
     state = _build_state(cfg, scheme.num_points, process.device)
     if saved is not None:
         _restore(state, saved, changed)
+    dataset = training_dataset(data_root, cfg, log)
+    val_set = validation_crops(data_root, cfg) if process.is_main else None
     baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
+    fingerprints = None
     if process.is_main:
         _prepare_run_dir(run_dir, cfg, state.epoch)
+        fingerprints = _record_data(data_root, run_dir, dataset.samples, cfg, saved)
         log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
             f"{baseline:.4f} (the score of predicting the mean training face)")
     model = _wrap(state.model, process)
@@ -203,7 +200,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": lr,
                   "seconds": round(time.perf_counter() - start, 3)}
         if process.is_main:
-            _end_epoch(state, cfg, data_root, run_dir, record, writer, log)
+            _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
     if writer is not None:
         writer.close()
     return {"epoch": state.epoch, "train_loss": record.get("train_loss"), "val_nme": record.get("val_nme"),
@@ -303,16 +300,36 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
     if metrics.is_file():
         kept = [line for line in metrics.read_text().splitlines()
                 if line.strip() and json.loads(line)["epoch"] <= completed]
-        metrics.write_text("".join(f"{line}\n" for line in kept))
+        atomic_write_text(metrics, "".join(f"{line}\n" for line in kept))
 
 
-def _end_epoch(state: TrainState, cfg: Config, data_root: Path, run_dir: Path, record: dict[str, Any],
-               writer, log) -> None:
-    """Rank 0: best.pt when val NME improved, last.pt always, then metrics.jsonl and TensorBoard."""
+def _record_data(data_root: Path, run_dir: Path, samples, cfg: Config, saved: dict[str, Any] | None
+                 ) -> dict[str, dict[str, Any]]:
+    """Fingerprint the training faces, the val split and the held-out splits into
+    RUN/data_fingerprint.json -> {split: fingerprint}; on resume, warn if the data changed."""
+    used = {"train": fingerprint_samples(data_root, "train", samples, cfg.data),
+            "val": fingerprint_split(data_root, "val", cfg.data)}
+    fingerprints = record_run_data(run_dir, data_root, used, cfg.data)
+    before = (saved or {}).get("data_fingerprint") or {}
+    for split in used:
+        warn_if_changed(before.get(split), fingerprints[split], "the data this run was trained on so far")
+    return fingerprints
+
+
+def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: dict[str, Any], run_dir: Path,
+               record: dict[str, Any], writer, log) -> None:
+    """Rank 0: the metrics.jsonl line, best.pt when val NME improved, last.pt always, TensorBoard.
+
+    The metrics line comes first: a run interrupted before last.pt is saved drops it on resume
+    (lines after the checkpoint's epoch are trimmed), while one interrupted after last.pt keeps it.
+    """
     improved = record["val_nme"] < state.best_val_nme
     if improved:
         state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
-    common = {"epoch": state.epoch, "val_nme": record["val_nme"], "data_root": str(data_root)}
+    with open(run_dir / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    common = {"epoch": state.epoch, "val_nme": record["val_nme"], "data_root": str(data_root),
+              "data_fingerprint": fingerprints}
     if improved:
         ckpt_io.save_checkpoint(run_dir / ckpt_io.BEST, checkpoint_dict(state.eval_model, cfg, **common))
     ckpt_io.save_checkpoint(run_dir / ckpt_io.LAST, checkpoint_dict(state.eval_model, cfg, **common, **{
@@ -321,8 +338,6 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, run_dir: Path, r
         "ema": state.ema.module.state_dict() if state.ema is not None else None,
         "train_model": state.model.state_dict() if state.ema is not None else None,
         "rng": ckpt_io.rng_state(), "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch}))
-    with open(run_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
     if writer is not None:
         for key in ("train_loss", "val_nme", "lr"):
             writer.add_scalar(key, record[key], record["epoch"])

@@ -17,6 +17,7 @@ from torch import nn
 
 from facemark import codec
 from facemark.data.crops import CropSet, load_crop_set, to_input
+from facemark.data.fingerprint import fingerprint_split, warn_if_changed
 from facemark.io import atomic_write_text, sha256_of
 from facemark.metrics import FR_THRESHOLDS, nme, summarize
 from facemark.schemes import load_scheme
@@ -72,8 +73,9 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     Writes OUT/metrics_<split>.json and OUT/ced_<split>.png (OUT defaults to the checkpoint's
     folder), prints a table, and returns the JSON dict: metrics (see metrics.summarize, image
     pixels), checkpoint (path, sha256, epoch, val_nme, arch), data (root, split, detector, scheme,
-    input_size, on_miss, limit, faces, misses, skipped), inference (device, batch_size, precision),
-    per_face (stems and pupil NME).
+    input_size, on_miss, limit, faces, misses, skipped, fingerprint), inference (device, batch_size, precision),
+    per_face (stems and pupil NME). Warns on stderr when the split's data fingerprint differs from
+    the one the checkpoint recorded at training time (facemark.data.fingerprint).
     """
     from facemark.model import load_checkpoint
     from facemark.plots import plot_ced
@@ -81,6 +83,8 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
 
     ckpt = Path(ckpt)
     model, cfg, raw = load_checkpoint(ckpt)
+    fingerprint = fingerprint_split(Path(data_root), split, cfg.data)
+    warn_if_changed((raw.get("data_fingerprint") or {}).get(split), fingerprint, f"the one {ckpt} recorded")
     crop_set = load_crop_set(Path(data_root), split, cfg.data)
     device = resolve_device(cfg.train.device)
     norm_points = predict_torch(model, crop_set, batch_size, device)
@@ -92,7 +96,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
         "data": {"root": str(data_root), "split": split, "detector": crop_set.detector,
                  "scheme": cfg.data.scheme, "input_size": cfg.data.input_size, "on_miss": cfg.data.on_miss,
                  "limit": cfg.data.limit, "faces": len(crop_set), "misses": len(crop_set.misses),
-                 "skipped": len(crop_set.skipped)},
+                 "skipped": len(crop_set.skipped), "fingerprint": fingerprint},
         # float32 on this device; CUDA and CPU kernels agree to ~1e-6 relative, not bit for bit
         "inference": {"device": str(device), "batch_size": batch_size, "precision": "float32"},
         "per_face": {"stems": crop_set.stems, "nme_pupil": [float(v) for v in per_face]},

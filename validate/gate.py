@@ -3,7 +3,8 @@
 Reference NME: this run's PyTorch row, or with --baseline a previous validation.json's row of
 the same artifact name (the baseline's PyTorch row for an artifact it did not have; the PyTorch
 row itself is then compared with the baseline's PyTorch row, so a retrained checkpoint that got
-worse fails too). The baseline must have been measured on the same faces (split, count, stems).
+worse fails too). The baseline must have been measured on the same faces: same data fingerprint
+(file names and contents, facemark.data.fingerprint), split, count, stems and detector.
 
 Row verdicts, by status:
 - "ok": fails when nme_pupil > max_nme, or (nme - ref) / ref > max_nme_increase (either bound
@@ -20,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from facemark.data.fingerprint import difference
 from facemark.errors import ArtifactError
 from facemark.io import read_json_document
 from facemark.validate.accuracy import delta
@@ -28,12 +30,19 @@ PYTORCH = "pytorch"
 
 
 def load_baseline(path: Path, data: dict[str, Any], schema: str) -> dict[str, Any]:
-    """Read a previous validation.json and check it was measured on the same faces as `data`."""
+    """Read a previous validation.json and check it was measured on the same faces as `data`:
+    the data fingerprint (file names and contents, scheme, detector, count; skipped for a baseline
+    from before fingerprints), then whichever of split, count, stems and detector `data` has
+    (validate checks the fingerprint alone before cropping, the rest after)."""
     path = Path(path)
     report = read_json_document(path, schema, "validation report", missing="baseline report not found")
     theirs = report.get("data", {})
+    change = difference(theirs.get("fingerprint"), data["fingerprint"]) if data.get("fingerprint") else None
+    if change:
+        raise ArtifactError(f"{path}: baseline was measured on other faces of the {data['fingerprint']['split']} "
+                            f"split ({change}); NMEs on different faces do not compare")
     for key in ("split", "count", "stems_sha256", "detector"):
-        if theirs.get(key) != data.get(key):
+        if key in data and theirs.get(key) != data.get(key):
             raise ArtifactError(f"{path}: baseline was measured on other faces ({key}: {theirs.get(key)!r} "
                                 f"there, {data.get(key)!r} here); NMEs on different faces do not compare")
     rows = {row["name"]: row for row in report.get("rows", [])}

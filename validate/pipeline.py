@@ -15,17 +15,25 @@ from pathlib import Path
 import torch
 import yaml
 
-from facemark.config import Config, save_config
+from facemark.config import EXPORT_FORMATS, Config, resolve_choices, save_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.runlock import hold_run_lock
 
 PIPELINE_CONFIG = "pipeline.yaml"
 
 
 def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir: Path) -> int:
-    """Run every stage that is not up to date; return the validate gate's exit code (0, 1)."""
+    """Run every stage that is not up to date; return the validate gate's exit code (0, 1).
+    The run folder's lock is held throughout (the stages' own locks nest inside it)."""
     run_dir = Path(run_dir)
+    check_plan(cfg, str(config_path or "config"))
+    with hold_run_lock(run_dir, "pipeline"):
+        return _run_stages(cfg, data_root, run_dir)
+
+
+def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
     _pin_config(cfg, run_dir)
     stages = [
         ("train", lambda: not _training_done(run_dir, cfg), lambda: _train(cfg, data_root, run_dir)),
@@ -50,6 +58,22 @@ def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir
     print(f"[pipeline] finished: run folder {run_dir}, artifacts in {run_dir / 'export'}, "
           f"report in {run_dir / 'validation'} (gate exit code {code})")
     return code
+
+
+def check_plan(cfg: Config, source: str) -> None:
+    """Before anything trains: each int8 format of quantize.formats needs its float source
+    artifact (the backend's SOURCE, e.g. onnx_fp32 for tflite and onnx) among export.formats."""
+    import importlib
+
+    from facemark.quantize.run import BACKENDS
+
+    exported = resolve_choices(cfg.export.formats, [], list(EXPORT_FORMATS), "export.formats")
+    for fmt in resolve_choices(cfg.quantize.formats, [], list(BACKENDS), "quantize.formats"):
+        needed = importlib.import_module(BACKENDS[fmt]).SOURCE.split("_")[0]
+        if needed not in exported:
+            raise ConfigError(f"{source}: 'quantize.formats' has {fmt}, made from the float {needed} export, but "
+                              f"'export.formats' is {cfg.export.formats}; add {needed} to export.formats or "
+                              f"drop {fmt} from quantize.formats")
 
 
 def _pin_config(cfg: Config, run_dir: Path) -> None:

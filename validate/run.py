@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from facemark import __version__
+from facemark.config import check_value
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of, sweep_partials
 from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.runlock import hold_run_lock
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
 from facemark.validate.gate import apply_gate, load_baseline
@@ -177,11 +179,15 @@ def _reference_predictions(model, crop_set, predict_torch) -> np.ndarray:
     return predict_torch(fast, crop_set, batch_size=REFERENCE_BATCH).astype(np.float64)
 
 
-def _check_inputs(run: Path, threads: int | None) -> None:
+def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None, max_nme: float | None) -> None:
+    """The run folder exists; command-line values obey the rules of the config keys they replace."""
     if not Path(run).is_dir():
         raise ArtifactError(f"{run}: run folder not found")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    for flag, dotted, value in (("--threads", "validate.threads", threads),
+                                ("--max-nme-increase", "validate.max_nme_increase", max_nme_increase),
+                                ("--max-nme", "validate.max_nme", max_nme)):
+        if value is not None:
+            check_value(dotted, value, source=f"{flag} {value}")
 
 
 def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, size: int) -> None:
@@ -197,10 +203,11 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
     check_input_contract(manifest["input"], source)
 
 
-def _data_section(root: Path, crop_set) -> dict[str, Any]:
+def _data_section(root: Path, crop_set, fingerprint: dict[str, Any]) -> dict[str, Any]:
     stems_sha = hashlib.sha256("\n".join(crop_set.stems).encode()).hexdigest()
     return {"root": str(root), "split": crop_set.split, "count": len(crop_set), "detector": crop_set.detector,
-            "stems_sha256": stems_sha, "misses": crop_set.misses, "skipped": crop_set.skipped}
+            "stems_sha256": stems_sha, "fingerprint": fingerprint, "misses": crop_set.misses,
+            "skipped": crop_set.skipped}
 
 
 def _resolve(run: Path, data_root: Path | None, threads: int | None, max_nme_increase: float | None,
@@ -237,23 +244,37 @@ def validate_run(run: Path, data_root: Path | None, split: str, threads: int | N
 
     `threads` (latency), `max_nme_increase` and `max_nme` default to the checkpoint config's
     validate section, `data_root` to the checkpoint's data_root, `limit` to data.limit (all faces).
+    Holds RUN's lock. The split's data fingerprint goes into the report; a `baseline` measured on
+    other faces is refused before any crop is made, and a split that differs from the one the
+    checkpoint recorded is warned about.
     """
+    _check_inputs(run, threads, max_nme_increase, max_nme)
+    with hold_run_lock(run, "validate"):
+        return _validate(Path(run), data_root, split, threads, max_nme_increase, max_nme, baseline, limit)
+
+
+def _validate(run: Path, data_root: Path | None, split: str, threads: int | None, max_nme_increase: float | None,
+              max_nme: float | None, baseline: Path | None, limit: int | None) -> int:
     from facemark.data.crops import load_crop_set
+    from facemark.data.fingerprint import fingerprint_split, warn_if_changed
     from facemark.model import load_checkpoint
     from facemark.schemes import load_scheme
     from facemark.train.evaluate import predict_torch
 
-    _check_inputs(run, threads)
-    run, ckpt_path, export_dir = Path(run), Path(run) / "best.pt", Path(run) / "export"
+    ckpt_path, export_dir = run / "best.pt", run / "export"
     model, cfg, ckpt = load_checkpoint(ckpt_path)
     manifest = load_manifest(export_dir)
     size, vcfg = cfg.data.input_size, cfg.validate
     _check_manifest(manifest, export_dir, ckpt_path, size)
     root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
                                                         cfg, ckpt)
+    fingerprint = fingerprint_split(root, split, cfg.data, limit)
+    warn_if_changed((ckpt.get("data_fingerprint") or {}).get(split), fingerprint, f"the one {ckpt_path} recorded")
+    reference_baseline = None if baseline is None else load_baseline(baseline, {"fingerprint": fingerprint}, SCHEMA)
     crop_set = load_crop_set(root, split, cfg.data, limit=limit, workers=max(1, cfg.data.workers))
-    data = _data_section(root, crop_set)
-    reference_baseline = load_baseline(baseline, data, SCHEMA) if baseline is not None else None
+    data = _data_section(root, crop_set, fingerprint)
+    if baseline is not None:   # the same faces after detector misses and skips, too
+        reference_baseline = load_baseline(baseline, data, SCHEMA)
     reference = _reference_predictions(model, crop_set, predict_torch)
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
         ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, reference, Path(tmp), threads,

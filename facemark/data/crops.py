@@ -77,8 +77,6 @@ def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | Non
     boxes = read_split_boxes(root, split, data_cfg.detector, [s.stem for s in samples])
     misses = [s.stem for s in samples if boxes[s.stem] is None]
     skipped = misses if data_cfg.on_miss == "skip" else []
-    if data_cfg.on_miss not in ("skip", "landmarks"):
-        raise DataError(f"data.on_miss: expected 'landmarks' or 'skip', got {data_cfg.on_miss!r}")
     samples = [s for s in samples if s.stem not in set(skipped)]
     if not samples:
         raise DataError(f"{Path(root) / split}: no faces left to evaluate (detector {data_cfg.detector!r} "
