@@ -27,17 +27,21 @@ CED_THRESHOLD = 0.1
 def predict_torch(model: nn.Module, crop_set: CropSet, batch_size: int = 64,
                   device: torch.device | str | None = None) -> np.ndarray:
     """Run `model` (eval mode, inference_mode) on every crop -> (N, P, 2) float32 normalised crop
-    coordinates (see codec.py). Inputs go through crops.to_input (RGB/255, ImageNet mean/std, NCHW).
+    coordinates (see codec.py). Inputs go through crops.to_input (RGB/255, the mean/std of the
+    model's weights source, NCHW).
 
     The model is moved to `device` (default: where its parameters already are).
     """
+    from facemark.model import weights_source
+
+    norm = weights_source(model).norm
     if device is None:
         device = next(model.parameters()).device
     model = model.to(device).eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(crop_set), batch_size):
-            batch = torch.from_numpy(to_input(crop_set.crops[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(to_input(crop_set.crops[start:start + batch_size], norm)).to(device)
             outputs.append(model(batch).float().cpu().numpy())
     flat = np.concatenate(outputs, axis=0)
     return flat.reshape(len(flat), -1, 2)
