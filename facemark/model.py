@@ -59,22 +59,23 @@ def _pretrained_model(model_cfg: ModelConfig, kwargs: dict[str, Any]) -> tuple[n
     import timm
 
     arch = model_cfg.arch
-    offline = offline_source(arch)
-    if model_cfg.pretrained_file is None and offline is None:
-        if not hub_reachable():
-            raise no_weights_error(arch, "timm's hub is not reachable and no installed package has them")
-        try:
-            model = timm.create_model(arch, pretrained=True, **kwargs)
-        except Exception as exc:  # no weights for this arch, hub error, ...
-            raise no_weights_error(arch, f"hub: {str(exc).splitlines()[0][:120]}") from None
-        tag = model.pretrained_cfg.get("tag") or "default"
-        return model, WeightsSource("hub", f"timm hub {arch}.{tag}", Normalisation.of_timm_model(model))
     model = timm.create_model(arch, pretrained=False, **kwargs)
     if model_cfg.pretrained_file is not None:   # the user's file: the arch's own convention
         path = Path(model_cfg.pretrained_file)
-        offline = WeightsSource("file", str(path), Normalisation.of_timm_model(model), path)
-    load_pretrained_file(model, offline.path)
-    return model, offline
+        source = WeightsSource("file", str(path), Normalisation.of_timm_model(model), path)
+    else:
+        source = offline_source(arch)
+    if source is not None:
+        load_pretrained_file(model, source.path)
+        return model, source
+    if not hub_reachable():
+        raise no_weights_error(arch, "timm's hub is not reachable and no installed package has them")
+    try:
+        model = timm.create_model(arch, pretrained=True, **kwargs)
+    except Exception as exc:  # no weights for this arch, hub error, ...
+        raise no_weights_error(arch, f"hub: {str(exc).splitlines()[0][:120]}") from None
+    tag = model.pretrained_cfg.get("tag") or "default"
+    return model, WeightsSource("hub", f"timm hub {arch}.{tag}", Normalisation.of_timm_model(model))
 
 
 def weights_source(model: nn.Module) -> WeightsSource:
