@@ -75,11 +75,11 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
 
     Writes OUT/metrics_<split>.json and OUT/ced_<split>.png (OUT defaults to the checkpoint's
     folder), prints a table, and returns the JSON dict: metrics (see metrics.summarize, image
-    pixels), checkpoint (path, sha256, epoch, val_nme, arch), data (root, split, detector, scheme,
-    input_size, on_miss, limit, faces, misses, skipped), inference (device, batch_size, precision),
-    per_face (stems and pupil NME).
+    pixels), checkpoint (path, sha256, epoch, val_nme, arch, weights: where the initial weights came
+    from, input: mean/std), data (root, split, detector, scheme, input_size, on_miss, limit, faces,
+    misses, skipped), inference (device, batch_size, precision), per_face (stems and pupil NME).
     """
-    from facemark.model import load_checkpoint
+    from facemark.model import load_checkpoint, weights_source
     from facemark.plots import plot_ced
     from facemark.train.engine import resolve_device
 
@@ -92,7 +92,8 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     result = {
         "metrics": summary,
         "checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt), "epoch": raw.get("epoch"),
-                       "val_nme": raw.get("val_nme"), "arch": cfg.model.arch},
+                       "val_nme": raw.get("val_nme"), "arch": cfg.model.arch,
+                       "weights": weights_source(model).record(), "input": weights_source(model).norm.to_dict()},
         "data": {"root": str(data_root), "split": split, "detector": crop_set.detector,
                  "scheme": cfg.data.scheme, "input_size": cfg.data.input_size, "on_miss": cfg.data.on_miss,
                  "limit": cfg.data.limit, "faces": len(crop_set), "misses": len(crop_set.misses),
