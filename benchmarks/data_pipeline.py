@@ -21,6 +21,7 @@ from facemark.config import load_config
 from facemark.data.layout import list_split
 from facemark.schemes import load_scheme
 from facemark.train.augment import TrainFaces
+from facemark.weights import IMAGENET  # speed only: the statistics do not change the cost
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
                                  "data.landmark_box_prob=1.0"])
     samples = list_split(args.root, args.split)
     faces = TrainFaces(samples, load_scheme(args.scheme).num_points, cfg.data, cfg.augment,
-                       detector_boxes=None, seed=0)
+                       detector_boxes=None, seed=0, norm=IMAGENET)
     for i in range(20):
         faces[i % len(faces)]
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -36,7 +36,7 @@ from facemark.data.boxes import box_dir, write_box
 from facemark.data.crops import load_crop_set, to_input
 from facemark.data.layout import list_split, read_landmarks
 from facemark.manifest import load_manifest
-from facemark.model import build_model, checkpoint_dict
+from facemark.model import build_model, checkpoint_dict, weights_source
 from facemark.schemes import load_scheme
 
 ARCHS = ["resnet18", "mobilenetv2_100", "efficientnet_b0", "mobilenetv3_large_100", "mobilevit_s"]
@@ -67,7 +67,7 @@ def conditioned_model(cfg, num_points: int, crops: np.ndarray) -> torch.nn.Modul
     for module in batchnorms:
         module.reset_running_stats()
         module.momentum = None  # cumulative average over the calibration batch
-    inputs = torch.from_numpy(to_input(crops, "NCHW"))
+    inputs = torch.from_numpy(to_input(crops, weights_source(model).norm, "NCHW"))
     model.train()(inputs)
     for module in batchnorms:
         module.momentum = 0.1

@@ -28,6 +28,7 @@ from facemark.convert.parity import (BakedPreprocessing, check_parity, embedded_
                                      torch_reference)
 from facemark.data.crops import to_input
 from facemark.io import atomic_path
+from facemark.weights import Normalisation
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "landmarks"
@@ -82,15 +83,15 @@ def check_spec(package_path: Path, input_size: int, image_input: bool, metadata:
     return {"spec_version": int(spec.specificationVersion), "input_type": kind}
 
 
-def run_coreml(package_path: Path, crops: np.ndarray, image_input: bool) -> np.ndarray:
-    """Predict each (S, S, 3) uint8 crop (macOS only) -> (N, 2P) float32."""
+def run_coreml(package_path: Path, crops: np.ndarray, image_input: bool, norm: Normalisation) -> np.ndarray:
+    """Predict each (S, S, 3) uint8 crop (macOS only; tensor inputs normalised with `norm`) -> (N, 2P) float32."""
     import coremltools as ct
     from PIL import Image
 
     mlmodel = ct.models.MLModel(str(package_path))
     outputs = []
     for crop in crops:
-        feed = Image.fromarray(crop) if image_input else to_input(crop[None], "NCHW")
+        feed = Image.fromarray(crop) if image_input else to_input(crop[None], norm, "NCHW")
         outputs.append(np.asarray(mlmodel.predict({INPUT_NAME: feed})[OUTPUT_NAME]).reshape(1, -1))
     return np.concatenate(outputs)
 
@@ -114,14 +115,14 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
         facts["layout"] = "image"
     facts["embedded"] = "user_defined_metadata: facemark_manifest (JSON contract) + flat keys"
     metadata = embedded_metadata(job.contract, facts)
-    module = BakedPreprocessing(job.model, job.size, "NCHW").eval() if baked else job.model
+    module = BakedPreprocessing(job.model, job.size, "NCHW", job.norm).eval() if baked else job.model
     staged = export_coreml(module, job.work_dir / file, job.size, precision, image_input=baked, metadata=metadata)
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copytree(staged, tmp)
         facts["spec"] = check_spec(tmp, job.size, baked, metadata)
         if can_predict():
-            actual = run_coreml(tmp, job.crops, image_input=baked)
-            facts["parity"] = check_parity(name, actual, torch_reference(job.model, job.crops, baked), precision,
-                                           baked, job.size, job.crop_split)
+            actual = run_coreml(tmp, job.crops, image_input=baked, norm=job.norm)
+            expected = torch_reference(job.model, job.crops, baked, job.norm)
+            facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
     facts["status"] = "verified" if can_predict() else NOT_RUN
     return Written(name, file, facts)

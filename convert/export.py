@@ -72,7 +72,7 @@ def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: 
     if golden:
         from facemark.convert.golden import write_golden  # lazily: written by the Android stage
 
-        write_golden(run, export_dir, crop_set, model, cfg)
+        write_golden(run, export_dir, crop_set, model, cfg, job.norm)
     return 1 if any(o.error for o in outcomes) else 0
 
 
@@ -101,10 +101,11 @@ def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict
     artifacts would be silently mixed with incompatible ones. One for an older checkpoint of the
     same scheme is replaced, dropping its (now stale) artifact entries.
     """
+    from facemark.model import checkpoint_source
     from facemark.schemes import load_scheme
 
     scheme = load_scheme(ckpt["scheme"])
-    fresh = new_manifest(cfg, scheme.to_dict(), checkpoint)
+    fresh = new_manifest(cfg, scheme.to_dict(), checkpoint, checkpoint_source(ckpt, str(checkpoint)).norm)
     if manifest_path(export_dir).is_file():
         old = load_manifest(export_dir)
         for key, label in ((("scheme", "name"), "scheme"), (("input", "size"), "input size")):

@@ -17,6 +17,8 @@ import numpy as np
 from torch import nn
 
 from facemark.config import Config, resolve_choices
+from facemark.manifest import manifest_normalisation
+from facemark.weights import Normalisation
 
 # Parity bounds in normalised crop units (1.0 = half the crop, so 1e-4 = 0.011 px at 224 px).
 # float32 must reproduce PyTorch (measured <= 1.8e-5 over 5 backbones at 224 on 16 real crops).
@@ -89,6 +91,11 @@ class ExportJob:
     @property
     def size(self) -> int:
         return self.cfg.data.input_size
+
+    @property
+    def norm(self) -> Normalisation:
+        """The input normalisation of the contract (the checkpoint's, see facemark.weights)."""
+        return manifest_normalisation(self.contract, "export manifest")
 
     @property
     def variants(self) -> list[bool]:

@@ -36,8 +36,9 @@ from facemark.config import Config
 from facemark.data.crops import CropSet, to_input
 from facemark.errors import ArtifactError
 from facemark.io import atomic_path
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD, load_manifest, manifest_path
+from facemark.manifest import load_manifest, manifest_path
 from facemark.schemes import Scheme, load_scheme
+from facemark.weights import Normalisation
 
 GOLDEN_FORMAT = "facemark-golden-v1"
 GOLDEN_DIR = "golden"
@@ -47,16 +48,16 @@ SAMPLE_COUNT = 16
 
 
 def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Module, cfg: Config,
-                 count: int = 3) -> Path:
+                 norm: Normalisation, count: int = 3) -> Path:
     """Write `count` golden cases from the first faces of `crop_set` -> the golden folder.
 
     The contract (input size, margin, mean, std) comes from export_dir/manifest.json when it
-    exists, else from `cfg`; the crops must have the contract's size. Written atomically: the
-    folder appears complete or not at all.
+    exists, else from `cfg` and `norm` (the checkpoint's input normalisation); the two must agree.
+    The crops must have the contract's size. Written atomically: the folder appears complete or not at all.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    contract = _contract(Path(export_dir), cfg)
+    contract = _contract(Path(export_dir), cfg, norm)
     size = contract["size"]
     if len(crop_set) == 0 or crop_set.crops.shape[1:] != (size, size, 3):
         raise ArtifactError(f"golden vectors need {size}x{size} RGB crops; got {crop_set.crops.shape} "
@@ -84,17 +85,17 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
     return final
 
 
-def _contract(export_dir: Path, cfg: Config) -> dict[str, Any]:
-    """size, margin, mean, std: the manifest's when there is one (checked against cfg), else cfg's."""
-    contract = {"size": cfg.data.input_size, "margin": cfg.data.margin,
-                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+def _contract(export_dir: Path, cfg: Config, norm: Normalisation) -> dict[str, Any]:
+    """size, margin, mean, std: the manifest's when there is one (checked against cfg and norm),
+    else cfg's and norm's."""
+    contract = {"size": cfg.data.input_size, "margin": cfg.data.margin, **norm.to_dict()}
     if manifest_path(export_dir).is_file():
         manifest = load_manifest(export_dir)
         found = {"size": manifest["input"]["size"], "margin": manifest["crop"]["margin"],
                  "mean": list(manifest["input"]["mean"]), "std": list(manifest["input"]["std"])}
         if found != contract:
             raise ArtifactError(f"{manifest_path(export_dir)}: input/crop contract {found} differs from the "
-                                f"run's config {contract}; re-export before writing golden vectors")
+                                f"run's config and checkpoint {contract}; re-export before writing golden vectors")
     return contract
 
 
@@ -124,8 +125,9 @@ def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: di
     size = contract["size"]
     matrix = codec.crop_matrix(box, size, contract["margin"])
     crop = codec.warp_crop(frame, matrix, size)
-    tensor = to_input(crop[None], "NHWC")[0].astype(np.float64)
-    outputs = model(torch.from_numpy(to_input(crop[None], "NCHW"))).numpy()[0].astype(np.float32)
+    norm = Normalisation(tuple(contract["mean"]), tuple(contract["std"]))
+    tensor = to_input(crop[None], norm, "NHWC")[0].astype(np.float64)
+    outputs = model(torch.from_numpy(to_input(crop[None], norm, "NCHW"))).numpy()[0].astype(np.float32)
     if outputs.size != 2 * scheme.num_points:
         raise ArtifactError(f"model gives {outputs.size} values; scheme {scheme.name} needs "
                             f"{2 * scheme.num_points} (2 x {scheme.num_points} points)")

@@ -90,13 +90,13 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
                                      layout, "uint8" if baked else "float32")
     facts["opset"], facts["dynamic_batch"] = job.cfg.export.opset, job.cfg.export.dynamic_batch
     facts["embedded"] = "metadata_props: facemark_manifest (JSON contract) + flat keys"
-    module = BakedPreprocessing(job.model, job.size, "NHWC").eval() if baked else job.model
+    module = BakedPreprocessing(job.model, job.size, "NHWC", job.norm).eval() if baked else job.model
     with atomic_path(job.export_dir / file) as tmp:
         export_onnx(module, tmp, job.size, job.cfg.export.opset, dynamic_batch=job.cfg.export.dynamic_batch,
                     metadata=embedded_metadata(job.contract, facts), input_layout=layout,
                     input_dtype=torch.uint8 if baked else torch.float32)
-        actual = run_onnx(tmp, artifact_inputs(job.crops, layout, baked))
-        facts["parity"] = check_parity(name, actual, torch_reference(job.model, job.crops, baked), precision,
-                                       baked, job.size, job.crop_split)
+        actual = run_onnx(tmp, artifact_inputs(job.crops, layout, baked, job.norm))
+        expected = torch_reference(job.model, job.crops, baked, job.norm)
+        facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

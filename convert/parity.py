@@ -15,7 +15,7 @@ from torch import nn
 
 from facemark.convert.formats import PARITY_BOUND
 from facemark.data.crops import to_input
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+from facemark.weights import Normalisation
 
 
 class ParityError(RuntimeError):
@@ -28,16 +28,16 @@ class BakedPreprocessing(nn.Module):
     Input (1, S, S, 3) when layout is "NHWC" (ONNX, TFLite), (1, 3, S, S) when "NCHW" (the ONNX
     handed to onnx2tf, which itself turns it into NHWC; CoreML ImageType, which feeds 0-255
     floats). Computes model((x / 255 - mean) / std) * S/2 + S/2 -> (1, 2P) crop pixels
-    x0, y0, x1, y1, ... .
+    x0, y0, x1, y1, ..., with the mean/std of `norm` (the contract's).
     """
 
-    def __init__(self, model: nn.Module, size: int, layout: str):
+    def __init__(self, model: nn.Module, size: int, layout: str, norm: Normalisation):
         super().__init__()
         if layout not in ("NHWC", "NCHW"):
             raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
         self.model, self.size, self.layout = model, size, layout
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.to(torch.float32)
@@ -56,21 +56,21 @@ def example_input(size: int, layout: str = "NCHW", dtype: torch.dtype = torch.fl
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
-def artifact_inputs(crops: np.ndarray, layout: str, baked: bool) -> np.ndarray:
+def artifact_inputs(crops: np.ndarray, layout: str, baked: bool, norm: Normalisation) -> np.ndarray:
     """(N, S, S, 3) uint8 crops -> what an artifact takes: uint8 as-is when baked (NHWC, or NCHW
-    transposed), else to_input floats in `layout`."""
+    transposed), else to_input floats (normalised with `norm`) in `layout`."""
     if baked:
         return np.ascontiguousarray(crops if layout == "NHWC" else crops.transpose(0, 3, 1, 2))
-    return to_input(crops, layout)
+    return to_input(crops, norm, layout)
 
 
 @torch.no_grad()
-def torch_reference(model: nn.Module, crops: np.ndarray, baked: bool) -> np.ndarray:
-    """PyTorch's answer on (N, S, S, 3) uint8 crops -> (N, 2P) float64: normalised crop units, or
-    crop pixels when `baked` (the output space of the matching artifact)."""
+def torch_reference(model: nn.Module, crops: np.ndarray, baked: bool, norm: Normalisation) -> np.ndarray:
+    """PyTorch's answer on (N, S, S, 3) uint8 crops normalised with `norm` -> (N, 2P) float64:
+    normalised crop units, or crop pixels when `baked` (the output space of the matching artifact)."""
     size = crops.shape[1]
-    module = BakedPreprocessing(model, size, "NHWC").eval() if baked else model.eval()
-    inputs = torch.from_numpy(crops if baked else to_input(crops, "NCHW"))
+    module = BakedPreprocessing(model, size, "NHWC", norm).eval() if baked else model.eval()
+    inputs = torch.from_numpy(crops if baked else to_input(crops, norm, "NCHW"))
     return np.concatenate([module(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
 
 

@@ -171,7 +171,7 @@ def convert(job: ExportJob) -> list[Written]:
     sources = {}
     for baked in job.variants:
         # onnx2tf turns an NCHW ONNX input into NHWC itself, so the baked ONNX it reads is NCHW uint8
-        module = BakedPreprocessing(job.model, job.size, "NCHW").eval() if baked else job.model
+        module = BakedPreprocessing(job.model, job.size, "NCHW", job.norm).eval() if baked else job.model
         tag = "baked" if baked else "plain"
         sources[baked] = export_onnx(module, job.work_dir / f"tflite_{tag}.onnx", job.size, job.cfg.export.opset,
                                      input_dtype=torch.uint8 if baked else torch.float32)
@@ -198,8 +198,8 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
                                f"expected {expected_shape} {facts['input_dtype']}")
         facts["input"]["name"], facts["output"]["name"] = seen["input_name"], seen["output_name"]
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual = run_tflite(tmp, artifact_inputs(job.crops, "NHWC", baked))
-        facts["parity"] = check_parity(name, actual, torch_reference(job.model, job.crops, baked), precision,
-                                       baked, job.size, job.crop_split)
+        actual = run_tflite(tmp, artifact_inputs(job.crops, "NHWC", baked, job.norm))
+        expected = torch_reference(job.model, job.crops, baked, job.norm)
+        facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

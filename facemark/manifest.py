@@ -14,6 +14,8 @@ Schema (version MANIFEST_SCHEMA):
                 "created", "parity": {...}, "status", ...}}
 }
 Files are relative to the export folder. Later stages refuse an artifact whose sha256 differs.
+input.mean/std are the model's own (facemark.weights: 0.5/0.5 for EfficientNet-Lite, 0/1 for
+MobileViT, ImageNet's for most others); every stage reads them from here or from the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from typing import Any
 from facemark.config import Config
 from facemark.errors import ArtifactError
 from facemark.io import atomic_write_text, read_json_document, sha256_of
+from facemark.weights import Normalisation
 
 MANIFEST_SCHEMA = "facemark-manifest-v1"
 MANIFEST_NAME = "manifest.json"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TOOLS = ("facemark", "torch", "timm", "onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu",
          "ai-edge-litert", "coremltools", "numpy")
 
@@ -46,14 +47,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
-    """The run-level part of the contract, shared by every artifact of the run."""
+def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path, norm: Normalisation) -> dict[str, Any]:
+    """The run-level part of the contract, shared by every artifact of the run; `norm` is the
+    checkpoint's input normalisation (facemark.model.checkpoint_source)."""
     size = cfg.data.input_size
     return {
         "schema": MANIFEST_SCHEMA,
         "scheme": scheme,
-        "input": {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "color": "RGB",
-                  "scale": "pixels/255, then (x - mean) / std"},
+        "input": {"size": size, **norm.to_dict(), "color": "RGB", "scale": "pixels/255, then (x - mean) / std"},
         "output": {"space": "normalised crop", "formula": f"(P - {size / 2:g}) / {size / 2:g}",
                    "values": 2 * scheme["num_points"], "order": "x0, y0, x1, y1, ..."},
         "crop": {"margin": cfg.data.margin, "detector": cfg.data.detector},
@@ -64,6 +65,20 @@ def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path) -> dict[
 
 def manifest_path(export_dir: Path) -> Path:
     return Path(export_dir) / MANIFEST_NAME
+
+
+def manifest_normalisation(manifest: dict[str, Any], source: str) -> Normalisation:
+    """The input normalisation a manifest declares (ArtifactError if malformed)."""
+    return Normalisation.from_dict(manifest.get("input", {}), f"{source}: input")
+
+
+def check_normalisation(manifest: dict[str, Any], expected: Normalisation, source: str) -> Normalisation:
+    """The manifest's normalisation after checking it is the checkpoint's `expected` one."""
+    declared = manifest_normalisation(manifest, source)
+    if not declared.same_as(expected):
+        raise ArtifactError(f"{source}: input {declared} differs from the checkpoint's {expected}; "
+                            f"re-run `facemark export`")
+    return declared
 
 
 def load_manifest(export_dir: Path) -> dict[str, Any]:

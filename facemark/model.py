@@ -1,8 +1,9 @@
 """Model factory: a timm backbone whose classifier regresses 2P numbers (x0, y0, x1, y1, ...).
 
 Output space: normalised crop coordinates (see codec.py), flattened as (N, 2P); reshape to
-(N, P, 2). ImageNet initialisation comes from timm's hub when online, or from a local file
-(`model.pretrained_file`) holding timm- or torchvision-named weights.
+(N, P, 2). ImageNet initialisation: a local file (`model.pretrained_file`, timm- or
+torchvision-named), an installed weights package, or timm's hub; facemark.weights says which,
+and which input normalisation the model then expects.
 
 "Freeze the first K blocks" means the same for every backbone: the stem and the first K entries
 of the backbone's flattened block list (`backbone_blocks`): MobileNetV2/V3 and EfficientNet count
@@ -20,12 +21,19 @@ from torch import nn
 
 from facemark.config import Config, ModelConfig, config_from_saved
 from facemark.errors import ArtifactError, ConfigError
+from facemark.weights import (IMAGENET, Normalisation, WeightsSource, hub_reachable, no_weights_error,
+                              offline_source)
 
 CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
 
 
-def build_model(model_cfg: ModelConfig, num_points: int) -> nn.Module:
-    """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, blocks frozen."""
+def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None) -> nn.Module:
+    """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, blocks frozen.
+
+    The resolved WeightsSource (origin and input normalisation, see facemark.weights) is attached
+    as `model.weights_source`, so checkpoint_dict records it. `source` given (rebuilding a saved
+    model whose weights are loaded next): no ImageNet weights are looked up and it is attached as is.
+    """
     import timm
 
     if not timm.is_model(model_cfg.arch):
@@ -33,22 +41,55 @@ def build_model(model_cfg: ModelConfig, num_points: int) -> nn.Module:
         raise ConfigError(f"model.arch: unknown timm model {model_cfg.arch!r}"
                           + (f"; similar: {', '.join(close)}" if close else ""))
     kwargs = {"num_classes": 2 * num_points, "drop_rate": model_cfg.drop_rate}
-    if model_cfg.pretrained and model_cfg.pretrained_file is None:
-        try:
-            model = timm.create_model(model_cfg.arch, pretrained=True, **kwargs)
-        except Exception as exc:  # hub unreachable, no weights for this arch, ...
-            raise ConfigError(
-                f"model.pretrained: could not fetch ImageNet weights for {model_cfg.arch!r} from the hub "
-                f"({str(exc).splitlines()[0][:120]}); offline, set model.pretrained_file to a local "
-                f"weights file, or model.pretrained=false to train from scratch") from None
+    if source is None and model_cfg.pretrained:
+        model, source = _pretrained_model(model_cfg, kwargs)
     else:
         model = timm.create_model(model_cfg.arch, pretrained=False, **kwargs)
-        if model_cfg.pretrained:
-            load_pretrained_file(model, Path(model_cfg.pretrained_file))
+        source = source or WeightsSource("none", "random init (model.pretrained: false)",
+                                         Normalisation.of_timm_model(model))
+    model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
     _init_regression_head(model)
     if model_cfg.freeze_blocks:
         freeze_blocks(model, model_cfg.freeze_blocks)
     return model
+
+
+def _pretrained_model(model_cfg: ModelConfig, kwargs: dict[str, Any]) -> tuple[nn.Module, WeightsSource]:
+    """ImageNet weights from pretrained_file, else a registered package, else the hub (facemark.weights)."""
+    import timm
+
+    arch = model_cfg.arch
+    model = timm.create_model(arch, pretrained=False, **kwargs)
+    if model_cfg.pretrained_file is not None:   # the user's file: the arch's own convention
+        path = Path(model_cfg.pretrained_file)
+        source = WeightsSource("file", str(path), Normalisation.of_timm_model(model), path)
+    else:
+        source = offline_source(arch)
+    if source is not None:
+        load_pretrained_file(model, source.path)
+        return model, source
+    if not hub_reachable():
+        raise no_weights_error(arch, "timm's hub is not reachable and no installed package has them")
+    try:
+        model = timm.create_model(arch, pretrained=True, **kwargs)
+    except Exception as exc:  # no weights for this arch, hub error, ...
+        raise no_weights_error(arch, f"hub: {str(exc).splitlines()[0][:120]}") from None
+    tag = model.pretrained_cfg.get("tag") or "default"
+    return model, WeightsSource("hub", f"timm hub {arch}.{tag}", Normalisation.of_timm_model(model))
+
+
+def weights_source(model: nn.Module) -> WeightsSource:
+    """The WeightsSource build_model (or load_checkpoint) attached to `model`."""
+    source = getattr(model, "weights_source", None)
+    assert isinstance(source, WeightsSource), "model was not built by facemark.model.build_model"
+    return source
+
+
+def checkpoint_source(ckpt: dict[str, Any], source: str) -> WeightsSource:
+    """The WeightsSource a checkpoint recorded; one written before `input` was stored: ImageNet."""
+    weights = ckpt.get("weights") or {"origin": "unknown", "detail": "not recorded (older checkpoint)"}
+    norm = Normalisation.from_dict(ckpt["input"], source) if "input" in ckpt else IMAGENET
+    return WeightsSource(str(weights["origin"]), str(weights["detail"]), norm)
 
 
 def _init_regression_head(model: nn.Module) -> None:
@@ -163,8 +204,8 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     cfg = config_from_saved(ckpt["config"], source=str(path))
-    model_cfg = ModelConfig(**{**cfg.model.__dict__, "pretrained": False, "freeze_blocks": 0})
-    model = build_model(model_cfg, ckpt["num_points"])
+    model_cfg = ModelConfig(**{**cfg.model.__dict__, "freeze_blocks": 0})
+    model = build_model(model_cfg, ckpt["num_points"], source=checkpoint_source(ckpt, str(path)))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -177,13 +218,15 @@ def checkpoint_dict(model: nn.Module, cfg: Config, **extra: Any) -> dict[str, An
     """The part of a checkpoint every stage relies on; training adds optimiser, RNG, etc. in `extra`.
 
     Keys: format, model (state_dict of the bare model, EMA weights when EMA is on), config (the
-    resolved Config as a dict), scheme, num_points, input_size, arch; plus `extra`
+    resolved Config as a dict), scheme, num_points, input_size, arch, input (the normalisation,
+    {"mean", "std"}), weights (where the initial weights came from); plus `extra`
     (epoch, val_nme, data_root, ...). Only tensors and plain Python values: loadable with
     torch.load(weights_only=True).
     """
     from facemark.schemes import load_scheme
 
     scheme = load_scheme(cfg.data.scheme)
+    source = weights_source(model)
     return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(),
             "scheme": scheme.name, "num_points": scheme.num_points, "input_size": cfg.data.input_size,
-            "arch": cfg.model.arch, **extra}
+            "arch": cfg.model.arch, "input": source.norm.to_dict(), "weights": source.record(), **extra}

@@ -22,6 +22,7 @@ from facemark.data.crops import CropSet, load_crop_set, to_input
 from facemark.data.layout import list_split
 from facemark.errors import ConfigError
 from facemark.schemes import load_scheme
+from facemark.weights import Normalisation
 
 CALIBRATION_SPLIT = "train"
 # Fewer faces than this give noisy activation ranges (min/max of a few images); warn, do not refuse.
@@ -41,6 +42,7 @@ class Calibration:
     available: int
     ipd_px: np.ndarray
     preprocessing: str
+    norm: Normalisation   # the model's input normalisation (manifest input.mean/std)
 
     @property
     def ids(self) -> list[str]:
@@ -51,8 +53,8 @@ class Calibration:
         return float(np.median(self.ipd_px))
 
     def inputs(self, layout: str = "NCHW") -> np.ndarray:
-        """(N, 3, S, S) or (N, S, S, 3) float32 network inputs (ImageNet-normalised)."""
-        return to_input(self.crops.crops, layout)
+        """(N, 3, S, S) or (N, S, S, 3) float32 network inputs (normalised with `norm`)."""
+        return to_input(self.crops.crops, self.norm, layout)
 
     def unit_images(self) -> np.ndarray:
         """(N, S, S, 3) float32 RGB in 0-1 (what onnx2tf's -cind expects before its mean/std)."""
@@ -99,8 +101,8 @@ def calibration_pool(root: Path, data_cfg: DataConfig) -> list[str]:
     return stems
 
 
-def load_calibration(root: Path, data_cfg: DataConfig, count: int, seed: int) -> Calibration:
-    """Draw and crop `count` training faces with `seed` -> Calibration.
+def load_calibration(root: Path, data_cfg: DataConfig, count: int, seed: int, norm: Normalisation) -> Calibration:
+    """Draw and crop `count` training faces with `seed` -> Calibration (inputs normalised with `norm`).
 
     Fewer than `count` faces in the split: all are used, with a one-line warning on stderr; fewer
     than MIN_RECOMMENDED: a one-line warning too.
@@ -120,9 +122,9 @@ def load_calibration(root: Path, data_cfg: DataConfig, count: int, seed: int) ->
     preprocessing = (f"evaluation crops of the {CALIBRATION_SPLIT} split: cached {data_cfg.detector!r} "
                      f"detector boxes (on a miss: {data_cfg.on_miss}), square crop of the box's longer side "
                      f"x (1 + {data_cfg.margin:g}), {size}x{size} bilinear, no augmentation; RGB/255 then "
-                     f"ImageNet mean/std")
+                     f"{norm}")
     return Calibration(crops=crops, requested=count, seed=seed, available=len(pool),
-                       ipd_px=scheme.interpupil(crops.crop_points), preprocessing=preprocessing)
+                       ipd_px=scheme.interpupil(crops.crop_points), preprocessing=preprocessing, norm=norm)
 
 
 def _warn(message: str) -> None:

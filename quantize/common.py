@@ -22,7 +22,9 @@ from facemark.config import Config
 from facemark.data.crops import CropSet, to_input
 from facemark.errors import ArtifactError
 from facemark.quantize.calibration import Calibration
+from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
+from facemark.weights import Normalisation
 
 # A quantised artifact whose mean landmark error against PyTorch exceeds this fraction of the
 # inter-pupil distance is broken (wrong ranges, wrong layout), not merely less accurate; the
@@ -46,6 +48,11 @@ class QuantJob:
     @property
     def size(self) -> int:
         return self.cfg.data.input_size
+
+    @property
+    def norm(self) -> Normalisation:
+        """The input normalisation of the manifest (checked against the checkpoint's by quantize_run)."""
+        return manifest_normalisation(self.manifest, "export manifest")
 
     @property
     def contract(self) -> dict[str, Any]:
@@ -131,9 +138,9 @@ def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: 
 
 
 @torch.no_grad()
-def torch_outputs(model: nn.Module, crops: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops through a PyTorch model, one at a time -> (N, 2P) float64."""
-    inputs = torch.from_numpy(to_input(crops, "NCHW"))
+def torch_outputs(model: nn.Module, crops: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops normalised with `norm` through a PyTorch model, one at a time -> (N, 2P) float64."""
+    inputs = torch.from_numpy(to_input(crops, norm, "NCHW"))
     return np.concatenate([model(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
 
 

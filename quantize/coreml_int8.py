@@ -83,8 +83,8 @@ def _w8a8(job: QuantJob) -> QuantResult:
         facts["output_step"] = check_output_step(scale, job.size, job.calibration.median_ipd_px,
                                                  job.cfg.quantize.max_output_step)
     facts["simulated_parity"] = parity_figures(
-        torch_outputs(prepared, job.parity.crops), torch_outputs(job.model, job.parity.crops), job.size,
-        job.parity_ipd_px(), job.parity.split, reference="pytorch float32 vs fake-quantised pytorch")
+        torch_outputs(prepared, job.parity.crops, job.norm), torch_outputs(job.model, job.parity.crops, job.norm),
+        job.size, job.parity_ipd_px(), job.parity.split, reference="pytorch float32 vs fake-quantised pytorch")
     final = quantizer.finalize(prepared, inplace=False).eval()
     example = torch.from_numpy(job.calibration.inputs("NCHW")[:1])
     with torch.no_grad():
@@ -175,7 +175,7 @@ def _save(job: QuantJob, mlmodel, name: str, scheme: str, file: str, facts: dict
                          "quantised_ops": quantised_ops(tmp)}
         if can_predict():
             facts["parity"] = parity_figures(run_coreml(tmp, job.parity.crops, False),
-                                             torch_outputs(job.model, job.parity.crops), job.size,
+                                             torch_outputs(job.model, job.parity.crops, job.norm), job.size,
                                              job.parity_ipd_px(), job.parity.split)
             facts["status"] = "verified"
         else:

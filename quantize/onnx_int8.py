@@ -144,8 +144,8 @@ def _finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     from facemark.convert.parity import embedded_metadata
 
     _embed(onnx_path, embedded_metadata(job.contract, facts))
-    actual = run_onnx(onnx_path, to_input(job.parity.crops, "NCHW"))
-    facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops), job.size,
+    actual = run_onnx(onnx_path, to_input(job.parity.crops, job.norm, "NCHW"))
+    facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops, job.norm), job.size,
                                      job.parity_ipd_px(), job.parity.split)
     facts["status"] = "verified"
 

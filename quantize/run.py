@@ -20,8 +20,8 @@ from facemark.data.crops import CropSet, load_crop_set
 from facemark.data.layout import present_splits
 from facemark.errors import ArtifactError, ConfigError, DataError
 from facemark.io import sha256_of, sweep_partials
-from facemark.manifest import artifact_entry, load_manifest, record_artifact
-from facemark.model import load_checkpoint
+from facemark.manifest import artifact_entry, check_normalisation, load_manifest, manifest_path, record_artifact
+from facemark.model import checkpoint_source, load_checkpoint
 from facemark.quantize.calibration import load_calibration
 from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
 from facemark.runlock import hold_run_lock
@@ -47,13 +47,15 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
-    model, cfg, ckpt = load_checkpoint(verified_checkpoint(run, manifest))
+    checkpoint = verified_checkpoint(run, manifest)
+    model, cfg, ckpt = load_checkpoint(checkpoint)
+    norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
     names = resolve_backends(formats, cfg.quantize.formats)
     root = _data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if platform.machine().lower() in X86:
         print(f"facemark quantize: note: {X86_BANNER} (quantising on {platform.machine()})")
-    calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed)
+    calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed, norm)
     parity = parity_crops(root, cfg)
     print(f"facemark quantize: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
           f"(seed {calibration.seed}, median inter-pupil {calibration.median_ipd_px:.1f} crop px); "

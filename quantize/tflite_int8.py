@@ -28,9 +28,10 @@ import numpy as np
 
 from facemark.data.crops import to_input
 from facemark.io import atomic_path
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD, verify_artifact
+from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       parity_figures, torch_outputs)
+from facemark.weights import Normalisation
 
 SOURCE = "onnx_fp32"
 # artifact name -> (onnx2tf file kind, scheme, file name)
@@ -61,13 +62,13 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     return results
 
 
-def onnx2tf_arguments(calibration_npy: Path, io_type: str) -> list[str]:
+def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) -> list[str]:
     """-oiqt with our calibration crops: -cind INPUT FILE MEAN STD (onnx2tf computes (x - mean) / std
-    on the 0-1 NHWC images), and the full-integer I/O types."""
+    on the 0-1 NHWC images, with the model's `norm`), and the full-integer I/O types."""
     from facemark.convert.onnx import INPUT_NAME
 
-    mean = "[[[[" + ",".join(f"{v:g}" for v in IMAGENET_MEAN) + "]]]]"
-    std = "[[[[" + ",".join(f"{v:g}" for v in IMAGENET_STD) + "]]]]"
+    mean = "[[[[" + ",".join(f"{v:g}" for v in norm.mean) + "]]]]"
+    std = "[[[[" + ",".join(f"{v:g}" for v in norm.std) + "]]]]"
     return ["-oiqt", "-cind", INPUT_NAME, str(calibration_npy), mean, std, "-iqd", io_type, "-oqd", io_type]
 
 
@@ -77,8 +78,8 @@ def _convert(job: QuantJob, io_type: str, files: dict[str, Path]) -> QuantResult
     source = verify_artifact(job.export_dir, SOURCE, job.manifest)
     calibration_npy = job.work_dir / "tflite_calibration.npy"
     np.save(calibration_npy, job.calibration.unit_images())
-    files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", onnx2tf_arguments(calibration_npy, io_type),
-                             calibration=job.calibration.crops.crops))
+    arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
+    files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
     return QuantResult("tflite_int8_*", "onnx2tf -oiqt", "converted")
 
 
@@ -98,13 +99,13 @@ def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> Qu
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copyfile(produced, tmp)
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual, io = run_litert(tmp, to_input(job.parity.crops, "NHWC"))
+        actual, io = run_litert(tmp, to_input(job.parity.crops, job.norm, "NHWC"))
         facts["input"].update(name=io["input"]["name"], quantization=_quant(io["input"]))
         facts["output"].update(name=io["output"]["name"], quantization=_quant(io["output"]))
         if io["output_step_scale"] is not None:
             facts["output_step"] = check_output_step(io["output_step_scale"], job.size,
                                                      job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
-        facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops), job.size,
+        facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops, job.norm), job.size,
                                          job.parity_ipd_px(), job.parity.split)
         facts["status"] = "verified"
     return QuantResult(name, scheme, "verified", file, facts)

@@ -27,8 +27,9 @@ from facemark.convert.formats import FORMATS, artifact_file
 from facemark.convert.golden import GOLDEN_FORMAT, write_golden
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.manifest import MANIFEST_NAME, artifact_entry, new_manifest, record_artifact, save_manifest
-from facemark.model import build_model, checkpoint_dict
+from facemark.model import build_model, checkpoint_dict, weights_source
 from facemark.schemes import load_scheme
+from facemark.weights import IMAGENET
 
 REPO = Path(__file__).resolve().parents[1]
 ANDROID = REPO / "android-demo"
@@ -69,9 +70,9 @@ def golden_run(tmp_path_factory) -> Path:
     export_dir.mkdir(parents=True)
     ckpt = run / "best.pt"
     torch.save(checkpoint_dict(model, cfg), ckpt)
-    save_manifest(export_dir, new_manifest(cfg, scheme.to_dict(), ckpt))
+    save_manifest(export_dir, new_manifest(cfg, scheme.to_dict(), ckpt, weights_source(model).norm))
     crop_set = load_crop_set(root / "data", "test", cfg.data, workers=1)
-    golden = write_golden(run, export_dir, crop_set, model, cfg)
+    golden = write_golden(run, export_dir, crop_set, model, cfg, weights_source(model).norm)
     assert golden == export_dir / "golden"
     return run
 
@@ -121,10 +122,10 @@ def test_golden_refuses_a_contract_it_cannot_honour(golden_run, tmp_path):
     crop_set = CropSet("test", ["a"], crops, np.zeros((1, 2, 3)), np.zeros((1, 106, 2)), "drawn")
     other_margin = load_config(overrides=["model.pretrained=false", "data.input_size=64", "data.margin=0.3"])
     with pytest.raises(ArtifactError, match="margin.*differs from the run's config"):
-        write_golden(tmp_path, export_dir, crop_set, model, other_margin)
+        write_golden(tmp_path, export_dir, crop_set, model, other_margin, IMAGENET)
     small = CropSet("test", ["a"], crops[:, :32, :32], np.zeros((1, 2, 3)), np.zeros((1, 106, 2)), "drawn")
     with pytest.raises(ArtifactError, match="need 64x64 RGB crops"):
-        write_golden(tmp_path, export_dir, small, model, cfg)
+        write_golden(tmp_path, export_dir, small, model, cfg, IMAGENET)
     assert sorted(p.name for p in (export_dir / "golden").iterdir()) == sorted(
         p.name for p in (golden_run / "export" / "golden").iterdir())  # the old folder is untouched
 
@@ -214,7 +215,7 @@ def _fake_export(run: Path, cfg_overrides: list[str]) -> Path:
     export_dir.mkdir(parents=True)
     ckpt = run / "best.pt"
     ckpt.write_bytes(b"checkpoint")
-    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), ckpt))
+    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), ckpt, IMAGENET))
     (export_dir / "model_fp32.tflite").write_bytes(b"TFL3 not a real model")
     record_artifact(export_dir, "tflite_fp32", artifact_entry(export_dir, Path("model_fp32.tflite"),
                                                               format="tflite", layout="NHWC"))

@@ -14,6 +14,7 @@ from facemark.data.crops import to_input
 from facemark.data.layout import Sample, write_landmarks
 from facemark.errors import DataError
 from facemark.train.augment import TrainFaces, build_crop_augment, normalise_crop, shift_box
+from facemark.weights import HALF, IMAGENET, Normalisation
 
 IMAGE = 128
 SIZE = 96
@@ -65,7 +66,7 @@ def test_marker_follows_its_landmark_through_the_full_pipeline(tmp_path, landmar
     cfg = _cfg("data.landmark_box_prob=1.0", "augment.rotate=35", "augment.box_shift=0.05")
     points = _points(landmark)
     sample = _write_face(tmp_path, "marker", _marker_image(points[landmark]), points)
-    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, detector_boxes=None, seed=3)
+    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, detector_boxes=None, seed=3, norm=IMAGENET)
     errors = []
     for epoch in range(6):   # six different random draws of box shift, angle and colour
         faces.set_epoch(epoch)
@@ -79,7 +80,7 @@ def test_stored_matrix_maps_targets_back_to_image_points(tmp_path, rotate):
     cfg = _cfg("data.landmark_box_prob=1.0", f"augment.rotate={rotate}")
     points = _points(1)
     sample = _write_face(tmp_path, "face", np.full((IMAGE, IMAGE, 3), 90, np.uint8), points)
-    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, detector_boxes=None, seed=0)
+    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, detector_boxes=None, seed=0, norm=IMAGENET)
     _, target = faces[0]
     face = faces.face(0)
     norm = target.numpy().reshape(1, POINTS, 2)
@@ -95,18 +96,19 @@ def test_item_is_normalised_image_and_flat_target(tmp_path):
     cfg = _cfg("data.landmark_box_prob=1.0")
     rng = np.random.default_rng(0)
     sample = _write_face(tmp_path, "noise", rng.integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8), _points())
-    image, target = TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=0)[0]
+    image, target = TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=0, norm=IMAGENET)[0]
     assert image.shape == (3, SIZE, SIZE) and image.dtype.is_floating_point and str(image.dtype) == "torch.float32"
     assert target.shape == (2 * POINTS,) and str(target.dtype) == "torch.float32"
     assert -2.2 < float(image.min()) and float(image.max()) < 2.7   # ImageNet-normalised range
     crop = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    assert np.abs(normalise_crop(crop) - to_input(crop[None])[0]).max() < 1e-5
+    for norm in (IMAGENET, HALF, Normalisation((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))):   # ResNet, Lite, MobileViT
+        assert np.abs(normalise_crop(crop, norm) - to_input(crop[None], norm)[0]).max() < 1e-5
 
 
 def test_same_seed_epoch_index_gives_the_same_sample(tmp_path):
     cfg = _cfg("data.landmark_box_prob=1.0")
     sample = _write_face(tmp_path, "face", np.full((IMAGE, IMAGE, 3), 120, np.uint8), _points())
-    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=5)
+    faces = TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=5, norm=IMAGENET)
     first, again = faces[0], faces[0]
     assert np.array_equal(first[1].numpy(), again[1].numpy())
     faces.set_epoch(1)
@@ -119,14 +121,14 @@ def test_box_choice_detector_box_and_miss_fallback(tmp_path):
     points = _points()
     samples = [_write_face(tmp_path, stem, np.zeros((IMAGE, IMAGE, 3), np.uint8), points) for stem in ("a", "b")]
     detector = np.array([20.0, 10.0, 110.0, 100.0])
-    faces = TrainFaces(samples, POINTS, cfg.data, cfg.augment, {"a": detector, "b": None}, seed=0)
+    faces = TrainFaces(samples, POINTS, cfg.data, cfg.augment, {"a": detector, "b": None}, seed=0, norm=IMAGENET)
     margin = cfg.data.margin
     assert np.allclose(faces.face(0).matrix, codec.crop_matrix(detector, SIZE, margin))
     # landmark files hold rounded coordinates, hence the tolerance
     expected = codec.crop_matrix(codec.landmark_box(points), SIZE, margin)
     assert np.allclose(faces.face(1).matrix, expected, atol=1e-3)
     with pytest.raises(ValueError, match="detector_boxes"):
-        TrainFaces(samples, POINTS, cfg.data, cfg.augment, None, seed=0)
+        TrainFaces(samples, POINTS, cfg.data, cfg.augment, None, seed=0, norm=IMAGENET)
 
 
 def test_shift_box_moves_each_border_within_its_range():
@@ -152,4 +154,4 @@ def test_bad_landmark_file_is_refused_before_training(tmp_path):
     sample = _write_face(tmp_path, "bad", np.zeros((IMAGE, IMAGE, 3), np.uint8), _points())
     sample.landmarks_path.write_text("68\n1 2\n")
     with pytest.raises(DataError, match="bad.txt"):
-        TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=0)
+        TrainFaces([sample], POINTS, cfg.data, cfg.augment, None, seed=0, norm=IMAGENET)

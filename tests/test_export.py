@@ -30,8 +30,9 @@ from facemark.data.crops import load_crop_set
 from facemark.errors import ArtifactError, ConfigError, DataError
 from facemark.io import sha256_of
 from facemark.manifest import load_manifest, save_manifest, verify_artifact
-from facemark.model import build_model, checkpoint_dict, load_checkpoint
+from facemark.model import build_model, checkpoint_dict, load_checkpoint, weights_source
 from facemark.schemes import load_scheme
+from facemark.weights import IMAGENET
 
 SIZE = 64
 CROPS = 4
@@ -113,8 +114,9 @@ def test_onnx_and_coreml_artifacts_are_recorded(exported):
 def test_onnx_parity_recomputed_from_the_file(exported):
     model, _, _ = load_checkpoint(exported / "best.pt")
     crops = crops_of(exported)
-    expected = torch_reference(model, crops, baked=False)
-    actual = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False))
+    norm = weights_source(model).norm
+    expected = torch_reference(model, crops, baked=False, norm=norm)
+    actual = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False, norm=norm))
     assert actual.shape == (CROPS, 212)
     assert np.abs(expected).max() > 0.05 and np.std(expected, axis=0).mean() > 1e-3  # not a constant model
     below("export: onnx_fp32 parity from the file", np.abs(actual - expected).max(), PARITY_BOUND["float32"])
@@ -122,7 +124,7 @@ def test_onnx_parity_recomputed_from_the_file(exported):
 
 def test_baked_onnx_equals_float_path_plus_arithmetic(exported):
     crops = crops_of(exported)
-    plain = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False))
+    plain = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False, norm=IMAGENET))
     baked = run_onnx(exported / "export" / "model_fp32_baked.onnx", crops)  # raw uint8 NHWC
     assert baked.dtype == np.float32
     np.testing.assert_allclose(baked, denormalise(plain, SIZE), atol=1e-3)  # crop pixels
@@ -233,14 +235,15 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
     assert set(manifest["artifacts"]) == {"tflite_fp32", "tflite_fp16", "tflite_fp32_baked", "tflite_fp16_baked"}
     model, _, _ = load_checkpoint(exported_tflite / "best.pt")
     crops = crops_of(exported_tflite)
-    expected = torch_reference(model, crops, baked=False)
+    norm = weights_source(model).norm
+    expected = torch_reference(model, crops, baked=False, norm=norm)
     for precision, tag in (("float32", "fp32"), ("float16", "fp16")):
         entry = manifest["artifacts"][f"tflite_{tag}"]
         assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, SIZE, SIZE, 3]
         assert entry["status"] == "verified"
         below(f"export: tflite_{tag} recorded parity", entry["parity"]["max_abs"], PARITY_BOUND[precision])
         path = verify_artifact(export_dir, f"tflite_{tag}", manifest)
-        actual = run_tflite(path, artifact_inputs(crops, "NHWC", baked=False))
+        actual = run_tflite(path, artifact_inputs(crops, "NHWC", baked=False, norm=norm))
         below(f"export: tflite_{tag} parity from the file", np.abs(actual - expected).max(), PARITY_BOUND[precision])
         baked = run_tflite(verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), crops)
         np.testing.assert_allclose(baked, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)

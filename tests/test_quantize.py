@@ -29,6 +29,7 @@ from facemark.quantize.common import check_output_step
 from facemark.quantize.onnx_int8 import static_name
 from facemark.quantize.run import quantize_run, resolve_backends, summary_table
 from facemark.schemes import load_scheme
+from facemark.weights import IMAGENET
 
 SIZE = 64
 PARITY_BOUND_IPD = 0.10
@@ -60,7 +61,7 @@ def export_float(run: Path, root: Path, model: torch.nn.Module, cfg) -> None:
     from facemark.quantize.coreml_int8 import import_coremltools
 
     export_dir = run / "export"
-    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), run / "best.pt"))
+    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), run / "best.pt", IMAGENET))
     export_onnx(model, export_dir / "model_fp32.onnx", SIZE, cfg.export.opset)
     record_artifact(export_dir, "onnx_fp32", artifact_entry(export_dir, Path("model_fp32.onnx"), format="onnx"))
     ct = import_coremltools()
@@ -103,12 +104,12 @@ def test_draw_is_seeded_and_sorted():
 
 def test_calibration_is_deterministic_and_warns(dataset, capsys):
     cfg = load_config(overrides=OVERRIDES)
-    first = load_calibration(dataset, cfg.data, 24, seed=0)
-    second = load_calibration(dataset, cfg.data, 24, seed=0)
+    first = load_calibration(dataset, cfg.data, 24, seed=0, norm=IMAGENET)
+    second = load_calibration(dataset, cfg.data, 24, seed=0, norm=IMAGENET)
     assert first.ids == second.ids and len(first.ids) == 24
     assert all(stem.startswith("train") for stem in first.ids)  # never the val faces
     assert np.array_equal(first.crops.crops, second.crops.crops)
-    assert load_calibration(dataset, cfg.data, 24, seed=5).ids != first.ids
+    assert load_calibration(dataset, cfg.data, 24, seed=5, norm=IMAGENET).ids != first.ids
     record = first.record()
     assert record["split"] == "train" and record["count"] == 24 and record["seed"] == 0
     assert record["ids"] == first.ids and record["ids_sha256"] == ids_sha256(first.ids)
@@ -116,7 +117,7 @@ def test_calibration_is_deterministic_and_warns(dataset, capsys):
     assert "no augmentation" in record["preprocessing"]
     errors = capsys.readouterr().err
     assert errors.count("warning: calibrating on 24 faces (< 100)") == 3
-    all_faces = load_calibration(dataset, cfg.data, 1000, seed=0)
+    all_faces = load_calibration(dataset, cfg.data, 1000, seed=0, norm=IMAGENET)
     assert len(all_faces.ids) == 40 and "40 usable faces, fewer than" in capsys.readouterr().err
 
 
@@ -254,7 +255,7 @@ def test_w8a8_calibration_keeps_timm_batchnorm_in_eval(dataset):
 
     cfg = load_config(overrides=OVERRIDES + ["model.arch=mobilenetv3_large_100"])
     model = perturbed_model(cfg)
-    x = torch.from_numpy(load_calibration(dataset, cfg.data, 24, seed=0).inputs("NCHW"))
+    x = torch.from_numpy(load_calibration(dataset, cfg.data, 24, seed=0, norm=IMAGENET).inputs("NCHW"))
     split = split_norm_act(perturbed_model(cfg))
     assert not any(isinstance(m, BatchNormAct2d) for m in split.modules())
     with torch.no_grad():

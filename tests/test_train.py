@@ -221,10 +221,13 @@ def test_ablation_rows_change_one_thing_each_on_the_mobilenetv3_baseline():
 def test_arch_configs_and_demo_load():
     expected = {"resnet18": "mse", "mobilenetv2_100": "mse", "efficientnet_b0": "mse",
                 "mobilenetv3_large_100": "mse", "mobilevit_s": "mse", "mobilenetv3_large_100_wing": "wing",
-                "efficientnet_b0_wing": "wing"}
+                "efficientnet_b0_wing": "wing", "efficientnet_lite0": "mse", "efficientnet_lite0_wing": "wing"}
     found = {p.stem: load_config(p) for p in (CONFIGS / "arch").glob("*.yaml")}
     assert {name: cfg.train.loss for name, cfg in found.items()} == expected
-    assert all(cfg.model.arch == name.removesuffix("_wing") for name, cfg in found.items())
+    tf_ported = {"efficientnet_lite0"}   # TF-trained weights: timm's tf_ variant (see facemark/weights.py)
+    for name, cfg in found.items():
+        base = name.removesuffix("_wing")
+        assert cfg.model.arch == (f"tf_{base}" if base in tf_ported else base)
     demo = load_config(CONFIGS / "demo.yaml")
     assert (demo.model.arch, demo.data.detector, demo.model.pretrained) == ("mobilenetv3_large_100", "synth", False)
 

@@ -12,7 +12,7 @@ Per face (coordinate spaces as in facemark.codec):
    jitter and the mirror are part of that one matrix), then albumentations on the small S x S crop
    only: rotation about the crop centre by U[-augment.rotate, augment.rotate] degrees and colour
    jitter, keypoints moved with the pixels;
-4. pixels /255 and ImageNet mean/std; target = codec.normalise(crop points, S).
+4. pixels /255 and the model's mean/std (facemark.weights); target = codec.normalise(crop points, S).
 
 Randomness is drawn from a generator seeded by (seed, epoch, index), so a face gets the same
 augmentation whatever DataLoader worker, process count or resume point produced it. A switch
@@ -35,8 +35,8 @@ from facemark.config import AugmentConfig, DataConfig
 from facemark.errors import ConfigError
 from facemark.data.crops import choose_box
 from facemark.data.layout import Sample, check_points_inside, read_image, read_landmarks
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
 from facemark.schemes import load_scheme
+from facemark.weights import Normalisation
 
 # Three crop-pixel anchors sent through albumentations beside the landmarks: where they land gives
 # the exact affine the augmentation applied, so the stored matrix includes the rotation.
@@ -152,24 +152,24 @@ def augment_face(image: np.ndarray, points: np.ndarray, box: np.ndarray, data_cf
     return AugmentedFace(out["image"], moved[:-3], codec.compose_affine(extra, matrix), flipped)
 
 
-def _blob_params() -> cv2.dnn.Image2BlobParams:
+def _blob_params(norm: Normalisation) -> cv2.dnn.Image2BlobParams:
     params = cv2.dnn.Image2BlobParams()
-    params.scalefactor = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
-    params.mean = tuple(255.0 * m for m in IMAGENET_MEAN)
+    params.scalefactor = tuple(1.0 / (255.0 * s) for s in norm.std)
+    params.mean = tuple(255.0 * m for m in norm.mean)
     params.datalayout = cv2.dnn.DNN_LAYOUT_NCHW
     params.ddepth = cv2.CV_32F
     return params
 
 
-def normalise_crop(crop: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 RGB -> (3, S, S) float32: (pixels/255 - ImageNet mean) / std, the same
-    numbers as facemark.data.crops.to_input (within 1e-6) in one OpenCV pass, ~10x faster."""
-    return cv2.dnn.blobFromImageWithParams(crop, _blob_params())[0]
+def normalise_crop(crop: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> (3, S, S) float32: (pixels/255 - mean) / std, the same numbers as
+    facemark.data.crops.to_input (within 1e-6) in one OpenCV pass, ~10x faster."""
+    return cv2.dnn.blobFromImageWithParams(crop, _blob_params(norm))[0]
 
 
 class TrainFaces(Dataset):
-    """Augmented training faces: item i -> (image (3, S, S) float32 normalised with ImageNet
-    mean/std, target (2P,) float32 normalised crop coordinates x0, y0, x1, y1, ...).
+    """Augmented training faces: item i -> (image (3, S, S) float32 normalised with `norm` (the
+    model's mean/std), target (2P,) float32 normalised crop coordinates x0, y0, x1, y1, ...).
 
     `detector_boxes` maps stem -> (4,) box or None (a miss); None as a whole means no detector
     cache, which is only allowed with data.landmark_box_prob == 1. Landmark files are parsed and
@@ -178,7 +178,8 @@ class TrainFaces(Dataset):
     """
 
     def __init__(self, samples: list[Sample], num_points: int, data_cfg: DataConfig,
-                 aug_cfg: AugmentConfig, detector_boxes: dict[str, np.ndarray | None] | None, seed: int):
+                 aug_cfg: AugmentConfig, detector_boxes: dict[str, np.ndarray | None] | None, seed: int,
+                 norm: Normalisation):
         if detector_boxes is None and data_cfg.landmark_box_prob < 1.0:
             raise ValueError("detector_boxes is required unless data.landmark_box_prob is 1")
         self.samples = samples
@@ -188,6 +189,7 @@ class TrainFaces(Dataset):
         self.aug_cfg = aug_cfg
         self.detector_boxes = detector_boxes
         self.seed = seed
+        self.norm = norm
         self.epoch = 0
         check_augment(aug_cfg)
         self.crop_augment = build_crop_augment(aug_cfg)
@@ -221,7 +223,7 @@ class TrainFaces(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         face = self.face(index)
-        image = normalise_crop(face.crop)
+        image = normalise_crop(face.crop, self.norm)
         target = codec.normalise(face.crop_points, self.data_cfg.input_size).astype(np.float32).reshape(-1)
         return torch.from_numpy(image), torch.from_numpy(target)
 

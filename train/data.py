@@ -21,6 +21,7 @@ from facemark.data.layout import Sample, list_split
 from facemark.errors import ConfigError, DataError
 from facemark.schemes import load_scheme
 from facemark.train.augment import TrainFaces
+from facemark.weights import Normalisation
 
 
 def training_samples(root: Path, cfg: Config, log=print) -> list[Sample]:
@@ -39,9 +40,10 @@ def training_samples(root: Path, cfg: Config, log=print) -> list[Sample]:
     return samples
 
 
-def training_dataset(root: Path, cfg: Config, log=print) -> TrainFaces:
+def training_dataset(root: Path, cfg: Config, norm: Normalisation, log=print) -> TrainFaces:
     """TrainFaces over ROOT/train with the cached detector boxes of data.detector (not needed
-    when data.landmark_box_prob is 1); detector misses fall back to the landmark box, counted."""
+    when data.landmark_box_prob is 1); detector misses fall back to the landmark box, counted.
+    `norm`: the model's input normalisation (facemark.weights)."""
     samples = training_samples(root, cfg, log)
     boxes = None
     if cfg.data.landmark_box_prob < 1.0:
@@ -51,7 +53,7 @@ def training_dataset(root: Path, cfg: Config, log=print) -> TrainFaces:
             log(f"{misses} of {len(samples)} training faces have no {cfg.data.detector!r} box: "
                 f"they use their landmark box")
     num_points = load_scheme(cfg.data.scheme).num_points
-    return TrainFaces(samples, num_points, cfg.data, cfg.augment, boxes, seed=cfg.train.seed)
+    return TrainFaces(samples, num_points, cfg.data, cfg.augment, boxes, seed=cfg.train.seed, norm=norm)
 
 
 def per_process_batch(batch_size: int, world_size: int) -> int:

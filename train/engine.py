@@ -39,7 +39,7 @@ from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, re
 from facemark.errors import ConfigError, DataError
 from facemark.io import atomic_write_text
 from facemark.metrics import nme
-from facemark.model import build_model, checkpoint_dict, keep_frozen_eval
+from facemark.model import build_model, checkpoint_dict, checkpoint_source, keep_frozen_eval, weights_source
 from facemark.runlock import hold_run_lock
 from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
@@ -124,13 +124,16 @@ def _init_process(device_name: str) -> Process:
     return Process(rank, world_size, local_rank, device)
 
 
-def _build_state(cfg: Config, num_points: int, device: torch.device) -> TrainState:
+def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict[str, Any] | None) -> TrainState:
+    """Model, optimiser, schedule, scaler, EMA. Resuming (`saved`), the weights source recorded in
+    last.pt is kept and no ImageNet weights are looked up (they are overwritten by _restore)."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
 
     torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
-    model = build_model(cfg.model, num_points).to(device)
+    source = checkpoint_source(saved, "last.pt") if saved is not None else None
+    model = build_model(cfg.model, num_points, source=source).to(device)
     optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,
                                     weight_decay=cfg.train.weight_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.train.scheduler, num_epochs=cfg.train.epochs,
@@ -172,10 +175,12 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             + (f" (changed: {', '.join(changed)})" if changed else ""))
     scheme = load_scheme(cfg.data.scheme)
     # the model first: a bad arch, weights file or freeze count is reported before data is read
-    state = _build_state(cfg, scheme.num_points, process.device)
+    state = _build_state(cfg, scheme.num_points, process.device, saved)
+    source = weights_source(state.model)
+    log(f"weights: {source.origin} ({source.detail}); input {source.norm}")
     if saved is not None:
         _restore(state, saved, changed)
-    dataset = training_dataset(data_root, cfg, log)
+    dataset = training_dataset(data_root, cfg, source.norm, log)
     val_set = validation_crops(data_root, cfg) if process.is_main else None
     baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
     fingerprints = None
@@ -257,12 +262,14 @@ def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targe
 
 def predict_normalised(model: nn.Module, crops: np.ndarray, device: torch.device, batch_size: int,
                        use_amp: bool = False) -> np.ndarray:
-    """(N, S, S, 3) uint8 RGB crops -> (N, P, 2) float64 predictions in normalised crop coordinates."""
+    """(N, S, S, 3) uint8 RGB crops -> (N, P, 2) float64 predictions in normalised crop coordinates,
+    inputs normalised as the model's weights source says."""
+    norm = weights_source(model).norm
     model.eval()
     outputs = []
     with torch.no_grad():
         for begin in range(0, len(crops), batch_size):
-            batch = torch.from_numpy(to_input(crops[begin:begin + batch_size])).to(device)
+            batch = torch.from_numpy(to_input(crops[begin:begin + batch_size], norm)).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 outputs.append(model(batch).float().cpu().numpy())
     flat = np.concatenate(outputs).astype(np.float64)

@@ -28,17 +28,21 @@ CED_THRESHOLD = 0.1
 def predict_torch(model: nn.Module, crop_set: CropSet, batch_size: int = 64,
                   device: torch.device | str | None = None) -> np.ndarray:
     """Run `model` (eval mode, inference_mode) on every crop -> (N, P, 2) float32 normalised crop
-    coordinates (see codec.py). Inputs go through crops.to_input (RGB/255, ImageNet mean/std, NCHW).
+    coordinates (see codec.py). Inputs go through crops.to_input (RGB/255, the mean/std of the
+    model's weights source, NCHW).
 
     The model is moved to `device` (default: where its parameters already are).
     """
+    from facemark.model import weights_source
+
+    norm = weights_source(model).norm
     if device is None:
         device = next(model.parameters()).device
     model = model.to(device).eval()
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(crop_set), batch_size):
-            batch = torch.from_numpy(to_input(crop_set.crops[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(to_input(crop_set.crops[start:start + batch_size], norm)).to(device)
             outputs.append(model(batch).float().cpu().numpy())
     flat = np.concatenate(outputs, axis=0)
     return flat.reshape(len(flat), -1, 2)
@@ -72,12 +76,13 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
 
     Writes OUT/metrics_<split>.json and OUT/ced_<split>.png (OUT defaults to the checkpoint's
     folder), prints a table, and returns the JSON dict: metrics (see metrics.summarize, image
-    pixels), checkpoint (path, sha256, epoch, val_nme, arch), data (root, split, detector, scheme,
-    input_size, on_miss, limit, faces, misses, skipped, fingerprint), inference (device, batch_size, precision),
-    per_face (stems and pupil NME). Warns on stderr when the split's data fingerprint differs from
-    the one the checkpoint recorded at training time (facemark.data.fingerprint).
+    pixels), checkpoint (path, sha256, epoch, val_nme, arch, weights: where the initial weights came
+    from, input: mean/std), data (root, split, detector, scheme, input_size, on_miss, limit, faces,
+    misses, skipped, fingerprint), inference (device, batch_size, precision), per_face (stems and pupil
+    NME). Warns on stderr when the split's data fingerprint differs from the one the checkpoint
+    recorded at training time (facemark.data.fingerprint).
     """
-    from facemark.model import load_checkpoint
+    from facemark.model import load_checkpoint, weights_source
     from facemark.plots import plot_ced
     from facemark.train.engine import resolve_device
 
@@ -92,7 +97,8 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     result = {
         "metrics": summary,
         "checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt), "epoch": raw.get("epoch"),
-                       "val_nme": raw.get("val_nme"), "arch": cfg.model.arch},
+                       "val_nme": raw.get("val_nme"), "arch": cfg.model.arch,
+                       "weights": weights_source(model).record(), "input": weights_source(model).norm.to_dict()},
         "data": {"root": str(data_root), "split": split, "detector": crop_set.detector,
                  "scheme": cfg.data.scheme, "input_size": cfg.data.input_size, "on_miss": cfg.data.on_miss,
                  "limit": cfg.data.limit, "faces": len(crop_set), "misses": len(crop_set.misses),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from facemark.data.crops import to_input
+from facemark.weights import Normalisation
 
 # ISA flags that decide int8/float speed: AVX2/AVX-512 and VNNI (int8 dot products) on x86,
 # dot-product / i8mm / fp16 on ARM (the phones' side).
@@ -36,15 +37,15 @@ def stats(times_ms: np.ndarray | list[float]) -> dict[str, float | int]:
             "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": int(times.size)}
 
 
-def preprocess_latency(crop: np.ndarray, warmup: int, runs: int) -> dict[str, float | int]:
+def preprocess_latency(crop: np.ndarray, norm: Normalisation, warmup: int, runs: int) -> dict[str, float | int]:
     """Time of to_input on one (S, S, 3) uint8 crop (-> (1, 3, S, S) float32), in ms."""
     batch = crop[None]
     for _ in range(warmup):
-        to_input(batch)
+        to_input(batch, norm)
     times = []
     for _ in range(runs):
         start = time.perf_counter_ns()
-        to_input(batch)
+        to_input(batch, norm)
         times.append((time.perf_counter_ns() - start) / 1e6)
     return stats(times)
 

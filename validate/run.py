@@ -31,14 +31,15 @@ from facemark import __version__
 from facemark.config import check_value
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of, sweep_partials
-from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
 from facemark.runlock import hold_run_lock
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
 from facemark.validate.gate import apply_gate, load_baseline
 from facemark.validate.report import SCHEMA, print_report, write_report
-from facemark.validate.runners import TorchRunner, check_input_contract, needs_macos
+from facemark.validate.runners import TorchRunner, needs_macos
 from facemark.validate.worker import WorkerFailed, run_isolated
+from facemark.weights import Normalisation
 
 REFERENCE_BATCH = 16
 
@@ -70,9 +71,9 @@ def _size_on_disk(path: Path) -> int:
 class Context:
     """What every artifact row needs: the crops (in memory and as .npy), the reference and settings."""
 
-    def __init__(self, crop_set, scheme, size: int, reference: np.ndarray, work_dir: Path,
+    def __init__(self, crop_set, scheme, size: int, norm: Normalisation, reference: np.ndarray, work_dir: Path,
                  threads: int, warmup: int, runs: int) -> None:
-        self.crop_set, self.scheme, self.size, self.reference = crop_set, scheme, size, reference
+        self.crop_set, self.scheme, self.size, self.norm, self.reference = crop_set, scheme, size, norm, reference
         self.work_dir, self.threads, self.warmup, self.runs = work_dir, threads, warmup, runs
         self.eval_workers = lat.available_cores()   # parallel one-thread accuracy processes
         self.crops_path = work_dir / "crops.npy"
@@ -83,6 +84,7 @@ class Context:
         Accuracy jobs run one thread each (several at once), latency jobs `threads` (one at a time)."""
         stem = self.work_dir / f"{row['name']}.{mode}"
         job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
+               "norm": self.norm.to_dict(),
                "crops": str(self.crops_path), "threads": 1 if mode == "accuracy" else self.threads,
                "warmup": self.warmup, "runs": self.runs, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
         started = time.perf_counter()
@@ -155,7 +157,7 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
 
 
 def _torch_row(model, ckpt_path: Path, ctx: Context) -> tuple[dict[str, Any], np.ndarray]:
-    runner = TorchRunner(model, ctx.size, ctx.threads)
+    runner = TorchRunner(model, ctx.size, ctx.norm, ctx.threads)
     entry = {"format": "pytorch", "file": str(ckpt_path), "precision": "float32", "layout": "NCHW",
              "input_dtype": "float32"}
     row = _base_row("pytorch", entry, ckpt_path.stat().st_size)
@@ -190,7 +192,8 @@ def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None
             check_value(dotted, value, source=f"{flag} {value}")
 
 
-def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, size: int) -> None:
+def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, size: int,
+                    norm: Normalisation) -> None:
     source = str(manifest_path(export_dir))
     if not manifest.get("artifacts"):
         raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
@@ -200,7 +203,7 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
     if manifest.get("input", {}).get("size") != size:
         raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
                             f"checkpoint's {size}")
-    check_input_contract(manifest["input"], source)
+    check_normalisation(manifest, norm, source)
 
 
 def _data_section(root: Path, crop_set, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -257,15 +260,15 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               max_nme: float | None, baseline: Path | None, limit: int | None) -> int:
     from facemark.data.crops import load_crop_set
     from facemark.data.fingerprint import fingerprint_split, warn_if_changed
-    from facemark.model import load_checkpoint
+    from facemark.model import load_checkpoint, weights_source
     from facemark.schemes import load_scheme
     from facemark.train.evaluate import predict_torch
 
     ckpt_path, export_dir = run / "best.pt", run / "export"
     model, cfg, ckpt = load_checkpoint(ckpt_path)
     manifest = load_manifest(export_dir)
-    size, vcfg = cfg.data.input_size, cfg.validate
-    _check_manifest(manifest, export_dir, ckpt_path, size)
+    size, vcfg, norm = cfg.data.input_size, cfg.validate, weights_source(model).norm
+    _check_manifest(manifest, export_dir, ckpt_path, size, norm)
     root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
                                                         cfg, ckpt)
     fingerprint = fingerprint_split(root, split, cfg.data, limit)
@@ -277,7 +280,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
         reference_baseline = load_baseline(baseline, data, SCHEMA)
     reference = _reference_predictions(model, crop_set, predict_torch)
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
-        ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, reference, Path(tmp), threads,
+        ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, norm, reference, Path(tmp), threads,
                       vcfg.warmup, vcfg.runs)
         rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx)
     gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline)
@@ -288,7 +291,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               "input_size": size, "data": data,
               "settings": {**lat.machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
                            "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
-              "preprocess": lat.preprocess_latency(crop_set.crops[0], vcfg.warmup, vcfg.runs),
+              "preprocess": lat.preprocess_latency(crop_set.crops[0], norm, vcfg.warmup, vcfg.runs),
               "banner": lat.x86_banner(), "gate": gate, "rows": rows}
     sweep_partials(run / "validation")
     paths = write_report(report, run / "validation", per_face)

@@ -2,7 +2,7 @@
 
 Every runner takes the same evaluation crops, (N, S, S, 3) uint8 RGB, and returns landmarks as
 (N, P, 2) normalised crop coordinates (codec.py), whatever the artifact's own contract is:
-- float artifacts take ImageNet-normalised float32 (facemark.data.crops.to_input) in their layout
+- float artifacts take float32 normalised with the manifest's input.mean/std (crops.to_input) in their layout
   (NCHW for ONNX/CoreML from PyTorch, NHWC for TFLite from onnx2tf);
 - integer-I/O artifacts (TFLite full-integer) take that input quantised with the input tensor's
   own (scale, zero_point), and their output is dequantised with the output tensor's;
@@ -27,7 +27,7 @@ import numpy as np
 from facemark import codec
 from facemark.data.crops import to_input
 from facemark.errors import ArtifactError
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
+from facemark.weights import Normalisation
 
 EVAL_BATCH = 32   # batch size of the accuracy pass when an artifact accepts any batch size
 
@@ -45,10 +45,11 @@ class Runner:
 
     runtime = "base"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
         self.path = Path(path)
         self.entry = entry
         self.size = size
+        self.norm = norm
         self.threads = threads
         self.layout = entry.get("layout", "NCHW")
         self.baked = bool(entry.get("baked_preprocessing", False))
@@ -58,7 +59,7 @@ class Runner:
         """(N, S, S, 3) uint8 RGB -> the artifact's input tensor (float32 or uint8, its layout)."""
         if self.baked:   # raw RGB 0-255, in the graph's layout
             return np.ascontiguousarray(crops if self.layout == "NHWC" else crops.transpose(0, 3, 1, 2))
-        return to_input(crops, self.layout)
+        return to_input(crops, self.norm, self.layout)
 
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
         """The model call only: prepared input -> raw float output (N, ...)."""
@@ -97,8 +98,8 @@ class TorchRunner(Runner):
 
     runtime = "pytorch"
 
-    def __init__(self, model, size: int, threads: int) -> None:
-        super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, threads)
+    def __init__(self, model, size: int, norm: Normalisation, threads: int) -> None:
+        super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
         self.model = model.eval()
         self.dynamic_batch = True
 
@@ -142,10 +143,10 @@ class OnnxRunner(Runner):
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
         import onnxruntime as ort
 
-        super().__init__(path, entry, size, threads)
+        super().__init__(path, entry, size, norm, threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -172,10 +173,10 @@ class LiteRTRunner(Runner):
 
     runtime = "litert"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        super().__init__(path, {**entry, "layout": "NHWC"}, size, threads)
+        super().__init__(path, {**entry, "layout": "NHWC"}, size, norm, threads)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
@@ -228,10 +229,10 @@ class CoreMLRunner(Runner):
 
     runtime = "coreml"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, threads: int) -> None:
+    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
         import coremltools as ct
 
-        super().__init__(path, entry, size, threads)
+        super().__init__(path, entry, size, norm, threads)
         # CPU_ONLY: comparable with the other CPU rows; the Neural Engine is a question for the phone
         self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
         spec = self.model.get_spec()
@@ -265,16 +266,10 @@ def needs_macos(fmt: str) -> bool:
     return fmt == "coreml" and platform.system() != "Darwin"
 
 
-def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, threads: int) -> Runner:
-    """The runner for an artifact format; an unknown format raises ArtifactError listing the known."""
+def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
+                  threads: int) -> Runner:
+    """The runner for an artifact format (float inputs normalised with `norm`, the manifest's);
+    an unknown format raises ArtifactError listing the known."""
     if fmt not in RUNNERS:
         raise ArtifactError(f"{path}: no runner for format {fmt!r}; known: {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[fmt](path, entry, size, threads)
-
-
-def check_input_contract(contract: dict[str, Any], source: str) -> None:
-    """Refuse a manifest whose float input normalisation is not the one to_input applies."""
-    mean, std = contract.get("mean"), contract.get("std")
-    if not (np.allclose(mean, IMAGENET_MEAN) and np.allclose(std, IMAGENET_STD)):
-        raise ArtifactError(f"{source}: input mean/std {mean}/{std} differ from ImageNet's, which "
-                            f"every facemark model is trained with")
+    return RUNNERS[fmt](path, entry, size, norm, threads)

@@ -51,9 +51,11 @@ class WorkerFailed(Exception):
 def run_job(job: dict[str, Any]) -> None:
     """Run an "accuracy" or "latency" job (see the module docstring) and write its outputs."""
     from facemark.validate.runners import create_runner
+    from facemark.weights import Normalisation
 
     crops = np.load(job["crops"], mmap_mode="r")
-    runner = create_runner(job["format"], Path(job["artifact"]), job["entry"], int(job["size"]),
+    norm = Normalisation.from_dict(job["norm"], "validate job")
+    runner = create_runner(job["format"], Path(job["artifact"]), job["entry"], int(job["size"]), norm,
                            threads=int(job["threads"]))
     result: dict[str, Any] = {"settings": runner.settings()}
     if job["mode"] == "accuracy":

@@ -17,8 +17,8 @@ from facemark.config import DataConfig
 from facemark.data.boxes import read_split_boxes
 from facemark.data.layout import list_split, load_sample
 from facemark.errors import DataError
-from facemark.manifest import IMAGENET_MEAN, IMAGENET_STD
 from facemark.schemes import load_scheme
+from facemark.weights import Normalisation
 
 
 @dataclass
@@ -98,7 +98,8 @@ def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | Non
     )
 
 
-def to_input(crops: np.ndarray, layout: str = "NCHW") -> np.ndarray:
-    """(N, S, S, 3) uint8 RGB -> float32 network input: /255, ImageNet mean/std, NCHW or NHWC."""
-    x = (crops.astype(np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+def to_input(crops: np.ndarray, norm: Normalisation, layout: str = "NCHW") -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB -> float32 network input: /255, then (x - mean) / std of `norm` (the
+    model's, facemark.weights), NCHW or NHWC."""
+    x = (crops.astype(np.float32) / 255.0 - np.array(norm.mean, np.float32)) / np.array(norm.std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "NCHW" else x)
