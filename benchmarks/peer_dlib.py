@@ -55,6 +55,7 @@ from facemark.errors import ArtifactError, ConfigError, DataError, FacemarkError
 from facemark.io import atomic_write_text
 from facemark.metrics import failure_rate, nme
 from facemark.schemes import Scheme, load_scheme
+from facemark.weights import Normalisation
 
 SCHEME = "ibug68"
 MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -209,7 +210,7 @@ def _facemark_row(name: str, norm: np.ndarray, crop_set: CropSet, size: int, tim
 def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: list[str], threads: int,
                  warmup: int, runs: int) -> list[Row]:
     """The checkpoint (and its exported `artifacts`) on the faces' evaluation crops -> Rows."""
-    from facemark.model import load_checkpoint
+    from facemark.model import load_checkpoint, weights_source
     from facemark.train.evaluate import predict_torch
     from facemark.validate.runners import TorchRunner
 
@@ -219,20 +220,21 @@ def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: li
     if cfg.data.detector != faces.detector:
         raise ConfigError(f"--detector {faces.detector}: the checkpoint's config uses {cfg.data.detector!r} boxes; "
                           f"compare on the same boxes")
-    crop_set, size = _crop_set(root, split, cfg.data, faces), cfg.data.input_size
-    times = TorchRunner(model, size, threads).latency(crop_set.crops[0], warmup, runs)
+    crop_set, size, norm = _crop_set(root, split, cfg.data, faces), cfg.data.input_size, weights_source(model).norm
+    times = TorchRunner(model, size, norm, threads).latency(crop_set.crops[0], warmup, runs)
     rows = [_facemark_row("facemark", predict_torch(model, crop_set).astype(np.float64), crop_set, size, times)]
-    return rows + [_artifact_row(Path(ckpt).parent / "export", name, crop_set, size, threads, warmup, runs)
+    return rows + [_artifact_row(Path(ckpt).parent / "export", name, crop_set, size, norm, threads, warmup, runs)
                    for name in artifacts]
 
 
-def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, threads: int, warmup: int,
+def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, norm: Normalisation, threads: int, warmup: int,
                   runs: int) -> Row:
     """One exported artifact, verified against its manifest and run by validate's runner."""
-    from facemark.manifest import load_manifest, verify_artifact
+    from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
     from facemark.validate.runners import create_runner, needs_macos
 
     manifest = load_manifest(export_dir)
+    check_normalisation(manifest, norm, str(manifest_path(export_dir)))
     if name not in manifest.get("artifacts", {}):
         raise ArtifactError(f"{export_dir}/manifest.json: no artifact {name!r}; listed: "
                             f"{', '.join(manifest.get('artifacts', {}))}")
@@ -240,7 +242,7 @@ def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, thr
     if needs_macos(entry.get("format", "")):
         return Row(f"facemark {name}", None, None, status="not run: needs macOS")
     verify_artifact(export_dir, name, manifest)
-    runner = create_runner(entry["format"], export_dir / entry["file"], entry, size, threads)
+    runner = create_runner(entry["format"], export_dir / entry["file"], entry, size, norm, threads)
     times = runner.latency(crop_set.crops[0], warmup, runs)
     return _facemark_row(f"facemark {name}", runner.predict(crop_set.crops).astype(np.float64), crop_set, size, times)
 

@@ -18,6 +18,7 @@ from facemark.config import load_config
 from facemark.data.layout import Sample, write_landmarks
 from facemark.errors import ConfigError
 from facemark.schemes import load_scheme
+from facemark.weights import IMAGENET
 from facemark.train.augment import (TrainFaces, augment_face, build_crop_augment, jitter_box, mirror_matrix,
                                     shift_box)
 
@@ -41,7 +42,7 @@ def _drawn_sample(folder: Path, seed: int = 4) -> tuple[Sample, np.ndarray, np.n
 def _faces(sample: Sample, *overrides: str) -> TrainFaces:
     cfg = load_config(overrides=[f"data.input_size={SIZE}", "data.scheme=lapa106", "data.landmark_box_prob=1.0",
                                  *overrides])
-    return TrainFaces([sample], 106, cfg.data, cfg.augment, detector_boxes=None, seed=0)
+    return TrainFaces([sample], 106, cfg.data, cfg.augment, detector_boxes=None, seed=0, norm=IMAGENET)
 
 
 @pytest.mark.parametrize("scheme", ["ibug68", "lapa106", "wflw98", "datatang106"])
@@ -165,4 +166,4 @@ def test_flip_needs_the_dataset_scheme(tmp_path):
     sample, _, _ = _drawn_sample(tmp_path)
     cfg = load_config(overrides=["data.scheme=ibug68", "augment.flip=0.5", "data.landmark_box_prob=1.0"])
     with pytest.raises(ConfigError, match="augment.flip: scheme 'ibug68' has 68 points"):
-        TrainFaces([sample], 106, cfg.data, cfg.augment, detector_boxes=None, seed=0)
+        TrainFaces([sample], 106, cfg.data, cfg.augment, detector_boxes=None, seed=0, norm=IMAGENET)
