@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import re
 import shutil
@@ -138,8 +139,11 @@ def test_perturbed_artifact_fails_gate(good_run, tmp_path, capsys):
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
                                  f"data.input_size={SIZE}"])
     broken = _model(cfg)
-    with torch.no_grad():   # shift every landmark by ~0.1 normalised units = 3 crop pixels
-        broken.get_classifier().bias.add_(0.1)
+    # shift every landmark by 0.3 normalised units = 10 crop pixels: the untrained model is already
+    # ~0.8 IPD off, so a 3 px shift moved its NME by only 2.1-2.7 % across seeds, too close to the
+    # 1 % gate for a margin that holds on every CPU
+    with torch.no_grad():
+        broken.get_classifier().bias.add_(0.3)
     _add_onnx(run / "export", "onnx_broken", broken)
     assert main(["validate", str(run)]) == 1
     captured = capsys.readouterr()
@@ -239,7 +243,9 @@ def test_int8_and_coreml_rows_from_the_real_stages(good_run, tmp_path, capsys):
     assert full["runtime"]["delegate"].startswith("XNNPACK") and full["scheme"] == "full integer"
     for row in (full, dynamic):   # int8 moves landmarks a little, never by a pixel on this tiny model
         assert row["status"] == "ok" and row["size_bytes"] < rows["onnx_fp32"]["size_bytes"] / 2
-        above(f"validate: {row['name']} max px deviation (not float)", row["parity"]["max_px"], 1e-4)
+        # int8 moves landmarks by far more than float rounding (~1e-7 px); compared in decades, as
+        # the deviation itself spans 0.007-0.05 px across seeds
+        above(f"validate: {row['name']} log10 max px deviation", math.log10(row["parity"]["max_px"]), -5.0)
         below(f"validate: {row['name']} max px deviation", row["parity"]["max_px"], 1.0)
         below(f"validate: {row['name']} |relative NME change|", abs(row["delta"]["rel"]), 0.05)
     if platform.system() != "Darwin":
