@@ -18,6 +18,7 @@ where training and every PyTorch reference run.
 
     .venv/bin/python benchmarks/test_margins.py [--seeds 0 1 2] [--variants t1 t2 avx2 sse]
         [--tests tests/test_train.py ...] [--out DIR] [--pytest-args "-m 'not slow'"]
+    .venv/bin/python benchmarks/test_margins.py --out DIR --summarise-only   # every log already in DIR
 """
 
 from __future__ import annotations
@@ -102,11 +103,16 @@ def main() -> int:
                         "that states bounds through tests/margins.py)")
     parser.add_argument("--pytest-args", default="", help="extra pytest arguments, one shell-quoted string")
     parser.add_argument("--out", type=Path, default=Path("runs/test_margins"))
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="run nothing; summarise every *.jsonl log already in --out (audits split over calls)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tests = args.tests or files_with_bounds()
-    logs = [run_variant(variant, seed, tests, shlex.split(args.pytest_args), args.out)
-            for variant in args.variants for seed in args.seeds]
+    if args.summarise_only:
+        logs = sorted(args.out.glob("*.jsonl"))
+    else:
+        tests = args.tests or files_with_bounds()
+        logs = [run_variant(variant, seed, tests, shlex.split(args.pytest_args), args.out)
+                for variant in args.variants for seed in args.seeds]
     rows = summarise(logs)
     (args.out / "margins.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)
