@@ -33,11 +33,10 @@ from tqdm import tqdm
 
 from facemark import codec
 from facemark.config import Config, save_config
-from facemark.io import sweep_partials
 from facemark.data.crops import CropSet, to_input
 from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
 from facemark.errors import ConfigError, DataError
-from facemark.io import atomic_write_text
+from facemark.io import atomic_write_text, sweep_partials
 from facemark.metrics import nme
 from facemark.model import build_model, checkpoint_dict, checkpoint_source, keep_frozen_eval, weights_source
 from facemark.runlock import hold_run_lock
