@@ -212,7 +212,7 @@ def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: li
     """The checkpoint (and its exported `artifacts`) on the faces' evaluation crops -> Rows."""
     from facemark.model import load_checkpoint, weights_source
     from facemark.train.evaluate import predict_torch
-    from facemark.validate.runners import TorchRunner
+    from facemark.runtime.runners import TorchRunner
 
     model, cfg, _ = load_checkpoint(Path(ckpt))
     if cfg.data.scheme != SCHEME:
@@ -231,7 +231,7 @@ def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, nor
                   runs: int) -> Row:
     """One exported artifact, verified against its manifest and run by validate's runner."""
     from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
-    from facemark.validate.runners import create_runner, needs_macos
+    from facemark.runtime.runners import create_runner, needs_macos
 
     manifest = load_manifest(export_dir)
     check_normalisation(manifest, norm, str(manifest_path(export_dir)))

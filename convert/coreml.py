@@ -15,7 +15,6 @@ same path also predicts every parity crop and compares to PyTorch.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,10 @@ import torch
 from torch import nn
 
 from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
-from facemark.convert.parity import (BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts,
-                                     torch_reference)
-from facemark.data.crops import to_input
+from facemark.convert.parity import (BakedPreprocessing, artifact_outputs, check_parity, embedded_metadata,
+                                     example_input, io_facts, torch_reference)
 from facemark.io import atomic_path
-from facemark.weights import Normalisation
+from facemark.runtime import needs_macos
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "landmarks"
@@ -83,22 +81,9 @@ def check_spec(package_path: Path, input_size: int, image_input: bool, metadata:
     return {"spec_version": int(spec.specificationVersion), "input_type": kind}
 
 
-def run_coreml(package_path: Path, crops: np.ndarray, image_input: bool, norm: Normalisation) -> np.ndarray:
-    """Predict each (S, S, 3) uint8 crop (macOS only; tensor inputs normalised with `norm`) -> (N, 2P) float32."""
-    import coremltools as ct
-    from PIL import Image
-
-    mlmodel = ct.models.MLModel(str(package_path))
-    outputs = []
-    for crop in crops:
-        feed = Image.fromarray(crop) if image_input else to_input(crop[None], norm, "NCHW")
-        outputs.append(np.asarray(mlmodel.predict({INPUT_NAME: feed})[OUTPUT_NAME]).reshape(1, -1))
-    return np.concatenate(outputs)
-
-
 def can_predict() -> bool:
-    """CoreML prediction exists only on macOS."""
-    return sys.platform == "darwin"
+    """CoreML prediction exists only on macOS (the runtime layer's rule)."""
+    return not needs_macos("coreml")
 
 
 def convert(job: ExportJob) -> list[Written]:
@@ -121,8 +106,8 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
         shutil.copytree(staged, tmp)
         facts["spec"] = check_spec(tmp, job.size, baked, metadata)
         if can_predict():
-            actual = run_coreml(tmp, job.crops, image_input=baked, norm=job.norm)
-            expected = torch_reference(job.model, job.crops, baked, job.norm)
-            facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
+            actual = artifact_outputs("coreml", tmp, facts, job.size, job.norm, job.crops)
+            expected = torch_reference(job.model, job.crops, job.norm)
+            facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified" if can_predict() else NOT_RUN
     return Written(name, file, facts)

@@ -28,7 +28,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from torch import nn
 
 from facemark import codec
@@ -37,6 +36,7 @@ from facemark.data.crops import CropSet, to_input
 from facemark.errors import ArtifactError
 from facemark.io import atomic_path
 from facemark.manifest import load_manifest, manifest_path
+from facemark.runtime import TorchRunner
 from facemark.schemes import Scheme, load_scheme
 from facemark.weights import Normalisation
 
@@ -118,7 +118,6 @@ def _frame_and_box(crop: np.ndarray, case: tuple[float, float, float, float],
     return np.ascontiguousarray(frame), np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
 
 
-@torch.no_grad()
 def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: dict[str, Any],
               scheme: Scheme) -> dict[str, Any]:
     """Everything the Java core must reproduce for one frame and box."""
@@ -127,7 +126,7 @@ def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: di
     crop = codec.warp_crop(frame, matrix, size)
     norm = Normalisation(tuple(contract["mean"]), tuple(contract["std"]))
     tensor = to_input(crop[None], norm, "NHWC")[0].astype(np.float64)
-    outputs = model(torch.from_numpy(to_input(crop[None], norm, "NCHW"))).numpy()[0].astype(np.float32)
+    outputs = TorchRunner(model, size, norm).predict(crop[None]).reshape(-1)
     if outputs.size != 2 * scheme.num_points:
         raise ArtifactError(f"model gives {outputs.size} values; scheme {scheme.name} needs "
                             f"{2 * scheme.num_points} (2 x {scheme.num_points} points)")

@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
-from facemark.convert.parity import (BakedPreprocessing, artifact_inputs, check_parity, embedded_metadata,
+from facemark.convert.parity import (BakedPreprocessing, artifact_outputs, check_parity, embedded_metadata,
                                      example_input, io_facts, torch_reference)
 from facemark.io import atomic_path
 
@@ -59,18 +58,6 @@ def export_onnx(model: nn.Module, onnx_path: Path, input_size: int, opset: int, 
     return Path(onnx_path)
 
 
-def run_onnx(onnx_path: Path, inputs: np.ndarray) -> np.ndarray:
-    """onnxruntime (CPU) on each of N inputs, one at a time (the graph may have static batch 1)
-    -> (N, 2P) float32."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
-
-
 def read_onnx_metadata(onnx_path: Path) -> dict[str, str]:
     import onnx
 
@@ -95,8 +82,8 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
         export_onnx(module, tmp, job.size, job.cfg.export.opset, dynamic_batch=job.cfg.export.dynamic_batch,
                     metadata=embedded_metadata(job.contract, facts), input_layout=layout,
                     input_dtype=torch.uint8 if baked else torch.float32)
-        actual = run_onnx(tmp, artifact_inputs(job.crops, layout, baked, job.norm))
-        expected = torch_reference(job.model, job.crops, baked, job.norm)
-        facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
+        actual = artifact_outputs("onnx", tmp, facts, job.size, job.norm, job.crops)
+        expected = torch_reference(job.model, job.crops, job.norm)
+        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

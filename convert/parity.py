@@ -1,12 +1,14 @@
 """PyTorch references, the baked-preprocessing wrapper, and the parity check every artifact passes.
 
 Every figure here is in normalised crop units, (P - S/2) / (S/2), whatever the artifact outputs:
-a baked artifact's crop-pixel difference is divided by S/2, so one bound serves both.
+the runtime layer (facemark.runtime) returns a baked artifact's crop pixels normalised, so one
+bound serves both.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from facemark.convert.formats import PARITY_BOUND
-from facemark.data.crops import to_input
+from facemark.runtime import TorchRunner, create_runner
 from facemark.weights import Normalisation
 
 
@@ -56,32 +58,26 @@ def example_input(size: int, layout: str = "NCHW", dtype: torch.dtype = torch.fl
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
-def artifact_inputs(crops: np.ndarray, layout: str, baked: bool, norm: Normalisation) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops -> what an artifact takes: uint8 as-is when baked (NHWC, or NCHW
-    transposed), else to_input floats (normalised with `norm`) in `layout`."""
-    if baked:
-        return np.ascontiguousarray(crops if layout == "NHWC" else crops.transpose(0, 3, 1, 2))
-    return to_input(crops, norm, layout)
+def torch_reference(model: nn.Module, crops: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """PyTorch's answer on (N, S, S, 3) uint8 crops normalised with `norm` -> (N, P, 2) float64
+    normalised crop coordinates (the space every Runner returns)."""
+    return TorchRunner(model, crops.shape[1], norm).predict(crops).astype(np.float64)
 
 
-@torch.no_grad()
-def torch_reference(model: nn.Module, crops: np.ndarray, baked: bool, norm: Normalisation) -> np.ndarray:
-    """PyTorch's answer on (N, S, S, 3) uint8 crops normalised with `norm` -> (N, 2P) float64:
-    normalised crop units, or crop pixels when `baked` (the output space of the matching artifact)."""
-    size = crops.shape[1]
-    module = BakedPreprocessing(model, size, "NHWC", norm).eval() if baked else model.eval()
-    inputs = torch.from_numpy(crops if baked else to_input(crops, norm, "NCHW"))
-    return np.concatenate([module(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
+def artifact_outputs(fmt: str, path: Path, facts: dict[str, Any], size: int, norm: Normalisation,
+                     crops: np.ndarray) -> np.ndarray:
+    """An artifact's answer on the same crops through its Runner (in-process) -> (N, P, 2) normalised."""
+    return create_runner(fmt, path, facts, size, norm, threads=1).predict(crops)
 
 
-def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, baked: bool,
-                 size: int, split: str) -> dict[str, Any]:
-    """Compare (N, 2P) outputs; return the manifest's parity figures or raise ParityError.
+def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, size: int,
+                 split: str) -> dict[str, Any]:
+    """Compare (N, P, 2) normalised outputs; return the manifest's parity figures or raise ParityError.
 
     Figures: max_abs, mean_abs (normalised units), max_abs_px (crop pixels at S), bound, images.
     """
     actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
-    diff = np.abs(actual - expected) / (size / 2.0 if baked else 1.0)
+    diff = np.abs(actual - expected)
     figures = {"reference": "pytorch", "images": int(len(expected)), "split": split,
                "units": "normalised crop", "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
                "max_abs_px": float(diff.max() * size / 2.0), "bound": PARITY_BOUND[precision]}

@@ -29,9 +29,11 @@ import torch
 
 from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
 from facemark.convert.onnx import export_onnx
-from facemark.convert.parity import BakedPreprocessing, artifact_inputs, check_parity, contract_payload, \
+from facemark.convert.parity import BakedPreprocessing, artifact_outputs, check_parity, contract_payload, \
     io_facts, torch_reference
 from facemark.io import atomic_path
+from facemark.runtime import create_runner
+from facemark.weights import Normalisation
 
 METADATA_NAME = "facemark_manifest"
 # onnx2tf downloads this MS-COCO sample from GitHub for its own output check (even for float32)
@@ -103,33 +105,12 @@ def _batch_args(onnx_path: Path, extra_args: list[str]) -> list[str]:
     return []
 
 
-def run_tflite(tflite_path: Path, inputs: np.ndarray) -> np.ndarray:
-    """LiteRT on each of N inputs of the model's input dtype, one at a time -> (N, 2P) float32.
-
-    A float32 or float16 file only: an int8 one needs its quantisation scales applied.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    outputs = []
-    for i in range(len(inputs)):
-        interpreter.set_tensor(source["index"], inputs[i:i + 1].astype(source["dtype"]))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(target["index"]).reshape(1, -1).copy())
-    return np.concatenate(outputs)
-
-
-def tflite_io(tflite_path: Path) -> dict[str, Any]:
-    """Input/output names, shapes and dtypes as LiteRT sees them."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite_path))
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    return {"input_name": source["name"], "input_shape": [int(v) for v in source["shape"]],
-            "input_dtype": np.dtype(source["dtype"]).name, "output_name": target["name"],
-            "output_shape": [int(v) for v in target["shape"]]}
+def tflite_io(tflite_path: Path, size: int, norm: Normalisation) -> dict[str, Any]:
+    """Input/output names, shapes and dtypes as LiteRT sees them (through its Runner)."""
+    io = create_runner("tflite", tflite_path, {}, size, norm).io()
+    return {"input_name": io["input"]["name"], "input_shape": io["input"]["shape"],
+            "input_dtype": io["input"]["dtype"], "output_name": io["output"]["name"],
+            "output_shape": io["output"]["shape"]}
 
 
 def embed_tflite_metadata(tflite_path: Path, payload: dict[str, Any]) -> None:
@@ -191,15 +172,15 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
     facts["embedded"] = f"Model.metadata entry {METADATA_NAME!r}: buffer of UTF-8 JSON (contract)"
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copyfile(source, tmp)
-        seen = tflite_io(tmp)
+        seen = tflite_io(tmp, job.size, job.norm)
         expected_shape = facts["input"]["shape"]
         if seen["input_shape"] != expected_shape or seen["input_dtype"] != facts["input_dtype"]:
             raise RuntimeError(f"{name}: onnx2tf produced input {seen['input_shape']} {seen['input_dtype']}, "
                                f"expected {expected_shape} {facts['input_dtype']}")
         facts["input"]["name"], facts["output"]["name"] = seen["input_name"], seen["output_name"]
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual = run_tflite(tmp, artifact_inputs(job.crops, "NHWC", baked, job.norm))
-        expected = torch_reference(job.model, job.crops, baked, job.norm)
-        facts["parity"] = check_parity(name, actual, expected, precision, baked, job.size, job.crop_split)
+        actual = artifact_outputs("tflite", tmp, facts, job.size, job.norm, job.crops)
+        expected = torch_reference(job.model, job.crops, job.norm)
+        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

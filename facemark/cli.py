@@ -138,6 +138,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         baseline=args.baseline, limit=args.limit)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from facemark.validate.predict import run_predict
+
+    return run_predict(args.model, args.inputs, args.out, detector=args.detector, min_score=args.min_score,
+                       box=args.box, boxes_dir=args.boxes)
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from facemark.validate.pipeline import run_pipeline
 
@@ -156,6 +163,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "export": ("export a run to ONNX, TFLite and CoreML with a manifest", cmd_export),
     "quantize": ("write int8 artifacts calibrated on training crops", cmd_quantize),
     "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
+    "predict": ("landmarks of every face on photos, folders and videos with an artifact or a run", cmd_predict),
     "pipeline": ("train -> export -> quantize -> validate, resumable", cmd_pipeline),
 }
 
@@ -238,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nme", type=float, help="absolute inter-pupil NME ceiling")
     p.add_argument("--baseline", type=Path, help="a previous validation.json to compare against")
     p.add_argument("--limit", type=_positive_int, help="use only the first N test faces")
+
+    p = verbs["predict"]
+    p.add_argument("model", type=Path, metavar="ARTIFACT|RUN",
+                   help="an artifact file listed in its folder's manifest.json (e.g. runs/demo/export/"
+                        "model_int8_full.tflite), or a RUN folder: its export's onnx_fp32 when verified, "
+                        "else RUN/best.pt in PyTorch")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                   help="images (.jpg/.png, EXIF orientation honoured), videos (.mp4/.mov/.avi/...) or folders")
+    p.add_argument("--out", type=Path, required=True, help="folder for STEM.json and STEM.overlay.jpg/.mp4")
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--detector", help="face detector (default: predict.detector, mtcnn)")
+    faces.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                       help="one face box in image pixels for every input instead of a detector")
+    faces.add_argument("--boxes", type=Path, metavar="FOLDER",
+                       help="cached boxes (STEM.txt as `facemark boxes` writes) instead of a detector")
+    p.add_argument("--min-score", type=float, help="lowest detection score kept (default: predict.min_score)")
 
     p = verbs["pipeline"]
     _add_config(p)

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from facemark.data.detectors import DETECTORS
 from facemark.config_rules import (flag, folder_name, integer, named, number, one_of, optional, probability, spec,
                                    subset_of, text)
 from facemark.errors import ConfigError
@@ -182,6 +183,22 @@ class ValidateConfig:
     max_nme_increase: float | None = spec(optional(number(0.0)))
     # absolute inter-pupil NME
     max_nme: float | None = spec(optional(number(0.0, low_open=True)))
+    # stability (validate/stability.py): test faces measured (0 = off), draws per perturbation kind,
+    # box shift as a fraction of the box side, sensor noise sigma in uint8 levels
+    stability_faces: int = spec(integer(0))
+    stability_draws: int = spec(integer(1))
+    stability_shift: float = spec(number(0.0, 0.2, low_open=True))
+    stability_noise: float = spec(number(0.0, 64.0))
+    # gate: median RMS landmark movement / inter-pupil distance (null = not gated)
+    max_stability: float | None = spec(optional(number(0.0, low_open=True)))
+
+
+@dataclass
+class PredictConfig:
+    # face detector of `facemark predict` (a name of facemark.data.detectors.DETECTORS)
+    detector: str = spec(one_of(*DETECTORS))
+    # detections scoring below this are not faces (MTCNN: probability; Haar: merged windows)
+    min_score: float = spec(number(0.0))
 
 
 @dataclass
@@ -193,6 +210,7 @@ class Config:
     export: ExportConfig
     quantize: QuantizeConfig
     validate: ValidateConfig
+    predict: PredictConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from facemark.config import Config
-from facemark.data.crops import CropSet, to_input
+from facemark.data.crops import CropSet
 from facemark.errors import ArtifactError
 from facemark.quantize.calibration import Calibration
+from facemark.runtime import TorchRunner, create_runner
 from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
@@ -137,11 +137,17 @@ def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: 
     return figures
 
 
-@torch.no_grad()
 def torch_outputs(model: nn.Module, crops: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops normalised with `norm` through a PyTorch model, one at a time -> (N, 2P) float64."""
-    inputs = torch.from_numpy(to_input(crops, norm, "NCHW"))
-    return np.concatenate([model(inputs[i:i + 1]).numpy() for i in range(len(inputs))]).astype(np.float64)
+    """(N, S, S, 3) uint8 crops normalised with `norm` through a PyTorch model (the runtime layer's
+    TorchRunner) -> (N, 2P) float64 normalised crop units."""
+    return TorchRunner(model, crops.shape[1], norm).predict(crops).reshape(len(crops), -1).astype(np.float64)
+
+
+def artifact_outputs(fmt: str, path: Path, facts: dict[str, Any], job: QuantJob) -> np.ndarray:
+    """An int8 artifact on the parity crops through its Runner, in-process -> (N, 2P) float64."""
+    crops = job.parity.crops
+    runner = create_runner(fmt, path, facts, job.size, job.norm, threads=1)
+    return runner.predict(crops).reshape(len(crops), -1).astype(np.float64)
 
 
 def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtype: str, output_dtype: str,

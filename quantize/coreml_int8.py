@@ -28,8 +28,8 @@ import torch
 from facemark.convert.coreml import INPUT_NAME, OUTPUT_NAME
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      load_torch_before_tensorflow, parity_figures, torch_outputs)
+from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
+                                      int8_facts, load_torch_before_tensorflow, parity_figures, torch_outputs)
 
 SOURCE = "coreml_fp32"
 CALIBRATION_BATCH = 16
@@ -160,7 +160,7 @@ def output_fake_quant_scale(prepared: torch.nn.Module) -> float | None:
 
 def _save(job: QuantJob, mlmodel, name: str, scheme: str, file: str, facts: dict[str, Any]) -> QuantResult:
     """Embed the contract, save atomically, reload and check the spec (and run it on macOS)."""
-    from facemark.convert.coreml import NOT_RUN, can_predict, check_spec, run_coreml
+    from facemark.convert.coreml import NOT_RUN, can_predict, check_spec
     from facemark.convert.parity import embedded_metadata
 
     metadata = embedded_metadata(job.contract, facts)
@@ -174,7 +174,7 @@ def _save(job: QuantJob, mlmodel, name: str, scheme: str, file: str, facts: dict
         facts["spec"] = {**check_spec(tmp, job.size, False, metadata), "reloaded": True,
                          "quantised_ops": quantised_ops(tmp)}
         if can_predict():
-            facts["parity"] = parity_figures(run_coreml(tmp, job.parity.crops, False),
+            facts["parity"] = parity_figures(artifact_outputs("coreml", tmp, facts, job),
                                              torch_outputs(job.model, job.parity.crops, job.norm), job.size,
                                              job.parity_ipd_px(), job.parity.split)
             facts["status"] = "verified"

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from facemark.data.crops import to_input
 from facemark.errors import ConfigError
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      parity_figures, torch_outputs)
+from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
+                                      int8_facts, parity_figures, torch_outputs)
 
 SOURCE = "onnx_fp32"
 ACTIVATION_TYPES = {"uint8": "u8s8", "int8": "s8s8"}
@@ -140,11 +139,10 @@ def output_scale(onnx_path: Path) -> float:
 
 def _finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     """Embed the contract, run onnxruntime on the parity crops, compare with PyTorch."""
-    from facemark.convert.onnx import run_onnx
     from facemark.convert.parity import embedded_metadata
 
     _embed(onnx_path, embedded_metadata(job.contract, facts))
-    actual = run_onnx(onnx_path, to_input(job.parity.crops, job.norm, "NCHW"))
+    actual = artifact_outputs("onnx", onnx_path, facts, job)
     facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops, job.norm), job.size,
                                      job.parity_ipd_px(), job.parity.split)
     facts["status"] = "verified"

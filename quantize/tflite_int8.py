@@ -8,25 +8,19 @@
 
 onnx2tf's -oiqt also writes *_integer_quant (identical to full-integer with float I/O) and two
 *_with_int16_act files; they are never kept (MobileViT's aborts LiteRT on allocate, the others
-ran 25-35x slower). Each kept file runs in LiteRT in a child process (litert_child.py), so a
-kernel that aborts becomes a failed row, and its landmark output step is checked against the
+ran 25-35x slower). Each kept file runs in LiteRT in a child process (facemark.runtime.harness),
+so a kernel that aborts becomes a failed row, and its landmark output step is checked against the
 inter-pupil distance (common.check_output_step).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facemark.data.crops import to_input
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
@@ -39,7 +33,6 @@ ARTIFACTS = {
     "tflite_int8_full": ("full_integer_quant", "full integer", "model_int8_full.tflite"),
     "tflite_int8_dynamic": ("dynamic_range_quant", "dynamic range", "model_int8_dynamic.tflite"),
 }
-LITERT_TIMEOUT_S = 600
 
 
 def planned(job: QuantJob) -> list[tuple[str, str]]:
@@ -99,7 +92,7 @@ def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> Qu
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copyfile(produced, tmp)
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual, io = run_litert(tmp, to_input(job.parity.crops, job.norm, "NHWC"))
+        actual, io = run_litert(tmp, facts, job)
         facts["input"].update(name=io["input"]["name"], quantization=_quant(io["input"]))
         facts["output"].update(name=io["output"]["name"], quantization=_quant(io["output"]))
         if io["output_step_scale"] is not None:
@@ -127,23 +120,16 @@ def _quant(detail: dict[str, Any]) -> dict[str, Any] | None:
             "formula": "real = (q - zero_point) * scale"}
 
 
-def run_litert(tflite_path: Path, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run a .tflite on (N, S, S, 3) float32 normalised inputs in a child process (litert_child.py)
-    -> ((N, 2P) float32 normalised outputs, io description). A crash (abort, segfault) or a
-    timeout raises RuntimeError naming the file and the signal."""
-    with tempfile.TemporaryDirectory(prefix="facemark-litert-") as work:
-        work_dir = Path(work)
-        np.save(work_dir / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
-        command = [sys.executable, "-m", "facemark.quantize.litert_child", str(tflite_path),
-                   str(work_dir / "inputs.npy"), str(work_dir)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=LITERT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{tflite_path.name}: LiteRT did not finish within {LITERT_TIMEOUT_S} s") from None
-        if done.returncode != 0:
-            if done.returncode < 0:
-                reason = f"crashed with {signal.Signals(-done.returncode).name}"
-            else:
-                reason = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
-            raise RuntimeError(f"{tflite_path.name}: LiteRT {reason}")
-        return np.load(work_dir / "outputs.npy"), json.loads((work_dir / "io.json").read_text())
+def run_litert(tflite_path: Path, facts: dict[str, Any], job: QuantJob) -> tuple[np.ndarray, dict[str, Any]]:
+    """The .tflite on the parity crops in a child process (facemark.runtime.harness) -> ((N, 2P)
+    float64 normalised outputs, LiteRTRunner.io()). A crash (abort, segfault) or a timeout raises
+    RuntimeError naming the file and the status."""
+    from facemark.runtime import WorkerFailed, run_artifact
+
+    crops = job.parity.crops
+    try:
+        predictions, result = run_artifact("tflite", tflite_path, facts, job.size, job.norm, crops,
+                                           job.work_dir / "litert")
+    except WorkerFailed as exc:
+        raise RuntimeError(f"{tflite_path.name}: LiteRT {exc.status}") from None
+    return predictions.reshape(len(crops), -1).astype(np.float64), result["io"]

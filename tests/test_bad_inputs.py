@@ -471,6 +471,13 @@ BAD_VALUES: dict[str, list[str]] = {
     "validate.runs": ["0"],
     "validate.max_nme_increase": ["-0.01"],
     "validate.max_nme": ["0"],
+    "validate.stability_faces": ["-1"],
+    "validate.stability_draws": ["0"],
+    "validate.stability_shift": ["0", "0.5"],
+    "validate.stability_noise": ["-1"],
+    "validate.max_stability": ["0"],
+    "predict.detector": ["dlib"],
+    "predict.min_score": ["-0.5"],
 }
 
 

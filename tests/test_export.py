@@ -24,8 +24,9 @@ from facemark.config import load_config, save_config
 from facemark.convert.coreml import NOT_RUN
 from facemark.convert.export import export_run
 from facemark.convert.formats import FORMATS, PARITY_BOUND, resolve_formats
-from facemark.convert.onnx import read_onnx_metadata, run_onnx
-from facemark.convert.parity import artifact_inputs, torch_reference
+from facemark.convert.onnx import read_onnx_metadata
+from facemark.convert.parity import torch_reference
+from facemark.runtime import create_runner
 from facemark.data.crops import load_crop_set
 from facemark.errors import ArtifactError, ConfigError, DataError
 from facemark.io import sha256_of
@@ -115,19 +116,24 @@ def test_onnx_parity_recomputed_from_the_file(exported):
     model, _, _ = load_checkpoint(exported / "best.pt")
     crops = crops_of(exported)
     norm = weights_source(model).norm
-    expected = torch_reference(model, crops, baked=False, norm=norm)
-    actual = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False, norm=norm))
-    assert actual.shape == (CROPS, 212)
+    expected = torch_reference(model, crops, norm=norm)
+    entry = load_manifest(exported / "export")["artifacts"]["onnx_fp32"]
+    actual = create_runner("onnx", exported / "export" / "model_fp32.onnx", entry, SIZE, norm).predict(crops)
+    assert actual.shape == (CROPS, 106, 2)
     assert np.abs(expected).max() > 0.05 and np.std(expected, axis=0).mean() > 1e-3  # not a constant model
     below("export: onnx_fp32 parity from the file", np.abs(actual - expected).max(), PARITY_BOUND["float32"])
 
 
 def test_baked_onnx_equals_float_path_plus_arithmetic(exported):
+    """The baked file's raw output (crop pixels) is the float file's output denormalised."""
     crops = crops_of(exported)
-    plain = run_onnx(exported / "export" / "model_fp32.onnx", artifact_inputs(crops, "NCHW", baked=False, norm=IMAGENET))
-    baked = run_onnx(exported / "export" / "model_fp32_baked.onnx", crops)  # raw uint8 NHWC
-    assert baked.dtype == np.float32
-    np.testing.assert_allclose(baked, denormalise(plain, SIZE), atol=1e-3)  # crop pixels
+    artifacts = load_manifest(exported / "export")["artifacts"]
+    plain = create_runner("onnx", exported / "export" / "model_fp32.onnx", artifacts["onnx_fp32"], SIZE, IMAGENET)
+    baked = create_runner("onnx", exported / "export" / "model_fp32_baked.onnx", artifacts["onnx_fp32_baked"],
+                          SIZE, IMAGENET)
+    raw = baked.raw_outputs(crops)   # uint8 NHWC in, crop pixels out
+    assert raw.dtype == np.float32 and baked.prepare(crops[:1]).dtype == np.uint8
+    np.testing.assert_allclose(raw.reshape(len(crops), -1, 2), denormalise(plain.predict(crops), SIZE), atol=1e-3)
 
 
 def test_onnx_metadata_embeds_the_contract(exported):
@@ -228,7 +234,7 @@ def exported_tflite(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_tflite_float32_float16_and_baked(exported_tflite):
-    from facemark.convert.tflite import read_tflite_metadata, run_tflite
+    from facemark.convert.tflite import read_tflite_metadata
 
     export_dir = exported_tflite / "export"
     manifest = load_manifest(export_dir)
@@ -236,17 +242,20 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
     model, _, _ = load_checkpoint(exported_tflite / "best.pt")
     crops = crops_of(exported_tflite)
     norm = weights_source(model).norm
-    expected = torch_reference(model, crops, baked=False, norm=norm)
+    expected = torch_reference(model, crops, norm=norm)
     for precision, tag in (("float32", "fp32"), ("float16", "fp16")):
         entry = manifest["artifacts"][f"tflite_{tag}"]
         assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, SIZE, SIZE, 3]
         assert entry["status"] == "verified"
         below(f"export: tflite_{tag} recorded parity", entry["parity"]["max_abs"], PARITY_BOUND[precision])
         path = verify_artifact(export_dir, f"tflite_{tag}", manifest)
-        actual = run_tflite(path, artifact_inputs(crops, "NHWC", baked=False, norm=norm))
+        actual = create_runner("tflite", path, entry, SIZE, norm).predict(crops)
         below(f"export: tflite_{tag} parity from the file", np.abs(actual - expected).max(), PARITY_BOUND[precision])
-        baked = run_tflite(verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), crops)
-        np.testing.assert_allclose(baked, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)
+        baked_entry = manifest["artifacts"][f"tflite_{tag}_baked"]
+        baked = create_runner("tflite", verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), baked_entry,
+                              SIZE, norm)
+        raw = baked.raw_outputs(crops).reshape(len(crops), -1, 2)   # crop pixels
+        np.testing.assert_allclose(raw, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)
         embedded = read_tflite_metadata(path)
         assert embedded["checkpoint"]["sha256"] == manifest["checkpoint"]["sha256"]
         assert embedded["artifact"]["precision"] == precision

@@ -17,12 +17,12 @@ from test_android_core import core_classes, needs_jdk, run_checker  # noqa: F401
 from facemark.codec import denormalise
 from facemark.config import load_config
 from facemark.convert.export import export_run
-from facemark.convert.onnx import read_onnx_metadata, run_onnx
+from facemark.convert.onnx import read_onnx_metadata
 from facemark.data.crops import load_crop_set, to_input
 from facemark.manifest import MANIFEST_NAME, load_manifest
 from facemark.model import build_model, checkpoint_dict, load_checkpoint
 from facemark.schemes import load_scheme
-from facemark.validate.runners import create_runner
+from facemark.runtime.runners import create_runner
 from facemark.weights import HALF, IMAGENET, Normalisation
 
 SIZE = 64
@@ -80,7 +80,9 @@ def test_baked_onnx_normalises_like_the_model(norm_run):
     """uint8 in, crop pixels out: equal to PyTorch fed (x/255 - mean)/std, far from ImageNet's stats."""
     model, _, _ = load_checkpoint(norm_run / "best.pt")
     crops = _crops(norm_run)
-    baked = run_onnx(norm_run / "export" / "model_fp32_baked.onnx", crops).astype(np.float64)
+    entry = load_manifest(norm_run / "export")["artifacts"]["onnx_fp32_baked"]
+    runner = create_runner("onnx", norm_run / "export" / "model_fp32_baked.onnx", entry, SIZE, _norm(norm_run))
+    baked = runner.raw_outputs(crops).astype(np.float64)   # uint8 in, crop pixels out
 
     def torch_px(norm):
         with torch.no_grad():

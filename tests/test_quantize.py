@@ -21,8 +21,8 @@ from margins import DATA_SEED, below
 from facemark.config import load_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
-from facemark.manifest import (artifact_entry, load_manifest, new_manifest, record_artifact, save_manifest,
-                               verify_artifact)
+from facemark.manifest import (artifact_entry, load_manifest, manifest_normalisation, new_manifest, record_artifact,
+                               save_manifest, verify_artifact)
 from facemark.model import build_model, checkpoint_dict
 from facemark.quantize.calibration import draw_ids, ids_sha256, load_calibration
 from facemark.quantize.common import check_output_step
@@ -186,19 +186,23 @@ def test_every_int8_path_is_written_named_and_close(quantized_run, dataset):
 
 @pytest.mark.slow
 def test_int8_artifacts_run_again_from_disk(quantized_run):
-    """The written files, reopened: LiteRT (in a child) and onnxruntime reproduce the recorded parity
-    inputs' shapes, and the TFLite file carries the contract."""
-    from facemark.convert.onnx import run_onnx
+    """The written files, reopened through the runtime layer: LiteRT (in the child harness) and
+    onnxruntime (in-process) take crops and return landmarks, and the TFLite file carries the contract."""
     from facemark.convert.tflite import read_tflite_metadata
-    from facemark.quantize.tflite_int8 import run_litert
+    from facemark.runtime import create_runner, run_artifact
 
     run, _ = quantized_run
     export_dir = run / "export"
-    x = np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
-    outputs, io = run_litert(export_dir / "model_int8_full.tflite", x)
-    assert outputs.shape == (2, 212) and io["output_step_scale"] > 0 and np.all(np.isfinite(outputs))
-    onnx_out = run_onnx(export_dir / "model_int8_qdq_u8s8.onnx", np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    assert onnx_out.shape == (2, 212)
+    manifest = load_manifest(export_dir)
+    norm = manifest_normalisation(manifest, "test")
+    crops = np.random.default_rng(0).integers(0, 256, size=(2, SIZE, SIZE, 3), dtype=np.uint8)
+    outputs, result = run_artifact("tflite", export_dir / "model_int8_full.tflite",
+                                   manifest["artifacts"]["tflite_int8_full"], SIZE, norm, crops, run / "harness")
+    io = result["io"]
+    assert outputs.shape == (2, 106, 2) and io["output_step_scale"] > 0 and np.all(np.isfinite(outputs))
+    onnx_out = create_runner("onnx", export_dir / "model_int8_qdq_u8s8.onnx",
+                             manifest["artifacts"]["onnx_int8_qdq_u8s8"], SIZE, norm).predict(crops)
+    assert onnx_out.shape == (2, 106, 2)
     embedded = read_tflite_metadata(export_dir / "model_int8_full.tflite")
     assert embedded["artifact"]["scheme"] == "full integer"
     table = summary_table([])

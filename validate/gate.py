@@ -61,7 +61,8 @@ def reference_nme(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str
     return f"baseline:{name}", theirs["accuracy"]["nme_pupil"]
 
 
-def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None) -> list[str]:
+def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
+                 max_stability: float | None = None) -> list[str]:
     status = row["status"]
     if status.startswith(("refused", "failed")):
         return [f"{status} ({row['error']})" if row.get("error") else status]
@@ -74,25 +75,30 @@ def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: f
     if max_nme_increase is not None and rel is not None and rel > max_nme_increase:
         reasons.append(f"NME {nme:.5f} is {rel:+.2%} vs {change['reference']} {change['reference_nme']:.5f} "
                        f"(allowed {max_nme_increase:+.2%})")
+    jitter = (row.get("stability") or {}).get("stability")
+    if max_stability is not None and jitter is not None and jitter > max_stability:
+        reasons.append(f"stability {jitter:.5f} > max {max_stability:g} (RMS movement / inter-pupil distance)")
     return reasons
 
 
 def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_nme: float | None,
-               baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+               baseline: dict[str, Any] | None = None, max_stability: float | None = None) -> dict[str, Any]:
     """Fill each row's "delta" and "gate" ({"passed", "reasons"}) -> the report's gate section:
-    {"passed", "max_nme_increase", "max_nme", "reference", "failures": [{"artifact", "reason"}],
-    "not_run": [{"artifact", "status"}]}."""
+    {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures":
+    [{"artifact", "reason"}], "not_run": [{"artifact", "status"}]}. A row without a stability
+    figure (validate.stability_faces: 0) is not judged on it."""
     by_name = {row["name"]: row for row in rows}
     failures, not_run = [], []
     for row in rows:
         if row["status"] == "ok":
             label, ref = reference_nme(row["name"], by_name, baseline)
             row["delta"] = delta(row["accuracy"]["nme_pupil"], ref, label)
-        reasons = _row_reasons(row, max_nme_increase, max_nme)
+        reasons = _row_reasons(row, max_nme_increase, max_nme, max_stability)
         row["gate"] = {"passed": not reasons, "reasons": reasons}
         failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]
         if row["status"].startswith(("not run", "not exported")):
             not_run.append({"artifact": row["name"], "status": row["status"]})
     return {"passed": not failures, "max_nme_increase": max_nme_increase, "max_nme": max_nme,
+            "max_stability": max_stability,
             "reference": f"baseline {baseline['file']}" if baseline else "this run's PyTorch row",
             "failures": failures, "not_run": not_run}

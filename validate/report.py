@@ -11,7 +11,7 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
                "runs", "batch": 1},
   "preprocess": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs"}  (uint8 crop -> float input),
   "banner": the x86 warning or null,
-  "gate": {"passed", "max_nme_increase", "max_nme", "reference", "failures": [{"artifact", "reason"}],
+  "gate": {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures": [{"artifact", "reason"}],
            "not_run": [{"artifact", "status"}]},
   "rows": [{
     "name" ("pytorch" or the manifest's artifact name), "format", "file", "precision",
@@ -27,6 +27,8 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "parity": {"mean_px", "max_px", "worst": [{"stem", "max_px", "mean_px"}]} (crop pixels vs
               PyTorch) or null,
     "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
+    "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
+                  "noise_sigma", "seed", "units"} (validate/stability.py) or null,
     "gate": {"passed", "reasons": [...]},
     "seconds": wall time of the row's child processes (accuracy + latency; accuracy passes of
                several rows overlap), for the PyTorch row its latency runs only
@@ -47,7 +49,7 @@ from facemark.io import atomic_write_text
 
 SCHEMA = "facemark-validation-v1"
 COLUMNS = ("", "format", "artifact", "scheme", "status", "size MB", "NME", "dNME%", "max px dev",
-           "lat med ms", "lat p90 ms")
+           "jitter", "lat med ms", "lat p90 ms")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -65,12 +67,13 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     lines = []
     for row in report["rows"]:
         acc, change, par, lat = row["accuracy"] or {}, row["delta"] or {}, row["parity"] or {}, row["latency"] or {}
+        jitter = (row.get("stability") or {}).get("stability")
         rel = change.get("rel")
         percent = None if rel is None else round(100 * rel, 2) + 0.0   # + 0.0: no "-0.00" for a tiny gain
         lines.append((_mark(row), row["format"], row["name"], row["scheme"], row["status"],
                       _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
                       _fmt(acc.get("nme_pupil"), ".5f"), _fmt(percent, "+.2f"),
-                      _fmt(par.get("max_px"), ".3f"), _fmt(lat.get("median_ms"), ".2f"),
+                      _fmt(par.get("max_px"), ".3f"), _fmt(jitter, ".5f"), _fmt(lat.get("median_ms"), ".2f"),
                       _fmt(lat.get("p90_ms"), ".2f")))
     return lines
 
@@ -87,7 +90,8 @@ def format_table(report: dict[str, Any]) -> str:
 def gate_summary(report: dict[str, Any]) -> list[str]:
     gate = report["gate"]
     bounds = (f"max NME increase {_fmt(gate['max_nme_increase'], '+.2%')}, max NME "
-              f"{_fmt(gate['max_nme'], 'g')}, reference: {gate['reference']}")
+              f"{_fmt(gate['max_nme'], 'g')}, max jitter {_fmt(gate.get('max_stability'), 'g')}, "
+              f"reference: {gate['reference']}")
     lines = [f"gate {'PASSED' if gate['passed'] else 'FAILED'} ({bounds})"]
     lines += [f"  FAIL {item['artifact']}: {item['reason']}" for item in gate["failures"]]
     lines += [f"  listed, not evaluated: {item['artifact']} ({item['status']})" for item in gate["not_run"]]
@@ -126,11 +130,28 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Gate", "", *[f"- {line.strip()}" for line in gate_summary(report)], "", "## Runtimes", ""]
     lines += [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in row["runtime"].items())
               for row in report["rows"] if row["runtime"]]
+    lines += _stability_lines(report)
     lines += ["", "## Largest deviations from PyTorch (crop pixels)", ""]
     lines += [f"- {row['name']}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row["parity"]["worst"])
               for row in report["rows"] if row["parity"]]
     lines += _region_table(report)
     return "\n".join(lines) + "\n"
+
+
+def _stability_lines(report: dict[str, Any]) -> list[str]:
+    """The stability section: definition, settings and each row's figures by kind."""
+    rows = [row for row in report["rows"] if row.get("stability")]
+    if not rows:
+        return []
+    first = rows[0]["stability"]
+    lines = ["", "## Stability (jitter column)", "",
+             f"RMS landmark movement / inter-pupil distance, median over {first['faces']} faces, under "
+             f"{first['draws']} box shifts (up to {first['shift_fraction']:.0%} of the box) and {first['draws']} sensor-noise "
+             f"draws (sigma {first['noise_sigma']:g}/255) per face, seed {first['seed']}; lower is steadier.", "",
+             "| artifact | jitter | shift | noise | p90 |", "|---|---|---|---|---|"]
+    lines += [f"| {row['name']} | {row['stability']['stability']:.5f} | {row['stability']['shift']:.5f} | "
+              f"{row['stability']['noise']:.5f} | {row['stability']['p90']:.5f} |" for row in rows]
+    return lines
 
 
 def _region_table(report: dict[str, Any]) -> list[str]:

@@ -3,7 +3,7 @@
 Steps: load RUN/best.pt and RUN/export/manifest.json (refused if the artifacts were exported
 from another checkpoint); decode and crop the test split ONCE (cached detector boxes of the run's
 config); PyTorch baseline batched in-process; then each artifact, in manifest order, verified
-(sha256) and run in child processes (worker.py) on the same crops memory-mapped from one .npy
+(sha256) and run in child processes (facemark.runtime.harness) on the same crops memory-mapped from one .npy
 file: the accuracy passes several at once (one thread each, as many as there are cores), then the
 latency runs one at a time; accuracy, parity and latency per row; the gate; the report in
 RUN/validation/.
@@ -30,15 +30,17 @@ import numpy as np
 from facemark import __version__
 from facemark.config import check_value
 from facemark.errors import ArtifactError, ConfigError
-from facemark.io import sha256_of, sweep_partials
+from facemark.io import atomic_path, sha256_of, sweep_partials
 from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
 from facemark.runlock import hold_run_lock
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
+from facemark.validate import stability as stab
 from facemark.validate.gate import apply_gate, load_baseline
 from facemark.validate.report import SCHEMA, print_report, write_report
-from facemark.validate.runners import TorchRunner, needs_macos
-from facemark.validate.worker import WorkerFailed, run_isolated
+from facemark.validate.stability import Perturbations
+from facemark.runtime.runners import TorchRunner, needs_macos
+from facemark.runtime.harness import WorkerFailed, run_isolated
 from facemark.weights import Normalisation
 
 REFERENCE_BATCH = 16
@@ -61,7 +63,7 @@ def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[
             "scheme": _scheme_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
             "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
-            "parity": None, "latency": None, "seconds": 0.0}
+            "parity": None, "latency": None, "stability": None, "seconds": 0.0}
 
 
 def _size_on_disk(path: Path) -> int:
@@ -69,18 +71,24 @@ def _size_on_disk(path: Path) -> int:
 
 
 class Context:
-    """What every artifact row needs: the crops (in memory and as .npy), the reference and settings."""
+    """What every artifact row needs: the crops (in memory and as .npy), the reference and settings.
+
+    The .npy holds the N evaluation crops followed by the stability perturbations' M crops (when
+    `perturbations` is given), so one child process per artifact predicts both."""
 
     def __init__(self, crop_set, scheme, size: int, norm: Normalisation, reference: np.ndarray, work_dir: Path,
-                 threads: int, warmup: int, runs: int) -> None:
+                 threads: int, warmup: int, runs: int, perturbations: Perturbations | None = None) -> None:
         self.crop_set, self.scheme, self.size, self.norm, self.reference = crop_set, scheme, size, norm, reference
         self.work_dir, self.threads, self.warmup, self.runs = work_dir, threads, warmup, runs
+        self.perturbations = perturbations
+        self.landmarks: dict[str, np.ndarray] = {}   # row name -> (N, P, 2) float32 image pixels
         self.eval_workers = lat.available_cores()   # parallel one-thread accuracy processes
         self.crops_path = work_dir / "crops.npy"
-        np.save(self.crops_path, crop_set.crops)
+        extra = [] if perturbations is None else [perturbations.crops]
+        np.save(self.crops_path, np.concatenate([crop_set.crops, *extra]))
 
     def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-        """One worker job for artifact `row` -> its result (raises WorkerFailed); see worker.py.
+        """One worker job for artifact `row` -> its result (raises WorkerFailed); see facemark.runtime.harness.
         Accuracy jobs run one thread each (several at once), latency jobs `threads` (one at a time)."""
         stem = self.work_dir / f"{row['name']}.{mode}"
         job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
@@ -93,8 +101,17 @@ class Context:
         finally:
             row["seconds"] += time.perf_counter() - started
 
-    def measure(self, row: dict[str, Any], pred: np.ndarray, times_ms, runtime: dict[str, Any]) -> np.ndarray:
-        """Fill accuracy, parity, latency and runtime of an evaluated row -> (N,) per-face NME."""
+    def measure(self, row: dict[str, Any], predictions: np.ndarray, times_ms, runtime: dict[str, Any]) -> np.ndarray:
+        """Fill accuracy, parity, stability, latency and runtime of an evaluated row from its
+        (N + M, P, 2) normalised predictions on the .npy's crops -> (N,) per-face NME."""
+        count = len(self.crop_set)
+        pred = predictions[:count]
+        if self.perturbations is not None:
+            faces = self.perturbations.settings["faces"]
+            ipd = self.scheme.interpupil(self.crop_set.points[:faces])
+            row["stability"] = stab.stability(pred[:faces], self.crop_set.matrices[:faces], predictions[count:],
+                                              self.perturbations, ipd, self.size)
+        self.landmarks[row["name"]] = acc.image_points(pred, self.crop_set, self.size).astype(np.float32)
         row["accuracy"], per_face = acc.accuracy(pred, self.crop_set, self.scheme, self.size)
         row["parity"] = acc.parity(pred, self.reference, self.crop_set.stems, self.size)
         row["latency"] = {**lat.stats(times_ms), "warmup": self.warmup}
@@ -162,7 +179,8 @@ def _torch_row(model, ckpt_path: Path, ctx: Context) -> tuple[dict[str, Any], np
              "input_dtype": "float32"}
     row = _base_row("pytorch", entry, ckpt_path.stat().st_size)
     times = runner.latency(ctx.crop_set.crops[0], ctx.warmup, ctx.runs)
-    per_face = ctx.measure(row, ctx.reference, times, runner.settings())
+    perturbed = [] if ctx.perturbations is None else [runner.predict(ctx.perturbations.crops)]
+    per_face = ctx.measure(row, np.concatenate([ctx.reference, *perturbed]), times, runner.settings())
     row["parity"] = None   # it is the reference
     return row, per_face
 
@@ -204,6 +222,30 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
         raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
                             f"checkpoint's {size}")
     check_normalisation(manifest, norm, source)
+
+
+def write_landmarks(out_dir: Path, stems: list[str], landmarks: dict[str, np.ndarray]) -> Path:
+    """OUT/landmarks.npz: "stems" (N,) and, per evaluated row name, (N, P, 2) float32 landmarks in
+    image pixels, the figures `facemark predict` reproduces for the same artifact and boxes."""
+    path = out_dir / "landmarks.npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, stems=np.asarray(stems), **landmarks)
+    return path
+
+
+def _perturbations(root: Path, crop_set, cfg) -> Perturbations | None:
+    """Stability perturbations of the first validate.stability_faces faces (None when 0); their
+    photos are decoded again, since a shifted box needs pixels outside the evaluation crop."""
+    from facemark.data.layout import list_split, read_image
+
+    vcfg = cfg.validate
+    faces = min(vcfg.stability_faces, len(crop_set))
+    if faces == 0:
+        return None
+    paths = {sample.stem: sample.image_path for sample in list_split(root, crop_set.split)}
+    images = [read_image(paths[stem]) for stem in crop_set.stems[:faces]]
+    return stab.perturb(images, crop_set.crops[:faces], crop_set.matrices[:faces], cfg.data.input_size,
+                        cfg.data.margin, vcfg.stability_draws, vcfg.stability_shift, vcfg.stability_noise)
 
 
 def _data_section(root: Path, crop_set, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -281,9 +323,9 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     reference = _reference_predictions(model, crop_set, predict_torch)
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
         ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, norm, reference, Path(tmp), threads,
-                      vcfg.warmup, vcfg.runs)
+                      vcfg.warmup, vcfg.runs, _perturbations(root, crop_set, cfg))
         rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx)
-    gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline)
+    gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline, vcfg.max_stability)
     report = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "facemark": __version__, "run": str(run),
               "checkpoint": {"file": str(ckpt_path), "sha256": manifest["checkpoint"]["sha256"]},
@@ -295,6 +337,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               "banner": lat.x86_banner(), "gate": gate, "rows": rows}
     sweep_partials(run / "validation")
     paths = write_report(report, run / "validation", per_face)
+    paths["landmarks"] = write_landmarks(run / "validation", crop_set.stems, ctx.landmarks)
     print_report(report)
     print(f"wrote {', '.join(str(path) for path in paths.values())}")
     for failure in gate["failures"]:

@@ -167,6 +167,32 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# EXIF Orientation tag value -> (transpose first?, then np.rot90 count k, counter-clockwise), the
+# transform that turns the stored pixels upright (values 1-8 of the TIFF/EXIF specification)
+EXIF_ORIENTATION = {2: ("flip", 0), 3: (None, 2), 4: ("flip", 2), 5: ("transpose", 0), 6: (None, 3),
+                    7: ("transpose", 2), 8: (None, 1)}
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A user's photo -> (H, W, 3) uint8 RGB upright: read_image's pixels turned by the file's EXIF
+    Orientation tag, as phone cameras store portrait shots sideways with a tag (datasets are read
+    with read_image, where the landmark files already refer to the stored pixels)."""
+    from PIL import Image
+
+    image = read_image(path)
+    try:
+        with Image.open(path) as opened:
+            orientation = int(opened.getexif().get(0x0112, 1))
+    except (OSError, ValueError):   # no readable EXIF block: the stored pixels are upright
+        return image
+    first, turns = EXIF_ORIENTATION.get(orientation, (None, 0))
+    if first == "flip":
+        image = image[:, ::-1]
+    elif first == "transpose":
+        image = image.transpose(1, 0, 2)
+    return np.ascontiguousarray(np.rot90(image, turns))
+
+
 def _check_complete(path: Path, data: bytes) -> None:
     if data[:2] == b"\xff\xd8":
         # JPEG: the end-of-image marker may be followed by a little padding

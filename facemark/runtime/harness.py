@@ -1,8 +1,8 @@
-"""Run one artifact in a child process: `python -m facemark.validate.worker JOB.json`.
+"""The one child-process harness: `python -m facemark.runtime.harness JOB.json` runs one artifact.
 
 Some runtimes abort the whole process instead of raising (LiteRT/XNNPACK on some int8/int16
 graphs hits a C++ check and calls abort()). Each artifact therefore runs in its own interpreter:
-a crash becomes that artifact's row status and the other artifacts still run. The child loads
+a crash becomes that artifact's row status (validate) or failed row (quantize) and the others still run. The child loads
 only numpy, the codec and the one runtime it needs; it reads the shared crops memory-mapped
 from one .npy file written once by the parent.
 
@@ -15,8 +15,8 @@ A job has a mode:
 
 Job file (JSON): {"mode", "format", "artifact", "entry" (its manifest entry), "size", "crops"
 (.npy of (N, S, S, 3) uint8), "threads", "warmup", "runs", "predictions" (.npy written in
-accuracy mode: (N, P, 2) float32 normalised), "result" (.json written: {"settings"} plus
-"latency_ms" in latency mode)}.
+accuracy mode: (N, P, 2) float32 normalised), "result" (.json written: {"settings", "io"} plus
+"latency_ms" in latency mode)}. `run_artifact` wraps the whole round trip for one set of crops.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 from facemark.errors import FacemarkError
 from facemark.io import atomic_write_text
+from facemark.weights import Normalisation
 
 EXIT_USER_ERROR = 3   # a FacemarkError inside the child: its message is the last stderr line
 # A child that runs longer is stopped: int16-activation TFLite files ran 25-35x slower than int8
@@ -50,14 +51,13 @@ class WorkerFailed(Exception):
 
 def run_job(job: dict[str, Any]) -> None:
     """Run an "accuracy" or "latency" job (see the module docstring) and write its outputs."""
-    from facemark.validate.runners import create_runner
-    from facemark.weights import Normalisation
+    from facemark.runtime.runners import create_runner
 
     crops = np.load(job["crops"], mmap_mode="r")
     norm = Normalisation.from_dict(job["norm"], "validate job")
     runner = create_runner(job["format"], Path(job["artifact"]), job["entry"], int(job["size"]), norm,
                            threads=int(job["threads"]))
-    result: dict[str, Any] = {"settings": runner.settings()}
+    result: dict[str, Any] = {"settings": runner.settings(), "io": runner.io()}
     if job["mode"] == "accuracy":
         np.save(job["predictions"], runner.predict(crops))
     elif job["mode"] == "latency":
@@ -68,7 +68,7 @@ def run_job(job: dict[str, Any]) -> None:
 
 
 def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
-    """Run `job` in a child process -> its result: {"settings"} plus "predictions" ((N, P, 2)
+    """Run `job` in a child process -> its result: {"settings", "io"} plus "predictions" ((N, P, 2)
     float32, accuracy mode) or "latency_ms" (latency mode).
 
     Raises WorkerFailed with the row status when the child crashes, times out or reports an error.
@@ -78,7 +78,7 @@ def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     faces = np.load(job["crops"], mmap_mode="r").shape[0]
     timeout = TIMEOUT_BASE_S + TIMEOUT_PER_FACE_S * faces
     try:
-        proc = subprocess.run([sys.executable, "-m", "facemark.validate.worker", str(job_path)],
+        proc = subprocess.run([sys.executable, "-m", "facemark.runtime.harness", str(job_path)],
                               capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise WorkerFailed(f"failed: timed out after {timeout:.0f} s") from None
@@ -95,10 +95,25 @@ def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     return result
 
 
+def run_artifact(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
+                 crops: np.ndarray, work_dir: Path, threads: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
+    """Predict (N, S, S, 3) uint8 crops with one artifact in a child process -> ((N, P, 2) float32
+    normalised crop coordinates, {"settings", "io"}). Files go to `work_dir` (the caller's
+    temporary folder); a crash or timeout raises WorkerFailed."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stem = work_dir / f"{Path(path).name}.accuracy"
+    np.save(f"{stem}.crops.npy", np.ascontiguousarray(crops, dtype=np.uint8))
+    job = {"mode": "accuracy", "format": fmt, "artifact": str(path), "entry": entry, "size": int(size),
+           "norm": norm.to_dict(), "crops": f"{stem}.crops.npy", "threads": int(threads), "warmup": 0, "runs": 0,
+           "predictions": f"{stem}.npy", "result": f"{stem}.json"}
+    result = run_isolated(job, Path(f"{stem}.job.json"))
+    return result.pop("predictions"), result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m facemark.validate.worker JOB.json", file=sys.stderr)
+        print("usage: python -m facemark.runtime.harness JOB.json", file=sys.stderr)
         return 2
     try:
         run_job(json.loads(Path(argv[0]).read_text()))

@@ -1,4 +1,7 @@
-"""One Runner per backend: PyTorch eager (the baseline), onnxruntime, LiteRT and CoreML.
+"""The runtime layer: one Runner per backend (PyTorch eager, onnxruntime, LiteRT, CoreML), the only
+code in facemark that invokes a model or an artifact. Convert's parity checks, quantize's checks,
+`facemark validate` and `facemark predict` all go through these classes (in-process, or in a child
+process through facemark.runtime.harness).
 
 Every runner takes the same evaluation crops, (N, S, S, 3) uint8 RGB, and returns landmarks as
 (N, P, 2) normalised crop coordinates (codec.py), whatever the artifact's own contract is:
@@ -11,7 +14,8 @@ Every runner takes the same evaluation crops, (N, S, S, 3) uint8 RGB, and return
 
 A runner separates `prepare` (preprocessing, timed once for the report) from `invoke` (the model
 call, the only thing the latency figures time). Runtimes are imported inside their runner so this
-module loads without them (the worker subprocess imports only the one it needs).
+module loads without them (the harness child imports only the one it needs). `io()` describes the
+artifact's input/output tensors (dtype, quantisation), for the manifest.
 """
 
 from __future__ import annotations
@@ -70,12 +74,17 @@ class Runner:
         points = np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], -1, 2)
         return codec.normalise(points, self.size) if self.baked else points
 
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 -> (N, P, 2) normalised; batched when the artifact allows it."""
+    def raw_outputs(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, 2P) float32 in the artifact's own output space (crop pixels
+        when baked, else normalised); batched when the artifact allows it."""
         batch = EVAL_BATCH if self.dynamic_batch else 1
-        outputs = [self.decode(self.invoke(self.prepare(np.asarray(crops[i:i + batch]))))
-                   for i in range(0, len(crops), batch)]
-        return np.concatenate(outputs).astype(np.float32)
+        outputs = [np.asarray(self.invoke(self.prepare(np.asarray(crops[i:i + batch]))), dtype=np.float32)
+                   .reshape(len(crops[i:i + batch]), -1) for i in range(0, len(crops), batch)]
+        return np.concatenate(outputs)
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 -> (N, P, 2) float32 normalised crop coordinates."""
+        return self.decode(self.raw_outputs(crops)).astype(np.float32)
 
     def latency(self, crop: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         """Batch-1 model time in ms of `runs` calls after `warmup` untimed ones; crop (S, S, 3)."""
@@ -92,13 +101,22 @@ class Runner:
     def settings(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "threads": self.threads}
 
+    def io(self) -> dict[str, Any]:
+        """Input/output tensor facts as the runtime sees them; backends with more to say override it."""
+        return {}
+
 
 class TorchRunner(Runner):
     """PyTorch eager on the CPU: the reference every artifact is compared to."""
 
     runtime = "pytorch"
 
-    def __init__(self, model, size: int, norm: Normalisation, threads: int) -> None:
+    def __init__(self, model, size: int, norm: Normalisation, threads: int | None = None) -> None:
+        """`model`: any eval-mode nn.Module mapping (N, 3, S, S) normalised float32 to (N, 2P)
+        normalised crop units; `threads` None keeps torch's current thread count."""
+        import torch
+
+        threads = torch.get_num_threads() if threads is None else threads
         super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
         self.model = model.eval()
         self.dynamic_batch = True
@@ -219,6 +237,29 @@ class LiteRTRunner(Runner):
                 "input_dtype": np.dtype(self.input["dtype"]).name,
                 "output_dtype": np.dtype(self.output["dtype"]).name}
 
+    def io(self) -> dict[str, Any]:
+        """{"input", "output": {name, shape, dtype, scale, zero_point}, "output_step_scale"}: the
+        scale of the integer tensor the landmark output comes from (the output itself, or the input
+        of the final DEQUANTIZE), or None when the output is computed in float."""
+        def tensor(detail: dict[str, Any]) -> dict[str, Any]:
+            scale, zero_point = detail["quantization"]
+            return {"name": detail["name"], "shape": [int(v) for v in detail["shape"]],
+                    "dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
+
+        return {"input": tensor(self.input), "output": tensor(self.output),
+                "output_step_scale": self._output_step_scale()}
+
+    def _output_step_scale(self) -> float | None:
+        integer = (np.int8, np.uint8, np.int16)
+        if self.output["dtype"] in integer:
+            return float(self.output["quantization"][0])
+        for op in self.interpreter._get_ops_details():   # the public API lists tensors, not who writes them
+            if self.output["index"] in list(op["outputs"]) and op["op_name"] == "DEQUANTIZE":
+                source = self.interpreter._get_tensor_details(int(op["inputs"][0]), 0)
+                if source["dtype"] in integer:
+                    return float(source["quantization"][0])
+        return None
+
 
 class CoreMLRunner(Runner):
     """coremltools' MLModel.predict on the CPU; Core ML runs only on macOS (see `needs_macos`).
@@ -267,7 +308,7 @@ def needs_macos(fmt: str) -> bool:
 
 
 def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
-                  threads: int) -> Runner:
+                  threads: int = 1) -> Runner:
     """The runner for an artifact format (float inputs normalised with `norm`, the manifest's);
     an unknown format raises ArtifactError listing the known."""
     if fmt not in RUNNERS:

@@ -1,0 +1,26 @@
+"""The runtime layer: every model and artifact invocation in facemark, behind one contract.
+
+face box -> square crop (facemark.codec) -> the artifact's own normalisation, layout and integer
+I/O (runners.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
+image pixels (codec.to_image). Entry points:
+- `create_runner(fmt, path, entry, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml);
+  `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
+- `run_artifact(...)` / `run_isolated(job, ...)`: the same runners in a child process
+  (harness.py), for runtimes that may abort the process (LiteRT int8 kernels).
+"""
+
+from facemark.runtime.runners import (RUNNERS, CoreMLRunner, LiteRTRunner, OnnxRunner, Runner, TorchRunner,
+                                      create_runner, needs_macos)
+
+__all__ = ["RUNNERS", "CoreMLRunner", "LiteRTRunner", "OnnxRunner", "Runner", "TorchRunner", "WorkerFailed",
+           "create_runner", "needs_macos", "run_artifact", "run_isolated"]
+
+
+def __getattr__(name: str):
+    # the harness is imported lazily: `python -m facemark.runtime.harness` must not find itself
+    # already imported by its package (runpy warns about that)
+    if name in ("WorkerFailed", "run_artifact", "run_isolated"):
+        from facemark.runtime import harness
+
+        return getattr(harness, name)
+    raise AttributeError(f"module 'facemark.runtime' has no attribute {name!r}")

@@ -1,0 +1,186 @@
+"""`facemark predict` and the stability column of `facemark validate`, on a tiny run of drawn faces:
+predict's landmarks equal validate's for the same artifact and boxes; EXIF orientation; video
+with frame-to-frame motion; RUN resolution; one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from drawn_faces import IMAGE_SIZE, draw_face, make_drawn_split
+from margins import DATA_SEED
+from facemark.cli import main
+from facemark.config import load_config
+from facemark.convert.export import export_run
+from facemark.data.boxes import box_dir, read_box
+from facemark.model import build_model, checkpoint_dict
+from facemark.schemes import load_scheme
+
+FACES = 8
+SIZE = 64
+STABILITY_FACES, DRAWS = 4, 2
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("drawn")
+    make_drawn_split(root, "test", FACES, detector="drawn", misses=(3,))
+    make_drawn_split(root, "train", FACES, detector="drawn", seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory, data_root) -> Path:
+    """RUN with best.pt, export/model_fp32.onnx and validation/ written by `facemark validate`."""
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
+                                 f"data.input_size={SIZE}", "data.detector=drawn", "validate.warmup=1",
+                                 "validate.runs=2", f"validate.stability_faces={STABILITY_FACES}",
+                                 f"validate.stability_draws={DRAWS}"])
+    torch.manual_seed(DATA_SEED)
+    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
+    with torch.no_grad():   # landmarks that depend on the face
+        model.get_classifier().weight.normal_(0.0, 0.05)
+    torch.save(checkpoint_dict(model, cfg, epoch=0, data_root=str(data_root)), run / "best.pt")
+    assert export_run(run, ["onnx"], data_root=None, bake=False, golden=False) == 0
+    assert main(["validate", str(run)]) == 0
+    return run
+
+
+def test_predict_equals_validate_for_the_same_artifact_and_boxes(validated_run, data_root, tmp_path):
+    out = tmp_path / "out"
+    boxes = box_dir(data_root, "test", "drawn")
+    code = main(["predict", validated_run / "export" / "model_fp32.onnx", data_root / "test" / "images",
+                 "--boxes", boxes, "--out", out])
+    assert code == 0
+    stored = np.load(validated_run / "validation" / "landmarks.npz")
+    stems = list(stored["stems"])
+    compared = 0
+    for stem in sorted(p.stem for p in (data_root / "test" / "images").iterdir()):
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["schema"] == "facemark-predict-v1" and record["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+        assert record["artifact"]["name"] == "onnx_fp32" and len(record["artifact"]["sha256"]) == 64
+        assert (out / f"{stem}.overlay.jpg").stat().st_size > 0
+        if read_box(boxes / f"{stem}.txt") is None:   # a cached miss: no face (validate fell back to landmarks)
+            assert record["faces"] == []
+            continue
+        (face,) = record["faces"]
+        np.testing.assert_allclose(np.array(face["landmarks"]), stored["onnx_fp32"][stems.index(stem)], atol=2e-3)
+        compared += 1
+    assert compared == FACES - 1
+
+
+def test_validation_reports_stability_for_every_row(validated_run):
+    report = json.loads((validated_run / "validation" / "validation.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == {"pytorch", "onnx_fp32"}
+    for row in rows.values():
+        figures = row["stability"]
+        assert figures["faces"] == STABILITY_FACES and figures["draws"] == DRAWS and figures["seed"] == 0
+        assert 0 < figures["noise"] and 0 < figures["shift"] and figures["stability"] <= figures["p90"]
+        assert figures["stability"] < 1.0   # a fraction of the inter-pupil distance
+    # the same float model in two runtimes: the same jitter
+    assert abs(rows["onnx_fp32"]["stability"]["stability"] - rows["pytorch"]["stability"]["stability"]) < 1e-4
+    markdown = (validated_run / "validation" / "validation.md").read_text()
+    assert "| jitter |" in markdown and "## Stability" in markdown
+    assert report["gate"]["max_stability"] is None
+
+
+def test_stability_gate_fails_an_artifact_over_the_bound(validated_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(validated_run, run, ignore=shutil.ignore_patterns("validation"))
+    report = json.loads((validated_run / "validation" / "validation.json").read_text())
+    jitter = min(row["stability"]["stability"] for row in report["rows"])
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    ckpt["config"]["validate"]["max_stability"] = jitter / 2
+    torch.save(ckpt, run / "best.pt")
+    from facemark.io import sha256_of
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    manifest["checkpoint"]["sha256"] = sha256_of(run / "best.pt")
+    (run / "export" / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["validate", str(run)]) == 1
+    assert "stability" in capsys.readouterr().err
+
+
+def _write_png(path: Path, rgb: np.ndarray, orientation: int | None = None) -> None:
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(path, exif=exif)
+
+
+def test_exif_orientation_is_honoured(validated_run, tmp_path):
+    """A phone stores a portrait shot sideways with Orientation 6 (rotate 90 degrees clockwise to
+    view): predict sees the upright face, so its landmarks equal those on the upright file."""
+    bgr, _ = draw_face(7)
+    upright = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    (tmp_path / "in").mkdir()
+    _write_png(tmp_path / "in" / "upright.png", upright)
+    _write_png(tmp_path / "in" / "sideways.png", np.ascontiguousarray(np.rot90(upright, 1)), orientation=6)
+    box = ["20", "18", "76", "80"]
+    assert main(["predict", validated_run, tmp_path / "in", "--box", *box, "--out", tmp_path / "out"]) == 0
+    first, second = (json.loads((tmp_path / "out" / f"{s}.json").read_text()) for s in ("upright", "sideways"))
+    assert first["image_size"] == second["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert first["artifact"]["name"] == "onnx_fp32"   # RUN: its verified float ONNX
+    np.testing.assert_array_equal(first["faces"][0]["landmarks"], second["faces"][0]["landmarks"])
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (IMAGE_SIZE, IMAGE_SIZE))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def test_video_frames_and_frame_motion(validated_run, tmp_path):
+    """MJPG codes each frame alone: a still video decodes to identical frames (motion exactly 0);
+    a face moving 3 px per frame moves its landmarks."""
+    bgr, _ = draw_face(11)
+    still, moving = tmp_path / "still.avi", tmp_path / "moving.avi"
+    _write_video(still, [bgr] * 3)
+    _write_video(moving, [np.roll(bgr, 3 * i, axis=1) for i in range(4)])
+    out = tmp_path / "out"
+    assert main(["predict", validated_run / "best.pt", still, moving, "--box", "20", "18", "76", "80",
+                 "--out", out]) == 2   # best.pt is not an artifact of a manifest: one error line
+    assert main(["predict", validated_run, still, moving, "--box", "20", "18", "76", "80", "--out", out]) == 0
+    calm, busy = (json.loads((out / f"{s}.json").read_text()) for s in ("still", "moving"))
+    assert calm["kind"] == "video" and calm["frame_count"] == 3 and len(calm["frames"]) == 3
+    assert calm["frame_motion"]["median"] == 0.0 and calm["frame_motion"]["pairs"] == 2
+    assert busy["frame_count"] == 4 and busy["frame_motion"]["median"] > 0.0
+    capture = cv2.VideoCapture(str(out / "still.overlay.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+
+
+def test_default_detector_writes_a_record_per_image(validated_run, data_root, tmp_path):
+    image = data_root / "test" / "images" / "test000.png"
+    assert main(["predict", validated_run, image, "--out", tmp_path / "out"]) == 0
+    record = json.loads((tmp_path / "out" / "test000.json").read_text())
+    assert record["faces_from"] == "mtcnn" and isinstance(record["faces"], list)
+    for face in record["faces"]:
+        assert len(face["landmarks"]) == 106 and face["score"] >= 0.9
+
+
+@pytest.mark.parametrize("argv_tail, needle", [
+    (["notes.txt"], "not an image or video"),
+    (["missing.png"], "no such file or folder"),
+    (["IMAGE", "--box", "10", "10", "5", "40"], "--box 10 10 5 40"),
+    (["IMAGE", "--detector", "dlib"], "predict.detector"),
+])
+def test_bad_predict_inputs_are_one_line_errors(validated_run, data_root, tmp_path, capsys, argv_tail, needle):
+    (tmp_path / "notes.txt").write_text("hello")
+    image = str(data_root / "test" / "images" / "test000.png")
+    tail = [image if item == "IMAGE" else (str(tmp_path / item) if item.endswith((".txt", ".png")) else item)
+            for item in argv_tail]
+    assert main(["predict", validated_run, *tail, "--out", tmp_path / "out"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err

@@ -1,0 +1,306 @@
+"""`facemark predict ARTIFACT|RUN INPUTS... --out DIR`: landmarks of every face on photos and videos.
+
+The model is an artifact file of an export folder (its manifest gives the contract and its
+sha256 is checked), or a RUN folder: RUN/export's `onnx_fp32` when it is exported and verified
+(the float artifact every other format is converted from), else RUN/best.pt in PyTorch. It runs
+in-process through the runtime layer (facemark.runtime), exactly as `facemark validate` runs it:
+face box -> square crop with the manifest's margin -> Runner.predict -> codec.to_image.
+
+Inputs: image files (.jpg/.jpeg/.png, turned upright by their EXIF orientation), video files
+(OpenCV: .mp4/.mov/.avi/.mkv/.webm/.m4v) and folders of those (not recursive). Faces: every
+detection of the predict.detector scoring at least predict.min_score, or one given box (--box),
+or the box cache of `facemark boxes` (--boxes FOLDER of STEM.txt).
+
+Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image size, artifact
+name/file/sha256, and per face its box, score and landmarks in image pixels; for a video the
+same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
+see validate/stability.py) and STEM.overlay.jpg (STEM.overlay.mp4 for a video).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facemark import codec
+from facemark.errors import ArtifactError, DataError
+from facemark.io import atomic_path, atomic_write_text, sha256_of
+from facemark.runtime import Runner
+from facemark.schemes import Scheme
+
+SCHEMA = "facemark-predict-v1"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+Face = tuple[np.ndarray, float]   # (4,) box x0 y0 x1 y1 in image pixels, score
+
+
+@dataclass
+class Predictor:
+    """A model under the manifest contract: crops faces of an image and returns their landmarks."""
+
+    runner: Runner
+    identity: dict[str, Any]     # name, file, format, sha256: what the JSON records
+    size: int
+    margin: float
+    scheme: Scheme
+
+    def landmarks(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        """(H, W, 3) uint8 RGB and F boxes -> (F, P, 2) landmarks in image pixels."""
+        if not boxes:
+            return np.zeros((0, self.scheme.num_points, 2))
+        matrices = np.stack([codec.crop_matrix(box, self.size, self.margin) for box in boxes])
+        crops = np.stack([codec.warp_crop(image, matrix, self.size) for matrix in matrices])
+        return codec.to_image(self.runner.predict(crops), matrices, self.size)
+
+
+def load_predictor(source: Path) -> Predictor:
+    """ARTIFACT (a file or .mlpackage listed in its folder's manifest.json) or RUN -> Predictor."""
+    source = Path(source)
+    if source.is_dir() and (source / "best.pt").is_file():
+        export_dir = source / "export"
+        try:
+            from facemark.manifest import load_manifest
+
+            entry = load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}
+        except ArtifactError:   # no manifest: the checkpoint itself
+            entry = {}
+        if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
+            return _artifact_predictor(export_dir / entry["file"])
+        return _checkpoint_predictor(source / "best.pt")
+    if not source.exists():
+        raise ArtifactError(f"{source}: no such artifact or run folder")
+    return _artifact_predictor(source)
+
+
+def _artifact_predictor(path: Path) -> Predictor:
+    from facemark.manifest import load_manifest, manifest_normalisation, manifest_path, verify_artifact
+    from facemark.runtime import create_runner, needs_macos
+    from facemark.schemes import load_scheme
+
+    export_dir = path.parent
+    manifest = load_manifest(export_dir)
+    names = [name for name, entry in manifest["artifacts"].items() if entry.get("file") == path.name]
+    if not names:
+        raise ArtifactError(f"{path}: not listed in {manifest_path(export_dir)} (the artifact's contract)")
+    name, entry = names[0], manifest["artifacts"][names[0]]
+    verify_artifact(export_dir, name, manifest)
+    if needs_macos(entry.get("format", "")):
+        raise ArtifactError(f"{path}: Core ML runs only on macOS")
+    size = int(manifest["input"]["size"])
+    norm = manifest_normalisation(manifest, str(manifest_path(export_dir)))
+    runner = create_runner(entry.get("format", "?"), path, entry, size, norm)
+    identity = {"name": name, "file": str(path), "format": entry["format"], "sha256": entry["sha256"]}
+    return Predictor(runner, identity, size, float(manifest["crop"]["margin"]),
+                     load_scheme(manifest["scheme"]["name"]))
+
+
+def _checkpoint_predictor(ckpt_path: Path) -> Predictor:
+    from facemark.model import load_checkpoint, weights_source
+    from facemark.runtime import TorchRunner
+    from facemark.schemes import load_scheme
+
+    model, cfg, _ = load_checkpoint(ckpt_path)
+    runner = TorchRunner(model, cfg.data.input_size, weights_source(model).norm)
+    identity = {"name": "pytorch", "file": str(ckpt_path), "format": "pytorch", "sha256": sha256_of(ckpt_path)}
+    return Predictor(runner, identity, cfg.data.input_size, cfg.data.margin, load_scheme(cfg.data.scheme))
+
+
+class FaceFinder:
+    """Where the faces are: a detector (every detection >= min_score), one given box, or a box cache."""
+
+    def __init__(self, detector: str, min_score: float, box: np.ndarray | None, boxes_dir: Path | None) -> None:
+        self.min_score, self.box, self.boxes_dir = min_score, box, boxes_dir
+        if box is None and boxes_dir is None:
+            from facemark.data.detectors import create_detector
+
+            self.detector, self.label = create_detector(detector), detector
+        else:
+            self.detector = None
+            self.label = "given box" if box is not None else f"box cache {boxes_dir}"
+
+    def faces(self, image: np.ndarray, stem: str) -> list[Face]:
+        """(H, W, 3) uint8 RGB of input `stem` -> its faces, largest first."""
+        if self.box is not None:
+            return [(self.box, 1.0)]
+        if self.boxes_dir is not None:
+            from facemark.data.boxes import read_box
+
+            box = read_box(self.boxes_dir / f"{stem}.txt")
+            return [] if box is None else [(box, 1.0)]
+        found = [(box, score) for box, score in self.detector.detect(image) if score >= self.min_score]
+        return sorted(found, key=lambda face: -(face[0][2] - face[0][0]) * (face[0][3] - face[0][1]))
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files and folders -> the image and video files to read, in order; anything else is a DataError."""
+    known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in known)
+        elif not item.is_file():
+            raise DataError(f"{item}: no such file or folder")
+        elif item.suffix.lower() not in known:
+            raise DataError(f"{item}: not an image or video ({', '.join(known)})")
+        else:
+            files.append(item)
+    if not files:
+        raise DataError(f"{', '.join(map(str, inputs))}: no images or videos found ({', '.join(known)})")
+    return files
+
+
+def face_records(faces: list[Face], points: np.ndarray) -> list[dict[str, Any]]:
+    return [{"box": [round(float(v), 3) for v in box], "score": round(float(score), 5),
+             "landmarks": np.round(landmarks, 3).tolist()} for (box, score), landmarks in zip(faces, points)]
+
+
+def draw_overlay(image_bgr: np.ndarray, faces: list[Face], points: np.ndarray) -> np.ndarray:
+    """A copy of the BGR image with each face's box (green) and landmarks (red dots) drawn."""
+    canvas = image_bgr.copy()
+    for (box, _), landmarks in zip(faces, points):
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        thickness = max(1, (x1 - x0) // 150)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 200, 0), thickness)
+        for x, y in landmarks:
+            cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, (0, 0, 255), -1)
+    return canvas
+
+
+def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
+    """One photo -> its JSON record; writes STEM.json and STEM.overlay.jpg into out_dir."""
+    from facemark.data.layout import read_photo
+
+    image = read_photo(path)
+    faces = finder.faces(image, path.stem)
+    points = predictor.landmarks(image, [box for box, _ in faces])
+    record = {"schema": SCHEMA, "input": str(path), "kind": "image", "image_size": [image.shape[1], image.shape[0]],
+              "artifact": predictor.identity, "faces_from": finder.label, "faces": face_records(faces, points)}
+    overlay = draw_overlay(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces, points)
+    encoded, jpeg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not encoded:
+        raise DataError(f"{path}: cannot encode the overlay image")
+    with atomic_path(out_dir / f"{stem}.overlay.jpg") as tmp:
+        tmp.write_bytes(jpeg.tobytes())
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str,
+                  progress: bool) -> dict[str, Any]:
+    """One video, frame by frame -> its JSON record (faces per frame, frame_motion); writes
+    STEM.json and STEM.overlay.mp4 (same size and frame rate) into out_dir."""
+    from tqdm import tqdm
+
+    from facemark.validate.stability import frame_motion
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f"{path}: OpenCV cannot open this video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    frames, tracked, writer, frame_size = [], [], None, [0, 0]
+    target = out_dir / f"{stem}.overlay.mp4"
+    partial = out_dir / f".{stem}.overlay.partial.mp4"
+    try:
+        with tqdm(total=total, desc=path.name, unit="frame", leave=False, disable=not progress) as bar:
+            while True:
+                ok, frame_bgr = capture.read()
+                if not ok:
+                    break
+                image = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+                faces = finder.faces(image, path.stem)
+                points = predictor.landmarks(image, [box for box, _ in faces])
+                frames.append({"index": len(frames), "time_s": round(len(frames) / fps, 4),
+                               "faces": face_records(faces, points)})
+                tracked.append(points[0] if len(points) else None)   # the largest face
+                if writer is None:
+                    frame_size = [frame_bgr.shape[1], frame_bgr.shape[0]]
+                    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(frame_size))
+                writer.write(draw_overlay(frame_bgr, faces, points))
+                bar.update(1)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise DataError(f"{path}: no frame could be decoded")
+    partial.replace(target)
+    ipd = [None if p is None else float(predictor.scheme.interpupil(p)) for p in tracked]
+    record = {"schema": SCHEMA, "input": str(path), "kind": "video", "image_size": frame_size, "fps": fps,
+              "frame_count": len(frames), "artifact": predictor.identity, "faces_from": finder.label,
+              "frame_motion": frame_motion(tracked, ipd), "frames": frames}
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _unique_stems(files: list[Path]) -> list[str]:
+    """Output stems: the file stem, with _2, _3, ... when two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in files:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}_{seen[path.stem]}")
+    return stems
+
+
+def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
+                  box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True
+                  ) -> list[dict[str, Any]]:
+    """Landmarks of every face in `inputs` (files or folders) with the model of `source` (ARTIFACT
+    or RUN) -> the JSON records written to out_dir (see the module docstring)."""
+    from tqdm import tqdm
+
+    files = expand_inputs(inputs)
+    if boxes_dir is not None and not Path(boxes_dir).is_dir():
+        raise DataError(f"{boxes_dir}: box cache folder not found")
+    predictor = load_predictor(source)
+    finder = FaceFinder(detector, min_score, box, None if boxes_dir is None else Path(boxes_dir))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path, stem in tqdm(list(zip(files, _unique_stems(files))), desc="predict", unit="file",
+                           disable=not progress or len(files) < 2):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            records.append(predict_video(predictor, finder, path, out_dir, stem, progress))
+        else:
+            records.append(predict_image(predictor, finder, path, out_dir, stem))
+    return records
+
+
+def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
+                box: list[float] | None, boxes_dir: Path | None) -> int:
+    """The CLI verb: defaults from base.yaml's predict section; one summary line per input -> 0."""
+    from facemark.config import check_value, load_config
+
+    cfg = load_config().predict
+    for flag, dotted, value in (("--detector", "predict.detector", detector), ("--min-score", "predict.min_score",
+                                                                              min_score)):
+        if value is not None:
+            check_value(dotted, value, source=f"{flag} {value}")
+    given = None if box is None else _given_box(box)
+    records = predict_files(source, inputs, out_dir, detector or cfg.detector,
+                            cfg.min_score if min_score is None else min_score, given, boxes_dir)
+    for record in records:
+        if record["kind"] == "video":
+            motion = record["frame_motion"]
+            jitter = "-" if motion is None else f"{motion['median']:.4f}"
+            faces = sum(1 for frame in record["frames"] if frame["faces"])
+            print(f"{record['input']}: {record['frame_count']} frames, a face in {faces}, "
+                  f"frame-to-frame motion {jitter} (median RMS / inter-pupil)")
+        else:
+            print(f"{record['input']}: {len(record['faces'])} face(s)")
+    print(f"wrote {len(records)} JSON file(s) and overlays to {out_dir} "
+          f"({records[0]['artifact']['name']}, {records[0]['artifact']['file']})")
+    return 0
+
+
+def _given_box(values: list[float]) -> np.ndarray:
+    box = np.asarray(values, dtype=np.float64)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+        raise DataError(f"--box {' '.join(f'{v:g}' for v in values)}: expected X0 Y0 X1 Y1 with X1 > X0 and Y1 > Y0")
+    return box
