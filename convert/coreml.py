@@ -25,6 +25,7 @@ from torch import nn
 from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
 from facemark.convert.parity import (BakedPreprocessing, artifact_outputs, check_parity, embedded_metadata,
                                      example_input, io_facts, torch_reference)
+from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.runtime import needs_macos
 
@@ -48,9 +49,10 @@ def export_coreml(model: nn.Module, package_path: Path, input_size: int, precisi
     shape = (1, 3, input_size, input_size)
     source = (ct.ImageType(name=INPUT_NAME, shape=shape, color_layout=ct.colorlayout.RGB, scale=1.0)
               if image_input else ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32))
-    mlmodel = ct.convert(traced, inputs=[source], outputs=[ct.TensorType(name=OUTPUT_NAME)],
-                         convert_to="mlprogram", compute_precision=compute,
-                         minimum_deployment_target=ct.target.iOS15)
+    with captured():   # coremltools' pass-by-pass progress bars belong in the log
+        mlmodel = ct.convert(traced, inputs=[source], outputs=[ct.TensorType(name=OUTPUT_NAME)],
+                             convert_to="mlprogram", compute_precision=compute,
+                             minimum_deployment_target=ct.target.iOS15)
     mlmodel.short_description = "facemark landmark regressor"
     mlmodel.user_defined_metadata.update(metadata or {})
     mlmodel.save(str(package_path))

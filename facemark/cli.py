@@ -2,7 +2,8 @@
 
 Each verb imports its stage lazily, so `facemark --help` and `facemark synth` start fast and a
 missing optional toolchain is reported only by the verb that needs it. Known user errors
-(FacemarkError) become one line on stderr and exit code 2; Ctrl-C becomes one line saying what was
+(FacemarkError) become one line on stderr and exit code 2; third-party output goes to the run's
+facemark.log (facemark.console); Ctrl-C becomes one line saying what was
 interrupted and how to resume, and exit code 130 (files are written atomically, so nothing partial
 is left under a final name).
 """
@@ -10,12 +11,14 @@ is left under a final name).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from facemark import __version__
+from facemark.console import LOG_NAME, quiet_console
 from facemark.errors import FacemarkError
 
 
@@ -283,13 +286,25 @@ def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     return f"run the same command again to resume: {command}"
 
 
+def _log_path(args: argparse.Namespace) -> Path | None:
+    """Where a verb's third-party output is logged (facemark.console): the run's or output folder's
+    facemark.log; None for verbs without one (synth, check-data, boxes print only their own lines)."""
+    folder = {"train": "run", "export": "run", "quantize": "run", "validate": "run", "pipeline": "run",
+              "predict": "out", "benchmark": "out", "ablate": "out"}.get(args.verb)
+    if args.verb == "eval":
+        return Path(args.ckpt).parent / LOG_NAME
+    return None if folder is None else Path(getattr(args, folder)) / LOG_NAME
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     handler = VERBS[args.verb][1]
+    log_path = _log_path(args)
     try:
-        return handler(args)
+        with quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
+            return handler(args)
     except FacemarkError as exc:
         print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from facemark.convert.coreml import INPUT_NAME, OUTPUT_NAME
+from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
@@ -65,7 +66,8 @@ def _w8(job: QuantJob) -> QuantResult:
     model = ct.models.MLModel(str(source), skip_model_load=True)
     config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity="per_channel"))
-    quantized = cto.coreml.linear_quantize_weights(model, config=config)
+    with captured():   # progress bars into the log
+        quantized = cto.coreml.linear_quantize_weights(model, config=config)
     return _save(job, quantized, "coreml_int8_w8", "W8 weight-only", "model_int8_w8.mlpackage", facts)
 
 
@@ -91,9 +93,10 @@ def _w8a8(job: QuantJob) -> QuantResult:
         traced = torch.jit.trace(final, example)
     # iOS 17: the first target whose MIL has activation quantize/dequantize ops (the float export
     # targets iOS 15); compute stays float16 between them, as the Neural Engine runs it
-    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
-                         outputs=[ct.TensorType(name=OUTPUT_NAME)], convert_to="mlprogram",
-                         minimum_deployment_target=ct.target.iOS17)
+    with captured():   # progress bars into the log
+        mlmodel = ct.convert(traced, inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
+                             outputs=[ct.TensorType(name=OUTPUT_NAME)], convert_to="mlprogram",
+                             minimum_deployment_target=ct.target.iOS17)
     return _save(job, mlmodel, "coreml_int8_w8a8", "W8A8", "model_int8_w8a8.mlpackage", facts)
 
 

@@ -146,8 +146,9 @@ def _stability_lines(report: dict[str, Any]) -> list[str]:
     first = rows[0]["stability"]
     lines = ["", "## Stability (jitter column)", "",
              f"RMS landmark movement / inter-pupil distance, median over {first['faces']} faces, under "
-             f"{first['draws']} box shifts (up to {first['shift_fraction']:.0%} of the box) and {first['draws']} sensor-noise "
-             f"draws (sigma {first['noise_sigma']:g}/255) per face, seed {first['seed']}; lower is steadier.", "",
+             f"{first['draws']} box shifts (up to {first['shift_fraction']:.0%} of the box) and "
+             f"{first['draws']} sensor-noise draws (sigma {first['noise_sigma']:g}/255) per face, seed "
+             f"{first['seed']}; lower is steadier.", "",
              "| artifact | jitter | shift | noise | p90 |", "|---|---|---|---|---|"]
     lines += [f"| {row['name']} | {row['stability']['stability']:.5f} | {row['stability']['shift']:.5f} | "
               f"{row['stability']['noise']:.5f} | {row['stability']['p90']:.5f} |" for row in rows]

@@ -3,10 +3,11 @@
 Steps: load RUN/best.pt and RUN/export/manifest.json (refused if the artifacts were exported
 from another checkpoint); decode and crop the test split ONCE (cached detector boxes of the run's
 config); PyTorch baseline batched in-process; then each artifact, in manifest order, verified
-(sha256) and run in child processes (facemark.runtime.harness) on the same crops memory-mapped from one .npy
-file: the accuracy passes several at once (one thread each, as many as there are cores), then the
-latency runs one at a time; accuracy, parity and latency per row; the gate; the report in
-RUN/validation/.
+(sha256) and run in child processes (facemark.runtime.harness) on the same crops memory-mapped
+from one .npy file (the evaluation crops, then the stability perturbations, validate/stability.py):
+the accuracy passes several at once (one thread each, as many as there are cores), then the
+latency runs one at a time; accuracy, parity, stability and latency per row; the gate; the report
+and landmarks.npz in RUN/validation/.
 
 Exit codes: 0 gate passed, 1 gate failed (an artifact over a bound, refused as tampered, or
 crashed), 2 usage/input errors (raised as FacemarkError; the CLI prints them).
@@ -88,7 +89,7 @@ class Context:
         np.save(self.crops_path, np.concatenate([crop_set.crops, *extra]))
 
     def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-        """One worker job for artifact `row` -> its result (raises WorkerFailed); see facemark.runtime.harness.
+        """One harness job for artifact `row` -> its result (raises WorkerFailed); see facemark.runtime.harness.
         Accuracy jobs run one thread each (several at once), latency jobs `threads` (one at a time)."""
         stem = self.work_dir / f"{row['name']}.{mode}"
         job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,

@@ -74,7 +74,8 @@ def perturb(images: list[np.ndarray], crops: np.ndarray, matrices: np.ndarray, s
             out_matrices.append(matrices[i])
             face.append(i)
             kind.append(1)
-    settings = {"faces": len(images), "draws": draws, "shift_fraction": shift, "noise_sigma": noise, "seed": STABILITY_SEED}
+    settings = {"faces": len(images), "draws": draws, "shift_fraction": shift, "noise_sigma": noise,
+                "seed": STABILITY_SEED}
     return Perturbations(np.stack(out_crops), np.stack(out_matrices), np.asarray(face), np.asarray(kind), settings)
 
 
