@@ -12,7 +12,8 @@ active:
 - `captured()` sends sys.stdout / sys.stderr to the log too, around third-party Python calls
   that print (coremltools' conversion passes).
 The log is written in a temporary file and appended to `log_path` at the end when its folder
-exists (a command refused before it made its run folder leaves no folder behind). Under a test
+exists and something was logged (a command refused before it made its run folder, or refused by
+the run lock, leaves nothing behind). Under a test
 runner or any caller that has replaced sys.stdout / sys.stderr, descriptors are left alone and
 only warnings and logging are routed.
 """
@@ -100,10 +101,12 @@ def _restore_descriptors(saved: tuple[int, int, TextIO, TextIO]) -> None:
 
 
 def _append(source: Path, target: Path) -> None:
-    """Append the temporary log to `target` when its folder exists; remove the temporary file."""
+    """Append the temporary log to `target` when its folder exists and anything beyond the header
+    line was logged (a refused command writes nothing into the run folder); remove the temporary file."""
     try:
-        if target.parent.is_dir():
+        text = source.read_text(encoding="utf-8", errors="replace")
+        if target.parent.is_dir() and text.count("\n") > 1:
             with open(target, "a", encoding="utf-8") as out:
-                out.write(source.read_text(encoding="utf-8", errors="replace"))
+                out.write(text)
     finally:
         source.unlink(missing_ok=True)
