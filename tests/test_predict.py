@@ -210,3 +210,20 @@ def test_stability_figures_from_known_movements():
     step_px = 0.1 * size / 2 / matrix[0, 0] * np.sqrt(2)        # image pixels moved by every point
     assert figures["shift"] < 1e-6
     np.testing.assert_allclose(figures["noise"], np.median(step_px / ipd), rtol=1e-5)
+
+
+def test_run_without_export_uses_best_pt(validated_run, tmp_path):
+    """A RUN not exported yet: PyTorch on best.pt, landmarks equal to its float ONNX's."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(validated_run / "best.pt", bare / "best.pt")
+    bgr, _ = draw_face(3)
+    cv2.imwrite(str(tmp_path / "face.png"), bgr)
+    box = ["20", "18", "76", "80"]
+    assert main(["predict", bare, tmp_path / "face.png", "--box", *box, "--out", tmp_path / "torch"]) == 0
+    assert main(["predict", validated_run, tmp_path / "face.png", "--box", *box, "--out", tmp_path / "onnx"]) == 0
+    torch_record, onnx_record = (json.loads((tmp_path / d / "face.json").read_text()) for d in ("torch", "onnx"))
+    assert torch_record["artifact"]["name"] == "pytorch" and onnx_record["artifact"]["name"] == "onnx_fp32"
+    np.testing.assert_allclose(torch_record["faces"][0]["landmarks"], onnx_record["faces"][0]["landmarks"], atol=2e-3)

@@ -60,15 +60,14 @@ class Predictor:
 
 def load_predictor(source: Path) -> Predictor:
     """ARTIFACT (a file or .mlpackage listed in its folder's manifest.json) or RUN -> Predictor."""
+    from facemark.manifest import load_manifest, manifest_path
+
     source = Path(source)
     if source.is_dir() and (source / "best.pt").is_file():
         export_dir = source / "export"
-        try:
-            from facemark.manifest import load_manifest
-
-            entry = load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}
-        except ArtifactError:   # no manifest: the checkpoint itself
-            entry = {}
+        # not exported yet: the checkpoint itself; a manifest that exists must be readable
+        exported = manifest_path(export_dir).is_file()
+        entry = (load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}) if exported else {}
         if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
             return _artifact_predictor(export_dir / entry["file"])
         return _checkpoint_predictor(source / "best.pt")
