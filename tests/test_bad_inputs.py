@@ -420,6 +420,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "model.pretrained_file": ["''"],
     "model.freeze_blocks": ["-1"],
     "model.drop_rate": ["1.0", "-0.1"],
+    "model.head": ["gap"],
+    "model.head_channels": ["0", "4096"],
     "data.scheme": ["lapa107"],
     "data.input_size": ["0", "4096"],
     "data.margin": ["-0.1", "5"],
@@ -445,6 +447,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "train.optimizer": ["adamx"],
     "train.scheduler": ["linear"],
     "train.warmup_epochs": ["-1", "60"],          # 60 = base.yaml's train.epochs (must be less)
+    "train.lr_update": ["batch"],
     "train.loss": ["huber"],
     "train.wing_w": ["0"],
     "train.wing_epsilon": ["-0.02"],
