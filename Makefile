@@ -37,8 +37,8 @@ $(BIN)/.installed: pyproject.toml Makefile
 test: install
 	$(BIN)/python -m pytest tests -q
 
-# The main job: synthetic data -> train MobileNetV3-L briefly -> export -> quantize -> validate.
-# The gate's verdict (exit 1: an artifact regressed, typically int8 MobileNetV3) is the demo's
+# The main job: synthetic data -> train MobileNetV2 (offline ImageNet weights) briefly -> export -> quantize -> validate.
+# The gate's verdict (exit 1: an artifact regressed) is the demo's
 # result to read, not a failure of the demo; any other error still stops make. `release` does not
 # soften it.
 demo: install

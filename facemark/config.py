@@ -34,6 +34,8 @@ from facemark.errors import ConfigError
 
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
+LR_UPDATES = ("step", "epoch")
+HEADS = ("pool", "spatial")      # regression heads (facemark.model)   # when the schedule moves: every optimiser step, or once per epoch
 LOSSES = ("mse", "wing", "smooth_l1", "l1")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_FORMATS = ("onnx", "tflite", "coreml")
@@ -81,6 +83,9 @@ class ModelConfig:
     # freeze stem + the first K backbone blocks (the backbone's block count is checked when built)
     freeze_blocks: int = spec(integer(0))
     drop_rate: float = spec(number(0.0, 1.0, high_open=True))
+    # pool: timm's global pooling + one Linear (the paper); spatial: facemark.model.SpatialHead
+    head: str = spec(one_of(*HEADS))
+    head_channels: int = spec(integer(1, 1024))   # spatial head: 1x1-conv channels per position
 
 
 @dataclass
@@ -135,6 +140,7 @@ class TrainConfig:
                                 lambda v: v in _timm_optimizers(), _timm_optimizers))
     scheduler: str = spec(one_of(*SCHEDULERS))   # timm scheduler name
     warmup_epochs: int = spec(integer(0))        # linear warm-up epochs; 0 disables; < epochs (CROSS_RULES)
+    lr_update: str = spec(one_of(*LR_UPDATES))   # warm-up and decay per optimiser step or per epoch
     loss: str = spec(one_of(*LOSSES))
     # Wing width and curvature, in normalised crop units (1.0 = half the crop)
     wing_w: float = spec(number(0.0, 1.0, low_open=True))

@@ -27,8 +27,11 @@ from facemark.weights import (IMAGENET, Normalisation, WeightsSource, hub_reacha
 CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
 
 
-def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None) -> nn.Module:
-    """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, blocks frozen.
+def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None,
+                input_size: int | None = None) -> nn.Module:
+    """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, its head set by
+    model.head (the spatial head is sized for (N, 3, input_size, input_size) inputs, so it needs
+    `input_size`), blocks frozen.
 
     The resolved WeightsSource (origin and input normalisation, see facemark.weights) is attached
     as `model.weights_source`, so checkpoint_dict records it. `source` given (rebuilding a saved
@@ -48,6 +51,8 @@ def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource |
         source = source or WeightsSource("none", "random init (model.pretrained: false)",
                                          Normalisation.of_timm_model(model))
     model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
+    if model_cfg.head == "spatial":
+        _use_spatial_head(model, model_cfg, 2 * num_points, input_size)
     _init_regression_head(model)
     if model_cfg.freeze_blocks:
         freeze_blocks(model, model_cfg.freeze_blocks)
@@ -92,6 +97,50 @@ def checkpoint_source(ckpt: dict[str, Any], source: str) -> WeightsSource:
     return WeightsSource(str(weights["origin"]), str(weights["detail"]), norm)
 
 
+class SpatialHead(nn.Module):
+    """(N, C, h, w) backbone features -> (N, 2P): a 1x1 conv to `channels` + BatchNorm + ReLU,
+    then one Linear over all channels x h x w positions.
+
+    Global pooling keeps what fired but not where; a landmark regressor needs the where, and
+    learning to encode position in pooled channels takes far more steps and faces than the
+    real-face budgets here (README, "Real faces"). A 1x1 conv, a reshape and a Linear export
+    and quantise like the pooled head.
+    """
+
+    def __init__(self, in_channels: int, grid: tuple[int, int], channels: int, outputs: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                    nn.ReLU(inplace=True))
+        self.fc = nn.Linear(channels * grid[0] * grid[1], outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.reduce(features), 1))
+
+
+def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, input_size: int | None) -> None:
+    """Swap timm's global pool + classifier for a SpatialHead sized for input_size."""
+    if input_size is None:
+        raise ConfigError("model.head: spatial needs the input size (data.input_size) to size its Linear")
+    classifier = model.pretrained_cfg.get("classifier", "classifier")
+    if not hasattr(model, "global_pool") or not isinstance(getattr(model, classifier, None), nn.Linear):
+        raise ConfigError(f"model.head: spatial is not supported for {model_cfg.arch} (its head is not "
+                          f"global pool -> Linear); use model.head: pool")
+    with torch.no_grad():
+        features = model.eval().forward_features(torch.zeros(1, 3, input_size, input_size))
+    model.global_pool = nn.Identity()
+    setattr(model, classifier, SpatialHead(features.shape[1], tuple(features.shape[2:]), model_cfg.head_channels,
+                                           outputs))
+    try:   # a timm family whose forward_head does more than pool -> classifier fails here
+        with torch.no_grad():
+            shape = tuple(model(torch.zeros(2, 3, input_size, input_size)).shape)
+    except RuntimeError as exc:
+        shape = str(exc).splitlines()[0][:80]
+    if shape != (2, outputs):
+        raise ConfigError(f"model.head: spatial is not supported for {model_cfg.arch} (its forward_head does "
+                          f"more than pool -> Linear: {shape}); use model.head: pool")
+    model.train()
+
+
 def _init_regression_head(model: nn.Module) -> None:
     """Start every prediction near the crop centre (normalised 0).
 
@@ -100,6 +149,7 @@ def _init_regression_head(model: nn.Module) -> None:
     losses near the landmark spread while still breaking symmetry.
     """
     head = model.get_classifier()
+    head = head.fc if isinstance(head, SpatialHead) else head
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=1e-3)
         nn.init.zeros_(head.bias)
@@ -205,7 +255,8 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
         raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     cfg = config_from_saved(ckpt["config"], source=str(path))
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "freeze_blocks": 0})
-    model = build_model(model_cfg, ckpt["num_points"], source=checkpoint_source(ckpt, str(path)))
+    model = build_model(model_cfg, ckpt["num_points"], source=checkpoint_source(ckpt, str(path)),
+                        input_size=cfg.data.input_size)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -69,12 +69,18 @@ class TrainState:
 
     model: nn.Module                 # the bare model (never the DDP wrapper)
     optimizer: torch.optim.Optimizer
-    scheduler: Any                   # a timm scheduler, stepped once per epoch
+    scheduler: Any                   # a timm scheduler: step() per epoch, step_update() per optimiser step
     scaler: torch.amp.GradScaler
     ema: Any = None                  # timm.utils.ModelEmaV3 or None
     epoch: int = 0                   # completed epochs
     best_val_nme: float = float("inf")
     best_epoch: int = 0
+    steps_per_epoch: int = 0         # optimiser steps in one epoch of this process's shard
+
+    @property
+    def updates(self) -> int:
+        """Optimiser steps completed so far (the per-step schedule's and the EMA warm-up's clock)."""
+        return self.epoch * self.steps_per_epoch
 
     @property
     def eval_model(self) -> nn.Module:
@@ -124,22 +130,35 @@ def _init_process(device_name: str) -> Process:
 
 
 def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict[str, Any] | None) -> TrainState:
-    """Model, optimiser, schedule, scaler, EMA. Resuming (`saved`), the weights source recorded in
-    last.pt is kept and no ImageNet weights are looked up (they are overwritten by _restore)."""
+    """Model, optimiser, scaler, EMA (the schedule comes with the data: see _build_scheduler).
+    Resuming (`saved`), the weights source recorded in last.pt is kept and no ImageNet weights
+    are looked up (they are overwritten by _restore)."""
     from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
 
     torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
     source = checkpoint_source(saved, "last.pt") if saved is not None else None
-    model = build_model(cfg.model, num_points, source=source).to(device)
+    model = build_model(cfg.model, num_points, source=source, input_size=cfg.data.input_size).to(device)
     optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,
                                     weight_decay=cfg.train.weight_decay)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.train.scheduler, num_epochs=cfg.train.epochs,
-                                       warmup_epochs=cfg.train.warmup_epochs, plateau_mode="min")
-    ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema else None
+    # warmed up: a fixed 0.999 would keep most of the ImageNet-initialised weights for the first
+    # thousand steps, longer than a whole CPU run; the decay climbs to ema_decay instead
+    ema = ModelEmaV3(model, decay=cfg.train.ema_decay, use_warmup=True) if cfg.train.ema else None
     scaler = torch.amp.GradScaler(device.type, enabled=_use_amp(cfg, device))
-    return TrainState(model, optimizer, scheduler, scaler, ema)
+    return TrainState(model, optimizer, None, scaler, ema)
+
+
+def _build_scheduler(cfg: Config, state: TrainState, steps_per_epoch: int) -> None:
+    """timm's scheduler for train.scheduler, moved per optimiser step or per epoch (train.lr_update;
+    plateau reacts to validation, so it always moves per epoch)."""
+    from timm.scheduler import create_scheduler_v2
+
+    per_step = cfg.train.lr_update == "step" and cfg.train.scheduler != "plateau"
+    state.steps_per_epoch = steps_per_epoch
+    state.scheduler, _ = create_scheduler_v2(state.optimizer, sched=cfg.train.scheduler,
+                                             num_epochs=cfg.train.epochs, warmup_epochs=cfg.train.warmup_epochs,
+                                             plateau_mode="min", step_on_epochs=not per_step,
+                                             updates_per_epoch=steps_per_epoch if per_step else 0)
 
 
 def _use_amp(cfg: Config, device: torch.device) -> bool:
@@ -150,11 +169,12 @@ def _restore(state: TrainState, saved: dict[str, Any], changed: list[str]) -> No
     """Load last.pt into a freshly built state (same config up to `changed` keys)."""
     state.model.load_state_dict(saved["train_model"] if saved.get("train_model") is not None else saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
-    schedule_keys = {"train.epochs", "train.scheduler", "train.warmup_epochs", "train.lr"}
+    schedule_keys = {"train.epochs", "train.scheduler", "train.warmup_epochs", "train.lr", "train.lr_update"}
     if schedule_keys.isdisjoint(changed):
         state.scheduler.load_state_dict(saved["scheduler"])
     else:   # a new schedule length or shape: recompute this epoch's value on the new curve
         state.scheduler.step(saved["epoch"])
+        state.scheduler.step_update(saved["epoch"] * state.steps_per_epoch)
     if state.ema is not None:   # EMA switched on at resume: start it from the restored weights
         state.ema.module.load_state_dict(saved["ema"] if saved.get("ema") is not None else state.model.state_dict())
     state.scaler.load_state_dict(saved["scaler"])
@@ -177,9 +197,10 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     state = _build_state(cfg, scheme.num_points, process.device, saved)
     source = weights_source(state.model)
     log(f"weights: {source.origin} ({source.detail}); input {source.norm}")
+    dataset = training_dataset(data_root, cfg, source.norm, log)
+    _build_scheduler(cfg, state, len(epoch_loader(dataset, cfg, 0, process.rank, process.world_size)))
     if saved is not None:
         _restore(state, saved, changed)
-    dataset = training_dataset(data_root, cfg, source.norm, log)
     val_set = validation_crops(data_root, cfg) if process.is_main else None
     baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
     fingerprints = None
@@ -228,11 +249,14 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
     keep_frozen_eval(state.model)
     use_amp = _use_amp(cfg, process.device)
     total = torch.zeros(2, dtype=torch.float64, device=process.device)   # loss sum, face count
+    done = 0   # optimiser steps in this epoch
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
                disable=not process.is_main)
     try:
         for images, targets in bar:
-            loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp)
+            done += 1
+            loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
+                               step=state.updates + done)
             total += torch.tensor([loss * len(images), len(images)], dtype=torch.float64, device=process.device)
             bar.set_postfix(loss=f"{loss:.4f}")
     except DataError as exc:   # raised in a DataLoader worker: keep the reader's one-line message
@@ -243,8 +267,9 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
 
 
 def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targets: torch.Tensor,
-                loss_fn: nn.Module, device: torch.device, use_amp: bool) -> float:
-    """One optimiser step (and EMA update) on a batch -> its loss."""
+                loss_fn: nn.Module, device: torch.device, use_amp: bool, step: int) -> float:
+    """Optimiser step number `step` (counted from 1 over the run) on a batch, then the schedule's
+    per-step update (a no-op when train.lr_update is epoch) and the EMA's -> the batch's loss."""
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -254,8 +279,9 @@ def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targe
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)
     state.scaler.update()
+    state.scheduler.step_update(step)
     if state.ema is not None:
-        state.ema.update(state.model)
+        state.ema.update(state.model, step=step)
     return loss.item()
 
 
