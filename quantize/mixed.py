@@ -82,16 +82,20 @@ class EvalFaces:
         return float(np.mean(nme(points, self.crops.crop_points, self.scheme, "pupil")))
 
 
-def affordable(layers: list[dict[str, Any]], total_macs: int, min_int8_macs: float) -> list[str]:
-    """The ranked layer names (worst first) that can all be kept in float together without taking
-    the int8 share under `min_int8_macs`: a layer that would overdraw the float budget is skipped and
-    the next, cheaper one considered (zero-MAC layers such as Add or Clip always fit)."""
-    budget, spent, names = (1.0 - min_int8_macs) * total_macs, 0, []
+def affordable(layers: list[dict[str, Any]], macs: dict[str, int], min_int8_macs: float) -> list[list[str]]:
+    """The ranked layers' exclusion groups (each row's `exclude`: the nodes that keep its output in
+    float), worst first, that fit together in the float budget of `min_int8_macs`: a group that
+    would overdraw it is skipped and the next, cheaper one considered (groups of zero-MAC nodes
+    such as Add or Clip always fit). `macs`: {layer name: multiply-adds} of every MAC layer."""
+    budget, excluded, groups, spent = (1.0 - min_int8_macs) * sum(macs.values()), set(), [], 0
     for layer in layers:
-        if spent + layer["macs"] <= budget:
-            spent += layer["macs"]
-            names.append(layer["layer"])
-    return names
+        new = [name for name in layer["exclude"] if name not in excluded]
+        extra = sum(macs.get(name, 0) for name in new)
+        if new and spent + extra <= budget:
+            spent += extra
+            excluded.update(new)
+            groups.append(new)
+    return groups
 
 
 def schedule(candidates: int) -> list[int]:
@@ -103,31 +107,33 @@ def schedule(candidates: int) -> list[int]:
     return counts + ([candidates] if candidates else [])
 
 
-def search(ranking: list[str], build: Callable[[list[str], Path], Path], run: Callable[[Path], np.ndarray],
-           int8_share: Callable[[Path], float], faces: EvalFaces, work_dir: Path, target: float,
+def search(ranking: list[list[str]], build: Callable[[list[str], Path], Path], measure: Callable[[Path], float],
+           int8_share: Callable[[Path], float], reference: float, faces: int, work_dir: Path, target: float,
            min_int8_macs: float, log: Callable[[str], None] = print) -> Recovery:
-    """Try the schedule over `ranking` (layer names, worst first). `build(excluded, path)` writes a
-    candidate and returns its path; `run(path)` -> (N, 2P) outputs on `faces`; `int8_share(path)`
-    -> fraction of MACs in int8. Stops at the first candidate within `target` (relative NME
-    increase); candidates under `min_int8_macs` end the search."""
-    recovery = Recovery(target, min_int8_macs, faces.float_nme, len(faces.crops))
+    """Try the schedule over `ranking` (exclusion groups of layer names, worst first; the first k
+    groups together are one candidate). `build(excluded, stem)` writes a
+    candidate and returns its path; `measure(path)` -> its error on the held-out faces (NME), to be
+    compared with the float model's `reference` on the same `faces`; `int8_share(path)` -> fraction
+    of MACs in int8. Stops at the first candidate within `target` (relative increase); a
+    candidate under `min_int8_macs` ends the search."""
+    recovery = Recovery(target, min_int8_macs, reference, faces)
     for count in schedule(len(ranking)):
-        excluded = ranking[:count]
+        excluded = [name for group in ranking[:count] for name in group]
         path = build(excluded, work_dir / f"mixed_{count:03d}")
         share = int8_share(path)
         if share < min_int8_macs:
             log(f"  {count} layers in float: {share:.1%} of MACs in int8 < {min_int8_macs:.0%}; stop")
             break
-        value = faces.nme(run(path))
-        trial = Trial(excluded, value, (value - faces.float_nme) / faces.float_nme, share, path)
+        value = measure(path)
+        trial = Trial(excluded, value, (value - reference) / reference, share, path)
         recovery.trials.append(trial)
-        log(f"  {count} layers in float: {EVAL_SPLIT} NME {value:.5f} ({trial.increase:+.2%} vs float), "
-            f"{share:.1%} of MACs in int8")
+        log(f"  {count} layers in float: NME {value:.5f} on {faces} {EVAL_SPLIT} faces ({trial.increase:+.2%} "
+            f"vs float), {share:.1%} of MACs in int8")
         if trial.increase <= target:
             recovery.met = True
             recovery.chosen = trial if count else None
             return recovery
     best = min(recovery.trials[1:], key=lambda t: t.nme, default=None)
-    if best is not None and best.nme < recovery.trials[0].nme:
+    if best is not None and recovery.trials and best.nme < recovery.trials[0].nme:
         recovery.chosen = best
     return recovery

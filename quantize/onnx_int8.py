@@ -94,17 +94,21 @@ class CropReader:
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def write_qdq(job: QuantJob, source: Path, target: Path, activation: str, exclude: list[str] | None = None) -> None:
+def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str,
+              exclude: list[str] | None = None) -> None:
     """quantize_static `source` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
-    `activation` activations, ranges by quantize.calibration_method on the calibration crops;
-    the nodes named in `exclude` stay in float (mixed precision)."""
+    `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method)
+    on (N, 3, S, S) float32 calibration `inputs`; the nodes named in `exclude` stay in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    method = getattr(CalibrationMethod, CALIBRATION_METHODS[job.cfg.quantize.calibration_method])
-    quantize_static(str(source), str(target), CropReader("input", job.calibration.inputs("NCHW")),
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"quantize.calibration_method: expected one of {', '.join(CALIBRATION_METHODS)}, "
+                          f"got {method!r}")
+    quantize_static(str(source), str(target), CropReader("input", inputs),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(exclude or []))
+                    weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                    nodes_to_exclude=list(exclude or []))
 
 
 def int8_macs(source: Path, quantised: Path) -> float:
@@ -131,7 +135,7 @@ def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResu
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
     file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}.onnx"
     with atomic_path(job.export_dir / file) as tmp:
-        write_qdq(job, source, tmp, activation)
+        write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         _finish(job, tmp, facts)

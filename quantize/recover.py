@@ -27,14 +27,14 @@ def wanted(job: QuantJob) -> bool:
     return job.explain or job.cfg.quantize.mixed
 
 
-def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[str], name: str, scheme: str,
+def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[str]], name: str, scheme: str,
               recover: Callable[[Recovery], QuantResult], searcher: Callable[[EvalFaces], Recovery]) -> list[QuantResult]:
     """Run the search for `plain` and, when it chose a candidate, write it with `recover` -> the
     mixed row (none when plain int8 met the target, or nothing kept enough MACs in int8). The plain
     row's manifest entry records the search, and `superseded_by` when a mixed artifact replaced it."""
     if not job.cfg.quantize.mixed or plain.failed or not ranking:
         return []
-    print(f"facemark quantize: {fmt} mixed-precision search over {len(ranking)} ranked layers "
+    print(f"facemark quantize: {fmt} mixed-precision search over {len(ranking)} ranked activations "
           f"(target {job.cfg.quantize.mixed_target:+.2%} NME vs float on val)")
     outcome: dict[str, Recovery] = {}
 
@@ -88,18 +88,19 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
 
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".onnx")
-        onnx_int8.write_qdq(job, source, path, activation, excluded)
+        onnx_int8.write_qdq(source, path, job.calibration.inputs("NCHW"), activation,
+                            job.cfg.quantize.calibration_method, excluded)
         return path
 
-    ranking = affordable(layers, sum(onnx_macs(source).values()), job.cfg.quantize.mixed_min_int8_macs)
+    ranking = affordable(layers, onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
 
     def searcher(faces: EvalFaces) -> Recovery:
         from facemark.convert.onnx import run_onnx
 
         inputs = to_input(faces.crops.crops, job.norm, "NCHW")
-        return search(ranking, build, lambda path: run_onnx(path, inputs),
-                      lambda path: onnx_int8.int8_macs(source, path), faces, job.work_dir,
-                      job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
+        return search(ranking, build, lambda path: faces.nme(run_onnx(path, inputs)),
+                      lambda path: onnx_int8.int8_macs(source, path), faces.float_nme, len(faces.crops),
+                      job.work_dir, job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
 
     def recover(recovery: Recovery) -> QuantResult:
         return onnx_int8.write_mixed(job, name, scheme, recovery, source, activation)
@@ -134,14 +135,14 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, na
         path.write_bytes(calibration.quantize(excluded))
         return path
 
-    total = sum(op["macs"] for op in tflite_macs(calibration.quantize([])).values())
-    ranking = affordable(layers, total, job.cfg.quantize.mixed_min_int8_macs)
+    macs = {name: op["macs"] for name, op in tflite_macs(calibration.quantize([])).items()}
+    ranking = affordable(layers, macs, job.cfg.quantize.mixed_min_int8_macs)
 
     def searcher(faces: EvalFaces) -> Recovery:
         eval_inputs = to_input(faces.crops.crops, job.norm, "NHWC")
-        return search(ranking, build,
-                      lambda path: tflite_int8.run_litert(path, eval_inputs)[0], tflite_int8.int8_macs, faces,
-                      job.work_dir, job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
+        return search(ranking, build, lambda path: faces.nme(tflite_int8.run_litert(path, eval_inputs)[0]),
+                      tflite_int8.int8_macs, faces.float_nme, len(faces.crops), job.work_dir,
+                      job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
 
     def recover(recovery: Recovery) -> QuantResult:
         chosen = recovery.chosen

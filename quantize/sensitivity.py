@@ -36,15 +36,28 @@ TOP_LISTED = 15
 EXACT_DB = 99.0
 
 
-def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+def sqnr_db(reference: np.ndarray, actual: np.ndarray, channel_axis: int | None = None) -> float:
     """10 log10(signal power / noise power) of `actual` against `reference`, in dB (EXACT_DB when
-    the noise is zero)."""
+    the noise is zero). With `channel_axis`, each channel's noise is taken relative to its own
+    signal and the ratios averaged (in linear units, so one ruined channel is not hidden by good
+    ones): one activation scale shared by channels of very different ranges rounds the small
+    channels to nothing, which the whole-tensor figure (dominated by the large channels) misses."""
     reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
-    noise = float(np.sum((reference - actual) ** 2))
-    signal = float(np.sum(reference ** 2))
+    if channel_axis is not None and reference.ndim > 1:
+        axes = tuple(i for i in range(reference.ndim) if i != channel_axis % reference.ndim)
+        signal, noise = np.sum(reference ** 2, axis=axes), np.sum((reference - actual) ** 2, axis=axes)
+        live = signal > 0   # a channel that is zero in float has no scale to be ruined by
+        ratio = float(np.mean(noise[live] / signal[live])) if live.any() else float(np.sum(noise) > 0)
+        return _db(1.0, ratio)
+    return _db(float(np.sum(reference ** 2)), float(np.sum((reference - actual) ** 2)))
+
+
+def _db(signal: float, noise: float) -> float:
     if noise == 0.0:
         return EXACT_DB
-    return round(min(EXACT_DB, 10.0 * math.log10(max(signal, 1e-30) / noise)), 3)
+    if signal == 0.0:
+        return 0.0
+    return round(min(EXACT_DB, 10.0 * math.log10(signal / noise)), 3)
 
 
 # ---------------------------------------------------------------- ONNX
@@ -102,7 +115,7 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, inputs: np.ndarray) -> l
     A layer is the float graph node producing a quantised tensor (its name is what
     nodes_to_exclude takes). sqnr_db: the float model's tensor against the same tensor passed
     through the QDQ model's own scale and zero point (range clipping plus rounding, nothing
-    upstream); xmodel_sqnr_db: the float tensor against the int8 model's (qdq_loss_debug's
+    upstream), averaged over channels; xmodel_sqnr_db: the float tensor against the int8 model's (qdq_loss_debug's
     cross-model figure: everything upstream too). The local figure is computed here rather than
     with qdq_loss_debug's pre/post pair because onnxruntime folds Relu/Clip into the range, so
     its "pre" tensor is the unclipped one and every clipped activation would look broken."""
@@ -118,21 +131,46 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, inputs: np.ndarray) -> l
             augmented = Path(work) / f"{tag}_augmented.onnx"
             modify_model_output_intermediate_tensors(str(path), str(augmented))
             activations[tag] = collect_activations(str(augmented), feeds)
-    flat = {name: np.concatenate([a.ravel() for a in arrays]) for name, arrays in activations["float"].items()}
+    shapes = tensor_shapes(float_path)
+    stacked = {name: np.stack([a.reshape(shapes[name]) for a in arrays]) if name in shapes else
+               np.concatenate([a.ravel() for a in arrays]) for name, arrays in activations["float"].items()}
     accumulated = compute_activation_error(create_activation_matching(activations["qdq"], activations["float"]),
                                            err_func=lambda ref, act: sqnr_db(np.concatenate([a.ravel() for a in ref]),
                                                                               np.concatenate([a.ravel() for a in act])))
     ranges = activation_ranges(qdq_path)
     macs = onnx_macs(float_path)
+    nodes = list(onnx.load(str(float_path)).graph.node)
+    consumers = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
     rows = []
-    for node in onnx.load(str(float_path)).graph.node:
+    for node in nodes:
         tensor = node.output[0]
-        if tensor not in ranges or tensor not in flat:
+        if tensor not in ranges or tensor not in stacked:
             continue
+        values = stacked[tensor]   # (N, 1, C, ...) when the shape is known: channels on axis 2
         rows.append({"layer": node.name, "op": node.op_type, "tensor": tensor,
-                     "sqnr_db": sqnr_db(flat[tensor], fake_quant(flat[tensor], *ranges[tensor])),
-                     "xmodel_sqnr_db": accumulated.get(tensor, {}).get("xmodel_err"), "macs": macs.get(node.name, 0)})
+                     "sqnr_db": sqnr_db(values, fake_quant(values, *ranges[tensor]), 2 if values.ndim > 2 else None),
+                     "xmodel_sqnr_db": accumulated.get(tensor, {}).get("xmodel_err"), "macs": macs.get(node.name, 0),
+                     **keep_float(node.name, consumers.get(tensor, []), macs)})
     return rank(rows)
+
+
+def keep_float(producer: str, consumers: list[str], macs: dict[str, int]) -> dict[str, Any]:
+    """What keeping one activation in float takes: its producer and every consumer out of int8 (an
+    int8 consumer would quantise it again on its way in) -> {"exclude": names, "exclude_macs"}."""
+    names = list(dict.fromkeys([producer, *consumers]))
+    return {"exclude": names, "exclude_macs": int(sum(macs.get(n, 0) for n in names))}
+
+
+def tensor_shapes(onnx_path: Path) -> dict[str, list[int]]:
+    """{tensor name: static shape} from onnx shape inference (dynamic dims as 1)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    return {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+            for v in [*model.graph.value_info, *model.graph.output]}
 
 
 def activation_ranges(qdq_path: Path) -> dict[str, tuple[float, int, int, int]]:
@@ -187,10 +225,8 @@ class TfliteCalibration:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration
-        # the float op's output power (its input: the int8 model's, dequantised), for an SQNR; the
-        # default statistics describe only the difference
-        options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
-            "signal_power": lambda float_values, quant_values, scale, zero_point: float(np.mean(np.square(float_values)))})
+        # the default statistics describe only the difference, not the signal it is compared with
+        options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_sqnr": _channel_sqnr})
         self.debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug,
                                                                   debug_options=options)
 
@@ -208,26 +244,57 @@ class TfliteCalibration:
         self.debugger.run()
         dump = io.StringIO()
         self.debugger.layer_statistics_dump(dump)
-        macs = tflite_macs(self.quantize([]))
+        plain = self.quantize([])
+        macs, consumers = tflite_macs(plain), tflite_consumers(plain)
+        flat_macs = {name: op["macs"] for name, op in macs.items()}
         rows = []
         for stat in csv.DictReader(io.StringIO(dump.getvalue())):
-            mse, power, scale = float(stat["mean_squared_error"]), float(stat["signal_power"]), float(stat["scale"])
-            sqnr = EXACT_DB if mse == 0 else round(min(EXACT_DB, 10 * math.log10(max(power, 1e-30) / mse)), 3)
+            mse, scale = float(stat["mean_squared_error"]), float(stat["scale"])
             rows.append({"layer": stat["tensor_name"], "op": stat["op_name"], "tensor": stat["tensor_name"],
-                         "sqnr_db": sqnr, "rmse_steps": round(math.sqrt(mse) / scale, 4) if scale else None,
-                         "macs": macs.get(stat["tensor_name"], {}).get("macs", 0)})
+                         "sqnr_db": round(float(stat["channel_sqnr"]), 3), "rmse_steps": round(math.sqrt(mse) / scale, 4) if scale else None,
+                         "macs": flat_macs.get(stat["tensor_name"], 0),
+                         **keep_float(stat["tensor_name"], consumers.get(stat["tensor_name"], []), flat_macs)})
         return rank(rows)
+
+
+def _channel_sqnr(float_values: np.ndarray, quant_values: np.ndarray, scale: float, zero_point: int) -> float:
+    """LiteRT debugger metric: the float op's output (fed the int8 model's dequantised input) against
+    the int8 op's dequantised output, per-channel SQNR averaged (NHWC: channels last)."""
+    dequantised = (np.asarray(quant_values, np.int32) - zero_point) * scale
+    return sqnr_db(float_values, dequantised, -1)
+
+
+def _tflite_graph(model_bytes: bytes):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    return schema, model, model.subgraphs[0]
+
+
+def _name(tensor) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+
+
+def tflite_consumers(model_bytes: bytes) -> dict[str, list[str]]:
+    """{tensor name: output tensor names of the ops that read it} (ops are named by their first
+    output tensor, as LiteRT's debugger and denylisted_nodes name them)."""
+    _, _, graph = _tflite_graph(model_bytes)
+    consumers: dict[str, list[str]] = {}
+    for op in graph.operators:
+        if len(op.outputs) == 0:
+            continue
+        for index in op.inputs:
+            if index >= 0:
+                consumers.setdefault(_name(graph.tensors[index]), []).append(_name(graph.tensors[op.outputs[0]]))
+    return consumers
 
 
 def tflite_macs(model_bytes: bytes) -> dict[str, dict[str, Any]]:
     """{output tensor name: {"op", "macs", "int8"}} of the CONV_2D / DEPTHWISE_CONV_2D /
     FULLY_CONNECTED ops of a .tflite flatbuffer (batch 1); int8: the op's input is an integer tensor."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    schema, model, graph = _tflite_graph(model_bytes)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     integer = {schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16}
-    graph = model.subgraphs[0]
     result = {}
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
@@ -242,8 +309,7 @@ def tflite_macs(model_bytes: bytes) -> dict[str, dict[str, Any]]:
             macs = int(np.prod(out_shape) * w_shape[1] * w_shape[2])
         else:                              # filter (N, K)
             macs = int(np.prod(out_shape) * w_shape[-1])
-        name = out.name.decode() if isinstance(out.name, bytes) else str(out.name)
-        result[name] = {"op": kind, "macs": macs, "int8": source.type in integer}
+        result[_name(out)] = {"op": kind, "macs": macs, "int8": source.type in integer}
     return result
 
 
