@@ -122,13 +122,14 @@ def search(ranking: list[list[str]], build: Callable[[list[str], Path], Path], m
         path = build(excluded, work_dir / f"mixed_{count:03d}")
         share = int8_share(path)
         if share < min_int8_macs:
-            log(f"  {count} layers in float: {share:.1%} of MACs in int8 < {min_int8_macs:.0%}; stop")
+            log(f"  {count} activations ({len(excluded)} layers) in float: {share:.1%} of MACs in int8 "
+                f"< {min_int8_macs:.0%}; stop")
             break
         value = measure(path)
         trial = Trial(excluded, value, (value - reference) / reference, share, path)
         recovery.trials.append(trial)
-        log(f"  {count} layers in float: NME {value:.5f} on {faces} {EVAL_SPLIT} faces ({trial.increase:+.2%} "
-            f"vs float), {share:.1%} of MACs in int8")
+        log(f"  {count} activations ({len(excluded)} layers) in float: NME {value:.5f} on {faces} {EVAL_SPLIT} "
+            f"faces ({trial.increase:+.2%} vs float), {share:.1%} of MACs in int8")
         if trial.increase <= target:
             recovery.met = True
             recovery.chosen = trial if count else None

@@ -4,8 +4,9 @@ The fragile model is a small CNN whose hidden fully-connected layer has one outp
 than the others (and the next layer divides it back), so the float function is ordinary but one
 per-tensor activation scale is shared by channels of very different ranges: plain int8 rounds the
 small channels to nothing. The sensitivity ranking must name that layer first, and keeping it in
-float must bring the int8 error down by a wide margin (measured: ~30x; asserted: 5x) while almost
-all multiply-adds stay int8.
+float must bring the int8 error down by a wide margin (asserted: 5x) while at least 90 % of the
+multiply-adds stay int8. The end-to-end test does the same through `facemark quantize` on a
+ResNet18 and checks the manifest of the recovered artifact.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def fit_head_and_relabel_val(root: Path, model: torch.nn.Module, cfg) -> None:
         write_landmarks(root / "val" / "landmarks" / f"{stem}.txt", points)
 
 
+@pytest.mark.slow   # export + four quantize_static runs of a ResNet18: ~1 CPU-minute
 def test_quantize_recovers_a_fragile_model_and_lists_its_float_layers(tmp_path):
     import json
 
@@ -211,5 +213,5 @@ def test_quantize_recovers_a_fragile_model_and_lists_its_float_layers(tmp_path):
     assert mixed["int8_macs"] >= 0.9 and plain["int8_macs"] == 1.0
     trials = mixed["recovery"]["trials"]
     assert trials[0]["float_layers"] == 0 and trials[-1]["float_layers"] == len(mixed["float_layers"])
-    assert trials[-1]["increase"] < trials[0]["increase"] / 3     # measured: ~30x smaller
-    assert mixed["parity"]["mean_px"] < plain["parity"]["mean_px"] / 3
+    assert trials[-1]["increase"] < trials[0]["increase"] / 3     # measured: +176 % -> +0.21 %
+    assert mixed["parity"]["mean_px"] < plain["parity"]["mean_px"] / 3   # measured: 2.475 -> 0.045 px
