@@ -215,3 +215,26 @@ def test_quantize_recovers_a_fragile_model_and_lists_its_float_layers(tmp_path):
     assert trials[0]["float_layers"] == 0 and trials[-1]["float_layers"] == len(mixed["float_layers"])
     assert trials[-1]["increase"] < trials[0]["increase"] / 3     # measured: +176 % -> +0.21 %
     assert mixed["parity"]["mean_px"] < plain["parity"]["mean_px"] / 3   # measured: 2.475 -> 0.045 px
+
+
+@pytest.mark.slow   # one onnx2tf conversion and a LiteRT calibration
+def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path):
+    from facemark.convert.tflite import run_onnx2tf, run_tflite
+    from facemark.quantize.sensitivity import TfliteCalibration, tflite_macs
+
+    files = run_onnx2tf(fragile["source"], tmp_path / "tf", [], calibration=np.zeros((1, 64, 64, 3), np.uint8))
+    nhwc = fragile["calibration"].transpose(0, 2, 3, 1).copy()
+    calibration = TfliteCalibration(files["saved_model"], nhwc, 16)
+    layers = calibration.layer_errors()
+    assert layers[0]["sqnr_db"] < 20 < layers[-1]["sqnr_db"]
+    macs = {name: op["macs"] for name, op in tflite_macs(calibration.quantize([])).items()}
+    groups = affordable(layers, macs, 0.9)
+    held_out = fragile["held_out"].transpose(0, 2, 3, 1).copy()
+    errors = []
+    for excluded in ([], [name for group in groups[:2] for name in group]):
+        path = tmp_path / f"model_{len(excluded)}.tflite"
+        path.write_bytes(calibration.quantize(excluded))
+        errors.append(float(np.mean(np.abs(run_tflite(path, held_out) - fragile["expected"]))))
+        share = tflite_macs(path.read_bytes())
+        assert sum(op["macs"] for op in share.values() if op["int8"]) >= 0.9 * sum(op["macs"] for op in share.values())
+    assert errors[1] < errors[0] / 5, errors
