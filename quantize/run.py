@@ -38,7 +38,8 @@ SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
                  calibration_count: int | None, explain: bool = False) -> int:
     """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed).
-    `explain`: also write the per-layer sensitivity report (RUN/export/sensitivity/).
+    `explain`: rank the layers even with quantize.mixed off; the per-layer sensitivity report
+    (RUN/export/sensitivity/) is written whenever they were ranked.
     Holds RUN's lock (one writer per run folder)."""
     load_torch_before_tensorflow()
     run = Path(run)
@@ -80,7 +81,7 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     print(summary_table(results))
-    if explain and job.sensitivity:
+    if job.sensitivity:   # ranked for --explain, or for the recovery search (quantize.mixed)
         paths = write_explain(export_dir / SENSITIVITY_DIR, job.sensitivity)
         print(f"facemark quantize: per-layer sensitivity in {', '.join(str(p) for p in paths)}")
     if any(r.failed for r in results):
