@@ -10,6 +10,7 @@ parity and output-step checks as the plain artifact it supersedes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,13 +60,16 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
 # ---------------------------------------------------------------- ONNX
 
 def guarded(name: str, scheme: str, work: Callable[[], list[QuantResult]]) -> list[QuantResult]:
-    """`work`'s rows; an error while ranking becomes a failed row for `name`, never a failure of
-    the plain artifacts already written."""
+    """`work`'s rows. An error while ranking or searching is reported on stderr and writes no row:
+    the plain artifacts already written stand, and the gate judges them (a converter or debugger
+    that cannot analyse some architecture must not fail a quantisation that succeeded)."""
     try:
         return work()
-    except Exception as exc:  # a converter or debugger error: the plain rows stand
+    except Exception as exc:
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        return [QuantResult(name, scheme, "failed", error=f"{type(exc).__name__}: {message}")]
+        print(f"facemark quantize: warning: {name} ({scheme}) not written: sensitivity/recovery failed: "
+              f"{type(exc).__name__}: {message}", file=sys.stderr)
+        return []
 
 
 def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantResult]:
