@@ -17,7 +17,8 @@ from pathlib import Path
 from facemark.data.crops import to_input
 from facemark.quantize.common import QuantJob, QuantResult, attempt
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
-from facemark.quantize.sensitivity import TfliteCalibration, onnx_layer_errors, onnx_macs, tflite_macs
+from facemark.quantize.sensitivity import TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
+                                           tflite_macs
 
 # calibration crops the per-layer statistics are computed on (the ranking, not the ranges)
 EXPLAIN_FACES = 32
@@ -96,7 +97,7 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
                             job.cfg.quantize.calibration_method, excluded)
         return path
 
-    ranking = affordable(layers, onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
+    ranking = affordable(recovery_order(layers), onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
 
     def searcher(faces: EvalFaces) -> Recovery:
         from facemark.convert.onnx import run_onnx

@@ -144,6 +144,8 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, inputs: np.ndarray) -> l
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node.name)
+    cross = {name: err["xmodel_err"] for name, err in accumulated.items() if err.get("xmodel_err") is not None}
+    clean = max(cross.values(), default=EXACT_DB)   # what an input with no int8 history is credited with
     rows = []
     for node in nodes:
         tensor = node.output[0]
@@ -152,9 +154,27 @@ def onnx_layer_errors(float_path: Path, qdq_path: Path, inputs: np.ndarray) -> l
         values = stacked[tensor]   # (N, 1, C, ...) when the shape is known: channels on axis 2
         rows.append({"layer": node.name, "op": node.op_type, "tensor": tensor,
                      "sqnr_db": sqnr_db(values, fake_quant(values, *ranges[tensor]), 2 if values.ndim > 2 else None),
-                     "xmodel_sqnr_db": accumulated.get(tensor, {}).get("xmodel_err"), "macs": macs.get(node.name, 0),
+                     "xmodel_sqnr_db": cross.get(tensor), "macs": macs.get(node.name, 0),
+                     "damage_db": _damage(node, tensor, cross, clean),
                      **keep_float(node.name, consumers.get(tensor, []), macs)})
     return rank(rows)
+
+
+def _damage(node, tensor: str, cross: dict[str, float], clean: float) -> float | None:
+    """How many dB of accumulated SQNR the node loses: its worst input's figure minus its output's
+    (weight rounding and every int8 step inside the node show here, not only the output range)."""
+    if tensor not in cross:
+        return None
+    inputs = [cross.get(name, clean) for name in node.input if name]
+    return round(min(inputs, default=clean) - cross[tensor], 3)
+
+
+def recovery_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order recovery keeps layers in float: largest accumulated-SQNR loss first (damage_db),
+    the own-SQNR ranking for rows without one (TFLite)."""
+    if any(r.get("damage_db") is not None for r in rows):
+        return sorted(rows, key=lambda r: -(r.get("damage_db") or 0.0))
+    return rows
 
 
 def keep_float(producer: str, consumers: list[str], macs: dict[str, int]) -> dict[str, Any]:
