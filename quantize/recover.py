@@ -17,8 +17,8 @@ from pathlib import Path
 from facemark.data.crops import to_input
 from facemark.quantize.common import QuantJob, QuantResult, attempt
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
-from facemark.quantize.sensitivity import TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
-                                           tflite_macs
+from facemark.quantize.sensitivity import (TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
+                                           tflite_macs)
 
 # calibration crops the per-layer statistics are computed on (the ranking, not the ranges)
 EXPLAIN_FACES = 32
