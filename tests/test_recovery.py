@@ -76,6 +76,8 @@ def test_sqnr_sees_a_shared_scale_the_whole_tensor_figure_hides():
     assert sqnr_db(values, rounded) > 40                    # dominated by the large channel
     assert sqnr_db(values, rounded, channel_axis=1) < 5     # the small channel is gone
     assert sqnr_db(values, values) == 99.0
+    faint = np.stack([np.linspace(0, 1, 64), np.full(64, 1e-12)])[None]   # a near-empty channel is left out
+    assert sqnr_db(faint, faint + np.array([0.0, 1e-3])[None, :, None], channel_axis=1) == 99.0
 
 
 def test_ranking_names_the_fragile_layer_and_recovery_fixes_it(fragile, tmp_path):
