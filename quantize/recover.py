@@ -33,7 +33,8 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
               recover: Callable[[Recovery], QuantResult], searcher: Callable[[EvalFaces], Recovery]) -> list[QuantResult]:
     """Run the search for `plain` and, when it chose a candidate, write it with `recover` -> the
     mixed row (none when plain int8 met the target, or nothing kept enough MACs in int8). The plain
-    row's manifest entry records the search, and `superseded_by` when a mixed artifact replaced it."""
+    row's manifest entry records the search, and `superseded_by` when the mixed artifact met the
+    target (one that only came closer is written beside it, superseding nothing)."""
     if not job.cfg.quantize.mixed or plain.failed or not ranking:
         return []
     print(f"facemark quantize: {fmt} mixed-precision search over {len(ranking)} ranked activations "
@@ -53,7 +54,7 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
         verdict = "plain int8 met the target" if outcome["recovery"].met else "no candidate beat plain int8"
         print(f"facemark quantize: {name}: not written ({verdict})")
         return []
-    if not row.failed:
+    if not row.failed and outcome["recovery"].met:   # a candidate that only got closer replaces nothing
         plain.facts["superseded_by"] = name
     return [row]
 
