@@ -51,7 +51,9 @@ def sqnr_db(reference: np.ndarray, actual: np.ndarray, channel_axis: int | None 
         signal, noise = np.sum(reference ** 2, axis=axes), np.sum((reference - actual) ** 2, axis=axes)
         # a channel (nearly) zero in float has no scale to be ruined by: its ratio would be noise / 0
         live = signal > CHANNEL_FLOOR * signal.max()
-        ratio = float(np.mean(noise[live] / signal[live])) if live.any() else float(np.sum(noise) > 0)
+        # each channel's noise/signal capped at 1 (0 dB: the channel is gone; worse says no more),
+        # so a channel of one tiny value (a squeeze-excite gate of one image) cannot swamp the mean
+        ratio = float(np.mean(np.minimum(noise[live] / signal[live], 1.0))) if live.any() else float(np.sum(noise) > 0)
         return _db(1.0, ratio)
     return _db(float(np.sum(reference ** 2)), float(np.sum((reference - actual) ** 2)))
 
