@@ -46,7 +46,8 @@ def run_onnx2tf(onnx_path: Path, out_dir: Path, extra_args: list[str], calibrati
     """Convert a copy of `onnx_path` with onnx2tf in a subprocess -> {kind: out_dir/model_<kind>.tflite}.
 
     kind is onnx2tf's file suffix: "float32", "float16", and with quantisation arguments
-    "dynamic_range_quant", "integer_quant", "full_integer_quant", ... . `calibration`: (N, H, W, 3)
+    "dynamic_range_quant", "integer_quant", "full_integer_quant", ... , and "saved_model" (the folder
+    onnx2tf converted from, when it wrote one). `calibration`: (N, H, W, 3)
     real RGB images, uint8 0-255 or float 0-1; 20 of them, resized to 128 px, become onnx2tf's
     sample file (it would otherwise fetch one from GitHub). `extra_args` are passed verbatim
     (e.g. ["-oiqt", "-cind", "input", "calib.npy", "[[[[0.485,0.456,0.406]]]]", "[[[[0.229,...]]]]"]);
@@ -77,6 +78,10 @@ def run_onnx2tf(onnx_path: Path, out_dir: Path, extra_args: list[str], calibrati
         results = {}
         for path in written:
             results[path.stem.removeprefix("model_")] = Path(shutil.move(str(path), out_dir / path.name))
+        if (work_dir / "tf_out" / "saved_model.pb").is_file():
+            # kept for LiteRT's QuantizationDebugger (quantize --explain, mixed precision)
+            shutil.rmtree(out_dir / "saved_model", ignore_errors=True)
+            results["saved_model"] = Path(shutil.move(str(work_dir / "tf_out"), out_dir / "saved_model"))
     return results
 
 

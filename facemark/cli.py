@@ -130,7 +130,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from facemark.quantize.run import quantize_run
 
     return quantize_run(args.run, formats=args.format, data_root=args.data,
-                        calibration_count=args.calibration_count)
+                        calibration_count=args.calibration_count, explain=args.explain)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", choices=["onnx", "tflite", "coreml", "all"])
     p.add_argument("--data", type=Path, help="dataset root for calibration crops (default: the run's)")
     p.add_argument("--calibration-count", type=_positive_int)
+    p.add_argument("--explain", action="store_true",
+                   help="per-layer int8 sensitivity report (RUN/export/sensitivity/: JSON, markdown, plot)")
 
     p = verbs["validate"]
     p.add_argument("run", type=Path)

@@ -43,6 +43,7 @@ QUANTIZE_FORMATS = ("tflite", "onnx", "coreml")
 ON_MISS = ("landmarks", "skip")
 TFLITE_IO = ("float32", "int8", "uint8")
 ONNX_ACTIVATIONS = ("uint8", "int8")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # torch's TorchScript ONNX exporter writes opsets up to 20; per-channel int8 QDQ needs >= 13.
 OPSETS = (13, 20)
 SEED_MAX = 2**32 - 1   # numpy seeds are 32-bit
@@ -178,6 +179,16 @@ class QuantizeConfig:
     onnx_dynamic: bool = spec(flag())
     # refuse an int8 output step coarser than this * inter-pupil distance
     max_output_step: float = spec(number(0.0, 1.0, low_open=True))
+    # activation ranges: "minmax", "percentile" or "entropy" (ONNX; the TFLite converter has min-max only)
+    calibration_method: str = spec(one_of(*CALIBRATION_METHODS))
+    # also write mixed-precision artifacts (sensitive layers in float) when plain int8 misses mixed_target
+    mixed: bool = spec(flag())
+    # relative NME increase vs float (val split) a recovered artifact must reach, e.g. 0.005 = +0.5 %
+    mixed_target: float = spec(number(0.0, 1.0))
+    # never keep so many layers in float that less than this share of multiply-adds runs in int8
+    mixed_min_int8_macs: float = spec(probability())
+    # val faces the recovery search measures each candidate on
+    mixed_eval_faces: int = spec(integer(1))
 
 
 @dataclass

@@ -44,6 +44,10 @@ class QuantJob:
     manifest: dict[str, Any]
     calibration: Calibration
     parity: CropSet
+    data_root: Path | None = None   # the dataset (mixed-precision recovery reads its val split)
+    explain: bool = False           # rank the layers for the sensitivity report (quantize --explain)
+    # {format: {"artifact", "inputs", "layers": [...]}}: per-layer errors, filled by the backends
+    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -162,7 +166,7 @@ def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtyp
             "output": {"name": "landmarks", "shape": [1, 2 * points], "dtype": output_dtype,
                        "space": "normalised crop", "formula": f"crop px = value * {size / 2:g} + {size / 2:g}",
                        "order": "x0, y0, x1, y1, ..."},
-            "calibration": job.calibration.record()}
+            "calibration": {**job.calibration.record(), "method": job.cfg.quantize.calibration_method}}
 
 
 def load_torch_before_tensorflow() -> None:

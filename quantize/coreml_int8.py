@@ -79,6 +79,7 @@ def _w8a8(job: QuantJob) -> QuantResult:
                        "PyTorch (coremltools.optimize.torch LinearQuantizer as a post-training calibrator); "
                        "float32 I/O", "NCHW", "float32", "float32", job, "checkpoint")
     facts["compute_precision"], facts["minimum_deployment_target"] = "float16", "iOS17"
+    facts["calibration"]["method"] = "minmax"   # calibrate_torch's observers, whatever quantize.calibration_method says
     quantizer, prepared = calibrate_torch(job.model, job.calibration.inputs("NCHW"))
     scale = output_fake_quant_scale(prepared)
     if scale is not None:

@@ -52,7 +52,10 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     activation = job.cfg.quantize.onnx_activation
     name = static_name(activation)
     scheme = f"static QDQ {ACTIVATION_TYPES[activation]}"
+    from facemark.quantize.recover import onnx_rows
+
     results = [attempt(name, scheme, lambda: _static(job, name, scheme, activation))]
+    results += onnx_rows(job, results[0], activation)
     if job.cfg.quantize.onnx_dynamic:
         results.append(attempt("onnx_int8_dynamic", "dynamic", lambda: _dynamic(job)))
     return results
@@ -87,22 +90,72 @@ class CropReader:
         self.position = 0
 
 
-def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResult:
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str,
+              exclude: list[str] | None = None) -> None:
+    """quantize_static `source` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
+    `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method)
+    on (N, 3, S, S) float32 calibration `inputs`; the nodes named in `exclude` stay in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"quantize.calibration_method: expected one of {', '.join(CALIBRATION_METHODS)}, "
+                          f"got {method!r}")
+    quantize_static(str(source), str(target), CropReader("input", inputs),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                    nodes_to_exclude=list(exclude or []))
+
+
+def int8_macs(source: Path, quantised: Path) -> float:
+    """Share of the float model's multiply-adds that run in int8 in `quantised`."""
+    from facemark.quantize.sensitivity import int8_mac_fraction, onnx_int8_nodes, onnx_macs
+
+    return round(int8_mac_fraction(onnx_macs(source), onnx_int8_nodes(quantised)), 4)
+
+
+def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
+    """The int8 output step check, or None when the output layer was kept in float."""
+    try:
+        scale = output_scale(onnx_path)
+    except RuntimeError:   # no DequantizeLinear before the output: the head runs in float
+        return None
+    return check_output_step(scale, job.size, job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
+
+
+def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResult:
     source = preprocessed_source(job)
-    description = (f"int8 per-channel weights, {activation} activations (static, MinMax ranges from "
+    method = job.cfg.quantize.calibration_method
+    description = (f"int8 per-channel weights, {activation} activations (static, {method} ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
     file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}.onnx"
     with atomic_path(job.export_dir / file) as tmp:
-        quantize_static(str(source), str(tmp), CropReader("input", job.calibration.inputs("NCHW")),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        scale = output_scale(tmp)
-        facts["output_step"] = check_output_step(scale, job.size, job.calibration.median_ipd_px,
-                                                 job.cfg.quantize.max_output_step)
+        write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method)
+        facts["output_step"] = output_step(job, tmp)
+        facts["int8_macs"] = int8_macs(source, tmp)
+        _finish(job, tmp, facts)
+    return QuantResult(name, scheme, "verified", file, facts)
+
+
+def write_mixed(job: QuantJob, name: str, scheme: str, recovery: Any, source: Path, activation: str) -> QuantResult:
+    """The chosen recovery candidate as an artifact: the QDQ model with recovery.chosen.excluded
+    nodes in float, its contract, float layers, int8 share and search in the manifest."""
+    chosen = recovery.chosen
+    method = job.cfg.quantize.calibration_method
+    description = (f"int8 per-channel weights, {activation} activations (static, {method} ranges from "
+                   f"{len(job.calibration.crops)} calibration crops), QDQ format, except {len(chosen.excluded)} "
+                   f"sensitive nodes kept in float32 (listed in float_layers); float32 I/O")
+    facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
+    facts.update(float_layers=chosen.excluded, int8_macs=round(chosen.int8_macs, 4), recovery=recovery.record(),
+                 recovers=static_name(activation))
+    file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}_mixed.onnx"
+    with atomic_path(job.export_dir / file) as tmp:
+        shutil.copyfile(chosen.path, tmp)
+        facts["output_step"] = output_step(job, tmp)
         _finish(job, tmp, facts)
     return QuantResult(name, scheme, "verified", file, facts)
 

@@ -24,6 +24,7 @@ from facemark.manifest import artifact_entry, check_normalisation, load_manifest
 from facemark.model import checkpoint_source, load_checkpoint
 from facemark.quantize.calibration import load_calibration
 from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
+from facemark.quantize.sensitivity import write_explain
 from facemark.runlock import hold_run_lock
 
 BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
@@ -31,19 +32,23 @@ BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantiz
 X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
 X86_BANNER = "int8 speed on x86 does not predict ARM phones"
 PARITY_SPLITS = ("val", "test")
+SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 
 
 def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
-                 calibration_count: int | None) -> int:
+                 calibration_count: int | None, explain: bool = False) -> int:
     """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed).
+    `explain`: rank the layers even with quantize.mixed off; the per-layer sensitivity report
+    (RUN/export/sensitivity/) is written whenever they were ranked.
     Holds RUN's lock (one writer per run folder)."""
     load_torch_before_tensorflow()
     run = Path(run)
     with hold_run_lock(run, "quantize"):
-        return _quantize(run, formats, data_root, calibration_count)
+        return _quantize(run, formats, data_root, calibration_count, explain)
 
 
-def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None) -> int:
+def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None,
+              explain: bool) -> int:
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
@@ -67,7 +72,7 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
     # named .partial so that a killed run's work folder is swept like any other temporary
     work_dir = Path(tempfile.mkdtemp(prefix=".quantize-work-", suffix=".partial", dir=run))
     job = QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
-                   calibration=calibration, parity=parity)
+                   calibration=calibration, parity=parity, data_root=root, explain=explain)
     results = []
     try:
         for name in names:
@@ -76,6 +81,9 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     print(summary_table(results))
+    if job.sensitivity:   # ranked for --explain, or for the recovery search (quantize.mixed)
+        paths = write_explain(export_dir / SENSITIVITY_DIR, job.sensitivity)
+        print(f"facemark quantize: per-layer sensitivity in {', '.join(str(p) for p in paths)}")
     if any(r.failed for r in results):
         print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {work_dir}")
         return 1
@@ -121,14 +129,15 @@ def parity_crops(root: Path, cfg: Config) -> CropSet:
 
 def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
     """One format's rows, recorded in the manifest as they succeed; an error outside the per-artifact
-    guards fails every artifact the format planned."""
+    guards fails every artifact the format planned. A plain artifact a mixed one supersedes is
+    recorded after it, so the manifest never names a superseding artifact it lacks."""
     module = importlib.import_module(BACKENDS[name])
     try:
         results = module.quantize(job)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
         results = [QuantResult(artifact, scheme, "failed", error=message) for artifact, scheme in module.planned(job)]
-    for result in results:
+    for result in sorted(results, key=lambda r: "superseded_by" in r.facts):
         if not result.failed:
             result.facts["seconds"] = round(result.seconds, 1)
             result.facts = artifact_entry(job.export_dir, Path(result.file), **result.facts)

@@ -52,6 +52,11 @@ def quantize(job: QuantJob) -> list[QuantResult]:
         result = attempt(name, scheme, lambda: _finish(job, name, files.get(kind), io_type))
         result.seconds += conversion.seconds / len(ARTIFACTS)  # the shared onnx2tf run, split evenly
         results.append(result)
+    if not conversion.failed:
+        from facemark.quantize.recover import tflite_rows
+
+        full = results[list(ARTIFACTS).index("tflite_int8_full")]
+        results += tflite_rows(job, full, files.get("saved_model"))
     return results
 
 
@@ -77,18 +82,37 @@ def _convert(job: QuantJob, io_type: str, files: dict[str, Path]) -> QuantResult
 
 
 def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> QuantResult:
-    from facemark.convert.parity import contract_payload
-    from facemark.convert.tflite import embed_tflite_metadata
-
     kind, scheme, file = ARTIFACTS[name]
     if produced is None:
         raise RuntimeError(f"onnx2tf wrote no *_{kind}.tflite (see {job.work_dir / 'tflite_int8' / 'onnx2tf.log'})")
     full = name == "tflite_int8_full"
     dtype = io_type if full else "float32"
-    facts = int8_facts("tflite", scheme, _description(full, io_type, len(job.calibration.crops)), "NHWC",
-                       dtype, dtype, job, SOURCE)
-    if not full:
+    extra = {"int8_macs": int8_macs(produced)} if full else {}
+    return write_tflite(job, name, scheme, file, produced, _description(full, io_type, len(job.calibration.crops)),
+                        dtype, calibrated=full, extra=extra)
+
+
+def int8_macs(tflite_path: Path) -> float:
+    """Share of the multiply-adds of a .tflite file that its int8 kernels compute."""
+    from facemark.quantize.sensitivity import int8_mac_fraction, tflite_macs
+
+    ops = tflite_macs(Path(tflite_path).read_bytes())
+    return round(int8_mac_fraction({k: v["macs"] for k, v in ops.items()}, {k for k, v in ops.items() if v["int8"]}), 4)
+
+
+def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Path, description: str, dtype: str,
+                 calibrated: bool, extra: dict[str, Any]) -> QuantResult:
+    """Copy `produced` to export/`file` with the contract embedded, run it in LiteRT on the parity crops,
+    check its output step, and return the verified row (`extra`: further manifest facts)."""
+    from facemark.convert.parity import contract_payload
+    from facemark.convert.tflite import embed_tflite_metadata
+
+    facts = int8_facts("tflite", scheme, description, "NHWC", dtype, dtype, job, SOURCE)
+    if calibrated:   # the TFLite converter calibrates with min-max whatever quantize.calibration_method says
+        facts["calibration"]["method"] = "minmax"
+    else:
         facts.pop("calibration")  # dynamic range: weights only, no activation ranges measured
+    facts.update(extra)
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copyfile(produced, tmp)
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))

@@ -35,7 +35,7 @@ SIZE = 64
 PARITY_BOUND_IPD = 0.10
 OVERRIDES = ["model.arch=resnet18", "model.pretrained=false", f"data.input_size={SIZE}", "data.detector=drawn",
              "quantize.calibration_count=24", "quantize.onnx_dynamic=true", "export.parity_images=6",
-             "export.formats=[onnx,coreml]"]
+             "export.formats=[onnx,coreml]", "quantize.mixed=false"]   # recovery: tests/test_recovery.py
 
 
 def perturbed_model(cfg, seed: int | None = None) -> torch.nn.Module:

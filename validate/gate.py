@@ -14,6 +14,11 @@ Row verdicts, by status:
 - "failed: ..." (the runtime crashed or could not load it): fails. An artifact in the manifest
   that cannot run on its own runtime cannot be shipped as validated;
 - "not run: ..." (Core ML off macOS) and "not exported: ...": pass, listed under `not_run`.
+
+A plain int8 row whose manifest entry says `superseded_by` (quantize.mixed wrote a recovered,
+mixed-precision artifact in its place) does not fail the gate when the row that supersedes it
+passes: it stays in the table, marked superseded, with its reasons listed under `superseded`.
+If the recovered row fails too, both fail.
 """
 
 from __future__ import annotations
@@ -98,7 +103,24 @@ def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_n
         failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]
         if row["status"].startswith(("not run", "not exported")):
             not_run.append({"artifact": row["name"], "status": row["status"]})
+    superseded = _superseded(rows, by_name)
+    failures = [f for f in failures if f["artifact"] not in superseded]
     return {"passed": not failures, "max_nme_increase": max_nme_increase, "max_nme": max_nme,
             "max_stability": max_stability,
             "reference": f"baseline {baseline['file']}" if baseline else "this run's PyTorch row",
-            "failures": failures, "not_run": not_run}
+            "failures": failures, "not_run": not_run,
+            "superseded": [{"artifact": name, "by": by, "reasons": by_name[name]["gate"]["reasons"]}
+                           for name, by in superseded.items()]}
+
+
+def _superseded(rows: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{failing row: the passing row that supersedes it}; marks those rows' gate entries."""
+    result = {}
+    for row in rows:
+        successor = by_name.get(row.get("superseded_by") or "")
+        if row["gate"]["passed"] or successor is None:
+            continue
+        if successor["status"] == "ok" and successor["gate"]["passed"]:
+            row["gate"]["superseded_by"] = successor["name"]
+            result[row["name"]] = successor["name"]
+    return result

@@ -12,7 +12,8 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
   "preprocess": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs"}  (uint8 crop -> float input),
   "banner": the x86 warning or null,
   "gate": {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures": [{"artifact", "reason"}],
-           "not_run": [{"artifact", "status"}]},
+           "not_run": [{"artifact", "status"}], "superseded": [{"artifact", "by", "reasons"}]},
+  "sensitivity": {"file", "formats": {fmt: {"artifact", "worst": [layer rows]}}} or null (quantize --explain),
   "rows": [{
     "name" ("pytorch" or the manifest's artifact name), "format", "file", "precision",
     "quantization" (manifest's, null for float), "scheme" (display label), "layout", "input_dtype",
@@ -29,7 +30,9 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
     "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
                   "noise_sigma", "seed", "units"} (validate/stability.py) or null,
-    "gate": {"passed", "reasons": [...]},
+    "gate": {"passed", "reasons": [...], "superseded_by" (only on a failing row a passing one replaces)},
+    "superseded_by": the mixed-precision artifact recovering this one or null, "int8_macs": share of
+               multiply-adds in int8 or null, "float_layers": how many layers stay float,
     "seconds": wall time of the row's child processes (accuracy + latency; accuracy passes of
                several rows overlap), for the PyTorch row its latency runs only
   }]
@@ -57,6 +60,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _mark(row: dict[str, Any]) -> str:
+    if row["gate"].get("superseded_by"):
+        return "sup"   # failed, but replaced by a passing mixed-precision artifact
     if not row["gate"]["passed"]:
         return "FAIL"
     return "ok" if row["status"] == "ok" else "--"
@@ -95,6 +100,8 @@ def gate_summary(report: dict[str, Any]) -> list[str]:
     lines = [f"gate {'PASSED' if gate['passed'] else 'FAILED'} ({bounds})"]
     lines += [f"  FAIL {item['artifact']}: {item['reason']}" for item in gate["failures"]]
     lines += [f"  listed, not evaluated: {item['artifact']} ({item['status']})" for item in gate["not_run"]]
+    lines += [f"  superseded: {item['artifact']} by {item['by']} ({'; '.join(item['reasons'])})"
+              for item in gate.get("superseded", [])]
     return lines
 
 
@@ -135,6 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {row['name']}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row["parity"]["worst"])
               for row in report["rows"] if row["parity"]]
     lines += _region_table(report)
+    lines += _int8_section(report)
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +160,24 @@ def _stability_lines(report: dict[str, Any]) -> list[str]:
              "| artifact | jitter | shift | noise | p90 |", "|---|---|---|---|---|"]
     lines += [f"| {row['name']} | {row['stability']['stability']:.5f} | {row['stability']['shift']:.5f} | "
               f"{row['stability']['noise']:.5f} | {row['stability']['p90']:.5f} |" for row in rows]
+    return lines
+
+
+def _int8_section(report: dict[str, Any]) -> list[str]:
+    """int8 share of each quantised row and, after `quantize --explain`, the worst layers per format."""
+    rows = [row for row in report["rows"] if row.get("int8_macs") is not None]
+    lines = []
+    if rows:
+        lines += ["", "## int8 share (multiply-adds computed in int8)", "",
+                  "| artifact | int8 MACs | float layers | superseded by |", "|---|---|---|---|"]
+        lines += [f"| {row['name']} | {row['int8_macs']:.1%} | {row['float_layers']} | {row['superseded_by'] or '-'} |"
+                  for row in rows]
+    sensitivity = report.get("sensitivity")
+    if sensitivity:
+        lines += ["", f"## int8 sensitivity (worst layers; full report {sensitivity['file']})", ""]
+        for fmt, entry in sensitivity["formats"].items():
+            worst = ", ".join(f"`{w['layer']}` {w['sqnr_db']:.1f} dB" for w in entry["worst"])
+            lines.append(f"- {fmt} ({entry['artifact']}): {worst}")
     return lines
 
 

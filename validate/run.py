@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -64,7 +65,21 @@ def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[
             "scheme": _scheme_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
             "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
-            "parity": None, "latency": None, "stability": None, "seconds": 0.0}
+            "parity": None, "latency": None, "stability": None, "seconds": 0.0,
+            # mixed precision (quantize.mixed): the artifact that replaces this one, and the int8 share
+            "superseded_by": entry.get("superseded_by"), "int8_macs": entry.get("int8_macs"),
+            "float_layers": len(entry.get("float_layers", []))}
+
+
+def sensitivity_summary(export_dir: Path, top: int = 5) -> dict[str, Any] | None:
+    """The `top` worst layers per format of `facemark quantize --explain` (RUN/export/sensitivity/),
+    or None when it was not run."""
+    path = export_dir / "sensitivity" / "sensitivity.json"
+    if not path.is_file():
+        return None
+    formats = json.loads(path.read_text()).get("formats", {})
+    return {"file": str(path), "formats": {fmt: {"artifact": rep["artifact"], "worst": rep["layers"][:top]}
+                                           for fmt, rep in formats.items()}}
 
 
 def _size_on_disk(path: Path) -> int:
@@ -335,7 +350,8 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               "settings": {**lat.machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
                            "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
               "preprocess": lat.preprocess_latency(crop_set.crops[0], norm, vcfg.warmup, vcfg.runs),
-              "banner": lat.x86_banner(), "gate": gate, "rows": rows}
+              "banner": lat.x86_banner(), "gate": gate, "rows": rows,
+              "sensitivity": sensitivity_summary(export_dir)}
     sweep_partials(run / "validation")
     paths = write_report(report, run / "validation", per_face)
     paths["landmarks"] = write_landmarks(run / "validation", crop_set.stems, ctx.landmarks)

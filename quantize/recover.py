@@ -1,0 +1,172 @@
+"""The per-format half of sensitivity and recovery: rank an int8 artifact's layers, then (with
+quantize.mixed) search for the fewest float layers that bring it within quantize.mixed_target.
+
+ONNX: layers are node names, candidates are written with quantize_static(nodes_to_exclude=...).
+TFLite: layers are output tensor names, candidates come from one LiteRT calibration with
+denylisted_nodes. Each recovered artifact is named for what it is (`*_mixed`), lists its float
+layers and its share of int8 multiply-adds in the manifest, and goes through the same contract,
+parity and output-step checks as the plain artifact it supersedes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from facemark.quantize.common import QuantJob, QuantResult, attempt
+from facemark.runtime import WorkerFailed, create_runner, run_artifact
+from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
+from facemark.quantize.sensitivity import (TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
+                                           tflite_macs)
+
+# calibration crops the per-layer statistics are computed on (the ranking, not the ranges)
+EXPLAIN_FACES = 32
+
+
+def wanted(job: QuantJob) -> bool:
+    """Whether the layers need ranking: for the --explain report or for recovery."""
+    return job.explain or job.cfg.quantize.mixed
+
+
+def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[str]], name: str, scheme: str,
+              recover: Callable[[Recovery], QuantResult], searcher: Callable[[EvalFaces], Recovery]) -> list[QuantResult]:
+    """Run the search for `plain` and, when it chose a candidate, write it with `recover` -> the
+    mixed row (none when plain int8 met the target, or nothing kept enough MACs in int8). The plain
+    row's manifest entry records the search, and `superseded_by` when the mixed artifact met the
+    target (one that only came closer is written beside it, superseding nothing)."""
+    if not job.cfg.quantize.mixed or plain.failed or not ranking:
+        return []
+    print(f"facemark quantize: {fmt} mixed-precision search over {len(ranking)} ranked activations "
+          f"(target {job.cfg.quantize.mixed_target:+.2%} NME vs float on val)")
+    outcome: dict[str, Recovery] = {}
+
+    def work() -> QuantResult:
+        outcome["recovery"] = searcher(EvalFaces(job, job.data_root))
+        if outcome["recovery"].chosen is None:
+            return QuantResult(name, scheme, "not needed")
+        return recover(outcome["recovery"])
+
+    row = attempt(name, scheme, work)
+    if "recovery" in outcome:
+        plain.facts["recovery"] = outcome["recovery"].record()
+    if row.status == "not needed":
+        verdict = "plain int8 met the target" if outcome["recovery"].met else "no candidate beat plain int8"
+        print(f"facemark quantize: {name}: not written ({verdict})")
+        return []
+    if not row.failed and outcome["recovery"].met:   # a candidate that only got closer replaces nothing
+        plain.facts["superseded_by"] = name
+    return [row]
+
+
+# ---------------------------------------------------------------- ONNX
+
+def guarded(name: str, scheme: str, work: Callable[[], list[QuantResult]]) -> list[QuantResult]:
+    """`work`'s rows. An error while ranking or searching is reported on stderr and writes no row:
+    the plain artifacts already written stand, and the gate judges them (a converter or debugger
+    that cannot analyse some architecture must not fail a quantisation that succeeded)."""
+    try:
+        return work()
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"facemark quantize: warning: {name} ({scheme}) not written: sensitivity/recovery failed: "
+              f"{type(exc).__name__}: {message}", file=sys.stderr)
+        return []
+
+
+def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantResult]:
+    """Rank the layers of the plain QDQ model (job.sensitivity["onnx"]) and recover it."""
+    if plain.failed or not wanted(job):
+        return []
+    name = f"{plain.name}_mixed"
+    scheme = f"{plain.scheme}, sensitive layers float"
+    return guarded(name, scheme, lambda: _onnx_rows(job, plain, activation, name, scheme))
+
+
+def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, scheme: str) -> list[QuantResult]:
+    from facemark.quantize import onnx_int8
+
+    source = onnx_int8.preprocessed_source(job)
+    plain_path = job.export_dir / plain.file
+    layers = onnx_layer_errors(source, plain_path, job.calibration.inputs("NCHW")[:EXPLAIN_FACES])
+    job.sensitivity["onnx"] = {"artifact": plain.name, "inputs": min(EXPLAIN_FACES, len(job.calibration.crops)),
+                               "layers": layers}
+
+    def build(excluded: list[str], stem: Path) -> Path:
+        path = stem.with_suffix(".onnx")
+        onnx_int8.write_qdq(source, path, job.calibration.inputs("NCHW"), activation,
+                            job.cfg.quantize.calibration_method, excluded)
+        return path
+
+    ranking = affordable(recovery_order(layers), onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
+
+    def searcher(faces: EvalFaces) -> Recovery:
+        def score(path: Path) -> float:   # in-process: onnxruntime does not abort on int8 graphs
+            runner = create_runner("onnx", path, {"layout": "NCHW"}, job.size, job.norm)
+            return faces.nme(runner.raw_outputs(faces.crops.crops))
+
+        return search(ranking, build, score,
+                      lambda path: onnx_int8.int8_macs(source, path), faces.float_nme, len(faces.crops),
+                      job.work_dir, job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
+
+    def recover(recovery: Recovery) -> QuantResult:
+        return onnx_int8.write_mixed(job, name, scheme, recovery, source, activation)
+
+    return recovered(job, plain, "onnx", ranking, name, scheme, recover, searcher)
+
+
+# ---------------------------------------------------------------- TFLite
+
+def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None) -> list[QuantResult]:
+    """Rank the ops of the full-int8 TFLite model with LiteRT's debugger (job.sensitivity["tflite"])
+    and recover it as tflite_int8_mixed (float I/O)."""
+    if plain.failed or not wanted(job):
+        return []
+    name, scheme = "tflite_int8_mixed", "full integer, sensitive ops float"
+    return guarded(name, scheme, lambda: _tflite_rows(job, plain, saved_model, name, scheme))
+
+
+def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, name: str,
+                 scheme: str) -> list[QuantResult]:
+    from facemark.quantize import tflite_int8
+
+    if saved_model is None:
+        raise RuntimeError("onnx2tf wrote no saved model: the TFLite sensitivity needs it")
+    inputs = job.calibration.inputs("NHWC")
+    calibration = TfliteCalibration(saved_model, inputs, EXPLAIN_FACES)
+    layers = calibration.layer_errors()
+    job.sensitivity["tflite"] = {"artifact": plain.name, "inputs": min(EXPLAIN_FACES, len(inputs)), "layers": layers}
+
+    def build(excluded: list[str], stem: Path) -> Path:
+        path = stem.with_suffix(".tflite")
+        path.write_bytes(calibration.quantize(excluded))
+        return path
+
+    macs = {name: op["macs"] for name, op in tflite_macs(calibration.quantize([])).items()}
+    ranking = affordable(layers, macs, job.cfg.quantize.mixed_min_int8_macs)
+
+    def searcher(faces: EvalFaces) -> Recovery:
+        def score(path: Path) -> float:   # LiteRT in the runtime layer's child harness (int8 kernels may abort)
+            try:
+                points, _ = run_artifact("tflite", path, {"layout": "NHWC"}, job.size, job.norm, faces.crops.crops,
+                                         job.work_dir / "litert-search")
+            except WorkerFailed as exc:
+                raise RuntimeError(f"{path.name}: LiteRT {exc.status}") from None
+            return faces.nme(points.reshape(len(points), -1))
+
+        return search(ranking, build, score,
+                      tflite_int8.int8_macs, faces.float_nme, len(faces.crops), job.work_dir,
+                      job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
+
+    def recover(recovery: Recovery) -> QuantResult:
+        chosen = recovery.chosen
+        description = (f"int8 per-channel weights and int8 activations (min-max ranges from "
+                       f"{len(job.calibration.crops)} calibration crops) except {len(chosen.excluded)} sensitive "
+                       f"ops kept in float32 (listed in float_layers); float32 I/O")
+        extra = {"float_layers": chosen.excluded, "int8_macs": round(chosen.int8_macs, 4),
+                 "recovery": recovery.record(), "recovers": plain.name}
+        return tflite_int8.write_tflite(job, name, scheme, "model_int8_mixed.tflite", chosen.path, description,
+                                        "float32", calibrated=True, extra=extra)
+
+    return recovered(job, plain, "tflite", ranking, name, scheme, recover, searcher)
+
