@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from facemark.errors import DataError
 from facemark.quantize.common import QuantJob, QuantResult, attempt
 from facemark.runtime import WorkerFailed, create_runner, run_artifact
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
@@ -37,12 +38,18 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
     target (one that only came closer is written beside it, superseding nothing)."""
     if not job.cfg.quantize.mixed or plain.failed or not ranking:
         return []
+    try:
+        faces = EvalFaces(job, job.data_root)
+    except DataError as exc:   # no val split: candidates are never judged on test faces, so no search
+        print(f"facemark quantize: note: no {fmt} mixed-precision search (it judges candidates on val "
+              f"faces): {exc}", file=sys.stderr)
+        return []
     print(f"facemark quantize: {fmt} mixed-precision search over {len(ranking)} ranked activations "
           f"(target {job.cfg.quantize.mixed_target:+.2%} NME vs float on val)")
     outcome: dict[str, Recovery] = {}
 
     def work() -> QuantResult:
-        outcome["recovery"] = searcher(EvalFaces(job, job.data_root))
+        outcome["recovery"] = searcher(faces)
         if outcome["recovery"].chosen is None:
             return QuantResult(name, scheme, "not needed")
         return recover(outcome["recovery"])
