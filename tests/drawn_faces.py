@@ -81,3 +81,25 @@ def make_drawn_split(root: Path, split: str, count: int, detector: str = "drawn"
         write_box(box_dir(root, split, detector) / f"{stem}.txt", box, score=0.99)
         stems.append(stem)
     return stems
+
+
+def make_validation_root(root: Path, count: int) -> Path:
+    """ROOT with a drawn test split (face 3 a detector miss) and a train split (calibration for
+    `facemark quantize`), both with `drawn` box caches: what validate and predict tests share."""
+    make_drawn_split(root, "test", count, detector="drawn", misses=(3,))
+    make_drawn_split(root, "train", count, detector="drawn", seed=1)
+    return root
+
+
+def face_dependent_model(cfg, seed: int = 0):
+    """A random model of cfg (eval mode) whose head is perturbed so its landmarks depend on the face."""
+    import torch
+
+    from facemark.model import build_model
+    from facemark.schemes import load_scheme
+
+    torch.manual_seed(seed + DATA_SEED)
+    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
+    with torch.no_grad():
+        model.get_classifier().weight.normal_(0.0, 0.05)
+    return model

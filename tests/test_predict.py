@@ -13,14 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from drawn_faces import IMAGE_SIZE, draw_face, make_drawn_split
-from margins import DATA_SEED
+from drawn_faces import IMAGE_SIZE, draw_face, face_dependent_model, make_validation_root
 from facemark.cli import main
 from facemark.config import load_config
 from facemark.convert.export import export_run
 from facemark.data.boxes import box_dir, read_box
-from facemark.model import build_model, checkpoint_dict
-from facemark.schemes import load_scheme
+from facemark.model import checkpoint_dict
 
 FACES = 8
 SIZE = 64
@@ -29,10 +27,7 @@ STABILITY_FACES, DRAWS = 4, 2
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("drawn")
-    make_drawn_split(root, "test", FACES, detector="drawn", misses=(3,))
-    make_drawn_split(root, "train", FACES, detector="drawn", seed=1)
-    return root
+    return make_validation_root(tmp_path_factory.mktemp("drawn"), FACES)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +38,7 @@ def validated_run(tmp_path_factory, data_root) -> Path:
                                  f"data.input_size={SIZE}", "data.detector=drawn", "validate.warmup=1",
                                  "validate.runs=2", f"validate.stability_faces={STABILITY_FACES}",
                                  f"validate.stability_draws={DRAWS}"])
-    torch.manual_seed(DATA_SEED)
-    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
-    with torch.no_grad():   # landmarks that depend on the face
-        model.get_classifier().weight.normal_(0.0, 0.05)
+    model = face_dependent_model(cfg)
     torch.save(checkpoint_dict(model, cfg, epoch=0, data_root=str(data_root)), run / "best.pt")
     assert export_run(run, ["onnx"], data_root=None, bake=False, golden=False) == 0
     assert main(["validate", str(run)]) == 0
@@ -99,7 +91,7 @@ def test_stability_gate_fails_an_artifact_over_the_bound(validated_run, tmp_path
     shutil.copytree(validated_run, run, ignore=shutil.ignore_patterns("validation"))
     report = json.loads((validated_run / "validation" / "validation.json").read_text())
     jitter = min(row["stability"]["stability"] for row in report["rows"])
-    ckpt = torch.load(run / "best.pt", weights_only=False)
+    ckpt = torch.load(run / "best.pt", weights_only=True)
     ckpt["config"]["validate"]["max_stability"] = jitter / 2
     torch.save(ckpt, run / "best.pt")
     from facemark.io import sha256_of

@@ -14,29 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from drawn_faces import make_drawn_split
-from margins import DATA_SEED, above, below
+from drawn_faces import face_dependent_model, make_validation_root
+from margins import above, below
 from facemark.cli import main
 from facemark.config import load_config
 from facemark.convert.export import export_run
 from facemark.convert.onnx import export_onnx
 from facemark.manifest import artifact_entry, load_manifest, save_manifest
-from facemark.model import build_model, checkpoint_dict
-from facemark.schemes import load_scheme
+from facemark.model import checkpoint_dict
 from facemark.train.evaluate import evaluate_checkpoint
 from facemark.validate.run import validate_run
 
 FACES = 8
 SIZE = 64
-
-
-def _model(cfg, seed: int = 0) -> torch.nn.Module:
-    """A random tiny model whose head is perturbed so its landmarks depend on the face."""
-    torch.manual_seed(seed + DATA_SEED)
-    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
-    with torch.no_grad():
-        model.get_classifier().weight.normal_(0.0, 0.05)
-    return model
 
 
 def _add_onnx(export_dir: Path, name: str, model: torch.nn.Module) -> None:
@@ -51,10 +41,7 @@ def _add_onnx(export_dir: Path, name: str, model: torch.nn.Module) -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("drawn")
-    make_drawn_split(root, "test", FACES, detector="drawn", misses=(3,))
-    make_drawn_split(root, "train", FACES, detector="drawn", seed=1)   # calibration for `facemark quantize`
-    return root
+    return make_validation_root(tmp_path_factory.mktemp("drawn"), FACES)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +51,7 @@ def good_run(tmp_path_factory, data_root) -> Path:
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
                                  f"data.input_size={SIZE}", "data.detector=drawn", "validate.warmup=2",
                                  "validate.runs=5", "quantize.tflite_io=int8"])
-    model = _model(cfg)
+    model = face_dependent_model(cfg)
     torch.save(checkpoint_dict(model, cfg, epoch=0, data_root=str(data_root)), run / "best.pt")
     assert export_run(run, ["onnx"], data_root=None, bake=False, golden=False) == 0
     return run
@@ -138,7 +125,7 @@ def test_perturbed_artifact_fails_gate(good_run, tmp_path, capsys):
     run = _copy_run(good_run, tmp_path)
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
                                  f"data.input_size={SIZE}"])
-    broken = _model(cfg)
+    broken = face_dependent_model(cfg)
     # shift every landmark by 0.3 normalised units = 10 crop pixels: the untrained model is already
     # ~0.8 IPD off, so a 3 px shift moved its NME by only 2.1-2.7 % across seeds, too close to the
     # 1 % gate for a margin that holds on every CPU
