@@ -41,6 +41,7 @@ LOSSES = ("mse", "wing", "smooth_l1", "l1")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_FORMATS = ("onnx", "tflite", "coreml")
 QUANTIZE_FORMATS = ("tflite", "onnx", "coreml")
+QAT_FORMATS = ("onnx", "tflite")      # formats facemark qat writes an artifact for
 ON_MISS = ("landmarks", "skip")
 TFLITE_IO = ("float32", "int8", "uint8")
 ONNX_ACTIVATIONS = ("uint8", "int8")
@@ -193,6 +194,8 @@ class QuantizeConfig:
     # quantisation-aware fine-tuning (facemark qat; `facemark pipeline` runs it when qat is on):
     # epochs and AdamW learning rate of the fine-tuning
     qat: bool = spec(flag())
+    # formats that get a QAT artifact (those also in quantize.formats)
+    qat_formats: list[str] = spec(subset_of(QAT_FORMATS))
     qat_epochs: int = spec(integer(1, 100))
     qat_lr: float = spec(number(0.0, 1.0, low_open=True))
 

@@ -68,11 +68,11 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
     run = Path(run)
     with hold_run_lock(run, "qat"):
         job = build_job(run, data_root, None, verb="qat")
-        formats = [fmt for fmt in ROWS if fmt in job.cfg.quantize.formats]
+        formats = qat_formats(job.cfg)
         if not formats:
             shutil.rmtree(job.work_dir, ignore_errors=True)
-            raise ArtifactError(f"quantize.formats {job.cfg.quantize.formats} has neither onnx nor tflite: "
-                                f"QAT writes ONNX QDQ and TFLite full-integer artifacts only")
+            raise ArtifactError(f"no QAT artifact to write: quantize.qat_formats {job.cfg.quantize.qat_formats} and "
+                                f"quantize.formats {job.cfg.quantize.formats} share no format")
         tuner = FineTuner(job, run / QAT_DIR, epochs or job.cfg.quantize.qat_epochs)
         if not tuner.train(stop_after):
             shutil.rmtree(job.work_dir, ignore_errors=True)
@@ -82,6 +82,11 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
         judge(job, results)
         print(summary_table(results))
         return finish_job(job, results)
+
+
+def qat_formats(cfg) -> list[str]:
+    """The formats that get a QAT artifact: quantize.qat_formats that are also in quantize.formats."""
+    return [fmt for fmt in ROWS if fmt in cfg.quantize.qat_formats and fmt in cfg.quantize.formats]
 
 
 class FineTuner:

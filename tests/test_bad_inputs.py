@@ -475,6 +475,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "quantize.mixed_min_int8_macs": ["1.5"],
     "quantize.mixed_eval_faces": ["0"],
     "quantize.qat": ["often"],
+    "quantize.qat_formats": ["[coreml]", "[onnx, onnx]"],
     "quantize.qat_epochs": ["0", "1000"],
     "quantize.qat_lr": ["0", "-1e-4"],
     "validate.threads": ["0"],

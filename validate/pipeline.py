@@ -69,7 +69,8 @@ def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
 
 def check_plan(cfg: Config, source: str) -> None:
     """Before anything trains: each int8 format of quantize.formats needs its float source
-    artifact (the backend's SOURCE, e.g. onnx_fp32 for tflite and onnx) among export.formats."""
+    artifact (the backend's SOURCE, e.g. onnx_fp32 for tflite and onnx) among export.formats, and
+    quantize.qat needs a format to write."""
     import importlib
 
     from facemark.quantize.run import BACKENDS
@@ -81,6 +82,9 @@ def check_plan(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: 'quantize.formats' has {fmt}, made from the float {needed} export, but "
                               f"'export.formats' is {cfg.export.formats}; add {needed} to export.formats or "
                               f"drop {fmt} from quantize.formats")
+    if cfg.quantize.qat and not set(cfg.quantize.qat_formats) & set(cfg.quantize.formats):
+        raise ConfigError(f"{source}: 'quantize.qat' is on but 'quantize.qat_formats' {cfg.quantize.qat_formats} and "
+                          f"'quantize.formats' {cfg.quantize.formats} share no format; add one or set quantize.qat: false")
 
 
 def _pin_config(cfg: Config, run_dir: Path) -> None:
@@ -135,13 +139,13 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
 def _qat_current(run_dir: Path, cfg: Config) -> bool:
     """True when every QAT artifact quantize.formats calls for is in the manifest, intact, and was
     fine-tuned from the current best.pt."""
-    from facemark.quantize.qat import ROWS
+    from facemark.quantize.qat import ROWS, qat_formats
 
     if not _artifacts_current(run_dir, [], quantized=True):
         return False
     export_dir = run_dir / "export"
     manifest, source = load_manifest(export_dir), sha256_of(run_dir / "best.pt")
-    for fmt in (fmt for fmt in ROWS if fmt in cfg.quantize.formats):
+    for fmt in qat_formats(cfg):
         entry = manifest["artifacts"].get(ROWS[fmt][0])
         if entry is None or entry.get("qat", {}).get("source_sha256") != source:
             return False
