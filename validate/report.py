@@ -25,7 +25,7 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "accuracy": facemark.metrics.summarize in image pixels (nme_pupil, nme_corner, fr@0.1,
                 auc@0.1, fr@0.08, auc@0.08, p50, p90, p95, p99, regions, count) or null,
     "delta": {"reference", "reference_nme", "abs", "rel"} or null,
-    "parity": {"mean_px", "max_px", "worst": [{"stem", "max_px", "mean_px"}]} (crop pixels vs
+    "parity": {"mean_px", "p99_px", "max_px", "worst": [{"stem", "max_px", "mean_px"}]} (crop pixels vs
               PyTorch) or null,
     "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
     "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
