@@ -22,13 +22,14 @@ from margins import below
 
 from facemark.config import load_config
 from facemark.convert.export import export_run
-from facemark.errors import ArtifactError
+from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
-from facemark.manifest import load_manifest
+from facemark.manifest import load_manifest, record_artifact
 from facemark.model import checkpoint_dict, load_checkpoint
 from facemark.quantize.qat import LAST, QAT_DIR, ROWS, FineTuner, qat_run
 from facemark.quantize.run import build_job, quantize_run
 from facemark.runtime import TorchRunner, create_runner
+from facemark.validate.pipeline import qat_current, check_plan
 from test_quantize import SIZE, perturbed_model
 
 # timm's tiny BatchNorm-free test model: converting a graph with BatchNorm costs ~50 s of torchao
@@ -150,3 +151,23 @@ def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
 def test_qat_needs_an_export(tmp_path):
     with pytest.raises(ArtifactError, match="facemark export"):
         qat_run(tmp_path, data_root=None)
+
+
+def test_pipeline_refuses_qat_without_a_format():
+    cfg = load_config(overrides=["quantize.qat=true", "quantize.qat_formats=[tflite]", "quantize.formats=[onnx]"])
+    with pytest.raises(ConfigError, match="share no format"):
+        check_plan(cfg, "demo.yaml")
+
+
+@pytest.mark.slow
+def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
+    run, _ = qat_done
+    cfg = load_config(overrides=[*OVERRIDES, "quantize.formats=[onnx,tflite]", "quantize.qat=true"])
+    assert qat_current(run, cfg)
+    manifest = load_manifest(run / "export")
+    entry = manifest["artifacts"][ROWS["tflite"][0]]
+    record_artifact(run / "export", ROWS["tflite"][0], {**entry, "qat": {**entry["qat"], "source_sha256": "0" * 64}})
+    try:
+        assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
+    finally:
+        record_artifact(run / "export", ROWS["tflite"][0], entry)

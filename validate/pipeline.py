@@ -44,7 +44,7 @@ def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
         ("quantize", lambda: not _artifacts_current(run_dir, cfg.quantize.formats, quantized=True),
          lambda: _quantize(run_dir, data_root)),
         # after a new quantize the QAT rows are judged against the new PTQ rows again
-        ("qat", lambda: cfg.quantize.qat and ("quantize" in ran or not _qat_current(run_dir, cfg)),
+        ("qat", lambda: cfg.quantize.qat and ("quantize" in ran or not qat_current(run_dir, cfg)),
          lambda: _qat(run_dir, data_root)),
     ]
     for name, needed, action in stages:
@@ -136,7 +136,7 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
     return True
 
 
-def _qat_current(run_dir: Path, cfg: Config) -> bool:
+def qat_current(run_dir: Path, cfg: Config) -> bool:
     """True when every QAT artifact quantize.formats calls for is in the manifest, intact, and was
     fine-tuned from the current best.pt."""
     from facemark.quantize.qat import ROWS, qat_formats
