@@ -105,13 +105,27 @@ def _weight_shape(name: str, shapes: dict[str, list[int]], producers: dict[str, 
 
 def onnx_int8_nodes(qdq_path: Path) -> set[str]:
     """Names of the MAC nodes of a QDQ model that run in int8: both activation and weight inputs
-    come from a DequantizeLinear (onnxruntime fuses DQ -> op -> Q into the integer kernel)."""
+    come from a DequantizeLinear and the output goes to QuantizeLinear nodes only, directly or
+    through one Relu/Clip (onnxruntime fuses DQ -> op [-> Relu/Clip] -> Q into the integer kernel;
+    without the Q it runs the op in float on dequantised inputs)."""
     import onnx
 
     model = onnx.load(str(qdq_path))
+    users: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
     dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+
+    def requantized(tensor: str, hops: int = 1) -> bool:
+        readers = users.get(tensor, [])
+        if len(readers) == 1 and readers[0].op_type in ("Relu", "Clip") and hops:
+            return requantized(readers[0].output[0], hops - 1)
+        return bool(readers) and all(r.op_type == "QuantizeLinear" for r in readers)
+
     return {node.name for node in model.graph.node
-            if node.op_type in MAC_OPS and node.input[0] in dequantized and node.input[1] in dequantized}
+            if node.op_type in MAC_OPS and node.input[0] in dequantized and node.input[1] in dequantized
+            and requantized(node.output[0])}
 
 
 def onnx_layer_errors(float_path: Path, qdq_path: Path, inputs: np.ndarray) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from facemark.model import checkpoint_dict, load_checkpoint
 from facemark.quantize.qat import LAST, QAT_DIR, ROWS, FineTuner, qat_run
 from facemark.quantize.run import build_job, quantize_run
 from facemark.runtime import TorchRunner, create_runner
-from facemark.validate.pipeline import qat_current, check_plan
+from facemark.validate.pipeline import check_plan, qat_current
 from test_quantize import SIZE, perturbed_model
 
 # timm's tiny BatchNorm-free test model: converting a graph with BatchNorm costs ~50 s of torchao

@@ -249,3 +249,30 @@ def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path
         share = tflite_macs(path.read_bytes())
         assert sum(op["macs"] for op in share.values() if op["int8"]) >= 0.9 * sum(op["macs"] for op in share.values())
     assert errors[1] < errors[0] / 5, errors
+
+
+def test_an_op_counts_as_int8_only_when_its_output_is_requantised(tmp_path):
+    """DQ -> Conv -> Clip -> Q fuses into an integer kernel; DQ -> Conv -> (float) Add does not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from facemark.quantize.sensitivity import onnx_int8_nodes
+
+    consts = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z"),
+              numpy_helper.from_array(np.zeros((4, 4, 1, 1), np.int8), "w"),
+              numpy_helper.from_array(np.array([0.1] * 4, np.float32), "ws"),
+              numpy_helper.from_array(np.zeros(4, np.int8), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["a"], name="fused"),
+             helper.make_node("Clip", ["a"], ["ac"]),
+             helper.make_node("QuantizeLinear", ["ac", "s", "z"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "s", "z"], ["ad"]),
+             helper.make_node("Conv", ["ad", "wd"], ["b"], name="float_out"),
+             helper.make_node("Add", ["b", "xd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], consts)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert onnx_int8_nodes(path) == {"fused"}
