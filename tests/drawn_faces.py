@@ -83,6 +83,13 @@ def make_drawn_split(root: Path, split: str, count: int, detector: str = "drawn"
     return stems
 
 
+def make_drawn_root(root: Path, train: int, val: int) -> Path:
+    """ROOT with drawn train and val splits (`drawn` box caches): what quantize and qat tests share."""
+    make_drawn_split(root, "train", train)
+    make_drawn_split(root, "val", val)
+    return root
+
+
 def make_validation_root(root: Path, count: int) -> Path:
     """ROOT with a drawn test split (face 3 a detector miss) and a train split (calibration for
     `facemark quantize`), both with `drawn` box caches: what validate and predict tests share."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from drawn_faces import make_drawn_split
+from drawn_faces import make_drawn_root
 from margins import below
 
 from facemark.config import load_config
@@ -44,10 +44,7 @@ OVERRIDES = ["model.pretrained=false", f"data.input_size={SIZE}", "data.detector
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("drawn")
-    make_drawn_split(root, "train", 24)
-    make_drawn_split(root, "val", 8)
-    return root
+    return make_drawn_root(tmp_path_factory.mktemp("drawn"), train=24, val=8)
 
 
 def exported_run(root: Path, run: Path, formats: str, arch: str = ARCH) -> Path:

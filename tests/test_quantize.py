@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from drawn_faces import make_drawn_split
+from drawn_faces import make_drawn_root
 from margins import DATA_SEED, below
 
 from facemark.config import load_config
@@ -77,10 +77,7 @@ def export_float(run: Path, root: Path, model: torch.nn.Module, cfg) -> None:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("drawn")
-    make_drawn_split(root, "train", 40)
-    make_drawn_split(root, "val", 6)
-    return root
+    return make_drawn_root(tmp_path_factory.mktemp("drawn"), train=40, val=6)
 
 
 @pytest.fixture(scope="module")
