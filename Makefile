@@ -12,6 +12,7 @@ DETECTOR ?= mtcnn
 ARGS   ?=
 INPUTS ?= $(DATA)/test/images
 ARTIFACT ?= $(RUN)
+TEST_WORKERS ?= 2   # pytest-xdist processes for `make test`, whole test files per process
 
 # Packages whose metadata pins exact old versions of everything (or the distribution named
 # `tensorflow` instead of tensorflow-cpu): installed with --no-deps on top of the resolved stack.
@@ -35,7 +36,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
 
 # The main job: synthetic data -> train MobileNetV2 (offline ImageNet weights) briefly -> export -> quantize -> validate.
 # The gate's verdict (exit 1: an artifact regressed) is the demo's

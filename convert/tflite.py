@@ -10,7 +10,7 @@ Metadata: the manifest facts are embedded as JSON in the flatbuffer's standard `
 mechanism TFLite Support metadata uses under the name "TFLITE_METADATA"). Interpreters ignore it;
 `read_tflite_metadata` reads it back. The sidecar manifest.json stays the authority.
 
-`run_onnx2tf` is the reusable onnx2tf driver (the quantize stage calls it with -oiqt/-cind).
+`run_onnx2tf` is the reusable onnx2tf driver (the quantize stage calls it with -oiqt/-cind or -odrqt).
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
                         help="override one config value, e.g. --set train.epochs=3 (repeatable)")
 
 
+def _add_quantize_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="quantize.KEY=VALUE",
+                        help="override a quantize.* value of the run's config, e.g. --set "
+                             "quantize.calibration_method=minmax (repeatable)")
+
+
 def _add_study(parser: argparse.ArgumentParser, configs_flag: str, default_out: Path) -> None:
     """Arguments shared by benchmark and ablate: many configs, one data root, budget flags."""
     parser.add_argument(configs_flag, type=Path, nargs="+", required=True,
@@ -130,13 +136,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from facemark.quantize.run import quantize_run
 
     return quantize_run(args.run, formats=args.format, data_root=args.data,
-                        calibration_count=args.calibration_count, explain=args.explain)
+                        calibration_count=args.calibration_count, explain=args.explain, overrides=args.overrides)
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
     from facemark.quantize.qat import qat_run
 
-    return qat_run(args.run, data_root=args.data, epochs=args.epochs)
+    return qat_run(args.run, data_root=args.data, epochs=args.epochs, overrides=args.overrides)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -248,11 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-count", type=_positive_int)
     p.add_argument("--explain", action="store_true",
                    help="per-layer int8 sensitivity report (RUN/export/sensitivity/: JSON, markdown, plot)")
+    _add_quantize_overrides(p)
 
     p = verbs["qat"]
     p.add_argument("run", type=Path, help="an exported run (RUN/export/manifest.json); fine-tunes in RUN/qat/")
     p.add_argument("--data", type=Path, help="dataset root for training, calibration and val crops (default: the run's)")
     p.add_argument("--epochs", type=_positive_int, help="fine-tuning epochs (default: quantize.qat_epochs)")
+    _add_quantize_overrides(p)
 
     p = verbs["validate"]
     p.add_argument("run", type=Path)

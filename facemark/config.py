@@ -181,8 +181,11 @@ class QuantizeConfig:
     onnx_dynamic: bool = spec(flag())
     # refuse an int8 output step coarser than this * inter-pupil distance
     max_output_step: float = spec(number(0.0, 1.0, low_open=True))
-    # activation ranges: "minmax", "percentile" or "entropy" (ONNX; the TFLite converter has min-max only)
+    # activation ranges: "minmax", "percentile" (every int8 format and the QAT graph) or "entropy"
+    # (ONNX only; TFLite and QAT then use min-max)
     calibration_method: str = spec(one_of(*CALIBRATION_METHODS))
+    # percentile of calibration_method percentile: (100 - p) / 2 % of each tensor's values cut from each tail
+    calibration_percentile: float = spec(number(90.0, 100.0, high_open=True))
     # also write mixed-precision artifacts (sensitive layers in float) when plain int8 misses mixed_target
     mixed: bool = spec(flag())
     # relative NME increase vs float (val split) a recovered artifact must reach, e.g. 0.005 = +0.5 %
@@ -270,7 +273,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         for layer in _chain(Path(path)):
             _merge(merged, layer[1], source=str(layer[0]), origins=origins)
-    for item in overrides or []:
+    _apply_overrides(merged, overrides or [], origins)
+    cfg = config_from_dict(merged, source=str(base), origins=origins)
+    check_cross_rules(cfg, str(base), origins)
+    return cfg
+
+
+def _apply_overrides(merged: dict[str, Any], overrides: list[str], origins: dict[str, str]) -> None:
+    for item in overrides:
         dotted, sep, raw = item.partition("=")
         if not sep or not dotted:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
@@ -281,9 +291,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             cursor = cursor.setdefault(part, {})
         cursor[leaf] = yaml.safe_load(raw)
         _merge(merged, nested, source=f"--set {item}", origins=origins)
-    cfg = config_from_dict(merged, source=str(base), origins=origins)
-    check_cross_rules(cfg, str(base), origins)
-    return cfg
+
+
+def override_section(cfg: Config, overrides: list[str], section: str, verb: str) -> Config:
+    """A trained run's `cfg` with `--set` overrides of one section only (e.g. quantize.* for
+    `facemark quantize`: the other sections describe the trained model and its data)."""
+    for item in overrides:
+        if not item.strip().startswith(f"{section}."):
+            raise ConfigError(f"facemark {verb} --set {item!r}: only {section}.* keys can change after training")
+    if not overrides:
+        return cfg
+    merged, origins = cfg.to_dict(), {}
+    _apply_overrides(merged, overrides, origins)
+    return config_from_dict(merged, source=f"facemark {verb}", origins=origins)
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None

@@ -105,6 +105,19 @@ def record_artifact(export_dir: Path, name: str, entry: dict[str, Any]) -> None:
     save_manifest(export_dir, manifest)
 
 
+def drop_artifact(export_dir: Path, name: str) -> None:
+    """Remove artifact `name` (entry, then file) when the manifest lists it: a re-run that no longer
+    writes it must not leave an old one to be validated beside the new rows."""
+    manifest = load_manifest(export_dir)
+    entry = manifest["artifacts"].pop(name, None)
+    if entry is None:
+        return
+    save_manifest(export_dir, manifest)
+    path = Path(export_dir) / entry["file"]
+    if path.is_file():
+        path.unlink()
+
+
 def verify_artifact(export_dir: Path, name: str, manifest: dict[str, Any] | None = None) -> Path:
     """Path of artifact `name` after checking it exists and its sha256 matches the manifest."""
     manifest = manifest or load_manifest(export_dir)

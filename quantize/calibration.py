@@ -129,3 +129,45 @@ def load_calibration(root: Path, data_cfg: DataConfig, count: int, seed: int, no
 
 def _warn(message: str) -> None:
     print(f"facemark quantize: warning: {message}", file=sys.stderr)
+
+
+PERCENTILE_BINS = 2048   # onnxruntime's histogram size for its percentile calibration
+
+
+class PercentileRanges:
+    """Activation ranges by onnxruntime's (non-symmetric) percentile method, for the converters and
+    graphs that only measure min-max (LiteRT's converter, the QAT graph): for each tensor a
+    PERCENTILE_BINS histogram over [-T, T] (T: its largest magnitude over the calibration crops),
+    then (100 - percentile) / 2 % of the values cut from each tail, clamped to the tensor's min-max.
+    `bounds`: {tensor key: (min, max)} over the same crops, measured first."""
+
+    def __init__(self, bounds: dict[Any, tuple[float, float]]):
+        self.bounds = {key: (float(low), float(high)) for key, (low, high) in bounds.items()}
+        self.counts = {key: np.zeros(PERCENTILE_BINS, np.int64) for key in self.bounds}
+
+    def add(self, key: Any, values: np.ndarray) -> None:
+        """Count the values of one calibration batch of tensor `key` (any shape)."""
+        limit = self._limit(key)
+        if limit > 0:
+            self.counts[key] += np.histogram(np.asarray(values, np.float32), PERCENTILE_BINS, range=(-limit, limit))[0]
+
+    def ranges(self, percentile: float) -> dict[Any, tuple[float, float]]:
+        """{tensor key: (low, high)} at `percentile` (e.g. 99.99)."""
+        cut = (100.0 - percentile) / 200.0
+        out = {}
+        for key, (low, high) in self.bounds.items():
+            total, limit = self.counts[key].sum(), self._limit(key)
+            if total == 0 or limit == 0:
+                out[key] = (low, high)
+                continue
+            edges = np.linspace(-limit, limit, PERCENTILE_BINS + 1)
+            cdf = np.cumsum(self.counts[key] / total)   # onnxruntime's order of operations
+            cut_low = max(low, float(edges[np.searchsorted(cdf, cut)]))
+            cut_high = min(high, float(edges[np.searchsorted(cdf, 1.0 - cut)]))
+            # a (nearly) constant tensor sits in one bin, whose edge can fall outside its min-max
+            out[key] = (cut_low, cut_high) if cut_low <= cut_high else (low, high)
+        return out
+
+    def _limit(self, key: Any) -> float:
+        low, high = self.bounds[key]
+        return max(abs(low), abs(high))

@@ -166,7 +166,27 @@ def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtyp
             "output": {"name": "landmarks", "shape": [1, 2 * points], "dtype": output_dtype,
                        "space": "normalised crop", "formula": f"crop px = value * {size / 2:g} + {size / 2:g}",
                        "order": "x0, y0, x1, y1, ..."},
-            "calibration": {**job.calibration.record(), "method": job.cfg.quantize.calibration_method}}
+            "calibration": {**job.calibration.record(), "method": job.cfg.quantize.calibration_method,
+                            **({"percentile": job.cfg.quantize.calibration_percentile}
+                               if job.cfg.quantize.calibration_method == "percentile" else {})}}
+
+
+def range_percentile(cfg: Config) -> float | None:
+    """quantize.calibration_percentile when quantize.calibration_method is percentile, else None:
+    LiteRT's converter and the QAT graph (qat.measure_ranges) then use min-max ranges, for entropy
+    too, which only onnxruntime implements."""
+    return cfg.quantize.calibration_percentile if cfg.quantize.calibration_method == "percentile" else None
+
+
+def converter_ranges(cfg: Config) -> str:
+    """The activation ranges of LiteRT's rows and of the QAT graph: "min-max" or "percentile 99.99"."""
+    return ranges_label(cfg) if range_percentile(cfg) else "min-max"
+
+
+def ranges_label(cfg: Config) -> str:
+    """How the activation ranges are measured, for artifact descriptions ("min-max", "percentile 99.99")."""
+    method = cfg.quantize.calibration_method
+    return {"minmax": "min-max", "entropy": "entropy"}.get(method, f"{method} {cfg.quantize.calibration_percentile:g}")
 
 
 def load_torch_before_tensorflow() -> None:

@@ -66,11 +66,13 @@ class Recovery:
 
 
 class EvalFaces:
-    """Held-out faces for judging candidates: the first quantize.mixed_eval_faces of the val split,
-    with the float PyTorch model's NME on them (normalised by the inter-pupil distance)."""
+    """Held-out faces for judging candidates: the first quantize.mixed_eval_faces of the val split
+    (or every face of `split` with `every_face`), with the float PyTorch model's NME on them
+    (normalised by the inter-pupil distance)."""
 
-    def __init__(self, job: QuantJob, root: Path):
-        self.crops: CropSet = load_crop_set(root, EVAL_SPLIT, job.cfg.data, limit=job.cfg.quantize.mixed_eval_faces)
+    def __init__(self, job: QuantJob, root: Path, split: str = EVAL_SPLIT, every_face: bool = False):
+        limit = None if every_face else job.cfg.quantize.mixed_eval_faces
+        self.crops: CropSet = load_crop_set(root, split, job.cfg.data, limit=limit)
         self.scheme = load_scheme(job.cfg.data.scheme)
         self.size = job.size
         self.norm = job.norm

@@ -24,7 +24,7 @@ from facemark.errors import ConfigError
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
-                                      int8_facts, parity_figures, torch_outputs)
+                                      int8_facts, parity_figures, ranges_label, torch_outputs)
 
 SOURCE = "onnx_fp32"
 ACTIVATION_TYPES = {"uint8": "u8s8", "int8": "s8s8"}
@@ -94,10 +94,11 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy"
 
 
 def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str,
-              exclude: list[str] | None = None) -> None:
+              exclude: list[str] | None = None, percentile: float | None = None) -> None:
     """quantize_static `source` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
-    `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method)
-    on (N, 3, S, S) float32 calibration `inputs`; the nodes named in `exclude` stay in float."""
+    `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method;
+    percentile at `percentile`, quantize.calibration_percentile) on (N, 3, S, S) float32
+    calibration `inputs`; the nodes named in `exclude` stay in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -107,7 +108,8 @@ def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, m
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-                    nodes_to_exclude=list(exclude or []))
+                    nodes_to_exclude=list(exclude or []),
+                    extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
 
 
 def int8_macs(source: Path, quantised: Path) -> float:
@@ -129,12 +131,13 @@ def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
 def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResult:
     source = preprocessed_source(job)
     method = job.cfg.quantize.calibration_method
-    description = (f"int8 per-channel weights, {activation} activations (static, {method} ranges from "
+    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
     file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}.onnx"
     with atomic_path(job.export_dir / file) as tmp:
-        write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method)
+        write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method,
+                  percentile=job.cfg.quantize.calibration_percentile)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         finish(job, tmp, facts)
@@ -146,7 +149,7 @@ def write_mixed(job: QuantJob, name: str, scheme: str, recovery: Any, source: Pa
     nodes in float, its contract, float layers, int8 share and search in the manifest."""
     chosen = recovery.chosen
     method = job.cfg.quantize.calibration_method
-    description = (f"int8 per-channel weights, {activation} activations (static, {method} ranges from "
+    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format, except {len(chosen.excluded)} "
                    f"sensitive nodes kept in float32 (listed in float_layers); float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facemark.errors import DataError
-from facemark.quantize.common import QuantJob, QuantResult, attempt
+from facemark.manifest import drop_artifact
+from facemark.quantize.common import QuantJob, QuantResult, attempt, converter_ranges
 from facemark.runtime import WorkerFailed, create_runner, run_artifact
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
 from facemark.quantize.sensitivity import (TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
@@ -83,9 +84,10 @@ def guarded(name: str, scheme: str, work: Callable[[], list[QuantResult]]) -> li
 
 def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantResult]:
     """Rank the layers of the plain QDQ model (job.sensitivity["onnx"]) and recover it."""
+    name = f"{plain.name}_mixed"
+    drop_artifact(job.export_dir, name)   # made from the plain row this run replaces
     if plain.failed or not wanted(job):
         return []
-    name = f"{plain.name}_mixed"
     scheme = f"{plain.scheme}, sensitive layers float"
     return guarded(name, scheme, lambda: _onnx_rows(job, plain, activation, name, scheme))
 
@@ -102,7 +104,7 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".onnx")
         onnx_int8.write_qdq(source, path, job.calibration.inputs("NCHW"), activation,
-                            job.cfg.quantize.calibration_method, excluded)
+                            job.cfg.quantize.calibration_method, excluded, job.cfg.quantize.calibration_percentile)
         return path
 
     ranking = affordable(recovery_order(layers), onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
@@ -124,23 +126,27 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
 
 # ---------------------------------------------------------------- TFLite
 
-def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None) -> list[QuantResult]:
+def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None,
+                calibration: TfliteCalibration | None = None) -> list[QuantResult]:
     """Rank the ops of the full-int8 TFLite model with LiteRT's debugger (job.sensitivity["tflite"])
-    and recover it as tflite_int8_mixed (float I/O)."""
+    and recover it as tflite_int8_mixed (float I/O). `calibration`: the one the plain row was
+    quantised from (percentile ranges), else a min-max one is made from `saved_model`."""
+    name, scheme = "tflite_int8_mixed", "full integer, sensitive ops float"
+    drop_artifact(job.export_dir, name)   # made from the plain row this run replaces
     if plain.failed or not wanted(job):
         return []
-    name, scheme = "tflite_int8_mixed", "full integer, sensitive ops float"
-    return guarded(name, scheme, lambda: _tflite_rows(job, plain, saved_model, name, scheme))
+    return guarded(name, scheme, lambda: _tflite_rows(job, plain, saved_model, calibration, name, scheme))
 
 
-def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, name: str,
-                 scheme: str) -> list[QuantResult]:
+def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, calibration: TfliteCalibration | None,
+                 name: str, scheme: str) -> list[QuantResult]:
     from facemark.quantize import tflite_int8
 
-    if saved_model is None:
-        raise RuntimeError("onnx2tf wrote no saved model: the TFLite sensitivity needs it")
     inputs = job.calibration.inputs("NHWC")
-    calibration = TfliteCalibration(saved_model, inputs, EXPLAIN_FACES)
+    if calibration is None:
+        if saved_model is None:
+            raise RuntimeError("onnx2tf wrote no saved model: the TFLite sensitivity needs it")
+        calibration = TfliteCalibration(saved_model, inputs, EXPLAIN_FACES)
     layers = calibration.layer_errors()
     job.sensitivity["tflite"] = {"artifact": plain.name, "inputs": min(EXPLAIN_FACES, len(inputs)), "layers": layers}
 
@@ -167,7 +173,7 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, na
 
     def recover(recovery: Recovery) -> QuantResult:
         chosen = recovery.chosen
-        description = (f"int8 per-channel weights and int8 activations (min-max ranges from "
+        description = (f"int8 per-channel weights and int8 activations ({converter_ranges(job.cfg)} ranges from "
                        f"{len(job.calibration.crops)} calibration crops) except {len(chosen.excluded)} sensitive "
                        f"ops kept in float32 (listed in float_layers); float32 I/O")
         extra = {"float_layers": chosen.excluded, "int8_macs": round(chosen.int8_macs, 4),

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facemark.config import Config, resolve_choices
+from facemark.config import Config, override_section, resolve_choices
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.data.layout import present_splits
 from facemark.errors import ArtifactError, ConfigError, DataError
@@ -36,20 +36,21 @@ SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 
 
 def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
-                 calibration_count: int | None, explain: bool = False) -> int:
+                 calibration_count: int | None, explain: bool = False, overrides: list[str] | None = None) -> int:
     """Quantise the exported run `run` -> exit code (0: every artifact written; 1: some failed).
     `explain`: rank the layers even with quantize.mixed off; the per-layer sensitivity report
-    (RUN/export/sensitivity/) is written whenever they were ranked.
+    (RUN/export/sensitivity/) is written whenever they were ranked. `overrides`: quantize.KEY=VALUE
+    changes to the run's config.
     Holds RUN's lock (one writer per run folder)."""
     load_torch_before_tensorflow()
     run = Path(run)
     with hold_run_lock(run, "quantize"):
-        return _quantize(run, formats, data_root, calibration_count, explain)
+        return _quantize(run, formats, data_root, calibration_count, explain, overrides or [])
 
 
 def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None,
-              explain: bool) -> int:
-    job = build_job(run, data_root, calibration_count, explain)
+              explain: bool, overrides: list[str]) -> int:
+    job = build_job(run, data_root, calibration_count, explain, overrides=overrides)
     names = resolve_backends(formats, job.cfg.quantize.formats)
     if "onnx" in names:
         activation = job.cfg.quantize.onnx_activation
@@ -70,14 +71,16 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
 
 
 def build_job(run: Path, data_root: Path | None, calibration_count: int | None, explain: bool = False,
-              verb: str = "quantize") -> QuantJob:
-    """The exported run's QuantJob: its verified checkpoint and model, calibration crops (a seeded
-    subset of the training split), parity crops (val, else test) and a fresh work folder in RUN."""
+              verb: str = "quantize", overrides: list[str] | None = None) -> QuantJob:
+    """The exported run's QuantJob: its verified checkpoint and model (its config with the
+    quantize.* `overrides`), calibration crops (a seeded subset of the training split), parity
+    crops (val, else test) and a fresh work folder in RUN."""
     export_dir = run / "export"
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
     checkpoint = verified_checkpoint(run, manifest)
     model, cfg, ckpt = load_checkpoint(checkpoint)
+    cfg = override_section(cfg, overrides or [], "quantize", verb)
     norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
     root = _data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count

@@ -247,11 +247,12 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class TfliteCalibration:
     """LiteRT's QuantizationDebugger over onnx2tf's saved model: calibrated once on the (N, S, S, 3)
-    float32 normalised NHWC `inputs` (the converter's min-max ranges), debugged on the first
-    `debug_count` of them; `layer_errors()` ranks the ops, `quantize(denylist)` writes a model with
-    the named ops (output tensor names) left in float."""
+    float32 normalised NHWC `inputs` (the converter's min-max ranges, or with `percentile` the
+    percentile ranges over the same crops: tflite_int8.calibrated_ranges), debugged on the
+    first `debug_count` of them; `layer_errors()` ranks the ops, `quantize(denylist)` writes a
+    model with the named ops (output tensor names) left in float."""
 
-    def __init__(self, saved_model: Path, inputs: np.ndarray, debug_count: int):
+    def __init__(self, saved_model: Path, inputs: np.ndarray, debug_count: int, percentile: float | None = None):
         import tensorflow as tf
 
         def calibration():
@@ -269,14 +270,23 @@ class TfliteCalibration:
         options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_sqnr": _channel_sqnr})
         self.debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug,
                                                                   debug_options=options)
+        from facemark.quantize.tflite_int8 import calibrated_ranges
 
-    def quantize(self, denylisted_nodes: list[str]) -> bytes:
-        """The int8 model (float I/O) with `denylisted_nodes` in float, from the one calibration.
-        What QuantizationDebugger.get_nondebug_quantized_model does with denylisted_nodes set, without
-        a new debugger (which would calibrate again) per candidate."""
+        self.debugger.calibrated_model = calibrated_ranges(self.debugger.calibrated_model, inputs, percentile)
+        self.debugger.options = self.debugger.options   # rebuilds its debug model from these ranges
+
+    def quantize(self, denylisted_nodes: list[str], io_type: str = "float32") -> bytes:
+        """The int8 model with `denylisted_nodes` in float (those ops fall back to float kernels),
+        from the one calibration, with `io_type` (quantize.tflite_io) input and output: the call
+        LiteRT's converter makes for a full-integer model, and what
+        QuantizationDebugger.get_nondebug_quantized_model does with denylisted_nodes set, without a
+        new debugger (which would calibrate again) per candidate."""
+        import tensorflow as tf
         from tensorflow.lite.python import convert
 
-        return convert.mlir_quantize(self.debugger.calibrated_model, denylisted_nodes=list(denylisted_nodes) or None)
+        dtype = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io_type]
+        return convert.mlir_quantize(self.debugger.calibrated_model, input_data_type=dtype, output_data_type=dtype,
+                                     denylisted_nodes=list(denylisted_nodes) or None)
 
     def layer_errors(self) -> list[dict[str, Any]]:
         """Rows {layer (output tensor name, what denylisted_nodes takes), op, tensor, sqnr_db,

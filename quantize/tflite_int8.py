@@ -1,9 +1,12 @@
-"""TFLite int8 through onnx2tf (-oiqt), from the verified onnx_fp32 artifact.
+"""TFLite int8 through onnx2tf and LiteRT's converter, from the verified onnx_fp32 artifact.
 
 - tflite_int8_full: full-integer, int8 weights and activations, calibrated on the calibration crops
-  (onnx2tf -cind with our own 0-1 NHWC crops and ImageNet mean/std, never its MS-COCO sample).
-  I/O float32 by default (a QUANTIZE op in, a DEQUANTIZE op out); quantize.tflite_io int8/uint8
-  makes the graph take and return integers, described by the input/output scale and zero point.
+  (our own 0-1 NHWC crops with the model's mean/std, never onnx2tf's MS-COCO sample). Ranges by
+  quantize.calibration_method: percentile (the default) quantises onnx2tf's saved model with LiteRT
+  (calibrated_ranges, then mlir_quantize as the converter does); min-max is onnx2tf's own -oiqt
+  file. I/O float32 by default (a QUANTIZE op in, a DEQUANTIZE op out); quantize.tflite_io
+  int8/uint8 makes the graph take and return integers, described by the input/output scale and
+  zero point.
 - tflite_int8_dynamic: dynamic range, int8 weights, float activations (no calibration needed).
 
 onnx2tf's -oiqt also writes *_integer_quant (identical to full-integer with float I/O) and two
@@ -24,10 +27,12 @@ import numpy as np
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      parity_figures, torch_outputs)
+                                      converter_ranges, parity_figures, range_percentile, torch_outputs)
 from facemark.weights import Normalisation
 
 SOURCE = "onnx_fp32"
+SAME_SCALE_OPS = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
+                  "SPACE_TO_DEPTH", "DEPTH_TO_SPACE"}
 # artifact name -> (onnx2tf file kind, scheme, file name)
 ARTIFACTS = {
     "tflite_int8_full": ("full_integer_quant", "full integer", "model_int8_full.tflite"),
@@ -40,24 +45,108 @@ def planned(job: QuantJob) -> list[tuple[str, str]]:
 
 
 def quantize(job: QuantJob) -> list[QuantResult]:
-    """Entry point: one onnx2tf -oiqt run, then each kept file checked on its own."""
+    """Entry point: one onnx2tf run (convert), then each kept file checked on its own. With
+    quantize.calibration_method percentile, tflite_int8_full is LiteRT's quantisation of the saved
+    model onnx2tf wrote, with percentile ranges (TfliteCalibration), instead of onnx2tf's min-max file."""
     io_type = job.cfg.quantize.tflite_io   # one of config.TFLITE_IO
     files: dict[str, Path] = {}
-    conversion = attempt("tflite_int8_*", "onnx2tf -oiqt", lambda: convert(job, io_type, files))
+    conversion = attempt("tflite_int8_*", "onnx2tf", lambda: convert(job, io_type, files))
+    calibration: dict[str, Any] = {}
     results = []
     for name, (kind, scheme, file) in ARTIFACTS.items():
         if conversion.failed:
             results.append(QuantResult(name, scheme, "failed", error=conversion.error, seconds=conversion.seconds))
             continue
-        result = attempt(name, scheme, lambda: _finish(job, name, files.get(kind), io_type))
+        result = attempt(name, scheme, lambda: _finish(job, name, _produced(job, kind, files, calibration), io_type))
         result.seconds += conversion.seconds / len(ARTIFACTS)  # the shared onnx2tf run, split evenly
         results.append(result)
     if not conversion.failed:
         from facemark.quantize.recover import tflite_rows
 
         full = results[list(ARTIFACTS).index("tflite_int8_full")]
-        results += tflite_rows(job, full, files.get("saved_model"))
+        results += tflite_rows(job, full, files.get("saved_model"), calibration.get("ranges"))
     return results
+
+
+def _produced(job: QuantJob, kind: str, files: dict[str, Path], calibration: dict[str, Any]) -> Path | None:
+    return full_integer(job, files, calibration) if kind == "full_integer_quant" else files.get(kind)
+
+
+def full_integer(job: QuantJob, files: dict[str, Path], calibration: dict[str, Any]) -> Path | None:
+    """The full-integer file of an onnx2tf run (`files`, from convert): onnx2tf's own (min-max ranges), or
+    under percentile ranges LiteRT's quantisation of the saved model onnx2tf wrote, with the
+    TfliteCalibration kept in `calibration["ranges"]` (the mixed search reuses it)."""
+    percentile = range_percentile(job.cfg)
+    if percentile is None:
+        return files.get("full_integer_quant")
+    saved_model = files.get("saved_model")
+    if saved_model is None:
+        raise RuntimeError("onnx2tf wrote no saved model: percentile ranges are set on it")
+    from facemark.quantize.recover import EXPLAIN_FACES
+    from facemark.quantize.sensitivity import TfliteCalibration
+
+    calibration["ranges"] = TfliteCalibration(saved_model, job.calibration.inputs("NHWC"), EXPLAIN_FACES, percentile)
+    path = saved_model.parent / "model_full_integer_quant_percentile.tflite"
+    path.write_bytes(calibration["ranges"].quantize([], job.cfg.quantize.tflite_io))
+    return path
+
+
+def calibrated_ranges(calibrated: bytes, inputs: np.ndarray, percentile: float | None) -> bytes:
+    """LiteRT's calibrated (still float) model with int8-ready activation ranges.
+
+    - Ops whose int8 output keeps its input's scale (SAME_SCALE_OPS: pads, max pooling, reshapes)
+      take their input's range. LiteRT's quantizer otherwise unifies the two, and a PADV2 that
+      onnx2tf fills with -FLT_MAX before MAX_POOL_2D made the range of that pad value the scale of
+      the stem (1e36: XNNPACK refuses the model). Padding with the range's minimum is exact for
+      max pooling in int8 (every quantised value is at least that).
+    - With `percentile`, every other measured tensor gets its percentile range over `inputs`
+      ((N, S, S, 3) float32 normalised NHWC, the crops it was calibrated on;
+      calibration.PercentileRanges), read back from the float model run without delegates, so
+      that every intermediate stays readable. Without, the converter's min-max stays."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+    tensors = model.subgraphs[0].tensors
+    ranges = {index: (float(tensor.quantization.min[0]), float(tensor.quantization.max[0]))
+              for index, tensor in enumerate(tensors) if tensor.quantization is not None
+              and tensor.quantization.min is not None and len(tensor.quantization.min) == 1}
+    codes = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    follows = {}
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if (codes.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in SAME_SCALE_OPS and len(op.outputs)
+                and op.outputs[0] in ranges and op.inputs[0] in ranges):
+            follows[op.outputs[0]] = op.inputs[0]
+    new = {index: bounds for index, bounds in ranges.items() if index not in follows}
+    if percentile is not None:
+        new = _percentile_ranges(calibrated, inputs, new, percentile)
+    for index, source in follows.items():   # graph order: a chain (PADV2 -> MAX_POOL_2D) follows its first input
+        new[index] = new[source]
+    for index, (low, high) in new.items():
+        tensors[index].quantization.min, tensors[index].quantization.max = [low], [high]
+    builder = flatbuffers.Builder(len(calibrated))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _percentile_ranges(calibrated: bytes, inputs: np.ndarray, bounds: dict[int, tuple[float, float]],
+                       percentile: float) -> dict[int, tuple[float, float]]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from facemark.quantize.calibration import PercentileRanges
+
+    stats = PercentileRanges(bounds)
+    interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    for i in range(len(inputs)):
+        interpreter.set_tensor(input_index, inputs[i:i + 1].astype(np.float32))
+        interpreter.invoke()
+        for index in bounds:
+            stats.add(index, interpreter.get_tensor(index))
+    return stats.ranges(percentile)
 
 
 def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) -> list[str]:
@@ -71,16 +160,21 @@ def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) 
 
 
 def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> QuantResult:
-    """onnx2tf -oiqt of `source` (default: the verified onnx_fp32) into the work folder; `files` gets
+    """onnx2tf of `source` (default: the verified onnx_fp32) into the work folder: -oiqt, or under
+    percentile ranges -odrqt (dynamic range only: full_integer quantises its saved model, and
+    onnx2tf's own calibration, about a minute on the demo model, would go unused); `files` gets
     {file kind: path} of what it wrote."""
     from facemark.convert.tflite import run_onnx2tf
 
     source = source or verify_artifact(job.export_dir, SOURCE, job.manifest)
-    calibration_npy = job.work_dir / "tflite_calibration.npy"
-    np.save(calibration_npy, job.calibration.unit_images())
-    arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
+    if range_percentile(job.cfg) is None:
+        calibration_npy = job.work_dir / "tflite_calibration.npy"
+        np.save(calibration_npy, job.calibration.unit_images())
+        arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
+    else:
+        arguments = ["-odrqt"]
     files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
-    return QuantResult("tflite_int8_*", "onnx2tf -oiqt", "converted")
+    return QuantResult("tflite_int8_*", "onnx2tf", "converted")
 
 
 def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> QuantResult:
@@ -90,7 +184,7 @@ def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> Qu
     full = name == "tflite_int8_full"
     dtype = io_type if full else "float32"
     extra = {"int8_macs": int8_macs(produced)} if full else {}
-    return write_tflite(job, name, scheme, file, produced, description(full, io_type, len(job.calibration.crops)),
+    return write_tflite(job, name, scheme, file, produced, description(full, io_type, job),
                         dtype, calibrated=full, extra=extra)
 
 
@@ -111,8 +205,8 @@ def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Pat
     from facemark.convert.tflite import embed_tflite_metadata
 
     facts = int8_facts("tflite", scheme, description, "NHWC", dtype, dtype, job, source)
-    if calibrated:   # the TFLite converter calibrates with min-max whatever quantize.calibration_method says
-        facts["calibration"]["method"] = "minmax"
+    if calibrated:   # LiteRT's converter measures min-max; percentile ranges are set on its calibrated model
+        facts["calibration"]["method"] = "percentile" if range_percentile(job.cfg) else "minmax"
     else:
         facts.pop("calibration")  # dynamic range: weights only, no activation ranges measured
     facts.update(extra)
@@ -131,12 +225,14 @@ def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Pat
     return QuantResult(name, scheme, "verified", file, facts)
 
 
-def description(full: bool, io_type: str, count: int) -> str:
+def description(full: bool, io_type: str, job: QuantJob) -> str:
     if not full:
         return "dynamic range: int8 weights, float32 activations (quantised on the fly per op); float32 I/O"
     io = ("float32 I/O (QUANTIZE in, DEQUANTIZE out)" if io_type == "float32"
           else f"{io_type} I/O (scale/zero point in the manifest)")
-    return f"full integer: int8 per-channel weights, int8 activations calibrated on {count} crops; {io}"
+    return (f"full integer: int8 per-channel weights, int8 activations with {converter_ranges(job.cfg)} ranges from "
+            f"{len(job.calibration.crops)} calibration crops; {io}")
+
 
 
 def _quant(detail: dict[str, Any]) -> dict[str, Any] | None:

@@ -470,6 +470,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "quantize.onnx_dynamic": ["sometimes"],
     "quantize.max_output_step": ["0", "2"],
     "quantize.calibration_method": ["kl"],
+    "quantize.calibration_percentile": ["50", "100"],
     "quantize.mixed": ["maybe"],
     "quantize.mixed_target": ["-0.1", "2"],
     "quantize.mixed_min_int8_macs": ["1.5"],

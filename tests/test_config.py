@@ -174,3 +174,17 @@ def test_rule_vocabulary():
     assert formats.hint(["tflte"]) == " (did you mean 'tflite'?)"
     assert [folder_name().accepts(v) for v in ("synth", "mtcnn_v2", "../x", ".hidden", "a/b")] == \
         [True, True, False, False, False]
+
+
+def test_quantize_and_qat_overrides_change_only_the_quantize_section():
+    from facemark.config import override_section
+
+    cfg = load_config()
+    changed = override_section(cfg, ["quantize.calibration_method=minmax", "quantize.calibration_percentile=99.9"],
+                               "quantize", "quantize")
+    assert (changed.quantize.calibration_method, changed.quantize.calibration_percentile) == ("minmax", 99.9)
+    assert changed.train == cfg.train and changed.model == cfg.model and override_section(cfg, [], "quantize", "qat") is cfg
+    with pytest.raises(ConfigError, match="only quantize.* keys can change after training"):
+        override_section(cfg, ["train.lr=1"], "quantize", "quantize")
+    with pytest.raises(ConfigError, match="calibration_percentile"):
+        override_section(cfg, ["quantize.calibration_percentile=100"], "quantize", "qat")

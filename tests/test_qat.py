@@ -168,3 +168,33 @@ def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
         assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
     finally:
         record_artifact(run / "export", ROWS["tflite"][0], entry)
+
+
+def test_qat_ranges_are_the_ones_the_converters_measure():
+    """measure_ranges: per-channel weight min-max and activation min-max over the calibration
+    inputs, or with a percentile the PercentileRanges onnxruntime's percentile method gives."""
+    from facemark.model import build_model
+    from facemark.quantize.calibration import PercentileRanges
+    from facemark.quantize.qat import measure_ranges, prepare
+
+    cfg = load_config(overrides=OVERRIDES + [f"model.arch={ARCH}"])
+    torch.manual_seed(0)
+    graph = prepare(build_model(cfg.model, 5, input_size=SIZE).eval(), SIZE)
+    inputs = torch.randn(70, 3, SIZE, SIZE)   # two chunks of RANGE_BATCH and a ragged one
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    placeholder = next(node for node in graph.graph.nodes if node.op == "placeholder")
+    first = next(getattr(graph, n.target) for n in placeholder.users
+                 if n.op == "call_module" and isinstance(getattr(graph, n.target), FakeQuantizeBase))
+    measure_ranges(graph, inputs, None)
+    observer = first.activation_post_process
+    assert (observer.min_val.item(), observer.max_val.item()) == (inputs.min().item(), inputs.max().item())
+    weights = [m for m in graph.modules() if getattr(m, "is_per_channel", False)]
+    assert weights and all(m.scale.numel() > 1 for m in weights)   # one scale per output channel
+    measure_ranges(graph, inputs, 99.0)
+    expected = PercentileRanges({0: (inputs.min().item(), inputs.max().item())})
+    expected.add(0, inputs.numpy())
+    low, high = expected.ranges(99.0)[0]
+    assert observer.min_val.item() == pytest.approx(low) and observer.max_val.item() == pytest.approx(high)
+    assert inputs.min().item() < low < high < inputs.max().item()
+    assert first.observer_enabled.item() == 0 and first.fake_quant_enabled.item() == 1   # held, applied

@@ -270,3 +270,26 @@ def test_w8a8_calibration_keeps_timm_batchnorm_in_eval(dataset):
         simulated = prepared(x[:4])
     # mean error in crop pixels at 64 px; 1 px is ~4 % of the ~25 px inter-pupil distance
     below("quantize: W8A8 simulated mean error, crop px", float((simulated - reference).abs().mean()) * SIZE / 2, 1.0)
+
+
+def test_percentile_ranges_match_onnxruntime():
+    """The percentile ranges LiteRT and QAT use are onnxruntime's percentile calibration (same
+    histogram, same tail cut), and never leave the tensor's min-max."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from facemark.quantize.calibration import PERCENTILE_BINS, PercentileRanges
+
+    rng = np.random.default_rng(0)
+    values = {"normal": rng.standard_normal(50_000).astype(np.float32),
+              "relu": np.maximum(rng.standard_normal(50_000), 0).astype(np.float32) * 3}
+    ours = PercentileRanges({k: (v.min(), v.max()) for k, v in values.items()})
+    for key, v in values.items():
+        ours.add(key, v)
+    theirs = HistogramCollector("percentile", symmetric=False, num_bins=PERCENTILE_BINS, num_quantized_bins=128,
+                                percentile=99.9, scenario="same")
+    theirs.collect({k: [v] for k, v in values.items()})
+    reference = theirs.compute_collection_result()
+    for key, (low, high) in ours.ranges(99.9).items():
+        assert (low, high) == pytest.approx((float(reference[key][0]), float(reference[key][1])), abs=1e-6)
+        assert values[key].min() <= low < high < values[key].max()
+    assert ours.ranges(99.9)["relu"][0] == 0.0

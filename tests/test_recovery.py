@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from facemark.convert.onnx import export_onnx
+from facemark.quantize.calibration import PercentileRanges
 from facemark.quantize.mixed import affordable, schedule, search
 from facemark.quantize.onnx_int8 import int8_macs, write_qdq
 from facemark.quantize.sensitivity import onnx_layer_errors, onnx_macs, sqnr_db, write_explain
@@ -226,6 +227,12 @@ def test_quantize_recovers_a_fragile_model_and_lists_its_float_layers(tmp_path):
     assert trials[0]["float_layers"] == 0 and trials[-1]["float_layers"] == len(mixed["float_layers"])
     assert trials[-1]["increase"] < trials[0]["increase"] / 3     # measured: +176 % -> +0.21 %
     assert mixed["parity"]["mean_px"] < plain["parity"]["mean_px"] / 3   # measured: 2.475 -> 0.045 px
+    # quantised again without the search: the old mixed row (made from the replaced plain one) is gone
+    assert quantize_run(run, formats=["onnx"], data_root=root, calibration_count=None,
+                        overrides=["quantize.mixed=false"]) == 0
+    artifacts = json.loads((run / "export" / "manifest.json").read_text())["artifacts"]
+    assert "onnx_int8_qdq_u8s8_mixed" not in artifacts and "superseded_by" not in artifacts["onnx_int8_qdq_u8s8"]
+    assert not (run / "export" / mixed["file"]).exists()
 
 
 @pytest.mark.slow   # one onnx2tf conversion and a LiteRT calibration
@@ -249,6 +256,30 @@ def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path
         share = tflite_macs(path.read_bytes())
         assert sum(op["macs"] for op in share.values() if op["int8"]) >= 0.9 * sum(op["macs"] for op in share.values())
     assert errors[1] < errors[0] / 5, errors
+    # percentile ranges: every measured tensor's range within its min-max, the input's exactly the
+    # PercentileRanges of the inputs, and the model they quantise still close to the float one
+    clipped = TfliteCalibration(files["saved_model"], nhwc, 16, percentile=99.0)
+    (wide, _), (tight, first) = (_tflite_ranges(c.debugger.calibrated_model) for c in (calibration, clipped))
+    assert wide.keys() == tight.keys() and len(wide) > 3
+    assert all(wide[k][0] <= tight[k][0] <= tight[k][1] <= wide[k][1] for k in wide)
+    expected = PercentileRanges({first: (float(nhwc.min()), float(nhwc.max()))})
+    expected.add(first, nhwc)
+    assert tight[first] == pytest.approx(expected.ranges(99.0)[first], rel=1e-5)
+    assert tight[first] != pytest.approx(wide[first])
+    path = tmp_path / "model_percentile.tflite"
+    path.write_bytes(clipped.quantize([]))
+    assert all(op["int8"] for op in tflite_macs(path.read_bytes()).values())
+    assert np.isfinite(_invoke("tflite", path, held_out)).all()
+
+
+def _tflite_ranges(model_bytes: bytes) -> tuple[dict[int, tuple[float, float]], int]:
+    """({tensor index: (min, max)} of a LiteRT calibrated model's measured tensors, input tensor index)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0)).subgraphs[0]
+    return ({i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(graph.tensors)
+             if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1},
+            int(graph.inputs[0]))
 
 
 def test_an_op_counts_as_int8_only_when_its_output_is_requantised(tmp_path):
