@@ -12,7 +12,8 @@ DETECTOR ?= mtcnn
 ARGS   ?=
 INPUTS ?= $(DATA)/test/images
 ARTIFACT ?= $(RUN)
-TEST_WORKERS ?= 2   # pytest-xdist processes for `make test`, whole test files per process
+# pytest-xdist processes for `make test` (whole test files per process)
+TEST_WORKERS ?= 2
 
 # Packages whose metadata pins exact old versions of everything (or the distribution named
 # `tensorflow` instead of tensorflow-cpu): installed with --no-deps on top of the resolved stack.

@@ -107,7 +107,7 @@ class FineTuner:
 
     def __init__(self, job: QuantJob, out_dir: Path, epochs: int):
         from facemark.schemes import load_scheme
-        from facemark.train.data import training_dataset, validation_crops
+        from facemark.train.data import TrainLoader, training_dataset, validation_crops
 
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
         self.settings = {"source_sha256": job.manifest["checkpoint"]["sha256"], "epochs": epochs,
@@ -121,7 +121,8 @@ class FineTuner:
         self.range_inputs = torch.from_numpy(job.calibration.inputs("NCHW"))
         self._measure()   # sizes the fake-quant buffers before a saved state is loaded
         self.optimizer = torch.optim.AdamW(self.graph.parameters(), lr=job.cfg.quantize.qat_lr, weight_decay=0.0)
-        self.steps = len(self._loader(0))
+        self.loader = TrainLoader(self.dataset, job.cfg, 0, 1)
+        self.steps = len(self.loader)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs * self.steps)
         self.epoch, self.best_nme, self.best_epoch, self.best_state = 0, float("inf"), 0, None
 
@@ -181,17 +182,13 @@ class FineTuner:
 
     # ------------------------------------------------------------ internals
 
-    def _loader(self, epoch: int):
-        from facemark.train.data import epoch_loader
-
-        return epoch_loader(self.dataset, self.job.cfg, epoch, 0, 1)
 
     def _measure(self) -> None:
         measure_ranges(self.graph, self.range_inputs, range_percentile(self.job.cfg))
 
     def _epoch(self, epoch: int, loss_fn: nn.Module) -> float:
         total, faces = 0.0, 0
-        bar = tqdm(self._loader(epoch), desc=f"qat epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False)
+        bar = tqdm(self.loader.epoch(epoch), desc=f"qat epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False)
         for images, targets in bar:
             loss = loss_fn(self.graph(images), targets)
             self.optimizer.zero_grad(set_to_none=True)

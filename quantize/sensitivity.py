@@ -314,11 +314,21 @@ def _channel_sqnr(float_values: np.ndarray, quant_values: np.ndarray, scale: flo
     return sqnr_db(float_values, dequantised, -1)
 
 
-def _tflite_graph(model_bytes: bytes):
+def tflite_graph(model_bytes: bytes):
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
     return schema, model, model.subgraphs[0]
+
+
+def op_kinds(schema, model, graph) -> list[tuple[str, Any]]:
+    """(builtin op name, operator) of each op of a parsed .tflite graph (tflite_graph), in graph order."""
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    kinds = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kinds.append((names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?"), op))
+    return kinds
 
 
 def _name(tensor) -> str:
@@ -328,7 +338,7 @@ def _name(tensor) -> str:
 def tflite_consumers(model_bytes: bytes) -> dict[str, list[str]]:
     """{tensor name: output tensor names of the ops that read it} (ops are named by their first
     output tensor, as LiteRT's debugger and denylisted_nodes name them)."""
-    _, _, graph = _tflite_graph(model_bytes)
+    _, _, graph = tflite_graph(model_bytes)
     consumers: dict[str, list[str]] = {}
     for op in graph.operators:
         if len(op.outputs) == 0:
@@ -342,13 +352,10 @@ def tflite_consumers(model_bytes: bytes) -> dict[str, list[str]]:
 def tflite_macs(model_bytes: bytes) -> dict[str, dict[str, Any]]:
     """{output tensor name: {"op", "macs", "int8"}} of the CONV_2D / DEPTHWISE_CONV_2D /
     FULLY_CONNECTED ops of a .tflite flatbuffer (batch 1); int8: the op's input is an integer tensor."""
-    schema, model, graph = _tflite_graph(model_bytes)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    schema, model, graph = tflite_graph(model_bytes)
     integer = {schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16}
     result = {}
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+    for kind, op in op_kinds(schema, model, graph):
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             continue
         source, weight, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))

@@ -104,20 +104,16 @@ def calibrated_ranges(calibrated: bytes, inputs: np.ndarray, percentile: float |
       calibration.PercentileRanges), read back from the float model run without delegates, so
       that every intermediate stays readable. Without, the converter's min-max stays."""
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
-    tensors = model.subgraphs[0].tensors
+    from facemark.quantize.sensitivity import op_kinds, tflite_graph
+
+    schema, model, graph = tflite_graph(calibrated)
+    tensors = graph.tensors
     ranges = {index: (float(tensor.quantization.min[0]), float(tensor.quantization.max[0]))
               for index, tensor in enumerate(tensors) if tensor.quantization is not None
               and tensor.quantization.min is not None and len(tensor.quantization.min) == 1}
-    codes = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-    follows = {}
-    for op in model.subgraphs[0].operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if (codes.get(max(code.builtinCode, code.deprecatedBuiltinCode)) in SAME_SCALE_OPS and len(op.outputs)
-                and op.outputs[0] in ranges and op.inputs[0] in ranges):
-            follows[op.outputs[0]] = op.inputs[0]
+    follows = {op.outputs[0]: op.inputs[0] for kind, op in op_kinds(schema, model, graph)
+               if kind in SAME_SCALE_OPS and len(op.outputs) and op.outputs[0] in ranges and op.inputs[0] in ranges}
     new = {index: bounds for index, bounds in ranges.items() if index not in follows}
     if percentile is not None:
         new = _percentile_ranges(calibrated, inputs, new, percentile)

@@ -207,13 +207,14 @@ class TrainFaces(Dataset):
         return len(self.samples)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draw of `epoch` (DataLoader workers copy the dataset per epoch)."""
+        """Select the augmentation draw of `epoch` for face() and integer indices."""
         self.epoch = epoch
 
-    def face(self, index: int) -> AugmentedFace:
-        """Decode, choose and jitter the box, warp and augment face `index` (no normalisation)."""
+    def face(self, index: int, epoch: int | None = None) -> AugmentedFace:
+        """Decode, choose and jitter the box, warp and augment face `index` (no normalisation), as
+        drawn in `epoch` (default: set_epoch's)."""
         sample = self.samples[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         image, points = read_image(sample.image_path), self.points[index]
         check_points_inside(sample.landmarks_path, points, image.shape[1], image.shape[0])
         use_landmarks = self.detector_boxes is None or rng.random() < self.data_cfg.landmark_box_prob
@@ -221,8 +222,11 @@ class TrainFaces(Dataset):
         return augment_face(image, points, box, self.data_cfg, self.aug_cfg, self.crop_augment, rng,
                             self.flip_permutation)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        face = self.face(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face `key` (an index, or (epoch, index) from train.data.EpochSampler) -> (normalised
+        (3, S, S) crop, (2P,) normalised crop target)."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        face = self.face(index, epoch)
         image = normalise_crop(face.crop, self.norm)
         target = codec.normalise(face.crop_points, self.data_cfg.input_size).astype(np.float32).reshape(-1)
         return torch.from_numpy(image), torch.from_numpy(target)

@@ -43,7 +43,7 @@ from facemark.runlock import hold_run_lock
 from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
 from facemark.train.augment import mean_target
-from facemark.train.data import epoch_loader, training_dataset, validation_crops
+from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.losses import build_loss
 
 METRICS_FILE = "metrics.jsonl"
@@ -198,7 +198,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     source = weights_source(state.model)
     log(f"weights: {source.origin} ({source.detail}); input {source.norm}")
     dataset = training_dataset(data_root, cfg, source.norm, log)
-    _build_scheduler(cfg, state, len(epoch_loader(dataset, cfg, 0, process.rank, process.world_size)))
+    loader = TrainLoader(dataset, cfg, process.rank, process.world_size, pin_memory=process.device.type == "cuda")
+    _build_scheduler(cfg, state, len(loader))
     if saved is not None:
         _restore(state, saved, changed)
     val_set = validation_crops(data_root, cfg) if process.is_main else None
@@ -216,9 +217,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
     for epoch in range(state.epoch, last_epoch):
         start, lr = time.perf_counter(), state.optimizer.param_groups[0]["lr"]
-        loader = epoch_loader(dataset, cfg, epoch, process.rank, process.world_size,
-                              pin_memory=process.device.type == "cuda")
-        train_loss = _train_epoch(model, state, loader, loss_fn, cfg, process, epoch)
+        train_loss = _train_epoch(model, state, loader.epoch(epoch), loss_fn, cfg, process, epoch)
         val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
         state.scheduler.step(epoch + 1, val_nme)
         state.epoch = epoch + 1
