@@ -182,7 +182,6 @@ class FineTuner:
 
     # ------------------------------------------------------------ internals
 
-
     def _measure(self) -> None:
         measure_ranges(self.graph, self.range_inputs, range_percentile(self.job.cfg))
 
@@ -344,7 +343,8 @@ def measure_ranges(graph: nn.Module, inputs: torch.Tensor, percentile: float | N
     graph.apply(enable_fake_quant)
 
 
-def _min_max(graph: nn.Module, quants: list[nn.Module], inputs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _min_max(graph: nn.Module, quants: list[nn.Module],
+             inputs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each quantiser's min and max over `inputs` (per channel for per-channel ones), fake quantisation off."""
     low: list[torch.Tensor] = []
     high: list[torch.Tensor] = []
@@ -357,7 +357,8 @@ def _min_max(graph: nn.Module, quants: list[nn.Module], inputs: torch.Tensor) ->
                 quant.activation_post_process.reset_min_max_vals()
             graph(inputs[start:start + RANGE_BATCH])
             # copies: the observers reset and update their buffers in place
-            values = [(q.activation_post_process.min_val.clone(), q.activation_post_process.max_val.clone()) for q in quants]
+            values = [(q.activation_post_process.min_val.clone(), q.activation_post_process.max_val.clone())
+                      for q in quants]
             low = [torch.minimum(low[i], v[0]) for i, v in enumerate(values)] if low else [v[0] for v in values]
             high = [torch.maximum(high[i], v[1]) for i, v in enumerate(values)] if high else [v[1] for v in values]
     return low, high
@@ -378,8 +379,8 @@ def write_onnx(job: QuantJob, tuner: FineTuner) -> QuantResult:
 
     converted = convert_pt2e(copy.deepcopy(tuner.graph))
     move_exported_model_to_eval(converted)
-    description = ("quantisation-aware fine-tuned: int8 per-channel weights, uint8 activations with the ranges "
-                   "learned in fine-tuning, QDQ format; float32 I/O")
+    description = ("quantisation-aware fine-tuned: int8 per-channel weights, uint8 activations with the "
+                   f"{converter_ranges(job.cfg)} ranges it was fine-tuned against, QDQ format; float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, f"{QAT_DIR}/{BEST}")
     facts["calibration"].update(method="qat", detail=tuner.settings["ranges"])
     facts["qat"] = tuner.record()
