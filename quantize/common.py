@@ -167,8 +167,7 @@ def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtyp
                        "space": "normalised crop", "formula": f"crop px = value * {size / 2:g} + {size / 2:g}",
                        "order": "x0, y0, x1, y1, ..."},
             "calibration": {**job.calibration.record(), "method": job.cfg.quantize.calibration_method,
-                            **({"percentile": job.cfg.quantize.calibration_percentile}
-                               if job.cfg.quantize.calibration_method == "percentile" else {})}}
+                            **({"percentile": range_percentile(job.cfg)} if range_percentile(job.cfg) else {})}}
 
 
 def range_percentile(cfg: Config) -> float | None:

@@ -1,7 +1,8 @@
 """ONNX int8 with onnxruntime's quantisation tools, from the verified onnx_fp32 artifact.
 
 - onnx_int8_qdq_u8s8 (default) / onnx_int8_qdq_s8s8: static QDQ, per-channel int8 weights,
-  activations uint8 (u8s8) or int8 (s8s8) with MinMax ranges from the calibration crops.
+  activations uint8 (u8s8) or int8 (s8s8) with ranges from the calibration crops
+  (quantize.calibration_method, percentile by default).
   u8s8 is the default because onnxruntime's x86 kernels run it 2-3x faster than s8s8 (measured;
   x86 VNNI multiplies u8 by s8). Graph: pre-processed with quant_pre_process (shape inference,
   BatchNorm folding) so that every Conv/Gemm is quantised.
@@ -131,8 +132,8 @@ def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
 def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResult:
     source = preprocessed_source(job)
     method = job.cfg.quantize.calibration_method
-    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges from "
-                   f"{len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
+    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges "
+                   f"from {len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
     file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}.onnx"
     with atomic_path(job.export_dir / file) as tmp:
@@ -149,7 +150,8 @@ def write_mixed(job: QuantJob, name: str, scheme: str, recovery: Any, source: Pa
     nodes in float, its contract, float layers, int8 share and search in the manifest."""
     chosen = recovery.chosen
     method = job.cfg.quantize.calibration_method
-    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges from "
+    description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} "
+                   f"ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format, except {len(chosen.excluded)} "
                    f"sensitive nodes kept in float32 (listed in float_layers); float32 I/O")
     facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)

@@ -81,8 +81,9 @@ class EpochSampler(DistributedSampler):
 
 class TrainLoader:
     """This process's loader over the training faces, for every epoch of a run: one DataLoader
-    whose workers persist across epochs. Forking new workers each epoch made the first step of
-    every epoch copy-on-write the trainer's whole heap (about 5 s per epoch on the demo)."""
+    whose workers persist across epochs. With new workers forked each epoch, the first batch of
+    every epoch took about 5 s on the demo instead of 1 (likely the trainer's heap copied on write
+    after the fork)."""
 
     def __init__(self, dataset: TrainFaces, cfg: Config, rank: int, world_size: int, pin_memory: bool = False):
         self.sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed)
