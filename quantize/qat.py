@@ -2,11 +2,13 @@
 
 The run's verified checkpoint is captured with torch.export and prepared by torchao's PT2E QAT
 (XNNPACK's scheme with uint8 activations and ReLU6 fused, see `quantizer`: int8 symmetric
-per-channel weights, uint8 per-tensor affine activations, BatchNorm folded into its convolution), then
-fine-tuned for quantize.qat_epochs on the training split with the run's loss and augmentation,
-AdamW at quantize.qat_lr with a per-step cosine to 0. BatchNorm statistics stay frozen (the graph
-runs in eval mode while the weights train): on the demo model, training them on 32-face batches
-made the fake-quantised model worse (val NME 0.0691, frozen 0.0669, float 0.0666).
+per-channel weights, uint8 per-tensor affine activations), then fine-tuned for quantize.qat_epochs
+on the training split with the run's loss and augmentation, AdamW at quantize.qat_lr with a
+per-step cosine to 0. BatchNorm statistics stay frozen: on the demo model, training them on
+32-face batches made the fake-quantised model worse (val NME 0.0691, frozen 0.0669, float 0.0666).
+So each BatchNorm is folded into its convolution before preparation (`fold_batchnorm`), and the
+folded weights are what trains (torchao's own conv-BN QAT pattern and its fold in convert_pt2e
+cost ~45 s per run; `unfold_batchnorm` maps the weights back to the run's architecture).
 
 The fake-quant ranges are the ones the converters will measure (`measure_ranges`): per-channel
 min-max of the weights, and each activation's range by quantize.calibration_method (min-max or
@@ -60,7 +62,9 @@ from facemark.runlock import hold_run_lock
 QAT_DIR = "qat"
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
 RANGE_BATCH = 64        # calibration crops per forward pass when the ranges are measured
+UNFOLD_TOLERANCE = 1e-3   # float model vs folded graph, normalised units (rounding gives ~1e-6)
 RANGES = "over the calibration crops, measured at every epoch start and at the end"
+BATCHNORM = "folded into the convolutions before fine-tuning (running statistics)"
 SCHEME = ("u8 per-tensor affine activations, s8 per-channel symmetric weights (torchao XNNPACKQuantizer, "
           "uint8, ReLU6 fused)")
 # format -> (artifact name, scheme label, file in RUN/export)
@@ -112,14 +116,14 @@ class FineTuner:
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
         self.settings = {"source_sha256": job.manifest["checkpoint"]["sha256"], "epochs": epochs,
                          "lr": job.cfg.quantize.qat_lr, "scheme": SCHEME,
-                         "ranges": f"{converter_ranges(job.cfg)} {RANGES}"}
+                         "ranges": f"{converter_ranges(job.cfg)} {RANGES}", "bn": BATCHNORM}
         self.scheme = load_scheme(job.cfg.data.scheme)
         self.dataset = training_dataset(job.data_root, job.cfg, job.norm, log=lambda *args, **kwargs: None)
         self.val = validation_crops(job.data_root, job.cfg)
         torch.manual_seed(job.cfg.train.seed)
-        self.graph = prepare(job.model, job.size)
+        self.graph, self.folds = prepare(job.model, job.size)
         self.range_inputs = torch.from_numpy(job.calibration.inputs("NCHW"))
-        self._measure()   # sizes the fake-quant buffers before a saved state is loaded
+        self._measure()   # sizes the fake-quant buffers before a saved state is loaded (and serves epoch 1)
         self.optimizer = torch.optim.AdamW(self.graph.parameters(), lr=job.cfg.quantize.qat_lr, weight_decay=0.0)
         self.loader = TrainLoader(self.dataset, job.cfg, 0, 1)
         self.steps = len(self.loader)
@@ -136,7 +140,8 @@ class FineTuner:
         loss_fn = build_loss(self.job.cfg.train)
         for epoch in range(self.epoch, last):
             start = time.perf_counter()
-            self._measure()
+            if not self.ranges_current:
+                self._measure()
             train_loss = self._epoch(epoch, loss_fn)
             val_nme = self.val_nme()
             self.epoch = epoch + 1
@@ -165,25 +170,31 @@ class FineTuner:
         return crop_set_nme(self.graph, self.val, self.scheme, self.job.cfg, torch.device("cpu"))
 
     def float_model(self) -> nn.Module:
-        """The run's float architecture with the fine-tuned weights (BatchNorm unfolded, as trained)."""
-        model = copy.deepcopy(self.job.model)
-        tuned = self.graph.state_dict()
-        wanted = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-        missing = sorted(set(wanted) - set(tuned))
-        if missing:
-            raise RuntimeError(f"the QAT graph lost {len(missing)} weights of the model (first: {missing[0]})")
-        model.load_state_dict({**model.state_dict(), **{k: tuned[k] for k in wanted}})
-        return model.eval()
+        """The run's float architecture with the fine-tuned weights (BatchNorm unfolded: unfold_batchnorm),
+        checked against the graph with fake quantisation off on the parity crops."""
+        from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
+
+        model = unfold_batchnorm(copy.deepcopy(self.job.model), self.graph.state_dict(), self.folds).eval()
+        inputs = self.range_inputs[:RANGE_BATCH]
+        self.graph.apply(disable_fake_quant)
+        with torch.no_grad():
+            gap = (model(inputs) - self.graph(inputs)).abs().max().item()
+        self.graph.apply(enable_fake_quant)
+        if not gap < UNFOLD_TOLERANCE:
+            raise RuntimeError(f"the unfolded float model differs from the fine-tuned graph by {gap:.3g} "
+                               f"(normalised units, allowed {UNFOLD_TOLERANCE})")
+        return model
 
     def record(self) -> dict[str, Any]:
         """The `qat` fact of every QAT artifact."""
         return {**self.settings, "best_epoch": self.best_epoch, "val_nme_int8_sim": round(self.best_nme, 6),
-                "checkpoint": f"{QAT_DIR}/{BEST}", "bn": "frozen (running statistics)"}
+                "checkpoint": f"{QAT_DIR}/{BEST}"}
 
     # ------------------------------------------------------------ internals
 
     def _measure(self) -> None:
         measure_ranges(self.graph, self.range_inputs, range_percentile(self.job.cfg))
+        self.ranges_current = True   # until the weights change
 
     def _epoch(self, epoch: int, loss_fn: nn.Module) -> float:
         total, faces = 0.0, 0
@@ -194,6 +205,7 @@ class FineTuner:
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
+            self.ranges_current = False
             total, faces = total + loss.item() * len(images), faces + len(images)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         return total / max(faces, 1)
@@ -210,6 +222,7 @@ class FineTuner:
                   file=sys.stderr)
             return
         self.graph.load_state_dict(saved["graph"])
+        self.ranges_current = False
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.load_state_dict(saved["schedule"])
         ckpt_io.restore_rng(saved["rng"])
@@ -236,21 +249,88 @@ class FineTuner:
             qat=self.record()))
 
 
-def prepare(model: nn.Module, size: int) -> nn.Module:
-    """`model` captured with torch.export (batch axis dynamic) and prepared for QAT with fake
-    quantisation -> a GraphModule in eval mode (BatchNorm uses its running statistics), whose
-    .eval()/.train() calls keep it so (facemark's predictors call .eval())."""
+@dataclasses.dataclass(frozen=True)
+class FoldedBatchNorm:
+    """A BatchNorm folded into the convolution before it. Names are state-dict keys of the run's
+    model; `fused_bias` is the graph's key of the folded bias (the conv's own bias key if it had one)."""
+
+    conv_weight: str
+    conv_bias: str | None
+    fused_bias: str
+    weight: str
+    bias: str
+    running_mean: str
+    running_var: str
+    eps: float
+
+
+def prepare(model: nn.Module, size: int) -> tuple[nn.Module, list[FoldedBatchNorm]]:
+    """`model` captured with torch.export (batch axis dynamic), every conv -> BatchNorm folded into
+    the conv (fold_batchnorm), and prepared for QAT with fake quantisation -> (GraphModule in eval
+    mode whose .eval()/.train() calls keep it so (facemark's predictors call .eval()), the folds)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = (torch.zeros(2, 3, size, size),)
     exported = torch.export.export(copy.deepcopy(model).eval(), example, dynamic_shapes=({0: batch},)).module()
+    folds = fold_batchnorm(exported)
     graph = prepare_qat_pt2e(exported, quantizer())
     move_exported_model_to_eval(graph)
     allow_exported_model_train_eval(graph)
     graph.weights_source = model.weights_source   # the predictors read the input normalisation from it
-    return graph
+    return graph, folds
+
+
+BATCHNORM_OPS = ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
+
+
+def fold_batchnorm(graph: torch.fx.GraphModule) -> list[FoldedBatchNorm]:
+    """Fold each (eval) BatchNorm that follows a convolution into it, in place, with torchao's pass
+    (the one prepare_pt2e runs for post-training quantisation) -> what was folded.
+
+    Why before prepare_qat_pt2e: its conv-BN QAT rewrite and convert_pt2e's fold back match ~130
+    exported patterns whatever the model's size (~45 s per run measured on MobileNetV2); with the
+    statistics frozen (see the module docstring) the folded graph computes the same thing."""
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    folds = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or str(node.target) not in BATCHNORM_OPS:
+            continue
+        conv = node.args[0]
+        if not (isinstance(conv, torch.fx.Node) and str(conv.target).startswith("aten.conv")):
+            continue
+        bn = dict(zip([a.name for a in node.target._schema.arguments], node.args)) | node.kwargs
+        conv_bias = conv.args[2].target if len(conv.args) > 2 and conv.args[2] is not None else None
+        folds.append(FoldedBatchNorm(
+            conv_weight=conv.args[1].target, conv_bias=conv_bias, fused_bias=conv_bias or f"{conv.args[1].target}_bias",
+            weight=bn["weight"].target, bias=bn["bias"].target, running_mean=bn["running_mean"].target,
+            running_var=bn["running_var"].target, eps=float(bn["eps"])))
+    _fuse_conv_bn_(graph)
+    return folds
+
+
+def unfold_batchnorm(model: nn.Module, tuned: dict[str, torch.Tensor], folds: list[FoldedBatchNorm]) -> nn.Module:
+    """Load the fine-tuned weights of a folded graph (`tuned`: its state dict) into `model` (the
+    run's float architecture, BatchNorm unfolded), in place -> model. Each folded BatchNorm becomes
+    the identity plus the folded bias (weight 1, mean 0, variance 1 - eps), so the model computes
+    what the graph computes with fake quantisation off."""
+    state = model.state_dict()
+    folded = {key for fold in folds for key in (fold.weight, fold.bias, fold.running_mean, fold.running_var)}
+    wanted = [k for k in state if not k.endswith("num_batches_tracked") and k not in folded]
+    missing = sorted(set(wanted) - set(tuned))
+    if missing:
+        raise RuntimeError(f"the QAT graph lost {len(missing)} weights of the model (first: {missing[0]})")
+    state.update({key: tuned[key] for key in wanted})
+    for fold in folds:
+        bias = tuned[fold.fused_bias]
+        state[fold.weight] = torch.ones_like(bias)
+        state[fold.running_mean] = torch.zeros_like(bias)
+        state[fold.running_var] = torch.full_like(bias, 1.0 - fold.eps)
+        state[fold.bias] = torch.zeros_like(bias) if fold.conv_bias else bias
+    model.load_state_dict(state)
+    return model
 
 
 def quantizer():

@@ -32,9 +32,9 @@ from facemark.runtime import TorchRunner, create_runner
 from facemark.validate.pipeline import check_plan, qat_current
 from test_quantize import SIZE, perturbed_model
 
-# timm's tiny BatchNorm-free test model: converting a graph with BatchNorm costs ~50 s of torchao
-# pattern matching per QAT run whatever the model's size (measured), too slow for the suite; the
-# real-face runs in README cover MobileNetV2/V3 and EfficientNet-Lite with BatchNorm
+# timm's tiny ConvNeXt (no BatchNorm): perturbed, its outputs vary with the input (std 0.14 across
+# crops); timm's tiny EfficientNet gives nearly the same output for every crop (std 0.001), too weak
+# a model for parity bounds. The BatchNorm fold has its own test below, on that EfficientNet.
 ARCH = "test_convnext"
 OVERRIDES = ["model.pretrained=false", f"data.input_size={SIZE}", "data.detector=drawn",
              "quantize.calibration_count=24", "export.parity_images=6", "export.formats=[onnx]",
@@ -179,7 +179,7 @@ def test_qat_ranges_are_the_ones_the_converters_measure():
 
     cfg = load_config(overrides=OVERRIDES + [f"model.arch={ARCH}"])
     torch.manual_seed(0)
-    graph = prepare(build_model(cfg.model, 5, input_size=SIZE).eval(), SIZE)
+    graph, _ = prepare(build_model(cfg.model, 5, input_size=SIZE).eval(), SIZE)
     inputs = torch.randn(70, 3, SIZE, SIZE)   # two chunks of RANGE_BATCH and a ragged one
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
@@ -198,3 +198,34 @@ def test_qat_ranges_are_the_ones_the_converters_measure():
     assert observer.min_val.item() == pytest.approx(low) and observer.max_val.item() == pytest.approx(high)
     assert inputs.min().item() < low < high < inputs.max().item()
     assert first.observer_enabled.item() == 0 and first.fake_quant_enabled.item() == 1   # held, applied
+
+
+def test_batchnorm_is_folded_for_fine_tuning_and_unfolded_into_the_run_architecture():
+    """prepare folds every BatchNorm into its conv (the graph computes the model's function, no
+    BatchNorm left); after the weights move, unfold_batchnorm gives the run's architecture that
+    computes what the graph computes with fake quantisation off."""
+    from torchao.quantization.pt2e import disable_fake_quant
+
+    from facemark.model import build_model
+    from facemark.quantize.qat import prepare, unfold_batchnorm
+
+    cfg = load_config(overrides=OVERRIDES + ["model.arch=test_efficientnet"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 5, input_size=SIZE).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in norms:   # statistics a trained model would have, not the identity of a fresh one
+        bn.running_mean.normal_(0, 0.2), bn.running_var.uniform_(0.3, 3), bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.normal_(0, 0.2)
+    graph, folds = prepare(model, SIZE)
+    assert len(folds) == len(norms) > 5
+    assert not [n for n in graph.graph.nodes if "batch_norm" in str(n.target)]
+    graph.apply(disable_fake_quant)
+    inputs = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert (graph(inputs) - model(inputs)).abs().max().item() < 1e-4
+        for param in graph.parameters():   # as fine-tuning would
+            param.add_(torch.randn_like(param) * 0.01)
+        tuned = graph(inputs)
+        unfolded = unfold_batchnorm(build_model(cfg.model, 5, input_size=SIZE), graph.state_dict(), folds).eval()
+        assert (unfolded(inputs) - tuned).abs().max().item() < 1e-4
+        assert (unfolded(inputs) - model(inputs)).abs().max().item() > 1e-3   # the moved weights arrived
