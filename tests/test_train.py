@@ -269,7 +269,7 @@ def test_real_face_ablation_rows_change_one_switch_each():
     recipe = _flat(load_config(CONFIGS / "real" / "300w_mobilenetv2_cpu.yaml"))
     assert recipe == _flat(load_config(files[-1]))
     assert (recipe["train.epochs"], recipe["train.batch_size"], recipe["train.device"], recipe["data.workers"]) == (
-        45, 32, "cpu", 2)
+        90, 32, "cpu", 2)
 
 
 @pytest.mark.parametrize("lr_update", ["step", "epoch"])
