@@ -246,7 +246,7 @@ REAL_ABLATION_CHANGES = {
     "09_per_epoch_lr": {"train.lr_update": "epoch"},
     "10_spatial_head": {"model.head": "spatial"},
     "11_recipe": {"train.loss": "wing", "augment.flip": 0.5, "augment.scale": 0.1, "augment.translate": 0.05,
-                  "train.ema": True, "train.ema_decay": 0.998, "model.head": "spatial", "train.epochs": 45,
+                  "train.ema": True, "train.ema_decay": 0.998, "model.head": "spatial", "train.epochs": 90,
                   "train.warmup_epochs": 1,
                   # the recipe's int8 settings (quantisation-aware fine-tuning after training)
                   "quantize.qat": True, "quantize.qat_epochs": 5, "quantize.qat_lr": 5e-5},
