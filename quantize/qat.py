@@ -6,9 +6,9 @@ per-channel weights, uint8 per-tensor affine activations), then fine-tuned for q
 on the training split with the run's loss and augmentation, AdamW at quantize.qat_lr with a
 per-step cosine to 0. BatchNorm statistics stay frozen: on the demo model, training them on
 32-face batches made the fake-quantised model worse (val NME 0.0691, frozen 0.0669, float 0.0666).
-So each BatchNorm is folded into its convolution before preparation (`fold_batchnorm`), and the
-folded weights are what trains (torchao's own conv-BN QAT pattern and its fold in convert_pt2e
-cost ~45 s per run; `unfold_batchnorm` maps the weights back to the run's architecture).
+So each BatchNorm is folded into its convolution before preparation (`fold_batchnorm` says why
+not torchao's conv-BN QAT pattern), the folded weights are what trains, and `unfold_batchnorm`
+maps them back to the run's architecture.
 
 The fake-quant ranges are the ones the converters will measure (`measure_ranges`): per-channel
 min-max of the weights, and each activation's range by quantize.calibration_method (min-max or
@@ -171,7 +171,7 @@ class FineTuner:
 
     def float_model(self) -> nn.Module:
         """The run's float architecture with the fine-tuned weights (BatchNorm unfolded: unfold_batchnorm),
-        checked against the graph with fake quantisation off on the parity crops."""
+        checked against the graph with fake quantisation off on calibration crops."""
         from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
 
         model = unfold_batchnorm(copy.deepcopy(self.job.model), self.graph.state_dict(), self.folds).eval()
@@ -254,7 +254,6 @@ class FoldedBatchNorm:
     """A BatchNorm folded into the convolution before it. Names are state-dict keys of the run's
     model; `fused_bias` is the graph's key of the folded bias (the conv's own bias key if it had one)."""
 
-    conv_weight: str
     conv_bias: str | None
     fused_bias: str
     weight: str
@@ -304,7 +303,7 @@ def fold_batchnorm(graph: torch.fx.GraphModule) -> list[FoldedBatchNorm]:
         bn = dict(zip([a.name for a in node.target._schema.arguments], node.args)) | node.kwargs
         conv_bias = conv.args[2].target if len(conv.args) > 2 and conv.args[2] is not None else None
         folds.append(FoldedBatchNorm(
-            conv_weight=conv.args[1].target, conv_bias=conv_bias, fused_bias=conv_bias or f"{conv.args[1].target}_bias",
+            conv_bias=conv_bias, fused_bias=conv_bias or f"{conv.args[1].target}_bias",   # torchao's name
             weight=bn["weight"].target, bias=bn["bias"].target, running_mean=bn["running_mean"].target,
             running_var=bn["running_var"].target, eps=float(bn["eps"])))
     _fuse_conv_bn_(graph)
