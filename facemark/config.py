@@ -36,8 +36,8 @@ from facemark.errors import ConfigError
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
 LR_UPDATES = ("step", "epoch")
-HEADS = ("pool", "spatial")      # regression heads (facemark.model)   # when the schedule moves: every optimiser step, or once per epoch
-LOSSES = ("mse", "wing", "smooth_l1", "l1")
+HEADS = ("pool", "spatial", "pip", "integral")   # landmark heads (facemark.heads)
+LOSSES = ("mse", "wing", "smooth_l1", "l1", "rle")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_FORMATS = ("onnx", "tflite", "coreml")
 QUANTIZE_FORMATS = ("tflite", "onnx", "coreml")
@@ -86,9 +86,9 @@ class ModelConfig:
     # freeze stem + the first K backbone blocks (the backbone's block count is checked when built)
     freeze_blocks: int = spec(integer(0))
     drop_rate: float = spec(number(0.0, 1.0, high_open=True))
-    # pool: timm's global pooling + one Linear (the paper); spatial: facemark.model.SpatialHead
+    # pool: timm's global pooling + one Linear (the paper); spatial, pip, integral: facemark.heads
     head: str = spec(one_of(*HEADS))
-    head_channels: int = spec(integer(1, 1024))   # spatial head: 1x1-conv channels per position
+    head_channels: int = spec(integer(1, 1024))   # spatial: 1x1-conv channels per position; grid heads: width
 
 
 @dataclass
@@ -150,9 +150,12 @@ class TrainConfig:
     wing_epsilon: float = spec(number(0.0, 1.0, low_open=True))
     # smooth L1's quadratic-to-linear switch, same units
     smooth_l1_beta: float = spec(number(0.0, 1.0, low_open=True))
+    # model.head pip: weight of its score-map loss beside its offset loss
+    pip_map_weight: float = spec(number(0.0, 1000.0, low_open=True))
     ema: bool = spec(flag())
     ema_decay: float = spec(number(0.0, 1.0, low_open=True, high_open=True))
     amp: bool = spec(flag())                     # mixed precision; only ever used on CUDA
+    channels_last: bool = spec(flag())           # NHWC model and batches while training
     seed: int = spec(integer(0, SEED_MAX))
     device: str = spec(one_of(*DEVICES))
 

@@ -21,17 +21,20 @@ from torch import nn
 
 from facemark.config import Config, ModelConfig, config_from_saved
 from facemark.errors import ArtifactError, ConfigError
+from facemark.heads import GridHead, GridLandmarkNet, SpatialHead, with_rle
 from facemark.weights import (IMAGENET, Normalisation, WeightsSource, hub_reachable, no_weights_error,
                               offline_source)
 
 CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
+GRID_HEADS = ("pip", "integral")   # heads on the stride-16 grid (facemark.heads.GridHead)
 
 
 def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None,
-                input_size: int | None = None) -> nn.Module:
+                input_size: int | None = None, rle: bool = False) -> nn.Module:
     """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, its head set by
     model.head (the spatial head is sized for (N, 3, input_size, input_size) inputs, so it needs
-    `input_size`), blocks frozen.
+    `input_size`), blocks frozen. `rle` (train.loss rle): the regression Linear carries RLE's
+    training-only sigma and flow (facemark.heads.RleLinear).
 
     The resolved WeightsSource (origin and input normalisation, see facemark.weights) is attached
     as `model.weights_source`, so checkpoint_dict records it. `source` given (rebuilding a saved
@@ -50,9 +53,16 @@ def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource |
         model = timm.create_model(model_cfg.arch, pretrained=False, **kwargs)
         source = source or WeightsSource("none", "random init (model.pretrained: false)",
                                          Normalisation.of_timm_model(model))
-    model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
-    if model_cfg.head == "spatial":
+    if model_cfg.head in GRID_HEADS:
+        model = _grid_model(model, model_cfg, num_points, input_size)
+    elif model_cfg.head == "spatial":
         _use_spatial_head(model, model_cfg, 2 * num_points, input_size)
+    model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
+    if rle:
+        if model_cfg.head in GRID_HEADS:
+            raise ConfigError(f"train.loss: rle needs a regression head (model.head pool or spatial), "
+                              f"not {model_cfg.head}")
+        with_rle(model)
     _init_regression_head(model)
     if model_cfg.freeze_blocks:
         freeze_blocks(model, model_cfg.freeze_blocks)
@@ -97,26 +107,6 @@ def checkpoint_source(ckpt: dict[str, Any], source: str) -> WeightsSource:
     return WeightsSource(str(weights["origin"]), str(weights["detail"]), norm)
 
 
-class SpatialHead(nn.Module):
-    """(N, C, h, w) backbone features -> (N, 2P): a 1x1 conv to `channels` + BatchNorm + ReLU,
-    then one Linear over all channels x h x w positions.
-
-    Global pooling keeps what fired but not where; a landmark regressor needs the where, and
-    learning to encode position in pooled channels takes far more steps and faces than the
-    real-face budgets here (README, "Real faces"). A 1x1 conv, a reshape and a Linear export
-    and quantise like the pooled head.
-    """
-
-    def __init__(self, in_channels: int, grid: tuple[int, int], channels: int, outputs: int) -> None:
-        super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
-                                    nn.ReLU(inplace=True))
-        self.fc = nn.Linear(channels * grid[0] * grid[1], outputs)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.reduce(features), 1))
-
-
 def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, input_size: int | None) -> None:
     """Swap timm's global pool + classifier for a SpatialHead sized for input_size."""
     if input_size is None:
@@ -141,6 +131,26 @@ def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, in
     model.train()
 
 
+def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input_size: int | None
+                ) -> GridLandmarkNet:
+    """The timm model cut after its stride-32 stage, with a GridHead on its stride-16 and stride-32 maps."""
+    if input_size is None:
+        raise ConfigError(f"model.head: {model_cfg.head} needs the input size (data.input_size) to size its grid")
+    info = getattr(model, "feature_info", None)
+    reductions = [stage["reduction"] for stage in info] if isinstance(info, list) else []
+    if 16 not in reductions or not hasattr(model, "prune_intermediate_layers"):
+        raise ConfigError(f"model.head: {model_cfg.head} is not supported for {model_cfg.arch} (timm gives no "
+                          f"stride-16 feature map for it); use model.head: spatial or pool")
+    indices = (reductions.index(16), len(reductions) - 1)
+    model.prune_intermediate_layers(list(indices), prune_head=True)
+    with torch.no_grad():
+        fine, coarse = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size),
+                                                          indices=list(indices), intermediates_only=True)
+    head = GridHead(fine.shape[1], coarse.shape[1], tuple(fine.shape[2:]), model_cfg.head_channels, num_points,
+                    decode=model_cfg.head)
+    return GridLandmarkNet(model.train(), head, indices)
+
+
 def _init_regression_head(model: nn.Module) -> None:
     """Start every prediction near the crop centre (normalised 0).
 
@@ -148,6 +158,8 @@ def _init_regression_head(model: nn.Module) -> None:
     in the first steps), which wastes the warm-up; a tiny weight and a zero bias keep the first
     losses near the landmark spread while still breaking symmetry.
     """
+    if isinstance(model, GridLandmarkNet):
+        return   # GridHead initialises its own offsets; its scores start from PyTorch's default init
     head = model.get_classifier()
     head = head.fc if isinstance(head, SpatialHead) else head
     if isinstance(head, nn.Linear):
@@ -209,6 +221,7 @@ def _is_classifier_key(key: str, classifier: str, state: dict[str, torch.Tensor]
 
 def backbone_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """(stem modules, flattened block list) of a timm backbone; see the module docstring."""
+    model = model.backbone if isinstance(model, GridLandmarkNet) else model
     if hasattr(model, "blocks") and hasattr(model, "conv_stem"):      # MobileNet/EfficientNet family
         return [model.conv_stem, model.bn1], [b for stage in model.blocks for b in stage]
     if hasattr(model, "layer1") and hasattr(model, "conv1"):          # ResNet family
@@ -256,7 +269,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
     cfg = config_from_saved(ckpt["config"], source=str(path))
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "freeze_blocks": 0})
     model = build_model(model_cfg, ckpt["num_points"], source=checkpoint_source(ckpt, str(path)),
-                        input_size=cfg.data.input_size)
+                        input_size=cfg.data.input_size, rle=cfg.train.loss == "rle")
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -44,7 +44,7 @@ from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
 from facemark.train.augment import mean_target
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
-from facemark.train.losses import build_loss
+from facemark.train.losses import build_training_loss
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -138,7 +138,10 @@ def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict
 
     torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
     source = checkpoint_source(saved, "last.pt") if saved is not None else None
-    model = build_model(cfg.model, num_points, source=source, input_size=cfg.data.input_size).to(device)
+    model = build_model(cfg.model, num_points, source=source, input_size=cfg.data.input_size,
+                        rle=cfg.train.loss == "rle").to(device)
+    if cfg.train.channels_last:   # before the optimiser and EMA copy, so their tensors share the layout
+        model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,
                                     weight_decay=cfg.train.weight_decay)
     # warmed up: a fixed 0.999 would keep most of the ImageNet-initialised weights for the first
@@ -211,7 +214,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
             f"{baseline:.4f} (the score of predicting the mean training face)")
     model = _wrap(state.model, process)
-    loss_fn = build_loss(cfg.train)
+    loss_fn = build_training_loss(cfg.train, state.model)
     writer = _tensorboard(run_dir) if process.is_main else None
     last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
@@ -254,6 +257,8 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
     try:
         for images, targets in bar:
             done += 1
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
                                step=state.updates + done)
             total += torch.tensor([loss * len(images), len(images)], dtype=torch.float64, device=process.device)

@@ -45,6 +45,8 @@ LOSSES: dict[str, Callable[[TrainConfig], nn.Module]] = {
     "wing": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
     "l1": lambda cfg: nn.L1Loss(),
     "smooth_l1": lambda cfg: _smooth_l1(cfg.smooth_l1_beta),
+    # on bare coordinates (a QAT graph has no sigma): Wing; the training loop uses RleLoss instead
+    "rle": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
 }
 
 
@@ -55,7 +57,81 @@ def _smooth_l1(beta: float) -> nn.Module:
 
 
 def build_loss(train_cfg: TrainConfig) -> nn.Module:
-    """The loss named by train.loss; an unknown name is a ConfigError listing the valid ones."""
+    """The coordinate loss named by train.loss, on (N, 2P) coordinates (what QAT fine-tunes a
+    graph with; train.loss rle falls back to Wing there); an unknown name is a ConfigError."""
     if train_cfg.loss not in LOSSES:
         raise ConfigError(f"train.loss: unknown loss {train_cfg.loss!r}; valid: {', '.join(sorted(LOSSES))}")
     return LOSSES[train_cfg.loss](train_cfg)
+
+
+class PipMapLoss(nn.Module):
+    """PIPNet's training loss for model.head pip, on the head's training output (facemark.heads.GridHead):
+    (N, 2P + 3PK) = coordinates, scores, x offsets, y offsets ((P, K) each, K = H*W cells).
+
+    The target's cell (its normalised coordinate placed on the grid, clamped to the border cells)
+    gets score 1 and every other cell 0 (MSE over all maps, times `map_weight`); the offsets of the
+    target's cell regress the target's position from that cell's centre, in cell units (L1).
+    """
+
+    def __init__(self, num_points: int, grid: tuple[int, int], map_weight: float) -> None:
+        super().__init__()
+        self.num_points, self.grid, self.map_weight = num_points, grid, map_weight
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        points, (height, width) = self.num_points, self.grid
+        cells = height * width
+        scores, off_x, off_y = output[:, 2 * points:].reshape(-1, 3, points, cells).unbind(1)
+        target = target.reshape(-1, points, 2)
+        # position in cell units from the grid's top-left corner
+        gx, gy = (target[..., 0] + 1.0) * width / 2.0, (target[..., 1] + 1.0) * height / 2.0
+        col = gx.floor().clamp(0, width - 1)
+        row = gy.floor().clamp(0, height - 1)
+        index = (row * width + col).long().unsqueeze(2)                     # (N, P, 1)
+        one_hot = torch.zeros_like(scores).scatter_(2, index, 1.0)
+        map_loss = nn.functional.mse_loss(scores, one_hot)
+        true_x = off_x.gather(2, index).squeeze(2)
+        true_y = off_y.gather(2, index).squeeze(2)
+        offset_loss = ((true_x - (gx - col - 0.5)).abs() + (true_y - (gy - row - 0.5)).abs()).mean() / 2.0
+        return self.map_weight * map_loss + offset_loss
+
+
+class RleLoss(nn.Module):
+    """Residual log-likelihood estimation (Li et al., ICCV 2021) on a regression head's training
+    output (N, 2P + 2P) = coordinates mu, then sigma logits (facemark.heads.RleLinear).
+
+    Per coordinate, sigma = sigmoid(logit); the residual (mu - target) / sigma is scored by the
+    head's flow (its log density, shared by x and y of a point) and by a Laplace prior
+    Q (log(sigma / amp) + |target - mu| / (sqrt(2) sigma), amp = 1/sqrt(2 pi)); the loss is
+    log(sigma) - log flow + log Q, averaged over every coordinate like the other losses.
+    """
+
+    AMP = 1.0 / math.sqrt(2.0 * math.pi)
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mu, logits = output.chunk(2, dim=1)
+        sigma = torch.sigmoid(logits).reshape(len(output), -1, 2) + 1e-9
+        mu, target = mu.reshape(sigma.shape), target.reshape(sigma.shape)
+        residual = (mu - target) / sigma
+        log_flow = self.flow.log_prob(residual.reshape(-1, 2)).reshape(len(output), -1, 1)
+        log_q = torch.log(sigma / self.AMP) + (target - mu).abs() / (math.sqrt(2.0) * sigma)
+        return (torch.log(sigma) - log_flow + log_q).mean()
+
+
+def build_training_loss(train_cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """The loss the training loop applies to `model`'s training-mode output: PipMapLoss for a pip
+    head (its maps), RleLoss with the head's flow for train.loss rle, else train.loss on the
+    coordinates."""
+    from facemark.heads import GridHead, RleLinear
+
+    head = getattr(model, "head", None)
+    if isinstance(head, GridHead) and head.decode == "pip":
+        return PipMapLoss(head.num_points, head.grid, train_cfg.pip_map_weight)
+    if train_cfg.loss == "rle":
+        rle = [module for module in model.modules() if isinstance(module, RleLinear)]
+        assert len(rle) == 1, "train.loss rle: build_model(..., rle=True) puts one RleLinear in the model"
+        return RleLoss(rle[0].flow)
+    return build_loss(train_cfg)

@@ -1,0 +1,191 @@
+"""Landmark heads: how backbone features become (N, 2P) normalised crop coordinates (codec.py).
+
+Every head's eval-mode output is the export contract, (N, 2P) = (x0, y0, x1, y1, ...) in normalised
+crop coordinates, so manifests, runners and the Android core never see which head made it. In
+training mode a head may return more columns after those 2P, which the training loss of that head
+reads (facemark.train.losses.build_training_loss):
+
+- `pool` (timm's global pooling + Linear, the paper) and `spatial` (SpatialHead): direct regression;
+- `pip`: PIPNet-style (Jin et al., IJCV 2021): per point a score map on the stride-16 grid plus x/y
+  offsets inside each cell; the point is the best-scoring cell's centre moved by that cell's offsets;
+- `integral`: the same maps read as a soft-argmax (integral regression, Sun et al. 2018): the point
+  is the softmax-weighted mean of every cell's centre-plus-offset, trained on the coordinates alone;
+- train.loss rle swaps a regression head's final Linear for an RleLinear (training-only sigma and flow).
+
+The grid heads (GridHead) fuse the stride-16 features with the upsampled stride-32 features, a
+small feature pyramid: at 128 px the stride-16 grid is 8x8, stride 32 alone leaves 4x4, which
+PIPNet's authors found too coarse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SpatialHead(nn.Module):
+    """(N, C, h, w) backbone features -> (N, 2P): a 1x1 conv to `channels` + BatchNorm + ReLU,
+    then one Linear over all channels x h x w positions.
+
+    Global pooling keeps what fired but not where; a landmark regressor needs the where, and
+    learning to encode position in pooled channels takes far more steps and faces than the
+    real-face budgets here (docs/results.md). A 1x1 conv, a reshape and a Linear export
+    and quantise like the pooled head.
+    """
+
+    def __init__(self, in_channels: int, grid: tuple[int, int], channels: int, outputs: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                    nn.ReLU(inplace=True))
+        self.fc = nn.Linear(channels * grid[0] * grid[1], outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.reduce(features), 1))
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class GridHead(nn.Module):
+    """(fine (N, Cf, H, W) stride-16 features, coarse (N, Cc, H/2, W/2) stride-32 features) -> points.
+
+    Maps, per point p and cell k of the H x W grid: a score s[p, k] and offsets (ox, oy)[p, k] in
+    cell units from the cell's centre. Decoding (`decode`):
+    - "pip": the cell with the highest score (ties averaged), its centre plus its offsets;
+    - "integral": sum_k softmax(s)[p, k] * (centre_k + offset_k).
+    Both are plain tensor ops (max, equal, softmax, sums), which every converter and int8 backend
+    supports, so the exported graph still returns (N, 2P) normalised crop coordinates.
+
+    Training mode returns (N, 2P + 3PK) = coordinates, then the scores, x offsets and y offsets
+    flattened as (P, K) each (K = H*W), for the map losses of facemark.train.losses.
+    """
+
+    def __init__(self, fine_channels: int, coarse_channels: int, grid: tuple[int, int], channels: int,
+                 num_points: int, decode: str) -> None:
+        super().__init__()
+        if decode not in ("pip", "integral"):
+            raise ValueError(f"GridHead decode must be pip or integral, got {decode!r}")
+        self.decode, self.num_points, self.grid = decode, num_points, grid
+        self.fine = _conv_bn_relu(fine_channels, channels, 1)
+        self.coarse = _conv_bn_relu(coarse_channels, channels, 1)
+        self.upsample = nn.Upsample(size=grid, mode="nearest")
+        self.mix = _conv_bn_relu(channels, channels, 3)
+        self.scores = nn.Conv2d(channels, num_points, 1)
+        self.offsets = nn.Conv2d(channels, 2 * num_points, 1)
+        height, width = grid
+        # cell centres in normalised crop coordinates: cell j of W spans [j, j+1) * 2/W - 1
+        xs = (torch.arange(width, dtype=torch.float32) + 0.5) * 2.0 / width - 1.0
+        ys = (torch.arange(height, dtype=torch.float32) + 0.5) * 2.0 / height - 1.0
+        self.register_buffer("centre_x", xs.repeat(height).view(1, 1, -1), persistent=False)
+        self.register_buffer("centre_y", ys.repeat_interleave(width).view(1, 1, -1), persistent=False)
+        self.cell = (2.0 / width, 2.0 / height)   # one cell in normalised units (x, y)
+        nn.init.normal_(self.offsets.weight, std=1e-3)
+        nn.init.zeros_(self.offsets.bias)
+
+    @property
+    def cells(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def maps(self, fine: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> scores, x offsets, y offsets, each (N, P, K) (offsets in cell units)."""
+        fused = self.mix(self.fine(fine) + self.upsample(self.coarse(coarse)))
+        batch = fused.shape[0]
+        scores = self.scores(fused).reshape(batch, self.num_points, self.cells)
+        offsets = self.offsets(fused).reshape(batch, 2, self.num_points, self.cells)
+        return scores, offsets[:, 0], offsets[:, 1]
+
+    def points(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
+        """Decode (N, P, K) maps -> (N, 2P) normalised crop coordinates (x0, y0, x1, y1, ...)."""
+        if self.decode == "pip":
+            weights = (scores == scores.amax(dim=2, keepdim=True)).to(scores.dtype)
+            weights = weights / weights.sum(dim=2, keepdim=True)
+        else:
+            weights = torch.softmax(scores, dim=2)
+        x = (weights * (self.centre_x + off_x * self.cell[0])).sum(dim=2)
+        y = (weights * (self.centre_y + off_y * self.cell[1])).sum(dim=2)
+        return torch.stack([x, y], dim=2).flatten(1)
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        scores, off_x, off_y = self.maps(fine, coarse)
+        coords = self.points(scores, off_x, off_y)
+        if not self.training or self.decode == "integral":
+            return coords
+        return torch.cat([coords, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
+
+
+class GridLandmarkNet(nn.Module):
+    """A timm backbone cut after its last stage (no pooling, no classifier) and a GridHead on its
+    stride-16 and stride-32 feature maps; (N, 3, S, S) normalised input -> GridHead's output."""
+
+    def __init__(self, backbone: nn.Module, head: GridHead, indices: tuple[int, int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.indices = list(indices)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fine, coarse = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True)
+        return self.head(fine, coarse)
+
+
+class RealNVP(nn.Module):
+    """A 2-D RealNVP normalising flow (Dinh et al. 2017), the residual density of RLE: three pairs of
+    affine couplings, each scale/translation an MLP of 64 units, over a standard normal prior."""
+
+    def __init__(self, couplings: int = 6, hidden: int = 64) -> None:
+        super().__init__()
+        self.register_buffer("masks", torch.tensor([[0.0, 1.0], [1.0, 0.0]] * (couplings // 2)))
+        self.scale = nn.ModuleList(self._mlp(hidden, nn.Tanh()) for _ in range(couplings))
+        self.shift = nn.ModuleList(self._mlp(hidden) for _ in range(couplings))
+
+    @staticmethod
+    def _mlp(hidden: int, last: nn.Module | None = None) -> nn.Sequential:
+        layers = [nn.Linear(2, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, 2)]
+        for layer in layers[::2]:   # near-identity start: the flow begins as the prior
+            nn.init.xavier_uniform_(layer.weight, gain=0.01)
+            nn.init.zeros_(layer.bias)
+        return nn.Sequential(*layers, *([last] if last is not None else []))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, 2) samples -> (M,) log density under the flow."""
+        log_det, z = x.new_zeros(x.shape[0]), x
+        for mask, scale, shift in reversed(list(zip(self.masks, self.scale, self.shift))):
+            kept = mask * z
+            s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
+            z = (1 - mask) * (z - t) * torch.exp(-s) + kept
+            log_det = log_det - s.sum(dim=1)
+        return -0.5 * (z ** 2).sum(dim=1) - math.log(2 * math.pi) + log_det
+
+
+class RleLinear(nn.Linear):
+    """The regression Linear with RLE's training-only parts (Li et al., ICCV 2021): a second Linear
+    predicting each coordinate's scale sigma, and the residual flow. Eval mode is the plain Linear,
+    so the exported graph is the one without RLE; training mode returns (N, 2P + 2P) = coordinates
+    then sigma logits, for facemark.train.losses.RleLoss."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        self.sigma = nn.Linear(in_features, out_features)
+        self.flow = RealNVP()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        coords = super().forward(features)
+        return torch.cat([coords, self.sigma(features)], dim=1) if self.training else coords
+
+
+def with_rle(model: nn.Module) -> RleLinear:
+    """Swap the model's final regression Linear (timm classifier or SpatialHead.fc) for an RleLinear
+    of the same shape -> that RleLinear."""
+    classifier = model.pretrained_cfg.get("classifier", "classifier")
+    owner = getattr(model, classifier)
+    owner, name = (owner, "fc") if isinstance(owner, SpatialHead) else (model, classifier)
+    linear = getattr(owner, name)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"{type(linear).__name__} is not a Linear")
+    rle = RleLinear(linear.in_features, linear.out_features)
+    setattr(owner, name, rle)
+    return rle

@@ -1,0 +1,143 @@
+"""The heads beyond global regression (facemark.heads): the grid heads decode their maps to the
+export contract, their losses reach zero on perfect maps, RLE changes training only, and the grid
+heads export to ONNX and TFLite within the float parity bound."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from drawn_faces import make_drawn_split
+from margins import DATA_SEED
+
+from facemark.config import load_config, save_config
+from facemark.convert.export import export_run
+from facemark.errors import ConfigError
+from facemark.heads import GridHead, GridLandmarkNet, RleLinear
+from facemark.manifest import load_manifest
+from facemark.model import build_model, checkpoint_dict, load_checkpoint
+from facemark.train.losses import PipMapLoss, RleLoss, build_training_loss
+
+SIZE = 64   # a 4x4 stride-16 grid, 2x2 stride-32 map
+BASE = ["model.arch=mobilenetv2_100", "model.pretrained=false", "model.head_channels=8", f"data.input_size={SIZE}",
+        "data.detector=drawn", "export.parity_images=4"]
+
+
+def _grid_model(head: str, points: int = 106) -> GridLandmarkNet:   # lapa106, the configs' scheme
+    cfg = load_config(overrides=BASE + [f"model.head={head}"])
+    torch.manual_seed(DATA_SEED)
+    return build_model(cfg.model, points, input_size=SIZE)
+
+
+def _head(decode: str, points: int = 3, grid: tuple[int, int] = (4, 4)) -> GridHead:
+    return GridHead(8, 8, grid, 8, points, decode)
+
+
+def test_grid_heads_keep_the_output_contract_and_round_trip(tmp_path):
+    for head in ("pip", "integral"):
+        model = _grid_model(head)
+        assert isinstance(model.head, GridHead) and model.head.grid == (SIZE // 16, SIZE // 16)
+        x = torch.rand(2, 3, SIZE, SIZE)
+        with torch.no_grad():
+            out = model.eval()(x)
+        assert out.shape == (2, 212)
+        cfg = load_config(overrides=BASE + [f"model.head={head}"])
+        torch.save(checkpoint_dict(model, cfg), tmp_path / "best.pt")
+        again, saved, _ = load_checkpoint(tmp_path / "best.pt")
+        assert saved.model.head == head
+        with torch.no_grad():
+            torch.testing.assert_close(again(x), out)
+    # pip's training output carries its maps: 2P coordinates + 3 maps of P x K cells
+    assert _grid_model("pip").train()(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 212 + 3 * 106 * 16)
+
+
+def test_pip_decodes_the_best_cell_plus_its_offsets_and_integral_its_soft_mean():
+    head = _head("pip")
+    scores = torch.full((1, 3, 16), -1.0)
+    off_x, off_y = torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)
+    scores[0, 0, 5] = 2.0                        # row 1, col 1: centre (-0.25, -0.25)
+    off_x[0, 0, 5], off_y[0, 0, 5] = 0.5, -0.25  # half a cell right, a quarter up (a cell is 0.5 wide)
+    scores[0, 1, 15] = 2.0                       # bottom-right cell: centre (0.75, 0.75)
+    scores[0, 2, [0, 3]] = 2.0                   # a tie between top-left and top-right: their mean
+    points = head.points(scores, off_x, off_y).reshape(3, 2)
+    torch.testing.assert_close(points, torch.tensor([[0.0, -0.375], [0.75, 0.75], [0.0, -0.75]]))
+    integral = _head("integral")
+    torch.testing.assert_close(integral.points(scores * 100, off_x, off_y).reshape(3, 2), points)
+    uniform = integral.points(torch.zeros(1, 3, 16), off_x * 0, off_y * 0).reshape(3, 2)
+    torch.testing.assert_close(uniform, torch.zeros(3, 2))   # the mean of every cell centre
+
+
+def test_pip_map_loss_is_zero_on_the_maps_it_asks_for():
+    loss = PipMapLoss(num_points=2, grid=(4, 4), map_weight=10.0)
+    target = torch.tensor([[-0.3, -0.1, 0.9, 0.6]])   # cells (col 1, row 1) and (col 3, row 3)
+    scores, off_x, off_y = torch.zeros(1, 2, 16), torch.zeros(1, 2, 16), torch.zeros(1, 2, 16)
+    scores[0, 0, 5], scores[0, 1, 15] = 1.0, 1.0
+    # in cell units from the cell centre: x -0.3 is 1.4 cells from the left edge -> -0.1 from centre 1.5
+    off_x[0, 0, 5], off_y[0, 0, 5] = -0.1, 0.3
+    off_x[0, 1, 15], off_y[0, 1, 15] = 0.3, -0.3
+    packed = torch.cat([target, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
+    assert float(loss(packed, target)) == pytest.approx(0.0, abs=1e-6)
+    scores[0, 0, 5] = 0.0   # one missing peak: (1 - 0)^2 over 32 cells, times 10
+    packed = torch.cat([target, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
+    assert float(loss(packed, target)) == pytest.approx(10.0 / 32, abs=1e-5)
+    # a decoded perfect map gives the target back
+    head = _head("pip", points=2)
+    scores[0, 0, 5] = 1.0
+    torch.testing.assert_close(head.points(scores, off_x, off_y), target)
+
+
+def test_rle_trains_sigma_and_flow_but_exports_the_plain_regression_graph(tmp_path):
+    overrides = BASE + ["model.head=spatial", "train.loss=rle"]
+    cfg = load_config(overrides=overrides)
+    torch.manual_seed(DATA_SEED)
+    model = build_model(cfg.model, 68, input_size=SIZE, rle=True)
+    rle = model.get_classifier().fc
+    assert isinstance(rle, RleLinear)
+    loss_fn = build_training_loss(cfg.train, model)
+    assert isinstance(loss_fn, RleLoss)
+    x, target = torch.rand(4, 3, SIZE, SIZE), torch.rand(4, 136) * 2 - 1
+    output = model.train()(x)
+    assert output.shape == (4, 272)
+    loss_fn(output, target).backward()
+    assert rle.sigma.weight.grad.abs().sum() > 0 and rle.flow.shift[0][0].weight.grad.abs().sum() > 0
+    # a closer mu at the same sigma scores a lower loss
+    near = torch.cat([target + 0.01, torch.zeros_like(target)], dim=1)
+    far = torch.cat([target + 0.2, torch.zeros_like(target)], dim=1)
+    assert float(loss_fn(near, target)) < float(loss_fn(far, target))
+    # eval: the plain Linear, the same ONNX graph as without RLE
+    plain = build_model(load_config(overrides=BASE + ["model.head=spatial"]).model, 68, input_size=SIZE)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".sigma." not in k and ".flow." not in k})
+    nodes = []
+    for name, net in (("rle", model), ("plain", plain)):
+        torch.onnx.export(net.eval(), torch.rand(1, 3, SIZE, SIZE), tmp_path / f"{name}.onnx", dynamo=False)
+        nodes.append([node.op_type for node in onnx.load(tmp_path / f"{name}.onnx").graph.node])
+    assert nodes[0] == nodes[1]
+
+
+def test_heads_refuse_what_they_cannot_build():
+    with pytest.raises(ConfigError, match="needs the input size"):
+        build_model(load_config(overrides=BASE + ["model.head=pip"]).model, 68)
+    with pytest.raises(ConfigError, match="rle needs a regression head"):
+        build_model(load_config(overrides=BASE + ["model.head=integral"]).model, 68, input_size=SIZE, rle=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["pip", "integral"])
+def test_grid_heads_export_within_parity(tmp_path, head):
+    root = tmp_path / "data"
+    make_drawn_split(root, "val", 6)
+    cfg = load_config(overrides=BASE + [f"model.head={head}"])
+    model = _grid_model(head)
+    with torch.no_grad():   # BatchNorm statistics from data-like inputs, offsets that move the points
+        model.train()(torch.rand(16, 3, SIZE, SIZE))
+        model.head.offsets.weight.normal_(0.0, 0.05)
+        if head == "pip":   # untrained scores have near-ties that fp16 breaks either way: make every cell tie
+            model.head.scores.weight.zero_()
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(checkpoint_dict(model.eval(), cfg, data_root=str(root)), run / "best.pt")
+    save_config(cfg, run / "config.yaml")
+    assert export_run(run, formats=["onnx", "tflite"], data_root=None, bake=False, golden=False) == 0
+    artifacts = load_manifest(run / "export")["artifacts"]
+    for name in ("onnx_fp32", "tflite_fp32"):
+        assert artifacts[name]["status"] == "verified", (name, artifacts[name].get("status"))
