@@ -79,9 +79,9 @@ def test_smooth_l1_is_quadratic_below_beta_and_linear_above():
 
 
 def test_loss_configuration_errors():
-    with pytest.raises(ConfigError, match="'train.loss' must be one of mse, wing, smooth_l1, l1, got 'huber'"):
+    with pytest.raises(ConfigError, match="'train.loss' must be one of mse, wing, smooth_l1, l1, rle, got 'huber'"):
         load_config(overrides=["train.loss=huber"])   # refused when the config loads, before build_loss
-    with pytest.raises(ConfigError, match="valid: l1, mse, smooth_l1, wing"):
+    with pytest.raises(ConfigError, match="valid: l1, mse, rle, smooth_l1, wing"):
         build_loss(dataclasses.replace(load_config().train, loss="huber"))
     with pytest.raises(ConfigError, match="smooth_l1_beta"):
         build_loss(dataclasses.replace(load_config().train, loss="smooth_l1", smooth_l1_beta=0.0))

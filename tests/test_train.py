@@ -292,3 +292,20 @@ def test_warm_up_climbs_within_the_first_epoch_only_per_step(lr_update):
         assert lrs == [pytest.approx(1e-5)] * 10
     state.scheduler.step(1)
     assert optimizer.param_groups[0]["lr"] > 8e-4    # both are on the cosine near the full rate after it
+
+
+def test_head_ablation_rows_change_one_switch_each_against_the_shipped_recipe():
+    """configs/ablation/heads: the shipped 300-W recipe with one head or loss switched per row (RLE on
+    the spatial row: it needs a regression head); the last row is the recipe itself."""
+    files = sorted((CONFIGS / "ablation" / "heads").glob("*.yaml"))
+    recipe = _flat(load_config(CONFIGS / "real" / "300w_cpu.yaml"))
+    assert (recipe["model.head"], recipe["train.loss"], recipe["train.channels_last"]) == ("integral", "wing", True)
+    changes = {"01_spatial": {"model.head": "spatial"},
+               "02_spatial_rle": {"model.head": "spatial", "train.loss": "rle"},
+               "03_pip": {"model.head": "pip"}, "04_integral": {}}
+    assert [f.stem for f in files] == list(changes)
+    for path in files:
+        flat = _flat(load_config(path))
+        assert {k: v for k, v in flat.items() if recipe[k] != v} == changes[path.stem], path.name
+    datatang = _flat(load_config(CONFIGS / "real" / "datatang106_cpu.yaml"))
+    assert {k: v for k, v in datatang.items() if recipe[k] != v} == {"data.scheme": "datatang106"}
