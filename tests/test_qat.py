@@ -110,7 +110,9 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     entry = load_manifest(run / "export")["artifacts"][ROWS["onnx"][0]]
     real = create_runner("onnx", path, entry, SIZE, job.norm).predict(crops)
     distance = np.linalg.norm((fake - real).reshape(len(crops), -1, 2), axis=-1) * SIZE / 2
-    below("QAT ONNX vs fake-quant graph, mean crop px", float(distance.mean()), 0.6)
+    # 0.22-0.29 on AVX-512/VNNI Xeons (seeds 0-2), 0.83 on an AVX2-only EPYC, whose int8 kernels
+    # round differently from torchao's fake quantisation; a wrong range or layout moves points by crops
+    below("QAT ONNX vs fake-quant graph, mean crop px", float(distance.mean()), 1.7)
 
 
 @pytest.mark.slow
