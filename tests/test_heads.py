@@ -8,13 +8,12 @@ import onnx
 import pytest
 import torch
 from drawn_faces import make_drawn_split
+from float_export import assert_float_exports_verified
 from margins import DATA_SEED
 
-from facemark.config import load_config, save_config
-from facemark.convert.export import export_run
+from facemark.config import load_config
 from facemark.errors import ConfigError
 from facemark.heads import GridHead, GridLandmarkNet, RleLinear
-from facemark.manifest import load_manifest
 from facemark.model import build_model, checkpoint_dict, load_checkpoint
 from facemark.train.losses import PipMapLoss, RleLoss, build_training_loss
 
@@ -133,11 +132,4 @@ def test_grid_heads_export_within_parity(tmp_path, head):
         model.head.offsets.weight.normal_(0.0, 0.05)
         if head == "pip":   # untrained scores have near-ties that fp16 breaks either way: make every cell tie
             model.head.scores.weight.zero_()
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save(checkpoint_dict(model.eval(), cfg, data_root=str(root)), run / "best.pt")
-    save_config(cfg, run / "config.yaml")
-    assert export_run(run, formats=["onnx", "tflite"], data_root=None, bake=False, golden=False) == 0
-    artifacts = load_manifest(run / "export")["artifacts"]
-    for name in ("onnx_fp32", "tflite_fp32"):
-        assert artifacts[name]["status"] == "verified", (name, artifacts[name].get("status"))
+    assert_float_exports_verified(model, cfg, root, tmp_path / "run")

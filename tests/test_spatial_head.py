@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 from drawn_faces import make_drawn_split
+from float_export import assert_float_exports_verified
 from margins import DATA_SEED
 
-from facemark.config import load_config, save_config
-from facemark.convert.export import export_run
+from facemark.config import load_config
 from facemark.errors import ConfigError
-from facemark.manifest import load_manifest
-from facemark.model import SpatialHead, build_model, checkpoint_dict, load_checkpoint
+from facemark.heads import SpatialHead
+from facemark.model import build_model, checkpoint_dict, load_checkpoint
 
 SIZE = 64
 SPATIAL = ["model.arch=mobilenetv2_100", "model.pretrained=false", "model.head=spatial", "model.head_channels=8",
@@ -56,11 +56,4 @@ def test_spatial_head_exports_within_parity(tmp_path):
     with torch.no_grad():   # BatchNorm statistics from data-like inputs, a head that spreads outputs
         model.train()(torch.rand(16, 3, SIZE, SIZE))
         model.get_classifier().fc.weight.normal_(0.0, 0.05)
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save(checkpoint_dict(model.eval(), cfg, data_root=str(root)), run / "best.pt")
-    save_config(cfg, run / "config.yaml")
-    assert export_run(run, formats=["onnx", "tflite"], data_root=None, bake=False, golden=False) == 0
-    artifacts = load_manifest(run / "export")["artifacts"]
-    for name in ("onnx_fp32", "tflite_fp32"):
-        assert artifacts[name]["status"] == "verified", (name, artifacts[name].get("status"))
+    assert_float_exports_verified(model, cfg, root, tmp_path / "run")
