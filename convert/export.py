@@ -43,19 +43,24 @@ class Outcome:
     error: str | None = None
 
 
-def export_run(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool) -> int:
+def export_run(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool,
+               overrides: list[str] | None = None) -> int:
     """Export RUN/best.pt to the requested formats; return 0 if all were written, else 1.
+    `overrides` (`--set infer.KEY=VALUE`) change the test-time refinement the manifest records.
     Holds RUN's lock (one writer per run folder)."""
     run = Path(run)
     with hold_run_lock(run, "export"):
-        return _export(run, formats, data_root, bake, golden)
+        return _export(run, formats, data_root, bake, golden, overrides or [])
 
 
-def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool) -> int:
+def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool,
+            overrides: list[str]) -> int:
+    from facemark.config import override_section
     from facemark.model import load_checkpoint
 
     checkpoint = run / CHECKPOINT_NAME
     model, cfg, ckpt = load_checkpoint(checkpoint)
+    cfg = override_section(cfg, overrides, "infer", "export")
     sweep_partials(run / EXPORT_DIR)
     chosen = resolve_formats(formats, cfg.export.formats)
     bake = bake or cfg.export.bake_preprocessing

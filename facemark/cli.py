@@ -41,6 +41,12 @@ def _add_quantize_overrides(parser: argparse.ArgumentParser) -> None:
                              "quantize.calibration_method=minmax (repeatable)")
 
 
+def _add_infer_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="infer.KEY=VALUE",
+                        help="override an infer.* value (test-time refinement) of the run's config or "
+                             "manifest, e.g. --set infer.flip=true --set infer.passes=2 (repeatable)")
+
+
 def _add_study(parser: argparse.ArgumentParser, configs_flag: str, default_out: Path) -> None:
     """Arguments shared by benchmark and ablate: many configs, one data root, budget flags."""
     parser.add_argument(configs_flag, type=Path, nargs="+", required=True,
@@ -95,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from facemark.train.evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(args.ckpt, data_root=args.data, split=args.split, out_dir=args.out)
+    evaluate_checkpoint(args.ckpt, data_root=args.data, split=args.split, out_dir=args.out, overrides=args.overrides)
     return 0
 
 
@@ -129,7 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from facemark.convert.export import export_run
 
     return export_run(args.run, formats=args.format, data_root=args.data, bake=args.bake_preprocessing,
-                      golden=args.golden)
+                      golden=args.golden, overrides=args.overrides)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -150,14 +156,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     return validate_run(args.run, data_root=args.data, split=args.split, threads=args.threads,
                         max_nme_increase=args.max_nme_increase, max_nme=args.max_nme,
-                        baseline=args.baseline, limit=args.limit)
+                        baseline=args.baseline, limit=args.limit, overrides=args.overrides)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from facemark.validate.predict import run_predict
 
     return run_predict(args.model, args.inputs, args.out, detector=args.detector, min_score=args.min_score,
-                       box=args.box, boxes_dir=args.boxes)
+                       box=args.box, boxes_dir=args.boxes, overrides=args.overrides)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -230,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", type=Path,
                    help="folder for metrics_<split>.json and ced_<split>.png (default: beside the checkpoint)")
+    _add_infer_overrides(p)
 
     _add_study(verbs["benchmark"], "--configs", Path("runs/benchmark"))
     _add_study(verbs["ablate"], "--config", Path("runs/ablation"))
@@ -246,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bake-preprocessing", action="store_true",
                    help="graph takes uint8 RGB and returns landmarks in crop pixels")
     p.add_argument("--golden", action="store_true", help="also write golden vectors for the Android core")
+    _add_infer_overrides(p)
 
     p = verbs["quantize"]
     p.add_argument("run", type=Path)
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nme", type=float, help="absolute inter-pupil NME ceiling")
     p.add_argument("--baseline", type=Path, help="a previous validation.json to compare against")
     p.add_argument("--limit", type=_positive_int, help="use only the first N test faces")
+    _add_infer_overrides(p)
 
     p = verbs["predict"]
     p.add_argument("model", type=Path, metavar="ARTIFACT|RUN",
@@ -287,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--boxes", type=Path, metavar="FOLDER",
                        help="cached boxes (STEM.txt as `facemark boxes` writes) instead of a detector")
     p.add_argument("--min-score", type=float, help="lowest detection score kept (default: predict.min_score)")
+    _add_infer_overrides(p)
 
     p = verbs["pipeline"]
     _add_config(p)

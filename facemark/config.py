@@ -234,6 +234,17 @@ class PredictConfig:
 
 
 @dataclass
+class InferConfig:
+    # horizontal-flip averaging: the mirrored crop's points, mirrored back and renumbered by the
+    # scheme's flip permutation, averaged with the plain crop's
+    flip: bool = spec(flag())
+    # model passes per face: pass k+1 crops the tight box of pass k's landmarks (the landmark-box
+    # crop of training); 1 = the detector-box crop alone. Each pass costs one model call (two with
+    # flip); 8 is far past where the landmarks stop moving
+    passes: int = spec(integer(1, 8))
+
+
+@dataclass
 class Config:
     model: ModelConfig
     data: DataConfig
@@ -243,6 +254,7 @@ class Config:
     quantize: QuantizeConfig
     validate: ValidateConfig
     predict: PredictConfig
+    infer: InferConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

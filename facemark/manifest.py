@@ -8,6 +8,8 @@ Schema (version MANIFEST_SCHEMA):
   "output": {"space": "normalised crop", "formula": "(P - S/2) / (S/2)", "values": 2P,
              "order": "x0, y0, x1, y1, ..."},
   "crop": {"margin", "detector"},
+  "infer": {"flip", "passes", "model_calls", "flip_permutation", "later_crops"}  (test-time refinement,
+           facemark/runtime/refine.py; absent in manifests from before it: the single pass),
   "checkpoint": {"file", "sha256"},
   "artifacts": {ARTIFACT_NAME: {"file", "format", "precision", "quantization", "layout",
                 "input_dtype", "baked_preprocessing", "sha256", "size_bytes", "tools",
@@ -16,6 +18,9 @@ Schema (version MANIFEST_SCHEMA):
 Files are relative to the export folder. Later stages refuse an artifact whose sha256 differs.
 input.mean/std are the model's own (facemark.weights: 0.5/0.5 for EfficientNet-Lite, 0/1 for
 MobileViT, ImageNet's for most others); every stage reads them from here or from the checkpoint.
+`infer` is the run config's infer section at export (`facemark export --set infer.KEY=VALUE`
+changes it without retraining); validate, predict and the Android app apply it, each command can
+override it with `--set infer.KEY=VALUE`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 from facemark.config import Config
 from facemark.errors import ArtifactError
 from facemark.io import atomic_write_text, read_json_document, sha256_of
+from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
 
 MANIFEST_SCHEMA = "facemark-manifest-v1"
@@ -58,6 +64,7 @@ def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path, norm: No
         "output": {"space": "normalised crop", "formula": f"(P - {size / 2:g}) / {size / 2:g}",
                    "values": 2 * scheme["num_points"], "order": "x0, y0, x1, y1, ..."},
         "crop": {"margin": cfg.data.margin, "detector": cfg.data.detector},
+        "infer": from_config(cfg).manifest_record(),
         "checkpoint": {"file": str(checkpoint), "sha256": sha256_of(checkpoint)},
         "artifacts": {},
     }

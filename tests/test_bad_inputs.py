@@ -493,6 +493,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "validate.max_stability": ["0"],
     "predict.detector": ["dlib"],
     "predict.min_score": ["-0.5"],
+    "infer.flip": ["mirror"],
+    "infer.passes": ["0", "9", "1.5"],
 }
 
 

@@ -15,6 +15,11 @@ Row verdicts, by status:
   that cannot run on its own runtime cannot be shipped as validated;
 - "not run: ..." (Core ML off macOS) and "not exported: ...": pass, listed under `not_run`.
 
+With test-time refinement (the report's "infer"), an "ok" row's refined figures are judged by
+the same bounds, against the reference's refined NME: what ships (refined) and what the model
+does alone (single pass) must both hold. A baseline row is the reference for the refined figures
+only when it ran the same refinement; otherwise this run's PyTorch row is.
+
 A plain int8 row whose manifest entry says `superseded_by` (quantize.mixed wrote a recovered,
 mixed-precision artifact in its place) does not fail the gate when the row that supersedes it
 passes: it stays in the table, marked superseded, with its reasons listed under `superseded`.
@@ -66,6 +71,34 @@ def reference_nme(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str
     return f"baseline:{name}", theirs["accuracy"]["nme_pupil"]
 
 
+def refined_reference(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str, Any] | None,
+                      infer: dict[str, Any]) -> tuple[str, float]:
+    """(label, NME) the refined figures of artifact `name` are compared with: the baseline's row
+    (else its PyTorch row) when it ran the same refinement `infer`, else this run's PyTorch row."""
+    def same(row: dict[str, Any] | None) -> bool:
+        refined = (row or {}).get("refined") or {}
+        return row is not None and row.get("status") == "ok" and (refined.get("infer") or {}).get("label") == \
+            infer["label"]
+
+    if baseline is not None:
+        for candidate in (name, PYTORCH):
+            if same(baseline["rows"].get(candidate)):
+                return f"baseline:{candidate}", baseline["rows"][candidate]["refined"]["accuracy"]["nme_pupil"]
+    return PYTORCH, rows[PYTORCH]["refined"]["accuracy"]["nme_pupil"]
+
+
+def _nme_reasons(nme: float, change: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
+                 what: str = "NME") -> list[str]:
+    reasons = []
+    if max_nme is not None and nme > max_nme:
+        reasons.append(f"{what} {nme:.5f} > max {max_nme:g}")
+    rel = change["rel"]
+    if max_nme_increase is not None and rel is not None and rel > max_nme_increase:
+        reasons.append(f"{what} {nme:.5f} is {rel:+.2%} vs {change['reference']} {change['reference_nme']:.5f} "
+                       f"(allowed {max_nme_increase:+.2%})")
+    return reasons
+
+
 def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
                  max_stability: float | None = None) -> list[str]:
     status = row["status"]
@@ -73,13 +106,11 @@ def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: f
         return [f"{status} ({row['error']})" if row.get("error") else status]
     if status != "ok":
         return []
-    reasons, nme, change = [], row["accuracy"]["nme_pupil"], row["delta"]
-    if max_nme is not None and nme > max_nme:
-        reasons.append(f"NME {nme:.5f} > max {max_nme:g}")
-    rel = change["rel"]
-    if max_nme_increase is not None and rel is not None and rel > max_nme_increase:
-        reasons.append(f"NME {nme:.5f} is {rel:+.2%} vs {change['reference']} {change['reference_nme']:.5f} "
-                       f"(allowed {max_nme_increase:+.2%})")
+    reasons = _nme_reasons(row["accuracy"]["nme_pupil"], row["delta"], max_nme_increase, max_nme)
+    refined = row.get("refined")
+    if refined:
+        reasons += _nme_reasons(refined["accuracy"]["nme_pupil"], refined["delta"], max_nme_increase, max_nme,
+                                f"NME {refined['infer']['label']}")
     jitter = (row.get("stability") or {}).get("stability")
     if max_stability is not None and jitter is not None and jitter > max_stability:
         reasons.append(f"stability {jitter:.5f} > max {max_stability:g} (RMS movement / inter-pupil distance)")
@@ -98,6 +129,9 @@ def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_n
         if row["status"] == "ok":
             label, ref = reference_nme(row["name"], by_name, baseline)
             row["delta"] = delta(row["accuracy"]["nme_pupil"], ref, label)
+            if row.get("refined"):
+                label, ref = refined_reference(row["name"], by_name, baseline, row["refined"]["infer"])
+                row["refined"]["delta"] = delta(row["refined"]["accuracy"]["nme_pupil"], ref, label)
         reasons = _row_reasons(row, max_nme_increase, max_nme, max_stability)
         row["gate"] = {"passed": not reasons, "reasons": reasons}
         failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]

@@ -4,7 +4,9 @@ The model is an artifact file of an export folder (its manifest gives the contra
 sha256 is checked), or a RUN folder: RUN/export's `onnx_fp32` when it is exported and verified
 (the float artifact every other format is converted from), else RUN/best.pt in PyTorch. It runs
 in-process through the runtime layer (facemark.runtime), exactly as `facemark validate` runs it:
-face box -> square crop with the manifest's margin -> Runner.predict -> codec.to_image.
+face box -> square crop with the manifest's margin -> Runner.predict, refined as the manifest's
+`infer` section says (flip averaging, later passes on the landmark box: facemark.runtime.refine;
+the checkpoint's config for RUN/best.pt; `--set infer.KEY=VALUE` overrides) -> codec.to_image.
 
 Inputs: image files (.jpg/.jpeg/.png, turned upright by their EXIF orientation), video files
 (OpenCV: .mp4/.mov/.avi/.mkv/.webm/.m4v) and folders of those (not recursive). Faces: every
@@ -12,7 +14,8 @@ detection of the predict.detector scoring at least predict.min_score, or one giv
 or the box cache of `facemark boxes` (--boxes FOLDER of STEM.txt).
 
 Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image size, artifact
-name/file/sha256, and per face its box, score and landmarks in image pixels; for a video the
+name/file/sha256, the refinement it ran (`infer`: flip, passes, model_calls, label), and per face
+its box, score and landmarks in image pixels; for a video the
 same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
 see validate/stability.py) and STEM.overlay.jpg (STEM.overlay.mp4 for a video).
 """
@@ -31,6 +34,7 @@ from facemark import codec
 from facemark.errors import ArtifactError, DataError
 from facemark.io import atomic_path, atomic_write_text, sha256_of
 from facemark.runtime import Runner
+from facemark.runtime.refine import Refinement, from_config, from_manifest
 from facemark.schemes import Scheme
 
 SCHEMA = "facemark-predict-v1"
@@ -48,18 +52,21 @@ class Predictor:
     size: int
     margin: float
     scheme: Scheme
+    refinement: Refinement
 
     def landmarks(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
-        """(H, W, 3) uint8 RGB and F boxes -> (F, P, 2) landmarks in image pixels."""
+        """(H, W, 3) uint8 RGB and F boxes -> (F, P, 2) refined landmarks in image pixels."""
         if not boxes:
             return np.zeros((0, self.scheme.num_points, 2))
         matrices = np.stack([codec.crop_matrix(box, self.size, self.margin) for box in boxes])
         crops = np.stack([codec.warp_crop(image, matrix, self.size) for matrix in matrices])
-        return codec.to_image(self.runner.predict(crops), matrices, self.size)
+        norm = self.refinement.run(self.runner.predict, crops, matrices, images=[image] * len(boxes))
+        return codec.to_image(norm, matrices, self.size)
 
 
-def load_predictor(source: Path) -> Predictor:
-    """ARTIFACT (a file or .mlpackage listed in its folder's manifest.json) or RUN -> Predictor."""
+def load_predictor(source: Path, overrides: list[str] | None = None) -> Predictor:
+    """ARTIFACT (a file or .mlpackage listed in its folder's manifest.json) or RUN -> Predictor,
+    refining as the manifest (the checkpoint's config) says, with `--set infer.*` `overrides`."""
     from facemark.manifest import load_manifest, manifest_path
 
     source = Path(source)
@@ -69,14 +76,14 @@ def load_predictor(source: Path) -> Predictor:
         exported = manifest_path(export_dir).is_file()
         entry = (load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}) if exported else {}
         if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
-            return _artifact_predictor(export_dir / entry["file"])
-        return _checkpoint_predictor(source / "best.pt")
+            return _artifact_predictor(export_dir / entry["file"], overrides)
+        return _checkpoint_predictor(source / "best.pt", overrides)
     if not source.exists():
         raise ArtifactError(f"{source}: no such artifact or run folder")
-    return _artifact_predictor(source)
+    return _artifact_predictor(source, overrides)
 
 
-def _artifact_predictor(path: Path) -> Predictor:
+def _artifact_predictor(path: Path, overrides: list[str] | None) -> Predictor:
     from facemark.manifest import load_manifest, manifest_normalisation, manifest_path, verify_artifact
     from facemark.runtime import create_runner, needs_macos
     from facemark.schemes import load_scheme
@@ -94,11 +101,12 @@ def _artifact_predictor(path: Path) -> Predictor:
     norm = manifest_normalisation(manifest, str(manifest_path(export_dir)))
     runner = create_runner(entry.get("format", "?"), path, entry, size, norm)
     identity = {"name": name, "file": str(path), "format": entry["format"], "sha256": entry["sha256"]}
+    refinement = from_manifest(manifest, overrides, "predict", str(manifest_path(export_dir)))
     return Predictor(runner, identity, size, float(manifest["crop"]["margin"]),
-                     load_scheme(manifest["scheme"]["name"]))
+                     load_scheme(manifest["scheme"]["name"]), refinement)
 
 
-def _checkpoint_predictor(ckpt_path: Path) -> Predictor:
+def _checkpoint_predictor(ckpt_path: Path, overrides: list[str] | None) -> Predictor:
     from facemark.model import load_checkpoint, weights_source
     from facemark.runtime import TorchRunner
     from facemark.schemes import load_scheme
@@ -106,7 +114,8 @@ def _checkpoint_predictor(ckpt_path: Path) -> Predictor:
     model, cfg, _ = load_checkpoint(ckpt_path)
     runner = TorchRunner(model, cfg.data.input_size, weights_source(model).norm)
     identity = {"name": "pytorch", "file": str(ckpt_path), "format": "pytorch", "sha256": sha256_of(ckpt_path)}
-    return Predictor(runner, identity, cfg.data.input_size, cfg.data.margin, load_scheme(cfg.data.scheme))
+    return Predictor(runner, identity, cfg.data.input_size, cfg.data.margin, load_scheme(cfg.data.scheme),
+                     from_config(cfg, overrides, "predict", str(ckpt_path)))
 
 
 class FaceFinder:
@@ -178,7 +187,8 @@ def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
     faces = finder.faces(image, path.stem)
     points = predictor.landmarks(image, [box for box, _ in faces])
     record = {"schema": SCHEMA, "input": str(path), "kind": "image", "image_size": [image.shape[1], image.shape[0]],
-              "artifact": predictor.identity, "faces_from": finder.label, "faces": face_records(faces, points)}
+              "artifact": predictor.identity, "infer": predictor.refinement.record(), "faces_from": finder.label,
+              "faces": face_records(faces, points)}
     overlay = draw_overlay(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces, points)
     encoded, jpeg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not encoded:
@@ -231,7 +241,8 @@ def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
     partial.replace(target)
     ipd = [None if p is None else float(predictor.scheme.interpupil(p)) for p in tracked]
     record = {"schema": SCHEMA, "input": str(path), "kind": "video", "image_size": frame_size, "fps": fps,
-              "frame_count": len(frames), "artifact": predictor.identity, "faces_from": finder.label,
+              "frame_count": len(frames), "artifact": predictor.identity, "infer": predictor.refinement.record(),
+              "faces_from": finder.label,
               "frame_motion": frame_motion(tracked, ipd), "frames": frames}
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1) + "\n")
     return record
@@ -248,16 +259,17 @@ def _unique_stems(files: list[Path]) -> list[str]:
 
 
 def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
-                  box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True
-                  ) -> list[dict[str, Any]]:
+                  box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True,
+                  overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Landmarks of every face in `inputs` (files or folders) with the model of `source` (ARTIFACT
-    or RUN) -> the JSON records written to out_dir (see the module docstring)."""
+    or RUN), refined as it records unless `overrides` (`--set infer.KEY=VALUE`) say otherwise ->
+    the JSON records written to out_dir (see the module docstring)."""
     from tqdm import tqdm
 
     files = expand_inputs(inputs)
     if boxes_dir is not None and not Path(boxes_dir).is_dir():
         raise DataError(f"{boxes_dir}: box cache folder not found")
-    predictor = load_predictor(source)
+    predictor = load_predictor(source, overrides)
     finder = FaceFinder(detector, min_score, box, None if boxes_dir is None else Path(boxes_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +284,7 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
 
 
 def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
-                box: list[float] | None, boxes_dir: Path | None) -> int:
+                box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None) -> int:
     """The CLI verb: defaults from base.yaml's predict section; one summary line per input -> 0."""
     from facemark.config import check_value, load_config
 
@@ -283,7 +295,8 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
             check_value(dotted, value, source=f"{flag} {value}")
     given = None if box is None else _given_box(box)
     records = predict_files(source, inputs, out_dir, detector or cfg.detector,
-                            cfg.min_score if min_score is None else min_score, given, boxes_dir)
+                            cfg.min_score if min_score is None else min_score, given, boxes_dir,
+                            overrides=overrides)
     for record in records:
         if record["kind"] == "video":
             motion = record["frame_motion"]
@@ -294,7 +307,7 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
         else:
             print(f"{record['input']}: {len(record['faces'])} face(s)")
     print(f"wrote {len(records)} JSON file(s) and overlays to {out_dir} "
-          f"({records[0]['artifact']['name']}, {records[0]['artifact']['file']})")
+          f"({records[0]['artifact']['name']}, {records[0]['artifact']['file']}; {records[0]['infer']['label']})")
     return 0
 
 

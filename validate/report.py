@@ -11,6 +11,8 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
                "runs", "batch": 1},
   "preprocess": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs"}  (uint8 crop -> float input),
   "banner": the x86 warning or null,
+  "infer": {"flip", "passes", "model_calls", "label"}: the test-time refinement every row ran
+           (facemark/runtime/refine.py; absent in reports from before it: the single pass),
   "gate": {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures": [{"artifact", "reason"}],
            "not_run": [{"artifact", "status"}], "superseded": [{"artifact", "by", "reasons"}]},
   "sensitivity": {"file", "formats": {fmt: {"artifact", "worst": [layer rows]}}} or null (quantize --explain),
@@ -30,6 +32,11 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
     "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
                   "noise_sigma", "seed", "units"} (validate/stability.py) or null,
+    "infer": the report's "infer" (what this row ran), or null when the row was not evaluated,
+    "refined": the refined figures beside the single pass's above, null without refinement:
+               {"infer", "accuracy", "delta", "parity" (vs PyTorch's refined landmarks; null on the
+               PyTorch row), "latency" (model time of all "calls" batch-1 model calls of one face,
+               each timed, summed per run: median_ms, p90_ms, mean_ms, min_ms, runs, warmup, calls)},
     "gate": {"passed", "reasons": [...], "superseded_by" (only on a failing row a passing one replaces)},
     "superseded_by": the mixed-precision artifact recovering this one or null, "int8_macs": share of
                multiply-adds in int8 or null, "float_layers": how many layers stay float,
@@ -67,26 +74,51 @@ def _mark(row: dict[str, Any]) -> str:
     return "ok" if row["status"] == "ok" else "--"
 
 
+def refined_label(report: dict[str, Any]) -> str | None:
+    """The refinement's label when the report has refined figures ("flip + 2 passes"), else None."""
+    infer = report.get("infer") or {}
+    return infer["label"] if infer.get("model_calls", 1) > 1 else None
+
+
+def columns(report: dict[str, Any]) -> tuple[str, ...]:
+    """COLUMNS, then with refinement the refined NME, dNME% and latency beside the single pass's."""
+    label = refined_label(report)
+    if label is None:
+        return COLUMNS
+    short = label.replace(" passes", "p").replace(" ", "")   # "flip+2p"
+    return (*COLUMNS, f"NME {short}", f"dNME% {short}", f"lat {short} ms")
+
+
+def _percent(change: dict[str, Any]) -> float | None:
+    rel = change.get("rel")
+    return None if rel is None else round(100 * rel, 2) + 0.0   # + 0.0: no "-0.00" for a tiny gain
+
+
 def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One tuple of display strings per row, in COLUMNS order."""
+    """One tuple of display strings per row, in columns(report) order."""
     lines = []
     for row in report["rows"]:
         acc, change, par, lat = row["accuracy"] or {}, row["delta"] or {}, row["parity"] or {}, row["latency"] or {}
         jitter = (row.get("stability") or {}).get("stability")
-        rel = change.get("rel")
-        percent = None if rel is None else round(100 * rel, 2) + 0.0   # + 0.0: no "-0.00" for a tiny gain
-        lines.append((_mark(row), row["format"], row["name"], row["scheme"], row["status"],
-                      _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
-                      _fmt(acc.get("nme_pupil"), ".5f"), _fmt(percent, "+.2f"),
-                      _fmt(par.get("max_px"), ".3f"), _fmt(jitter, ".5f"), _fmt(lat.get("median_ms"), ".2f"),
-                      _fmt(lat.get("p90_ms"), ".2f")))
+        line = (_mark(row), row["format"], row["name"], row["scheme"], row["status"],
+                _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
+                _fmt(acc.get("nme_pupil"), ".5f"), _fmt(_percent(change), "+.2f"),
+                _fmt(par.get("max_px"), ".3f"), _fmt(jitter, ".5f"), _fmt(lat.get("median_ms"), ".2f"),
+                _fmt(lat.get("p90_ms"), ".2f"))
+        if refined_label(report) is not None:
+            refined = row.get("refined") or {}
+            line += (_fmt((refined.get("accuracy") or {}).get("nme_pupil"), ".5f"),
+                     _fmt(_percent(refined.get("delta") or {}), "+.2f"),
+                     _fmt((refined.get("latency") or {}).get("median_ms"), ".2f"))
+        lines.append(line)
     return lines
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The terminal table: one line per artifact, offending rows marked FAIL in the first column."""
-    lines = [COLUMNS, *table_rows(report)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    header = columns(report)
+    lines = [header, *table_rows(report)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(text)
@@ -115,6 +147,10 @@ def print_report(report: dict[str, Any], out: TextIO | None = None) -> None:
           f"latency: batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up + "
           f"{settings['runs']} runs, model time only; preprocessing {pre['median_ms']:.2f} ms; "
           f"{settings['cpu']} ({settings['machine']}; {' '.join(settings['isa']) or 'no ISA flags read'})", file=out)
+    label = refined_label(report)
+    if label is not None:
+        print(f"refined: {label} ({report['infer']['model_calls']} model calls per face; refined latency: "
+              f"all of them), beside the single pass", file=out)
     print(format_table(report), file=out)
     print("\n".join(gate_summary(report)), file=out)
 
@@ -131,8 +167,12 @@ def markdown(report: dict[str, Any]) -> str:
               f"{settings['system']}, Python {settings['python']}",
               f"- latency: batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up, "
               f"{settings['runs']} timed runs, model time only; preprocessing "
-              f"{report['preprocess']['median_ms']:.2f} ms (median, timed once)", "",
-              "| " + " | ".join(c or "gate" for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+              f"{report['preprocess']['median_ms']:.2f} ms (median, timed once)"]
+    if refined_label(report) is not None:
+        lines.append(f"- refinement: {refined_label(report)} ({report['infer']['model_calls']} model calls per "
+                     f"face; its latency sums them), beside the single pass")
+    header = columns(report)
+    lines += ["", "| " + " | ".join(c or "gate" for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(report)]
     lines += ["", "## Gate", "", *[f"- {line.strip()}" for line in gate_summary(report)], "", "## Runtimes", ""]
     lines += [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in row["runtime"].items())
@@ -212,6 +252,9 @@ def write_report(report: dict[str, Any], out_dir: Path, per_face_nme: dict[str, 
     plot_ced(per_face_nme, 0.1, paths["ced"], title="CED of every artifact")
     points = [(row["name"], row["latency"]["median_ms"], row["accuracy"]["nme_pupil"])
               for row in report["rows"] if row["status"] == "ok"]
+    points += [(f"{row['name']} ({row['refined']['infer']['label']})", row["refined"]["latency"]["median_ms"],
+                row["refined"]["accuracy"]["nme_pupil"]) for row in report["rows"]
+               if row["status"] == "ok" and row.get("refined")]
     threads = report["settings"]["threads"]
     plot_scatter(points, f"latency median, ms (batch 1, {threads} thread(s))", "NME (inter-pupil)",
                  paths["scatter"], title="NME vs latency")

@@ -9,6 +9,15 @@ the accuracy passes several at once (one thread each, as many as there are cores
 latency runs one at a time; accuracy, parity, stability and latency per row; the gate; the report
 and landmarks.npz in RUN/validation/.
 
+Test-time refinement (the manifest's `infer` section, `--set infer.KEY=VALUE` overrides;
+facemark.runtime.refine): every row, PyTorch included, runs the same settings and says so
+(row "infer"). The single pass stays in "accuracy", "parity", "latency" and "stability"; the
+refined figures go beside it in "refined" (accuracy, delta, parity, latency: the model time of all
+the refinement's batch-1 calls, each timed). The mirrored crops join the shared .npy (one child
+process per artifact still does the first pass with flip); each later pass of an artifact is one
+more child process on the crops cut from its previous pass's landmarks. Stability stays a
+single-pass figure: its noise draws are added to the first crop, which a later pass does not reuse.
+
 Exit codes: 0 gate passed, 1 gate failed (an artifact over a bound, refused as tampered, or
 crashed), 2 usage/input errors (raised as FacemarkError; the CLI prints them).
 Settings come from the checkpoint's config (its `validate` and `data` sections).
@@ -31,6 +40,7 @@ import numpy as np
 
 from facemark import __version__
 from facemark.config import check_value
+from facemark.data.crops import SplitImages
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_path, sha256_of, sweep_partials
 from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
@@ -43,6 +53,7 @@ from facemark.validate.report import SCHEMA, print_report, write_report
 from facemark.validate.stability import Perturbations
 from facemark.runtime.runners import TorchRunner, needs_macos
 from facemark.runtime.harness import WorkerFailed, run_isolated
+from facemark.runtime.refine import Refinement, from_manifest
 from facemark.weights import Normalisation
 
 REFERENCE_BATCH = 16
@@ -65,7 +76,7 @@ def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[
             "scheme": _scheme_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
             "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
-            "parity": None, "latency": None, "stability": None, "seconds": 0.0,
+            "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "seconds": 0.0,
             # mixed precision (quantize.mixed): the artifact that replaces this one, and the int8 share
             "superseded_by": entry.get("superseded_by"), "int8_macs": entry.get("int8_macs"),
             "float_layers": len(entry.get("float_layers", []))}
@@ -89,49 +100,90 @@ def _size_on_disk(path: Path) -> int:
 class Context:
     """What every artifact row needs: the crops (in memory and as .npy), the reference and settings.
 
-    The .npy holds the N evaluation crops followed by the stability perturbations' M crops (when
-    `perturbations` is given), so one child process per artifact predicts both."""
+    The .npy holds the refinement's first-pass crops (the N evaluation crops, then their N mirrors
+    with infer.flip) followed by the stability perturbations' M crops (when `perturbations` is
+    given), so one child process per artifact predicts all of them. `images` are the N faces'
+    photos, for the later passes of `refinement` (None when it has one pass)."""
 
     def __init__(self, crop_set, scheme, size: int, norm: Normalisation, reference: np.ndarray, work_dir: Path,
-                 threads: int, warmup: int, runs: int, perturbations: Perturbations | None = None) -> None:
+                 threads: int, warmup: int, runs: int, refinement: Refinement, images=None,
+                 perturbations: Perturbations | None = None) -> None:
         self.crop_set, self.scheme, self.size, self.norm, self.reference = crop_set, scheme, size, norm, reference
         self.work_dir, self.threads, self.warmup, self.runs = work_dir, threads, warmup, runs
-        self.perturbations = perturbations
-        self.landmarks: dict[str, np.ndarray] = {}   # row name -> (N, P, 2) float32 image pixels
+        self.refinement, self.images, self.perturbations = refinement, images, perturbations
+        self.refined_reference: np.ndarray | None = None   # PyTorch's refined landmarks, set by _torch_row
+        self.landmarks: dict[str, np.ndarray] = {}   # row name (+ "_refined") -> (N, P, 2) float32 image pixels
         self.eval_workers = lat.available_cores()   # parallel one-thread accuracy processes
         self.crops_path = work_dir / "crops.npy"
+        first = refinement.pass_crops(crop_set.crops)
+        self.first_count = len(first)
         extra = [] if perturbations is None else [perturbations.crops]
-        np.save(self.crops_path, np.concatenate([crop_set.crops, *extra]))
+        np.save(self.crops_path, np.concatenate([first, *extra]))
+        # the first crop (and its mirror) once per pass: the refinement's batch-1 calls, timed
+        self.sequence = [0, len(crop_set)] * refinement.passes if refinement.flip else [0] * refinement.passes
 
-    def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-        """One harness job for artifact `row` -> its result (raises WorkerFailed); see facemark.runtime.harness.
-        Accuracy jobs run one thread each (several at once), latency jobs `threads` (one at a time)."""
+    def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any],
+            crops_path: Path | None = None) -> dict[str, Any]:
+        """One harness job for artifact `row` on the shared .npy (or `crops_path`) -> its result
+        (raises WorkerFailed); see facemark.runtime.harness. Accuracy jobs run one thread each
+        (several at once), latency jobs `threads` (one at a time)."""
         stem = self.work_dir / f"{row['name']}.{mode}"
         job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
-               "norm": self.norm.to_dict(),
-               "crops": str(self.crops_path), "threads": 1 if mode == "accuracy" else self.threads,
-               "warmup": self.warmup, "runs": self.runs, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
+               "norm": self.norm.to_dict(), "crops": str(crops_path or self.crops_path),
+               "threads": 1 if mode == "accuracy" else self.threads, "warmup": self.warmup, "runs": self.runs,
+               "sequence": self.sequence, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
         started = time.perf_counter()
         try:
             return run_isolated(job, Path(f"{stem}.job.json"))
         finally:
             row["seconds"] += time.perf_counter() - started
 
-    def measure(self, row: dict[str, Any], predictions: np.ndarray, times_ms, runtime: dict[str, Any]) -> np.ndarray:
-        """Fill accuracy, parity, stability, latency and runtime of an evaluated row from its
-        (N + M, P, 2) normalised predictions on the .npy's crops -> (N,) per-face NME."""
+    def refine(self, predictions: np.ndarray, predict) -> np.ndarray | None:
+        """The refined (N, P, 2) normalised landmarks from a row's predictions on the .npy's crops
+        and its `predict` (for later passes), or None when the refinement is the single pass."""
+        if not self.refinement.active:
+            return None
+        return self.refinement.run(predict, self.crop_set.crops, self.crop_set.matrices, self.images,
+                                   first=predictions[:self.first_count])
+
+    def artifact_predict(self, row: dict[str, Any], path: Path, entry: dict[str, Any]):
+        """A later pass's predict for an artifact: one accuracy child process on the given crops."""
+        def predict(crops: np.ndarray) -> np.ndarray:
+            crops_path = self.work_dir / f"{row['name']}.pass.npy"
+            np.save(crops_path, crops)
+            return self.run("accuracy", row, path, entry, crops_path)["predictions"]
+
+        return predict
+
+    def measure(self, row: dict[str, Any], predictions: np.ndarray, refined: np.ndarray | None, times_ms,
+                runtime: dict[str, Any]) -> np.ndarray:
+        """Fill accuracy, parity, stability, latency, infer, refined and runtime of an evaluated row
+        from its predictions on the .npy's crops, its refined landmarks (None: single pass) and its
+        (runs, len(sequence)) latency -> (N,) per-face NME of the single pass."""
         count = len(self.crop_set)
         pred = predictions[:count]
         if self.perturbations is not None:
             faces = self.perturbations.settings["faces"]
             ipd = self.scheme.interpupil(self.crop_set.points[:faces])
-            row["stability"] = stab.stability(pred[:faces], self.crop_set.matrices[:faces], predictions[count:],
-                                              self.perturbations, ipd, self.size)
+            row["stability"] = stab.stability(pred[:faces], self.crop_set.matrices[:faces],
+                                              predictions[self.first_count:], self.perturbations, ipd, self.size)
         self.landmarks[row["name"]] = acc.image_points(pred, self.crop_set, self.size).astype(np.float32)
         row["accuracy"], per_face = acc.accuracy(pred, self.crop_set, self.scheme, self.size)
         row["parity"] = acc.parity(pred, self.reference, self.crop_set.stems, self.size)
-        row["latency"] = {**lat.stats(times_ms), "warmup": self.warmup}
+        times = np.asarray(times_ms, dtype=np.float64).reshape(self.runs, -1)
+        row["latency"] = {**lat.stats(times[:, 0]), "warmup": self.warmup}
         row["runtime"] = runtime
+        row["infer"] = self.refinement.record()
+        if refined is not None:
+            self.landmarks[f"{row['name']}_refined"] = acc.image_points(refined, self.crop_set,
+                                                                        self.size).astype(np.float32)
+            reference = refined if self.refined_reference is None else self.refined_reference
+            row["refined"] = {"infer": self.refinement.record(),
+                              "accuracy": acc.accuracy(refined, self.crop_set, self.scheme, self.size)[0],
+                              "delta": None,
+                              "parity": acc.parity(refined, reference, self.crop_set.stems, self.size),
+                              "latency": {**lat.stats(times.sum(axis=1)), "warmup": self.warmup,
+                                          "calls": int(times.shape[1])}}
         return per_face
 
 
@@ -168,20 +220,21 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
         row, path, entry = item
         print(f"validating {row['name']} ...", file=sys.stderr, flush=True)
         try:
-            return ctx.run("accuracy", row, path, entry)["predictions"]
+            predictions = ctx.run("accuracy", row, path, entry)["predictions"]
+            return predictions, ctx.refine(predictions, ctx.artifact_predict(row, path, entry))
         except WorkerFailed as exc:
             row["status"] = exc.status
             return None
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.eval_workers)) as pool:   # threads only wait on children
-        predictions = list(pool.map(accuracy_job, runnable))
+        outcomes = list(pool.map(accuracy_job, runnable))
     per_face = {}
-    for (row, path, entry), pred in zip(runnable, predictions):
-        if pred is None:
+    for (row, path, entry), outcome in zip(runnable, outcomes):
+        if outcome is None:
             continue
         try:
             result = ctx.run("latency", row, path, entry)
-            per_face[row["name"]] = ctx.measure(row, pred, result["latency_ms"], result["settings"])
+            per_face[row["name"]] = ctx.measure(row, *outcome, result["latency_ms"], result["settings"])
         except WorkerFailed as exc:
             row["status"] = exc.status
         except ArtifactError as exc:   # e.g. NaN/inf predictions refused by facemark.metrics
@@ -189,20 +242,28 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
     return per_face
 
 
-def _torch_row(model, ckpt_path: Path, ctx: Context) -> tuple[dict[str, Any], np.ndarray]:
+def _torch_row(model, ckpt_path: Path, ctx: Context, predict) -> tuple[dict[str, Any], np.ndarray]:
+    """The PyTorch row; `predict` is the reference's (_reference_predictor). Sets ctx.refined_reference."""
     runner = TorchRunner(model, ctx.size, ctx.norm, ctx.threads)
     entry = {"format": "pytorch", "file": str(ckpt_path), "precision": "float32", "layout": "NCHW",
              "input_dtype": "float32"}
     row = _base_row("pytorch", entry, ckpt_path.stat().st_size)
-    times = runner.latency(ctx.crop_set.crops[0], ctx.warmup, ctx.runs)
+    sequence = np.load(ctx.crops_path, mmap_mode="r")[ctx.sequence]
+    times = runner.latency_calls(np.asarray(sequence), ctx.warmup, ctx.runs)
+    mirrored = [predict(ctx.refinement.mirror(ctx.crop_set.crops))] if ctx.refinement.flip else []
     perturbed = [] if ctx.perturbations is None else [runner.predict(ctx.perturbations.crops)]
-    per_face = ctx.measure(row, np.concatenate([ctx.reference, *perturbed]), times, runner.settings())
+    predictions = np.concatenate([ctx.reference, *mirrored, *perturbed])
+    ctx.refined_reference = ctx.refine(predictions, predict)
+    per_face = ctx.measure(row, predictions, ctx.refined_reference, times, runner.settings())
     row["parity"] = None   # it is the reference
+    if row["refined"] is not None:
+        row["refined"]["parity"] = None
     return row, per_face
 
 
-def _reference_predictions(model, crop_set, predict_torch) -> np.ndarray:
-    """PyTorch's (N, P, 2) normalised landmarks on every crop, through eval's predict_torch.
+def _reference_predictor(model):
+    """PyTorch's predict for the reference: (M, S, S, 3) crops -> (M, P, 2) float64 normalised,
+    through eval's torch_predictor.
 
     A channels_last copy at batch REFERENCE_BATCH: MobileNetV3-L at 224 px took 33 ms of CPU per
     crop at batch 64 (NCHW) and 11 ms at batch 16 (channels_last) on the 2-core AMD EPYC dev box,
@@ -211,8 +272,11 @@ def _reference_predictions(model, crop_set, predict_torch) -> np.ndarray:
     """
     import torch
 
+    from facemark.train.evaluate import torch_predictor
+
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    return predict_torch(fast, crop_set, batch_size=REFERENCE_BATCH).astype(np.float64)
+    predict = torch_predictor(fast, batch_size=REFERENCE_BATCH)
+    return lambda crops: predict(crops).astype(np.float64)
 
 
 def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None, max_nme: float | None) -> None:
@@ -242,7 +306,8 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
 
 def write_landmarks(out_dir: Path, stems: list[str], landmarks: dict[str, np.ndarray]) -> Path:
     """OUT/landmarks.npz: "stems" (N,) and, per evaluated row name, (N, P, 2) float32 landmarks in
-    image pixels, the figures `facemark predict` reproduces for the same artifact and boxes."""
+    image pixels of the single pass, and "<name>_refined" with test-time refinement: the figures
+    `facemark predict` reproduces for the same artifact, boxes and infer settings."""
     path = out_dir / "landmarks.npz"
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, stems=np.asarray(stems), **landmarks)
@@ -252,14 +317,12 @@ def write_landmarks(out_dir: Path, stems: list[str], landmarks: dict[str, np.nda
 def _perturbations(root: Path, crop_set, cfg) -> Perturbations | None:
     """Stability perturbations of the first validate.stability_faces faces (None when 0); their
     photos are decoded again, since a shifted box needs pixels outside the evaluation crop."""
-    from facemark.data.layout import list_split, read_image
-
     vcfg = cfg.validate
     faces = min(vcfg.stability_faces, len(crop_set))
     if faces == 0:
         return None
-    paths = {sample.stem: sample.image_path for sample in list_split(root, crop_set.split)}
-    images = [read_image(paths[stem]) for stem in crop_set.stems[:faces]]
+    photos = SplitImages(root, crop_set)
+    images = [photos[i] for i in range(faces)]
     return stab.perturb(images, crop_set.crops[:faces], crop_set.matrices[:faces], cfg.data.input_size,
                         cfg.data.margin, vcfg.stability_draws, vcfg.stability_shift, vcfg.stability_noise)
 
@@ -282,11 +345,11 @@ def _resolve(run: Path, data_root: Path | None, threads: int | None, max_nme_inc
             vcfg.max_nme if max_nme is None else max_nme)
 
 
-def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, Any], ctx: Context
+def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, Any], ctx: Context, predict
                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """The PyTorch row, then one row per manifest artifact -> (rows, {row name: (N,) NME})."""
     started = time.perf_counter()
-    row, nmes = _torch_row(model, ckpt_path, ctx)
+    row, nmes = _torch_row(model, ckpt_path, ctx, predict)
     row["seconds"] = time.perf_counter() - started   # latency only: its predictions are the reference
     rows, per_face, runnable = [row], {"pytorch": nmes}, []
     for name, entry in manifest["artifacts"].items():
@@ -300,33 +363,35 @@ def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, 
 
 def validate_run(run: Path, data_root: Path | None, split: str, threads: int | None,
                  max_nme_increase: float | None, max_nme: float | None, baseline: Path | None,
-                 limit: int | None) -> int:
+                 limit: int | None, overrides: list[str] | None = None) -> int:
     """Validate every artifact of RUN/export against RUN/best.pt; write RUN/validation/ -> exit code.
 
     `threads` (latency), `max_nme_increase` and `max_nme` default to the checkpoint config's
-    validate section, `data_root` to the checkpoint's data_root, `limit` to data.limit (all faces).
+    validate section, `data_root` to the checkpoint's data_root, `limit` to data.limit (all faces),
+    the test-time refinement to the manifest's infer section with `overrides` (`--set infer.*`).
     Holds RUN's lock. The split's data fingerprint goes into the report; a `baseline` measured on
     other faces is refused before any crop is made, and a split that differs from the one the
     checkpoint recorded is warned about.
     """
     _check_inputs(run, threads, max_nme_increase, max_nme)
     with hold_run_lock(run, "validate"):
-        return _validate(Path(run), data_root, split, threads, max_nme_increase, max_nme, baseline, limit)
+        return _validate(Path(run), data_root, split, threads, max_nme_increase, max_nme, baseline, limit,
+                         overrides or [])
 
 
 def _validate(run: Path, data_root: Path | None, split: str, threads: int | None, max_nme_increase: float | None,
-              max_nme: float | None, baseline: Path | None, limit: int | None) -> int:
+              max_nme: float | None, baseline: Path | None, limit: int | None, overrides: list[str]) -> int:
     from facemark.data.crops import load_crop_set
     from facemark.data.fingerprint import fingerprint_split, warn_if_changed
     from facemark.model import load_checkpoint, weights_source
     from facemark.schemes import load_scheme
-    from facemark.train.evaluate import predict_torch
 
     ckpt_path, export_dir = run / "best.pt", run / "export"
     model, cfg, ckpt = load_checkpoint(ckpt_path)
     manifest = load_manifest(export_dir)
     size, vcfg, norm = cfg.data.input_size, cfg.validate, weights_source(model).norm
     _check_manifest(manifest, export_dir, ckpt_path, size, norm)
+    refinement = from_manifest(manifest, overrides, "validate", str(manifest_path(export_dir)))
     root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
                                                         cfg, ckpt)
     fingerprint = fingerprint_split(root, split, cfg.data, limit)
@@ -336,11 +401,13 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     data = _data_section(root, crop_set, fingerprint)
     if baseline is not None:   # the same faces after detector misses and skips, too
         reference_baseline = load_baseline(baseline, data, SCHEMA)
-    reference = _reference_predictions(model, crop_set, predict_torch)
+    predict = _reference_predictor(model)
+    reference = predict(crop_set.crops)
+    images = SplitImages(root, crop_set) if refinement.passes > 1 else None
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
         ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, norm, reference, Path(tmp), threads,
-                      vcfg.warmup, vcfg.runs, _perturbations(root, crop_set, cfg))
-        rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx)
+                      vcfg.warmup, vcfg.runs, refinement, images, _perturbations(root, crop_set, cfg))
+        rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx, predict)
     gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline, vcfg.max_stability)
     report = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "facemark": __version__, "run": str(run),
@@ -349,6 +416,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               "input_size": size, "data": data,
               "settings": {**lat.machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
                            "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
+              "infer": refinement.record(),
               "preprocess": lat.preprocess_latency(crop_set.crops[0], norm, vcfg.warmup, vcfg.runs),
               "banner": lat.x86_banner(), "gate": gate, "rows": rows,
               "sensitivity": sensitivity_summary(export_dir)}

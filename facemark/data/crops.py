@@ -6,6 +6,7 @@ artifact in `facemark validate`, so all of them see identical input pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from facemark import codec
 from facemark.config import DataConfig
 from facemark.data.boxes import read_split_boxes
-from facemark.data.layout import list_split, load_sample
+from facemark.data.layout import list_split, load_sample, read_image
 from facemark.errors import DataError
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
@@ -96,6 +97,23 @@ def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | Non
         points=np.stack([r[2] for r in results]).astype(np.float64),
         detector=data_cfg.detector, misses=misses, skipped=skipped,
     )
+
+
+class SplitImages(Sequence):
+    """The photos of a CropSet's faces, decoded on access: item i is the (H, W, 3) uint8 RGB photo
+    of crop_set.stems[i] (the space of its matrices). A later refinement pass crops them again
+    (facemark.runtime.refine) and validate's stability shifts crop them again, so nothing is kept in
+    memory: a split of large photos would not fit."""
+
+    def __init__(self, root: Path, crop_set: CropSet) -> None:
+        paths = {sample.stem: sample.image_path for sample in list_split(root, crop_set.split)}
+        self.paths = [paths[stem] for stem in crop_set.stems]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return read_image(self.paths[index])
 
 
 def to_input(crops: np.ndarray, norm: Normalisation, layout: str = "NCHW") -> np.ndarray:

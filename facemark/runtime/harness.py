@@ -10,13 +10,15 @@ A job has a mode:
 - "accuracy": predictions on every crop with `threads` threads; the parent runs several of
   these at once, one thread each (batch-1 inference of a small model scales better across
   processes than across intra-op threads);
-- "latency": batch-1 model time with `threads` threads, `warmup` + `runs` calls on the first
-  crop; the parent runs these one at a time, so nothing else of ours competes for the cores.
+- "latency": batch-1 model time with `threads` threads, `warmup` + `runs` runs, each calling the
+  model once on each crop of `sequence` (indices into the crops; default [0], the first crop; a
+  refinement's calls, facemark.runtime.refine.Refinement.latency_crops); the parent runs these one
+  at a time, so nothing else of ours competes for the cores.
 
 Job file (JSON): {"mode", "format", "artifact", "entry" (its manifest entry), "size", "crops"
 (.npy of (N, S, S, 3) uint8), "threads", "warmup", "runs", "predictions" (.npy written in
 accuracy mode: (N, P, 2) float32 normalised), "result" (.json written: {"settings", "io"} plus
-"latency_ms" in latency mode)}. `run_artifact` wraps the whole round trip for one set of crops.
+"latency_ms" in latency mode: runs x len(sequence) nested lists)}. `run_artifact` wraps the whole round trip for one set of crops.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def run_job(job: dict[str, Any]) -> None:
     if job["mode"] == "accuracy":
         np.save(job["predictions"], runner.predict(crops))
     elif job["mode"] == "latency":
-        result["latency_ms"] = runner.latency(np.asarray(crops[0]), int(job["warmup"]), int(job["runs"])).tolist()
+        sequence = np.asarray(crops[list(job.get("sequence", [0]))])
+        result["latency_ms"] = runner.latency_calls(sequence, int(job["warmup"]), int(job["runs"])).tolist()
     else:
         raise ValueError(f"unknown job mode {job['mode']!r}; valid: accuracy, latency")
     atomic_write_text(Path(job["result"]), json.dumps(result))
@@ -69,7 +72,7 @@ def run_job(job: dict[str, Any]) -> None:
 
 def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     """Run `job` in a child process -> its result: {"settings", "io"} plus "predictions" ((N, P, 2)
-    float32, accuracy mode) or "latency_ms" (latency mode).
+    float32, accuracy mode) or "latency_ms" (latency mode, runs x len(sequence)).
 
     Raises WorkerFailed with the row status when the child crashes, times out or reports an error.
     """

@@ -88,14 +88,22 @@ class Runner:
 
     def latency(self, crop: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         """Batch-1 model time in ms of `runs` calls after `warmup` untimed ones; crop (S, S, 3)."""
-        inputs = self.prepare(crop[None])
+        return self.latency_calls(crop[None], warmup, runs)[:, 0]
+
+    def latency_calls(self, crops: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+        """(runs, K) batch-1 model times in ms: each run calls the model on the K crops
+        ((K, S, S, 3), e.g. refine.Refinement.latency_crops) in order, each call timed; `warmup`
+        untimed runs first."""
+        inputs = [self.prepare(crop[None]) for crop in crops]
         for _ in range(warmup):
-            self.invoke(inputs)
-        times = np.empty(runs)
+            for item in inputs:
+                self.invoke(item)
+        times = np.empty((runs, len(inputs)))
         for i in range(runs):
-            start = time.perf_counter_ns()
-            self.invoke(inputs)
-            times[i] = (time.perf_counter_ns() - start) / 1e6
+            for k, item in enumerate(inputs):
+                start = time.perf_counter_ns()
+                self.invoke(item)
+                times[i, k] = (time.perf_counter_ns() - start) / 1e6
         return times
 
     def settings(self) -> dict[str, Any]:
@@ -132,21 +140,23 @@ class TorchRunner(Runner):
         finally:
             torch.set_num_threads(previous)
 
-    def latency(self, crop: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+    def latency_calls(self, crops: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         import torch
 
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)   # once around the loop, not inside the timed call
         try:
             with torch.inference_mode():
-                model, tensor = self.model, torch.from_numpy(self.prepare(crop[None]))
+                model, tensors = self.model, [torch.from_numpy(self.prepare(crop[None])) for crop in crops]
                 for _ in range(warmup):
-                    model(tensor)
-                times = np.empty(runs)
+                    for tensor in tensors:
+                        model(tensor)
+                times = np.empty((runs, len(tensors)))
                 for i in range(runs):
-                    start = time.perf_counter_ns()
-                    model(tensor)
-                    times[i] = (time.perf_counter_ns() - start) / 1e6
+                    for k, tensor in enumerate(tensors):
+                        start = time.perf_counter_ns()
+                        model(tensor)
+                        times[i, k] = (time.perf_counter_ns() - start) / 1e6
             return times
         finally:
             torch.set_num_threads(previous)
