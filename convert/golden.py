@@ -8,10 +8,11 @@ Each case starts from a real evaluation crop, made into a small "camera frame" (
 factor, so the core both shrinks and enlarges) with a face box around it (shifted and stretched by
 the case; one case pushes the crop past the frame's border so black fill is exercised):
 
-    golden/golden.txt        index: format, contract (input size, margin, mean, std), scheme, cases
+    golden/golden.txt        index: format, contract (input size, margin, mean, std, infer), scheme, cases
     golden/case_K.txt        one case: box, matrix, stats and expected numbers (text, see below)
     golden/case_K.png        the frame, 8-bit RGB PNG (image pixels)
     golden/case_K_crop.bin   the expected crop: S*S*3 uint8 RGB, row-major (codec.warp_crop)
+    golden/case_K_mirror.bin, case_K_pass2.bin, case_K_pass2_mirror.bin   the refinement's other crops
 
 Text files hold one `key value value ...` line per fact, floats written with Python's repr (exact
 round trip). Keys of a case: image, image_size (W H), image_sum (sum of all RGB bytes), box
@@ -19,6 +20,13 @@ round trip). Keys of a case: image, image_size (W H), image_sum (sum of all RGB 
 RGB channel of the normalised NHWC input tensor), input_samples (flat NHWC index, value pairs),
 outputs (2P PyTorch outputs, normalised crop units), crop_points (2P, crop px), landmarks (2P,
 image px), pupils (image-left x y, image-right x y, image px).
+
+Every case also holds the test-time refinement sequence (facemark/runtime/refine.py) of
+GOLDEN_REFINEMENT, flip + 2 passes, whatever the run's own infer settings (golden.txt records
+those as infer_flip / infer_passes, the Java core must read the same from the manifest): mirror_crop
+(file) and mirror_outputs, flip_landmarks (the flip-averaged first pass, image px), pass2_box (the
+tight box of flip_landmarks), pass2_matrix, pass2_crop and pass2_mirror_crop (files),
+pass2_outputs, pass2_mirror_outputs and refined_landmarks (image px).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from facemark.runtime import TorchRunner
 from facemark.schemes import Scheme, load_scheme
 from facemark.weights import Normalisation
 
-GOLDEN_FORMAT = "facemark-golden-v1"
+GOLDEN_FORMAT = "facemark-golden-v2"
+GOLDEN_REFINEMENT = (True, 2)   # (flip, passes) of the recorded sequence: every step of the refinement
 GOLDEN_DIR = "golden"
 # (frame scale, box shift x, box shift y in box sides, box aspect w/h) per case, cycled
 CASES = ((1.0, 0.0, 0.0, 1.0), (1.6, 0.07, -0.05, 0.8), (0.7, -0.3, 0.25, 1.15))
@@ -58,6 +67,7 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     contract = _contract(Path(export_dir), cfg, norm)
+    infer = _infer(Path(export_dir), cfg)
     size = contract["size"]
     if len(crop_set) == 0 or crop_set.crops.shape[1:] != (size, size, 3):
         raise ArtifactError(f"golden vectors need {size}x{size} RGB crops; got {crop_set.crops.shape} "
@@ -79,7 +89,9 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
                  ("margin", [contract["margin"]]), ("mean", contract["mean"]), ("std", contract["std"]),
                  ("color", ["RGB"]), ("scheme", [scheme.name]), ("num_points", [scheme.num_points]),
                  ("pupils_left", list(scheme.pupils[0])), ("pupils_right", list(scheme.pupils[1])),
-                 ("cases", names)]
+                 ("infer_flip", [str(infer.flip).lower()]), ("infer_passes", [infer.passes]),
+                 ("flip_permutation", list(scheme.flip)), ("refine_flip", [str(GOLDEN_REFINEMENT[0]).lower()]),
+                 ("refine_passes", [GOLDEN_REFINEMENT[1]]), ("cases", names)]
         _write_lines(tmp / "golden.txt", lines)
     model.train(was_training)
     return final
@@ -97,6 +109,16 @@ def _contract(export_dir: Path, cfg: Config, norm: Normalisation) -> dict[str, A
             raise ArtifactError(f"{manifest_path(export_dir)}: input/crop contract {found} differs from the "
                                 f"run's config and checkpoint {contract}; re-export before writing golden vectors")
     return contract
+
+
+def _infer(export_dir: Path, cfg: Config):
+    """The infer settings the Java core must read from the contract: the manifest's when there is
+    one (export may have overridden the config's), else the config's."""
+    from facemark.runtime.refine import infer_settings
+
+    if manifest_path(export_dir).is_file():
+        return infer_settings(load_manifest(export_dir).get("infer"), [], "export", str(manifest_path(export_dir)))
+    return cfg.infer
 
 
 def _frame_and_box(crop: np.ndarray, case: tuple[float, float, float, float],
@@ -124,9 +146,10 @@ def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: di
     size = contract["size"]
     matrix = codec.crop_matrix(box, size, contract["margin"])
     crop = codec.warp_crop(frame, matrix, size)
-    norm = Normalisation(tuple(contract["mean"]), tuple(contract["std"]))
-    tensor = to_input(crop[None], norm, "NHWC")[0].astype(np.float64)
-    outputs = TorchRunner(model, size, norm).predict(crop[None]).reshape(-1)
+    input_norm = Normalisation(tuple(contract["mean"]), tuple(contract["std"]))
+    tensor = to_input(crop[None], input_norm, "NHWC")[0].astype(np.float64)
+    runner = TorchRunner(model, size, input_norm)
+    outputs = runner.predict(crop[None]).reshape(-1)
     if outputs.size != 2 * scheme.num_points:
         raise ArtifactError(f"model gives {outputs.size} values; scheme {scheme.name} needs "
                             f"{2 * scheme.num_points} (2 x {scheme.num_points} points)")
@@ -140,7 +163,26 @@ def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: di
         "input_samples": [v for i in samples for v in (int(i), float(np.float32(flat[i])))],
         "outputs": outputs, "crop_points": codec.denormalise(norm.astype(np.float64), size)[0],
         "landmarks": landmarks, "pupils": scheme.pupil_points(landmarks),
+        **_refinement_facts(frame, crop, matrix, norm, runner, contract, scheme),
     }
+
+
+def _refinement_facts(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, outputs: np.ndarray,
+                      runner: TorchRunner, contract: dict[str, Any], scheme: Scheme) -> dict[str, Any]:
+    """The GOLDEN_REFINEMENT sequence of one face, through facemark.runtime.refine, from the plain
+    pass's `outputs` ((1, P, 2), as recorded) on `crop`."""
+    from facemark.runtime.refine import Refinement
+
+    refinement = Refinement(*GOLDEN_REFINEMENT, scheme.flip, contract["size"], contract["margin"])
+    first = np.concatenate([outputs, runner.predict(refinement.mirror(crop[None]))])
+    trace = []
+    refinement.run(runner.predict, crop[None], matrix[None], [frame], first=first, trace=trace)
+    one, two = trace
+    return {"mirror_crop": refinement.mirror(crop[None])[0], "mirror_outputs": one.outputs[1],
+            "flip_landmarks": one.points[0], "pass2_box": codec.landmark_box(one.points[0]),
+            "pass2_matrix": two.matrices[0], "pass2_crop": two.crops[0],
+            "pass2_mirror_crop": refinement.mirror(two.crops)[0], "pass2_outputs": two.outputs[0],
+            "pass2_mirror_outputs": two.outputs[1], "refined_landmarks": two.points[0]}
 
 
 def _write_case(folder: Path, name: str, frame: np.ndarray, facts: dict[str, Any]) -> None:
@@ -149,12 +191,15 @@ def _write_case(folder: Path, name: str, frame: np.ndarray, facts: dict[str, Any
     if not ok:
         raise ArtifactError(f"{folder / png}: PNG encoding failed")
     (folder / png).write_bytes(encoded.tobytes())
-    (folder / f"{name}_crop.bin").write_bytes(facts["crop"].tobytes())
     height, width = frame.shape[:2]
-    lines = [("image", [png]), ("image_size", [width, height]), ("image_sum", [int(frame.sum(dtype=np.int64))]),
-             ("crop", [f"{name}_crop.bin"])]
+    lines = [("image", [png]), ("image_size", [width, height]), ("image_sum", [int(frame.sum(dtype=np.int64))])]
+    for key, file in (("crop", "crop"), ("mirror_crop", "mirror"), ("pass2_crop", "pass2"),
+                      ("pass2_mirror_crop", "pass2_mirror")):
+        (folder / f"{name}_{file}.bin").write_bytes(np.ascontiguousarray(facts[key]).tobytes())
+        lines.append((key, [f"{name}_{file}.bin"]))
     for key in ("box", "matrix", "input_mean", "input_std", "input_samples", "outputs", "crop_points",
-                "landmarks", "pupils"):
+                "landmarks", "pupils", "mirror_outputs", "flip_landmarks", "pass2_box", "pass2_matrix",
+                "pass2_outputs", "pass2_mirror_outputs", "refined_landmarks"):
         lines.append((key, np.asarray(facts[key]).reshape(-1).tolist() if key != "input_samples"
                       else facts[key]))
     _write_lines(folder / f"{name}.txt", lines)

@@ -58,7 +58,7 @@ def golden_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("android_golden")
     make_drawn_split(root / "data", "test", 2, seed=3)
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050", "data.input_size=64",
-                                 "data.detector=drawn"])
+                                 "data.detector=drawn", "infer.flip=true", "infer.passes=3"])
     scheme = load_scheme(cfg.data.scheme)
     torch.manual_seed(DATA_SEED)
     model = build_model(cfg.model, scheme.num_points).eval()
@@ -108,9 +108,39 @@ def test_golden_files_are_consistent(golden_run):
         landmarks = codec.to_image(outputs, matrix[None], 64)[0]
         np.testing.assert_allclose(np.array(case["landmarks"], float).reshape(106, 2), landmarks, atol=1e-12)
         assert int(case["image_sum"][0]) == int(frame.sum())
+        check_refinement_case(golden, case, frame)
+    assert index["infer_flip"] == ["true"] and index["infer_passes"] == ["3"]   # the manifest's, not the sequence's
+    assert index["refine_flip"] == ["true"] and index["refine_passes"] == ["2"]
     assert sizes == [64, 102, 45]  # frame scales 1.0, 1.6, 0.7 of the 64 px crop
     last = np.frombuffer((golden / "case_2_crop.bin").read_bytes(), np.uint8).reshape(64, 64, 3)
     assert (last.reshape(-1, 3).max(axis=1) == 0).mean() > 0.1  # the shifted box reaches past the frame
+
+
+def check_refinement_case(golden: Path, case: dict[str, list[str]], frame: np.ndarray) -> None:
+    """The recorded flip + 2 passes sequence recomputed by hand from its own numbers: mirrored
+    crops reversed, the flip average, the second crop on the landmark box, the final landmarks."""
+    flip = load_scheme("lapa106").flip
+
+    def crop_file(key: str) -> np.ndarray:
+        return np.frombuffer((golden / case[key][0]).read_bytes(), np.uint8).reshape(64, 64, 3)
+
+    def averaged(plain_key: str, mirror_key: str, matrix: np.ndarray) -> np.ndarray:
+        plain = codec.denormalise(np.array(case[plain_key], float).reshape(106, 2), 64)
+        mirrored = codec.denormalise(np.array(case[mirror_key], float).reshape(106, 2), 64)
+        mirrored[:, 0] = 63 - mirrored[:, 0]   # x -> S - 1 - x, then point i is mirrored point flip[i]
+        return codec.apply_affine((plain + mirrored[list(flip)]) / 2, codec.invert_affine(matrix))
+
+    np.testing.assert_array_equal(crop_file("mirror_crop"), crop_file("crop")[:, ::-1])
+    np.testing.assert_array_equal(crop_file("pass2_mirror_crop"), crop_file("pass2_crop")[:, ::-1])
+    first = averaged("outputs", "mirror_outputs", np.array(case["matrix"], float).reshape(2, 3))
+    np.testing.assert_allclose(np.array(case["flip_landmarks"], float).reshape(106, 2), first, atol=1e-9)
+    second = codec.crop_matrix(codec.landmark_box(first), 64, 0.2)
+    np.testing.assert_allclose(np.array(case["pass2_matrix"], float).reshape(2, 3), second, rtol=1e-12)
+    np.testing.assert_array_equal(crop_file("pass2_crop"), codec.warp_crop(frame, second, 64))
+    refined = averaged("pass2_outputs", "pass2_mirror_outputs", second)
+    np.testing.assert_allclose(np.array(case["refined_landmarks"], float).reshape(106, 2), refined, atol=1e-9)
+    moved = np.abs(refined - first).max()
+    above("android: the second pass moves the landmarks", moved, 0.05)   # a real second pass, not a copy
 
 
 def test_golden_refuses_a_contract_it_cannot_honour(golden_run, tmp_path):
@@ -137,6 +167,8 @@ def test_java_core_reproduces_golden_vectors(core_classes, golden_run):
     assert "golden check: OK" in result.stdout
     diffs = [int(m) for m in re.findall(r"crop max diff (\d+)", result.stdout)]
     assert len(diffs) == 3 and max(diffs) <= 1, result.stdout  # 0 on x86 OpenCV 4.x: bit-exact warpAffine
+    refined = [int(m) for m in re.findall(r"refinement crops max diff (\d+)", result.stdout)]
+    assert len(refined) == 3 and max(refined) <= 1, result.stdout
 
 
 def _bump_value(path: Path, key: str, position: int, delta: float) -> None:
@@ -160,12 +192,26 @@ def _bump_manifest_margin(export_dir: Path) -> None:
     manifest.write_text(manifest.read_text().replace('"margin": 0.2', '"margin": 0.25'))
 
 
+def _bump_manifest_passes(export_dir: Path) -> None:
+    manifest = export_dir / MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"passes": 3', '"passes": 2'))
+
+
 CORRUPTIONS = {
     "landmark": (lambda e: _bump_value(e / "golden" / "case_1.txt", "landmarks", 7, 0.01), "case_1 landmarks"),
     "output": (lambda e: _bump_value(e / "golden" / "case_0.txt", "outputs", 3, 1e-3), "case_0 landmarks"),
     "crop_pixel": (lambda e: _bump_crop_byte(e / "golden" / "case_2_crop.bin", 5000, 3), "case_2 crop"),
     "input_mean": (lambda e: _bump_value(e / "golden" / "case_0.txt", "input_mean", 1, 1e-4), "case_0 input_mean"),
     "manifest_margin": (_bump_manifest_margin, "contract margin"),
+    "manifest_passes": (_bump_manifest_passes, "contract infer_passes"),
+    "mirror_crop": (lambda e: _bump_crop_byte(e / "golden" / "case_0_mirror.bin", 700, 2), "case_0 mirror crop"),
+    "mirror_output": (lambda e: _bump_value(e / "golden" / "case_2.txt", "mirror_outputs", 10, 1e-3),
+                      "case_2 flip_landmarks (flip)"),
+    "pass2_output": (lambda e: _bump_value(e / "golden" / "case_1.txt", "pass2_outputs", 4, 1e-3),
+                     "case_1 refined_landmarks (flip + 2 passes)"),
+    "refined_landmark": (lambda e: _bump_value(e / "golden" / "case_0.txt", "refined_landmarks", 9, 1e-3),
+                         "case_0 refined_landmarks"),
+    "pass2_crop": (lambda e: _bump_crop_byte(e / "golden" / "case_1_pass2.bin", 6000, 9), "case_1 refinement crop"),
 }
 
 

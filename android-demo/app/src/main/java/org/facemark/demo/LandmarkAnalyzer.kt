@@ -19,14 +19,14 @@ class FrameResult(
     val pupils: DoubleArray,        // image-left x, y, image-right x, y; empty when no face
     val uprightWidth: Int,
     val uprightHeight: Int,
-    val modelMs: Double,            // crop + interpreter + decoding
+    val modelMs: Double,            // crops + interpreter + decoding, every refinement pass
     val frameMs: Double,            // the whole frame, face detection included
 )
 
 /**
  * CameraX analyzer: ML Kit finds the face box on the upright frame, :core crops it from the
  * RGBA frame as delivered (sensor orientation, rotation folded into the crop affine), the model
- * runs, and the points come back in upright frame pixels. Runs on the analysis executor; the
+ * runs (as often as the manifest's refinement asks), and the points come back in upright frame pixels. Runs on the analysis executor; the
  * model may be replaced between frames with [replaceModel] on that same executor.
  */
 class LandmarkAnalyzer(private val onResult: (FrameResult) -> Unit) : ImageAnalysis.Analyzer, AutoCloseable {
@@ -73,8 +73,9 @@ class LandmarkAnalyzer(private val onResult: (FrameResult) -> Unit) : ImageAnaly
         val modelStart = SystemClock.elapsedRealtimeNanos()
         val plane = image.planes[0]
         val frame = RgbImage.fromRgba(plane.buffer, image.width, image.height, plane.rowStride, plane.pixelStride)
-        val crop = pipeline.crop(frame, rotation, box)
-        val points = pipeline.toUpright(model.run(crop.pixels), crop, model.artifact.outputsCropPixels)
+        // every pass of the manifest's refinement (infer: flip, passes) calls the model
+        val points = pipeline.landmarks(frame, rotation, box, LandmarkPipeline.Model { crop -> model.run(crop) },
+            model.artifact.outputsCropPixels)
         val pupils = Postprocess.pupilCentres(points, model.contract.pupils)
         return FrameResult(points, pupils, uprightWidth, uprightHeight, msSince(modelStart), msSince(start))
     }

@@ -22,6 +22,7 @@ public final class ModelContract {
     public final int numPoints;        // P: the model outputs 2P values x0, y0, x1, y1, ...
     public final int[][] pupils;       // two index groups (image-left, image-right); each pupil = group mean
     public final String detector;      // the box detector the training/eval crops used
+    public final Refinement refinement; // infer: flip averaging and passes (absent: the single pass)
     public final List<Artifact> artifacts;
 
     /** One exported file and how to feed it. */
@@ -39,10 +40,10 @@ public final class ModelContract {
 
     private ModelContract(int inputSize, double margin, float[] mean, float[] std, String color,
                           String schemeName, int numPoints, int[][] pupils, String detector,
-                          List<Artifact> artifacts) {
+                          Refinement refinement, List<Artifact> artifacts) {
         this.inputSize = inputSize; this.margin = margin; this.mean = mean; this.std = std;
         this.color = color; this.schemeName = schemeName; this.numPoints = numPoints;
-        this.pupils = pupils; this.detector = detector;
+        this.pupils = pupils; this.detector = detector; this.refinement = refinement;
         this.artifacts = Collections.unmodifiableList(artifacts);
     }
 
@@ -75,12 +76,36 @@ public final class ModelContract {
                         space.isEmpty() ? baked : "crop pixels".equals(space)));
             }
         }
+        int numPoints = num(scheme, "num_points", "scheme").intValue();
         return new ModelContract(
                 num(input, "size", "input").intValue(), num(crop, "margin", "crop").doubleValue(),
                 floats((List<Object>) require(input, "mean", "input")),
                 floats((List<Object>) require(input, "std", "input")),
                 str(input, "color", "RGB"), str(scheme, "name", "?"),
-                num(scheme, "num_points", "scheme").intValue(), pupils, str(crop, "detector", "?"), artifacts);
+                numPoints, pupils, str(crop, "detector", "?"), refinement(manifest.get("infer"), numPoints),
+                artifacts);
+    }
+
+    /** The manifest's infer section (facemark/runtime/refine.py manifest_record), or the single pass. */
+    @SuppressWarnings("unchecked")
+    private static Refinement refinement(Object section, int numPoints) {
+        if (section == null) {
+            return Refinement.single(numPoints);
+        }
+        if (!(section instanceof Map)) {
+            throw new IllegalArgumentException("manifest: 'infer' is not a section");
+        }
+        Map<String, Object> infer = (Map<String, Object>) section;
+        Object flip = require(infer, "flip", "infer");
+        if (!(flip instanceof Boolean)) {
+            throw new IllegalArgumentException("manifest: 'infer.flip' is not true or false");
+        }
+        int[] permutation = ints((List<Object>) require(infer, "flip_permutation", "infer"));
+        if (permutation.length != numPoints) {
+            throw new IllegalArgumentException("manifest: 'infer.flip_permutation' has " + permutation.length
+                    + " indices; the scheme has " + numPoints + " points");
+        }
+        return new Refinement((Boolean) flip, num(infer, "passes", "infer").intValue(), permutation);
     }
 
     /**

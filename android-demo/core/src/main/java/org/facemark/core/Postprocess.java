@@ -36,17 +36,21 @@ public final class Postprocess {
         return out;
     }
 
+    /** Outputs -> crop pixels; {@code cropPixelOutputs} for baked artifacts (already crop pixels). */
+    public static double[] toCropPoints(float[] outputs, int size, boolean cropPixelOutputs) {
+        if (!cropPixelOutputs) {
+            return toCropPixels(outputs, size);
+        }
+        double[] crop = new double[outputs.length];
+        for (int i = 0; i < outputs.length; i++) {
+            crop[i] = outputs[i];
+        }
+        return crop;
+    }
+
     /** Outputs -> image pixels; {@code cropPixelOutputs} for baked artifacts. */
     public static double[] toImage(float[] outputs, Affine imageToCrop, int size, boolean cropPixelOutputs) {
-        double[] crop = new double[outputs.length];
-        if (cropPixelOutputs) {
-            for (int i = 0; i < outputs.length; i++) {
-                crop[i] = outputs[i];
-            }
-        } else {
-            crop = toCropPixels(outputs, size);
-        }
-        return imageToCrop.inverse().apply(crop);
+        return imageToCrop.inverse().apply(toCropPoints(outputs, size, cropPixelOutputs));
     }
 
     /** (2P) points -> (4) x, y of the two pupils: the mean of each index group of the scheme. */

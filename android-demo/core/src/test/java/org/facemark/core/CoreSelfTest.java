@@ -32,6 +32,7 @@ public final class CoreSelfTest {
         t.inverseAndCompose();
         t.quantisedTensorsRoundTrip();
         t.manifestReader();
+        t.manifestInfer();
         t.chooseLargestFace();
         t.rgbaPlaneWithPadding();
         return t.failures;
@@ -167,6 +168,35 @@ public final class CoreSelfTest {
             try {
                 MiniJson.parse(bad);
                 failures.add("JSON reader accepted " + bad);
+            } catch (IllegalArgumentException expected) {
+                // the wanted outcome
+            }
+        }
+    }
+
+    /** The manifest's infer section: read, or the single pass when absent; a bad permutation is refused. */
+    private void manifestInfer() {
+        String base = "{\"schema\": \"facemark-manifest-v1\", \"input\": {\"size\": 8, \"mean\": [0, 0, 0],"
+                + " \"std\": [1, 1, 1]}, \"scheme\": {\"name\": \"x\", \"num_points\": 3, \"pupils\": [[0], [2]]},"
+                + " \"crop\": {\"margin\": 0.2}";
+        Refinement plain = ModelContract.fromManifestJson(base + "}").refinement;
+        Refinement read = ModelContract.fromManifestJson(base + ", \"infer\": {\"flip\": true, \"passes\": 2,"
+                + " \"flip_permutation\": [2, 1, 0]}}").refinement;
+        // point 0 is mirrored point 2 (x 4 -> 8 - 1 - 4 = 3, y 5 kept)
+        double[] back = read.unmirror(new double[] {0, 1, 2, 3, 4, 5}, 8);
+        if (plain.flip || plain.passes != 1 || !read.flip || read.passes != 2 || read.modelCalls() != 4
+                || back[0] != 3.0 || back[1] != 5.0 || back[4] != 7.0 || !"flip + 2 passes".equals(read.toString())) {
+            failures.add("manifest infer section misread: " + read + ", unmirror " + Arrays.toString(back));
+        }
+        byte[] crop = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};   // 2 x 2 RGB
+        if (!Arrays.equals(Refinement.mirror(crop, 2), new byte[] {4, 5, 6, 1, 2, 3, 10, 11, 12, 7, 8, 9})) {
+            failures.add("mirror does not reverse the crop's columns");
+        }
+        for (String bad : new String[] {"[0, 0, 1]", "[0, 1]"}) {
+            try {
+                ModelContract.fromManifestJson(base + ", \"infer\": {\"flip\": true, \"passes\": 1,"
+                        + " \"flip_permutation\": " + bad + "}}");
+                failures.add("manifest reader accepted flip_permutation " + bad);
             } catch (IllegalArgumentException expected) {
                 // the wanted outcome
             }

@@ -10,6 +10,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -17,7 +18,8 @@ import java.util.Map;
 import javax.imageio.ImageIO;
 
 /**
- * Checks :core against golden vectors written by convert/golden.py (facemark export --golden):
+ * Checks :core against golden vectors written by convert/golden.py (facemark export --golden),
+ * the test-time refinement (flip, a second pass on the landmark box) included:
  *
  * <pre>java -cp CLASSES org.facemark.core.GoldenCheck RUN/export/golden</pre>
  *
@@ -58,8 +60,9 @@ public final class GoldenCheck {
 
     private void run(Path folder) throws IOException {
         Map<String, String[]> index = readKeyValues(folder.resolve("golden.txt"));
-        if (!"facemark-golden-v1".equals(one(index, "format"))) {
-            throw new IllegalArgumentException(folder.resolve("golden.txt") + ": not facemark-golden-v1");
+        if (!"facemark-golden-v2".equals(one(index, "format"))) {
+            throw new IllegalArgumentException(folder.resolve("golden.txt") + ": not facemark-golden-v2 (re-run "
+                    + "facemark export RUN --golden)");
         }
         ModelContract contract = contractOf(folder.getParent().resolve(AppDefaults.MANIFEST_ASSET), index);
         for (String name : index.get("cases")) {
@@ -79,7 +82,10 @@ public final class GoldenCheck {
                     + String.join(",", index.get("std")) + "]}, \"scheme\": {\"name\": \"" + one(index, "scheme")
                     + "\", \"num_points\": " + one(index, "num_points") + ", \"pupils\": [["
                     + String.join(",", index.get("pupils_left")) + "], [" + String.join(",", index.get("pupils_right"))
-                    + "]]}, \"crop\": {\"margin\": " + one(index, "margin") + "}, \"artifacts\": {}}";
+                    + "]]}, \"crop\": {\"margin\": " + one(index, "margin") + "}, \"infer\": {\"flip\": "
+                    + one(index, "infer_flip") + ", \"passes\": " + one(index, "infer_passes")
+                    + ", \"flip_permutation\": [" + String.join(",", index.get("flip_permutation")) + "]}, "
+                    + "\"artifacts\": {}}";
         }
         ModelContract c = ModelContract.fromManifestJson(json);
         expectNear("contract input_size", c.inputSize, Integer.parseInt(one(index, "input_size")), 0);
@@ -89,6 +95,9 @@ public final class GoldenCheck {
         expectNear("contract num_points", c.numPoints, Integer.parseInt(one(index, "num_points")), 0);
         expectArray("contract pupils_left", toDoubles(c.pupils[0]), doubles(index, "pupils_left"), 0);
         expectArray("contract pupils_right", toDoubles(c.pupils[1]), doubles(index, "pupils_right"), 0);
+        expectNear("contract infer_flip", c.refinement.flip ? 1 : 0, Boolean.parseBoolean(one(index, "infer_flip"))
+                ? 1 : 0, 0);
+        expectNear("contract infer_passes", c.refinement.passes, Integer.parseInt(one(index, "infer_passes")), 0);
         return c;
     }
 
@@ -133,6 +142,85 @@ public final class GoldenCheck {
         }
         expectArray(name + " landmarks (baked outputs)", Postprocess.toImage(cropPixels, matrix, s, true),
                 doubles(kv, "landmarks"), 1e-4 * s);
+        Refinement recorded = contract.refinement.with(Boolean.parseBoolean(one(index, "refine_flip")),
+                Integer.parseInt(one(index, "refine_passes")));
+        checkRefinement(folder, name, frame, new Box(b[0], b[1], b[2], b[3]), contract, recorded, kv, expectedCrop);
+    }
+
+    /**
+     * The recorded refinement sequence (golden.txt refine_flip / refine_passes: flip, then a second
+     * pass on the landmark box) through
+     * LandmarkPipeline.landmarks as the app runs it, the model answered by the recorded PyTorch
+     * outputs of the expected crop nearest to each crop the core asks about: the single pass, flip,
+     * and flip + 2 passes must give PyTorch's landmarks, and every crop the core cut must match.
+     */
+    private void checkRefinement(Path folder, String name, RgbImage frame, Box box, ModelContract contract,
+                                 Refinement recorded, Map<String, String[]> kv, byte[] crop) throws IOException {
+        int s = contract.inputSize;
+        byte[] mirrorCrop = Files.readAllBytes(folder.resolve(one(kv, "mirror_crop")));
+        if (!Arrays.equals(Refinement.mirror(crop, s), mirrorCrop)) {
+            failures.add(name + " mirror crop: not the crop's columns reversed");
+        }
+        RecordedModel model = new RecordedModel();
+        model.add(crop, floats(kv, "outputs"));
+        model.add(mirrorCrop, floats(kv, "mirror_outputs"));
+        model.add(Files.readAllBytes(folder.resolve(one(kv, "pass2_crop"))), floats(kv, "pass2_outputs"));
+        model.add(Files.readAllBytes(folder.resolve(one(kv, "pass2_mirror_crop"))), floats(kv, "pass2_mirror_outputs"));
+        Box pass2 = Refinement.landmarkBox(doubles(kv, "flip_landmarks"));
+        expectArray(name + " pass2_box", new double[] {pass2.x0, pass2.y0, pass2.x1, pass2.y1}, doubles(kv, "pass2_box"),
+                POINT_TOL);
+        double[] matrix = Affine.cropFromBox(pass2, s, contract.margin).toArray(), expected = doubles(kv, "pass2_matrix");
+        for (int i = 0; i < 6; i++) {
+            expectNear(name + " pass2_matrix[" + i + "]", matrix[i], expected[i], MATRIX_TOL * Math.max(1.0,
+                    Math.abs(expected[i])));
+        }
+        String[] keys = {"landmarks", "flip_landmarks", "refined_landmarks"};
+        Refinement[] settings = {recorded.with(false, 1), recorded.with(true, 1), recorded};
+        for (int k = 0; k < keys.length; k++) {
+            model.calls = 0;
+            double[] points = new LandmarkPipeline(contract, settings[k]).landmarks(frame, 0, box, model, false);
+            expectArray(name + " " + keys[k] + " (" + settings[k] + ")", points, doubles(kv, keys[k]), POINT_TOL);
+            expectNear(name + " model calls (" + settings[k] + ")", model.calls, settings[k].modelCalls(), 0);
+        }
+        System.out.printf(Locale.ROOT, "%s: refinement crops max diff %d, %d of %d values differ%n", name,
+                model.worstDiff, model.worstDiffering, crop.length);
+        if (model.worstDiff > CROP_MAX_DIFF || model.worstDiffering / (double) crop.length > CROP_DIFF_FRACTION) {
+            failures.add(String.format(Locale.ROOT, "%s refinement crop: max diff %d grey levels, %d of %d values "
+                    + "differ from the nearest expected crop", name, model.worstDiff, model.worstDiffering, crop.length));
+        }
+    }
+
+    /** A model that answers with the recorded outputs of the expected crop nearest to the one asked about. */
+    private static final class RecordedModel implements LandmarkPipeline.Model {
+        private final List<byte[]> crops = new ArrayList<>();
+        private final List<float[]> outputs = new ArrayList<>();
+        int calls, worstDiff, worstDiffering;
+
+        void add(byte[] crop, float[] output) {
+            crops.add(crop);
+            outputs.add(output);
+        }
+
+        @Override
+        public float[] run(byte[] crop) {
+            calls++;
+            int best = 0, bestDiff = Integer.MAX_VALUE, bestDiffering = 0;
+            for (int i = 0; i < crops.size(); i++) {
+                int diff = 0, differing = 0;
+                byte[] other = crops.get(i);
+                for (int j = 0; j < crop.length && other.length == crop.length; j++) {
+                    int d = Math.abs((crop[j] & 0xFF) - (other[j] & 0xFF));
+                    diff = Math.max(diff, d);
+                    differing += d > 0 ? 1 : 0;
+                }
+                if (other.length == crop.length && diff < bestDiff) {
+                    best = i; bestDiff = diff; bestDiffering = differing;
+                }
+            }
+            worstDiff = Math.max(worstDiff, bestDiff);
+            worstDiffering = Math.max(worstDiffering, bestDiffering);
+            return outputs.get(best).clone();
+        }
     }
 
     private void compareCrops(String name, byte[] crop, byte[] expected, int size) {
