@@ -1,10 +1,11 @@
 """`facemark predict` and the stability column of `facemark validate`, on a tiny run of drawn faces:
-predict's landmarks equal validate's for the same artifact and boxes; EXIF orientation; video
-with frame-to-frame motion; RUN resolution; one-line errors."""
+predict's landmarks equal validate's for the same artifact and boxes (test-time refinement
+included); EXIF orientation; video with frame-to-frame motion; RUN resolution; one-line errors."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,11 +15,13 @@ import torch
 from PIL import Image
 
 from drawn_faces import IMAGE_SIZE, draw_face, face_dependent_model, make_validation_root
+from margins import above, below
 from facemark.cli import main
 from facemark.config import load_config
 from facemark.convert.export import export_run
 from facemark.data.boxes import box_dir, read_box
 from facemark.model import checkpoint_dict
+from facemark.train.evaluate import evaluate_checkpoint
 
 FACES = 8
 SIZE = 64
@@ -219,3 +222,51 @@ def test_run_without_export_uses_best_pt(validated_run, tmp_path):
     torch_record, onnx_record = (json.loads((tmp_path / d / "face.json").read_text()) for d in ("torch", "onnx"))
     assert torch_record["artifact"]["name"] == "pytorch" and onnx_record["artifact"]["name"] == "onnx_fp32"
     np.testing.assert_allclose(torch_record["faces"][0]["landmarks"], onnx_record["faces"][0]["landmarks"], atol=2e-3)
+
+
+def test_refinement_in_validate_eval_and_predict_agrees(validated_run, data_root, tmp_path, capsys):
+    """--set infer.flip=true --set infer.passes=2: every validate row says what it ran, keeps its
+    single-pass figures beside the refined ones, and predict and eval reproduce the refined landmarks."""
+    run = tmp_path / "run"
+    shutil.copytree(validated_run, run, ignore=shutil.ignore_patterns("validation"))
+    single = {row["name"]: row for row in
+              json.loads((validated_run / "validation" / "validation.json").read_text())["rows"]}
+    refine = ["--set", "infer.flip=true", "--set", "infer.passes=2"]
+    assert main(["validate", str(run), *refine]) == 0
+    printed = capsys.readouterr().out
+    assert "refined: flip + 2 passes (4 model calls per face" in printed and "NME flip+2p" in printed
+    report = json.loads((run / "validation" / "validation.json").read_text())
+    infer = {"flip": True, "passes": 2, "model_calls": 4, "label": "flip + 2 passes"}
+    assert report["infer"] == infer
+    rows = {row["name"]: row for row in report["rows"]}
+    for name, row in rows.items():
+        assert row["infer"] == infer and row["refined"]["infer"] == infer
+        assert row["accuracy"] == single[name]["accuracy"] and row["stability"] == single[name]["stability"]
+        assert row["refined"]["latency"]["calls"] == 4 and row["refined"]["latency"]["runs"] == 2
+        assert row["refined"]["latency"]["min_ms"] > row["latency"]["min_ms"]   # four calls per run, one of them that one
+    onnx = rows["onnx_fp32"]["refined"]
+    below("refined onnx_fp32 |relative NME change| vs refined PyTorch", abs(onnx["delta"]["rel"]), 1e-4)
+    assert onnx["delta"]["reference"] == "pytorch" and rows["pytorch"]["refined"]["parity"] is None
+    evaluated = evaluate_checkpoint(run / "best.pt", data_root, "test", out_dir=tmp_path / "eval",
+                                    overrides=["infer.flip=true", "infer.passes=2"])
+    assert evaluated["refined"]["infer"] == infer
+    assert evaluated["refined"]["metrics"]["nme_pupil"] == pytest.approx(
+        rows["pytorch"]["refined"]["accuracy"]["nme_pupil"], rel=1e-6)
+    assert evaluated["metrics"]["nme_pupil"] == pytest.approx(rows["pytorch"]["accuracy"]["nme_pupil"], rel=1e-6)
+
+    stored = np.load(run / "validation" / "landmarks.npz")
+    stems = list(stored["stems"])
+    above("refined landmarks move off the single pass's (px)",
+          np.abs(stored["onnx_fp32_refined"] - stored["onnx_fp32"]).max(), 0.5)
+    out = tmp_path / "out"
+    assert main(["predict", run / "export" / "model_fp32.onnx", data_root / "test" / "images",
+                 "--boxes", box_dir(data_root, "test", "drawn"), "--out", out, *refine]) == 0
+    compared = 0
+    for stem in stems:
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["infer"] == infer
+        if record["faces"]:
+            np.testing.assert_allclose(np.array(record["faces"][0]["landmarks"]),
+                                       stored["onnx_fp32_refined"][stems.index(stem)], atol=2e-3)
+            compared += 1
+    assert compared == FACES - 1

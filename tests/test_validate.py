@@ -239,3 +239,26 @@ def test_int8_and_coreml_rows_from_the_real_stages(good_run, tmp_path, capsys):
         coreml = rows["coreml_fp32"]
         assert coreml["status"] == "not run: needs macOS" and coreml["sha256"] == "ok" and coreml["size_bytes"] > 0
         assert coreml["gate"]["passed"] and "listed, not evaluated: coreml_fp32" in printed
+
+
+def test_gate_judges_the_refined_figures_too():
+    """A row whose single pass is within bounds but whose refined NME is not fails, naming the
+    refinement; a baseline that ran another refinement is not the refined reference."""
+    from facemark.validate.gate import apply_gate
+
+    infer = {"flip": True, "passes": 2, "model_calls": 4, "label": "flip + 2 passes"}
+
+    def row(name: str, nme: float, refined_nme: float) -> dict:
+        return {"name": name, "status": "ok", "accuracy": {"nme_pupil": nme}, "delta": None, "stability": None,
+                "refined": {"infer": infer, "accuracy": {"nme_pupil": refined_nme}, "delta": None}}
+
+    rows = [row("pytorch", 0.100, 0.090), row("onnx_int8", 0.1005, 0.0950)]
+    gate = apply_gate(rows, max_nme_increase=0.01, max_nme=None)
+    assert not gate["passed"] and [f["artifact"] for f in gate["failures"]] == ["onnx_int8"]
+    assert gate["failures"][0]["reason"].startswith("NME flip + 2 passes 0.09500 is +5.56% vs pytorch 0.09000")
+    assert rows[1]["delta"]["rel"] == pytest.approx(0.005) and rows[1]["refined"]["delta"]["rel"] == pytest.approx(0.05 / 0.9)
+    other = copy.deepcopy(rows[0])
+    other["refined"]["infer"] = {**infer, "label": "flip"}
+    baseline = {"file": "old.json", "rows": {"pytorch": other}}
+    apply_gate(rows, max_nme_increase=None, max_nme=None, baseline=baseline)
+    assert rows[1]["delta"]["reference"] == "baseline:pytorch" and rows[1]["refined"]["delta"]["reference"] == "pytorch"
