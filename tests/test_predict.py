@@ -243,7 +243,8 @@ def test_refinement_in_validate_eval_and_predict_agrees(validated_run, data_root
         assert row["infer"] == infer and row["refined"]["infer"] == infer
         assert row["accuracy"] == single[name]["accuracy"] and row["stability"] == single[name]["stability"]
         assert row["refined"]["latency"]["calls"] == 4 and row["refined"]["latency"]["runs"] == 2
-        assert row["refined"]["latency"]["min_ms"] > row["latency"]["min_ms"]   # four calls per run, one of them that one
+        # each run's four calls include the single pass's call
+        assert row["refined"]["latency"]["min_ms"] > row["latency"]["min_ms"]
     onnx = rows["onnx_fp32"]["refined"]
     below("refined onnx_fp32 |relative NME change| vs refined PyTorch", abs(onnx["delta"]["rel"]), 1e-4)
     assert onnx["delta"]["reference"] == "pytorch" and rows["pytorch"]["refined"]["parity"] is None
@@ -257,7 +258,7 @@ def test_refinement_in_validate_eval_and_predict_agrees(validated_run, data_root
     stored = np.load(run / "validation" / "landmarks.npz")
     stems = list(stored["stems"])
     above("refined landmarks move off the single pass's (px)",
-          np.abs(stored["onnx_fp32_refined"] - stored["onnx_fp32"]).max(), 0.5)
+          np.abs(stored["onnx_fp32_refined"] - stored["onnx_fp32"]).max(), 0.1)
     out = tmp_path / "out"
     assert main(["predict", run / "export" / "model_fp32.onnx", data_root / "test" / "images",
                  "--boxes", box_dir(data_root, "test", "drawn"), "--out", out, *refine]) == 0

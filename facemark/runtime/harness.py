@@ -18,7 +18,8 @@ A job has a mode:
 Job file (JSON): {"mode", "format", "artifact", "entry" (its manifest entry), "size", "crops"
 (.npy of (N, S, S, 3) uint8), "threads", "warmup", "runs", "predictions" (.npy written in
 accuracy mode: (N, P, 2) float32 normalised), "result" (.json written: {"settings", "io"} plus
-"latency_ms" in latency mode: runs x len(sequence) nested lists)}. `run_artifact` wraps the whole round trip for one set of crops.
+"latency_ms" in latency mode: runs x len(sequence) nested lists), "sequence" (latency mode,
+optional)}. `run_artifact` wraps the whole round trip for one set of crops.
 """
 
 from __future__ import annotations

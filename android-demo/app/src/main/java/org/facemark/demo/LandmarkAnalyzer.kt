@@ -26,8 +26,9 @@ class FrameResult(
 /**
  * CameraX analyzer: ML Kit finds the face box on the upright frame, :core crops it from the
  * RGBA frame as delivered (sensor orientation, rotation folded into the crop affine), the model
- * runs (as often as the manifest's refinement asks), and the points come back in upright frame pixels. Runs on the analysis executor; the
- * model may be replaced between frames with [replaceModel] on that same executor.
+ * runs (as often as the manifest's refinement asks), and the points come back in upright frame
+ * pixels. Runs on the analysis executor; the model may be replaced between frames with
+ * [replaceModel] on that same executor.
  */
 class LandmarkAnalyzer(private val onResult: (FrameResult) -> Unit) : ImageAnalysis.Analyzer, AutoCloseable {
     private val detector = FaceDetection.getClient(

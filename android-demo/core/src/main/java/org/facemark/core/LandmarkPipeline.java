@@ -38,8 +38,8 @@ public final class LandmarkPipeline {
 
     public LandmarkPipeline(ModelContract contract, Refinement refinement) {
         if (refinement.numPoints() != contract.numPoints) {
-            throw new IllegalArgumentException("refinement for " + refinement.numPoints() + " points; the manifest says "
-                    + contract.numPoints);
+            throw new IllegalArgumentException("refinement for " + refinement.numPoints()
+                    + " points; the manifest says " + contract.numPoints);
         }
         this.contract = contract;
         this.refinement = refinement;

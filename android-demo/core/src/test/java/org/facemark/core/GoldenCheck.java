@@ -167,9 +167,10 @@ public final class GoldenCheck {
         model.add(Files.readAllBytes(folder.resolve(one(kv, "pass2_crop"))), floats(kv, "pass2_outputs"));
         model.add(Files.readAllBytes(folder.resolve(one(kv, "pass2_mirror_crop"))), floats(kv, "pass2_mirror_outputs"));
         Box pass2 = Refinement.landmarkBox(doubles(kv, "flip_landmarks"));
-        expectArray(name + " pass2_box", new double[] {pass2.x0, pass2.y0, pass2.x1, pass2.y1}, doubles(kv, "pass2_box"),
-                POINT_TOL);
-        double[] matrix = Affine.cropFromBox(pass2, s, contract.margin).toArray(), expected = doubles(kv, "pass2_matrix");
+        expectArray(name + " pass2_box", new double[] {pass2.x0, pass2.y0, pass2.x1, pass2.y1},
+                doubles(kv, "pass2_box"), POINT_TOL);
+        double[] matrix = Affine.cropFromBox(pass2, s, contract.margin).toArray();
+        double[] expected = doubles(kv, "pass2_matrix");
         for (int i = 0; i < 6; i++) {
             expectNear(name + " pass2_matrix[" + i + "]", matrix[i], expected[i], MATRIX_TOL * Math.max(1.0,
                     Math.abs(expected[i])));
@@ -186,7 +187,8 @@ public final class GoldenCheck {
                 model.worstDiff, model.worstDiffering, crop.length);
         if (model.worstDiff > CROP_MAX_DIFF || model.worstDiffering / (double) crop.length > CROP_DIFF_FRACTION) {
             failures.add(String.format(Locale.ROOT, "%s refinement crop: max diff %d grey levels, %d of %d values "
-                    + "differ from the nearest expected crop", name, model.worstDiff, model.worstDiffering, crop.length));
+                    + "differ from the nearest expected crop", name, model.worstDiff, model.worstDiffering,
+                    crop.length));
         }
     }
 
