@@ -166,3 +166,13 @@ def test_manifest_records_the_settings_and_reads_them_back(tmp_path):
     assert from_manifest(manifest, ["infer.flip=false"], "validate", "m").label == "2 passes"
     del manifest["infer"]   # a manifest from before the refinement: the single pass
     assert from_manifest(manifest, None, "predict", "m").label == "1 pass"
+
+
+def test_non_finite_landmarks_stop_a_later_pass_with_a_clear_error():
+    from facemark.errors import ArtifactError
+
+    image = np.zeros((80, 80, 3), np.uint8)
+    matrix = codec.crop_matrix(np.array([10.0, 10.0, 70.0, 70.0]), SIZE, MARGIN)
+    nan = np.full((1, SCHEME.num_points, 2), np.nan)
+    with pytest.raises(ArtifactError, match="not finite"):
+        refinement(False, 2).run(lambda c: nan, codec.warp_crop(image, matrix, SIZE)[None], matrix[None], [image])

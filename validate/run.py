@@ -134,7 +134,9 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
             return predictions, ctx.refine(predictions, ctx.artifact_predict(row, path, entry))
         except WorkerFailed as exc:
             row["status"] = exc.status
-            return None
+        except ArtifactError as exc:   # NaN/inf landmarks leave a later refinement pass no box to crop
+            row.update(status="failed: invalid predictions", error=str(exc))
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.eval_workers)) as pool:   # threads only wait on children
         outcomes = list(pool.map(accuracy_job, runnable))

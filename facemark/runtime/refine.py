@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from facemark import codec
+from facemark.errors import ArtifactError
 
 # (M, S, S, 3) uint8 RGB crops -> (M, P, 2) normalised crop coordinates: any Runner's predict,
 # PyTorch through facemark.train.evaluate.torch_predictor, or a child process (validate)
@@ -139,6 +140,9 @@ class Refinement:
             raise ValueError(f"infer.passes {self.passes} needs the photo of each of the {count} faces")
         points = codec.to_image(norm, matrices, self.size)
         for _ in range(self.passes - 1):
+            if not np.isfinite(points).all():
+                raise ArtifactError("predictions are not finite (NaN or inf): no landmark box to crop the "
+                                    "next refinement pass from")
             boxed = self.landmark_matrices(points)
             cut = self.cut(images, boxed)
             outputs = predict(self.pass_crops(cut))
