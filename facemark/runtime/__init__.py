@@ -6,7 +6,9 @@ image pixels (codec.to_image). Entry points:
 - `create_runner(fmt, path, entry, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml);
   `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
 - `run_artifact(...)` / `run_isolated(job, ...)`: the same runners in a child process
-  (harness.py), for runtimes that may abort the process (LiteRT int8 kernels).
+  (harness.py), for runtimes that may abort the process (LiteRT int8 kernels);
+- `refine.Refinement`: test-time refinement (flip averaging, later passes on the landmark-box
+  crop; configs/base.yaml `infer:`) around any of them, given as a function of crops.
 """
 
 from facemark.runtime.runners import (RUNNERS, CoreMLRunner, LiteRTRunner, OnnxRunner, Runner, TorchRunner,
