@@ -31,6 +31,7 @@ from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file,
 from facemark.convert.onnx import export_onnx
 from facemark.convert.parity import BakedPreprocessing, artifact_outputs, check_parity, contract_payload, \
     io_facts, torch_reference
+from facemark.interrupt import run_child
 from facemark.io import atomic_path
 from facemark.runtime import create_runner
 from facemark.weights import Normalisation
@@ -69,8 +70,7 @@ def run_onnx2tf(onnx_path: Path, out_dir: Path, extra_args: list[str], calibrati
         with open(log_path, "w") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
-            done = subprocess.run(command, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                  timeout=timeout)
+            done = run_child(command, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
         written = sorted((work_dir / "tf_out").glob("model_*.tflite"))
         if done.returncode != 0 or not written:
             tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])[-400:]

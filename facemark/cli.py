@@ -3,9 +3,9 @@
 Each verb imports its stage lazily, so `facemark --help` and `facemark synth` start fast and a
 missing optional toolchain is reported only by the verb that needs it. Known user errors
 (FacemarkError) become one line on stderr and exit code 2; third-party output goes to the run's
-facemark.log (facemark.console); Ctrl-C becomes one line saying what was
-interrupted and how to resume, and exit code 130 (files are written atomically, so nothing partial
-is left under a final name).
+facemark.log (facemark.console); Ctrl-C and SIGTERM (facemark.interrupt) become one line saying what
+was interrupted and how to resume, and exit code 130 or 143 (files are written atomically, so nothing
+partial is left under a final name; the run lock is released).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from facemark import __version__
 from facemark.console import LOG_NAME, quiet_console
 from facemark.errors import FacemarkError
+from facemark.interrupt import EXIT_CODES, NAMES, handled, signal_of
 
 
 def _positive_int(text: str) -> int:
@@ -62,6 +63,20 @@ def _add_study(parser: argparse.ArgumentParser, configs_flag: str, default_out: 
     parser.add_argument("--limit", type=_positive_int, help="reduced budget: data.limit (first N faces per split)")
 
 
+def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-image-pixels", type=_positive_int, metavar="N",
+                        help="refuse images (and video frames) whose header claims more pixels, before "
+                             "decoding (default: data.max_image_pixels)")
+
+
+def _max_pixels(args: argparse.Namespace) -> int | None:
+    """--max-image-pixels checked by the data.max_image_pixels rule; None: the base.yaml value."""
+    from facemark.config import check_value
+
+    value = args.max_image_pixels
+    return None if value is None else check_value("data.max_image_pixels", value, f"--max-image-pixels {value}")
+
+
 def _config(args: argparse.Namespace):
     from facemark.config import load_config
 
@@ -79,7 +94,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from facemark.data.check import check_dataset, print_report
 
-    problems = check_dataset(args.root, args.scheme, args.split)
+    problems = check_dataset(args.root, args.scheme, args.split, _max_pixels(args))
     print_report(problems)
     return 1 if problems else 0
 
@@ -87,8 +102,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_boxes(args: argparse.Namespace) -> int:
     from facemark.data.boxes import cache_boxes
 
-    cache_boxes(args.root, detector=args.detector, splits=args.split, overwrite=args.overwrite)
-    return 0
+    results = cache_boxes(args.root, detector=args.detector, splits=args.split, overwrite=args.overwrite,
+                          strict=args.strict, max_pixels=_max_pixels(args))
+    return 1 if any(summary["unreadable"] for summary in results.values()) else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -163,7 +179,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from facemark.validate.predict import run_predict
 
     return run_predict(args.model, args.inputs, args.out, detector=args.detector, min_score=args.min_score,
-                       box=args.box, boxes_dir=args.boxes, overrides=args.overrides)
+                       box=args.box, boxes_dir=args.boxes, overrides=args.overrides, strict=args.strict,
+                       max_pixels=_max_pixels(args))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -209,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path)
     p.add_argument("--scheme", default="lapa106")
     p.add_argument("--split", action="append", help="split to check (repeatable; default: all present)")
+    _add_max_pixels(p)
 
     p = verbs["boxes"]
     p.description = ("Run a face detector once over every image and cache one box per image under "
@@ -216,13 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "detections the cache keeps, among the boxes with at least 25% of the largest "
                      "box's area and at least 95% of the best score, the one nearest the image "
                      "centre (ties: larger box). Already cached images are skipped, so an "
-                     "interrupted run resumes.")
+                     "interrupted run resumes. An unreadable image is skipped with one line on "
+                     "stderr (exit code 1 at the end); --strict stops at the first (exit code 2).")
     p.add_argument("root", type=Path)
     p.add_argument("--detector", default="mtcnn",
                    help="mtcnn (facenet-pytorch, CPU) or haar (OpenCV cascade); 'synth' boxes come "
                         "from `facemark synth`, not from a detector")
     p.add_argument("--split", action="append", help="split to process (repeatable; default: all present)")
     p.add_argument("--overwrite", action="store_true", help="re-run the detector on cached images")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit code 2)")
+    _add_max_pixels(p)
 
     p = verbs["train"]
     _add_config(p)
@@ -297,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cached boxes (STEM.txt as `facemark boxes` writes) instead of a detector")
     p.add_argument("--min-score", type=float, help="lowest detection score kept (default: predict.min_score)")
     _add_infer_overrides(p)
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable input (exit code 2) instead of skipping it (exit code 1)")
+    _add_max_pixels(p)
 
     p = verbs["pipeline"]
     _add_config(p)
@@ -335,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = VERBS[args.verb][1]
     log_path = _log_path(args)
     try:
-        with quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
+        with handled(), quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
             return handler(args)
     except FacemarkError as exc:
         print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
@@ -344,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"facemark {args.verb}: interrupted (Ctrl-C); {resume_hint(args, argv)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
+        number = signal_of(exc)
+        print(f"facemark {args.verb}: interrupted ({NAMES[number]}); {resume_hint(args, argv)}", file=sys.stderr)
+        return EXIT_CODES[number]
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ class DataConfig:
     # use only the first N samples of each split (reduced budgets)
     limit: int | None = spec(optional(integer(1)))
     workers: int = spec(integer(0))              # DataLoader workers; 0 loads in the main process
+    # an image (or video frame) whose header claims more pixels is refused before it is decoded;
+    # OpenCV's own decoder limit (CV_IO_MAX_IMAGE_PIXELS) is 2^30
+    max_image_pixels: int = spec(integer(1, 1 << 30, " (pixels; OpenCV's decoders stop at 2^30)"))
 
 
 @dataclass
@@ -361,6 +364,15 @@ def check_value(dotted: str, value: Any, source: str) -> Any:
     cls = typing.get_type_hints(Config)[section]
     item = next(f for f in fields(cls) if f.name == name)
     return _check_field(value, typing.get_type_hints(cls)[name], item, dotted, source)
+
+
+def base_value(dotted: str) -> Any:
+    """One value of configs/base.yaml, checked by its key's rule: for readers that have no config
+    at hand (check-data, boxes, predict), without load_config's whole check (model.arch's imports
+    timm and torch)."""
+    section, _, name = dotted.partition(".")
+    path = base_config_path()
+    return check_value(dotted, _read_yaml(path)[section][name], source=str(path))
 
 
 def config_from_saved(values: dict[str, Any], source: str = "checkpoint") -> Config:

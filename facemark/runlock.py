@@ -3,7 +3,7 @@
 The lock file is created with O_CREAT | O_EXCL (atomic: of two processes, exactly one creates it)
 and holds JSON: pid, host, verb, started (UTC ISO time) and, on Linux, the process start time
 (so a pid reused by an unrelated process after a crash is not mistaken for the holder). It is
-removed when the holder finishes, fails or is interrupted (Ctrl-C). A second writer gets a
+removed when the holder finishes, fails or is interrupted (Ctrl-C, SIGTERM). A second writer gets a
 FacemarkError naming the holder. A lock left by a killed process (same host, pid gone or reused)
 is stale: it is taken over with a note on stderr. A lock from another host cannot be checked, so
 it is refused with the path to delete once that process is known to be gone.
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from facemark.errors import FacemarkError
+from facemark.interrupt import deferred
 
 LOCK_NAME = ".facemark.lock"
 # A lock file is written right after it is created; one still empty after this long was left
@@ -171,13 +172,16 @@ def hold_run_lock(run_dir: Path, verb: str) -> Iterator[None]:
             _held[key] -= 1
         return
     created = not run_dir.exists()
-    acquire(run_dir, verb)
-    _held[key] = 1
     try:
+        # a Ctrl-C or SIGTERM that arrives while the lock file is being created and written is
+        # raised once it is held, so the clean-up below always removes it (facemark.interrupt)
+        with deferred():
+            acquire(run_dir, verb)
+            _held[key] = 1
         yield
     finally:
-        del _held[key]
-        release(run_dir)
+        if _held.pop(key, None):
+            release(run_dir)
         if created:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()   # only if empty

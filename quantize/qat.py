@@ -90,13 +90,18 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
             shutil.rmtree(job.work_dir, ignore_errors=True)
             raise ArtifactError(f"no QAT artifact to write: quantize.qat_formats {job.cfg.quantize.qat_formats} and "
                                 f"quantize.formats {job.cfg.quantize.formats} share no format")
-        tuner = FineTuner(job, run / QAT_DIR, epochs or job.cfg.quantize.qat_epochs)
-        if not tuner.train(stop_after):
+        try:
+            tuner = FineTuner(job, run / QAT_DIR, epochs or job.cfg.quantize.qat_epochs)
+            if not tuner.train(stop_after):
+                shutil.rmtree(job.work_dir, ignore_errors=True)
+                return 0
+            results = [attempt(ROWS[fmt][0], ROWS[fmt][1], lambda fmt=fmt: WRITERS[fmt](job, tuner))
+                       for fmt in formats]
+            record_results(job, results)
+            judge(job, results)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: RUN/qat/last.pt resumes, the work folder goes
             shutil.rmtree(job.work_dir, ignore_errors=True)
-            return 0
-        results = [attempt(ROWS[fmt][0], ROWS[fmt][1], lambda fmt=fmt: WRITERS[fmt](job, tuner)) for fmt in formats]
-        record_results(job, results)
-        judge(job, results)
+            raise
         print(summary_table(results))
         return finish_job(job, results)
 

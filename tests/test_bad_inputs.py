@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -31,6 +34,7 @@ from facemark.data.layout import SPLITS
 from facemark.data.synth import generate_dataset
 from facemark.model import build_model, checkpoint_dict
 from facemark.runlock import lock_path
+from facemark.train.engine import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawn_faces import make_drawn_split  # noqa: E402
@@ -431,6 +435,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "data.skip_bad_samples": ["2"],
     "data.limit": ["0"],
     "data.workers": ["-1"],
+    "data.max_image_pixels": ["0", "2000000000"],    # above 2^30, OpenCV's own decoder limit
     "augment.rotate": ["-5", "270"],
     "augment.box_shift": ["0.5"],
     "augment.brightness": ["1.5"],
@@ -678,3 +683,243 @@ def test_fingerprint_follows_contents_not_location(clean_data, tmp_path):
     changed = fingerprint_split(moved, "test", data_cfg)
     assert changed["sha256"] != fingerprint_split(clean_data, "test", data_cfg)["sha256"]
     assert changed["count"] == COUNTS["test"] and changed["detector"] == "synth" and changed["scheme"] == "lapa106"
+
+
+# ---------------------------------------------------------------- batches that keep going, image-size limits
+def png_bomb(path: Path, width: int, height: int) -> Path:
+    """A well-formed PNG of a few hundred bytes whose header claims width x height (8-bit grey): a
+    decompression bomb. Its IDAT holds 16 rows of zeros; decoding it would need width x height bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width + 1) * 16, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def jpeg_bomb(path: Path, width: int, height: int) -> Path:
+    """A real 16 x 16 JPEG whose frame header (SOF0) is rewritten to claim width x height."""
+    data = bytearray(cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_video(path: Path, frames: int, fourcc: str) -> Path:
+    """`frames` frames of seeded noise (they compress little, so a cut file loses frames, not only headers)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (96, 96))
+    for index in range(frames):
+        writer.write(np.random.default_rng(index).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def _cut(path: Path, fraction: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+BOMB_REASON = ("image too large: its header claims 45000x45000 = 2,025,000,000 pixels, above "
+               "data.max_image_pixels = 250,000,000; not decoded")
+
+
+@pytest.fixture()
+def mixed_folder(clean_data, tmp_path) -> tuple[Path, list[str], dict[str, str]]:
+    """Good photos with bad files between them -> (folder, good names, {bad name: reason})."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted((clean_data / "test" / "images").iterdir())
+    good = ["a_good.jpg", "d_good.jpg", "k_good.jpg"]
+    for name, source in zip(good, sources):
+        shutil.copy(source, folder / name)
+    (folder / "b_empty.jpg").write_bytes(b"")
+    (folder / "c_notes.jpg").write_text("not a photo")
+    shutil.copy(sources[0], folder / "e_truncated.jpg")
+    _cut(folder / "e_truncated.jpg", 0.5)
+    png_bomb(folder / "f_bomb.png", 45000, 45000)
+    jpeg_bomb(folder / "g_bomb.jpg", 60000, 60000)
+    (folder / "h_iphone.jpg").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64))
+    _cut(write_video(folder / "i_clip.avi", 20, "MJPG"), 0.5)       # opens; its second half is gone
+    _cut(write_video(folder / "j_clip.mp4", 20, "mp4v"), 0.5)       # its index (at the end) is gone
+    bad = {"b_empty.jpg": "empty image file",
+           "c_notes.jpg": "not an image (no JPEG, PNG or other known image header)",
+           "e_truncated.jpg": "truncated JPEG (no end-of-image marker)",
+           "f_bomb.png": BOMB_REASON,
+           "g_bomb.jpg": BOMB_REASON.replace("45000x45000 = 2,025,000,000", "60000x60000 = 3,600,000,000"),
+           "h_iphone.jpg": "unsupported codec: a HEIF/AVIF image (heic; convert it to JPEG or PNG)",
+           "i_clip.avi": "video stopped decoding after 10 of 20 frames (truncated or corrupt)",
+           "j_clip.mp4": "OpenCV cannot open this video (truncated, not a video, or a codec its FFmpeg lacks)"}
+    return folder, good, bad
+
+
+def test_predict_keeps_going_past_bad_files_and_lists_them(exported_run, mixed_folder, tmp_path, capsys):
+    folder, good, bad = mixed_folder
+    out = tmp_path / "out"
+    argv = ["predict", exported_run / "export" / "model_fp32.onnx", folder, "--box", "20", "20", "300", "300",
+            "--out", out]
+    assert main([str(a) for a in argv]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    expected = [f"facemark predict: skipped {folder / name}: {reason}" for name, reason in bad.items()]
+    expected[6] = expected[6].replace("skipped", "incomplete") + "; its 10 frames read are kept"   # i_clip.avi
+    assert [line for line in captured.err.splitlines() if line.startswith("facemark")] == expected
+    for name in good:
+        record = json.loads((out / f"{Path(name).stem}.json").read_text())
+        assert record["kind"] == "image" and len(record["faces"]) == 1
+        assert (out / f"{Path(name).stem}.overlay.jpg").stat().st_size > 0
+    clip = json.loads((out / "i_clip.json").read_text())   # the frames read before it broke are kept
+    assert clip["frame_count"] == len(clip["frames"]) == 10 and clip["incomplete"].endswith(bad["i_clip.avi"])
+    capture = cv2.VideoCapture(str(out / "i_clip.overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    capture.release()
+    index = json.loads((out / "index.json").read_text())
+    assert index["schema"] == "facemark-predict-index-v1" and index["inputs"] == 11
+    assert [Path(entry["input"]).name for entry in index["written"]] == sorted(good + ["i_clip.avi"])
+    assert [(Path(e["input"]).name, e["reason"]) for e in index["skipped"]] == list(bad.items())
+    assert index["skipped"][6]["frames_kept"] == 10
+    assert f"skipped 8 input(s), listed in {out / 'index.json'}:" in captured.out
+    assert all(f"  {folder / name}: {reason}" in captured.out for name, reason in bad.items())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("facemark")) == sorted(
+        [f"{Path(n).stem}.{ext}" for n in good for ext in ("json", "overlay.jpg")]
+        + ["i_clip.json", "i_clip.overlay.mp4", "index.json"])
+
+    # --strict: today's stop at the first bad file, exit 2, nothing after it written
+    strict = tmp_path / "strict"
+    line = error_line(capsys, [*argv[:-1], strict, "--strict"])
+    assert line == f"facemark predict: error: {folder / 'b_empty.jpg'}: empty image file"
+    assert sorted(p.name for p in strict.iterdir()) == ["a_good.json", "a_good.overlay.jpg"]
+
+
+def test_frame_and_image_limits_come_from_the_flag(exported_run, clean_data, tmp_path, capsys):
+    image = sorted((clean_data / "test" / "images").iterdir())[0]   # 339 x 387
+    video = write_video(tmp_path / "clip.avi", 3, "MJPG")
+    code = main(["predict", str(exported_run), str(image), str(video), "--box", "10", "10", "60", "60",
+                 "--out", str(tmp_path / "out"), "--max-image-pixels", "9000"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("facemark")]
+    assert code == 1 and err == [
+        f"facemark predict: skipped {image}: image too large: its header claims 339x387 = 131,193 pixels, "
+        f"above data.max_image_pixels = 9,000; not decoded",
+        f"facemark predict: skipped {video}: video too large: its frames are 96x96 = 9,216 pixels, above "
+        f"data.max_image_pixels = 9,000; not decoded"]
+    line = error_line(capsys, ["predict", exported_run, image, "--out", tmp_path / "x", "--max-image-pixels",
+                               2_000_000_000])
+    assert "--max-image-pixels 2000000000: 'data.max_image_pixels' must be an integer from 1 to 1073741824" in line
+
+
+def test_header_bomb_is_one_line_everywhere_and_never_decoded(data, capsys, tmp_path):
+    bomb = first(data, "train", "images")
+    png_bomb(bomb, 45000, 45000)
+    message = f"{bomb}: {BOMB_REASON}"
+    assert main(["check-data", str(data)]) == 1
+    assert message in capsys.readouterr().out.splitlines()
+    tiny = ["model.arch=mobilenetv3_small_050", "model.pretrained=false", "data.input_size=64", "data.detector=synth",
+            "data.workers=0", "train.epochs=1", "train.warmup_epochs=0", "train.device=cpu"]
+    line = error_line(capsys, ["train", "--data", data, "--run", tmp_path / "run", *[a for item in tiny
+                                                                                     for a in ("--set", item)]])
+    assert line == f"facemark train: error: {message}"
+    # a fresh process reads the bomb: its peak memory (VmHWM, which execve resets, unlike ru_maxrss)
+    # stays that of the interpreter and its imports, ~60 MB (decoding would take 2 GB)
+    probe = ("import re, sys\nfrom facemark.data.layout import read_image\nfrom facemark.errors import DataError\n"
+             "try:\n    read_image(sys.argv[1])\nexcept DataError as exc:\n    print(exc)\n"
+             "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)")
+    result = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, check=True)
+    printed, peak_mb = result.stdout.splitlines()
+    assert printed == message and 20 < int(peak_mb) < 200, result.stdout
+
+
+def test_boxes_skip_unreadable_images_or_stop_with_strict(data, capsys):
+    images = data / "val" / "images"
+    empty, bomb = sorted(images.iterdir())[:2]
+    empty.write_bytes(b"")
+    png_bomb(bomb, 45000, 45000)
+    assert main(["boxes", str(data), "--detector", "haar", "--split", "val"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"facemark boxes: skipped {empty}: empty image file",
+                                         f"facemark boxes: skipped {bomb}: {BOMB_REASON}"]
+    assert "val: 3 faces" in captured.out and "2 skipped" in captured.out
+    assert len(list((data / "val" / "boxes" / "haar").glob("*.txt"))) == 1   # the readable one
+    line = error_line(capsys, ["boxes", data, "--detector", "haar", "--split", "val", "--strict"])
+    assert line == f"facemark boxes: error: {empty}: empty image file"
+
+
+# ---------------------------------------------------------------- SIGTERM, like Ctrl-C
+def _facemark_child(argv: list[str], **popen) -> subprocess.Popen:
+    """`python -m facemark ARGV` in its own process group (as a container or a Slurm step runs it),
+    stdout and stderr piped unless `popen` says otherwise."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, "-m", "facemark", *map(str, argv)], text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, **popen)
+
+
+def test_sigterm_during_training_saves_the_step_and_resumes_exactly(tmp_path):
+    data, run, whole = tmp_path / "drawn", tmp_path / "run", tmp_path / "whole"
+    make_drawn_split(data, "train", 60)   # 30 steps of 2 faces per epoch
+    make_drawn_split(data, "val", 2)
+    settings = ["model.arch=mobilenetv3_small_050", "model.pretrained=false", "data.input_size=64", "data.detector=drawn",
+                "data.workers=1", "train.epochs=3", "train.warmup_epochs=0", "train.batch_size=2", "train.device=cpu",
+                "train.amp=false"]
+    argv = ["train", "--data", str(data), "--run", str(run)] + [a for item in settings for a in ("--set", item)]
+    logs = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(logs[0], "w") as out_file, open(logs[1], "w") as err_file:
+        process = _facemark_child(argv, stdout=out_file, stderr=err_file)
+        # SIGTERM once epoch 2's progress bar (on stderr) shows step 3 or later: mid-epoch, whatever
+        # the machine's speed (the bar refreshes every 0.1 s, a few steps)
+        deadline = time.monotonic() + 120
+        while not re.search(r"epoch 2/3:[^|]*\|[^|]*\| ([3-9]|[12]\d)/30", logs[1].read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, logs[1].read_text()
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGTERM)    # the whole group: the DataLoader worker gets it too
+        process.wait(timeout=60)
+    out, err = (path.read_text() for path in logs)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"facemark train: interrupted (SIGTERM); resume with: facemark {shlex.join(argv)} --resume"]
+    saved = re.search(r"interrupted in epoch 2 after step (\d+)/30: saved (\S+) in", out)
+    assert saved and 3 <= int(saved[1]) < 30 and saved[2] == str(run / "last.pt"), out
+    no_partial(run)
+    assert not lock_path(run).exists()
+
+    hinted = shlex.split(lines[0].split("resume with: ")[1])
+    assert main(hinted[1:]) == 0
+    train(load_config(overrides=settings), data, whole, resume=False)
+    metrics = [[json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+               for folder in (run, whole)]
+    assert [m["epoch"] for m in metrics[0]] == [m["epoch"] for m in metrics[1]] == [1, 2, 3]
+    for resumed, uninterrupted in zip(*metrics):
+        for key in ("train_loss", "val_nme", "lr"):
+            assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-6), key
+    a, b = (torch.load(folder / "last.pt", weights_only=True) for folder in (run, whole))
+    assert a["interrupted_epoch"] is None and b["interrupted_epoch"] is None
+    for name, tensor in b["model"].items():
+        torch.testing.assert_close(a["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("verb, started", [("export", None), ("validate", "validating onnx_fp32"),
+                                           ("quantize", "facemark quantize: calibrating")])
+def test_sigterm_stops_a_verb_that_runs_again(run_copy, capsys, verb, started):
+    """SIGTERM once the verb is under way (its lock taken, or the line `started` on stdout/stderr):
+    one line, exit 143, no lock, nothing partial; the same command then finishes."""
+    argv = {"export": ["export", run_copy, "--format", "onnx"], "validate": ["validate", run_copy, "--limit", "2"],
+            "quantize": ["quantize", run_copy, "--format", "onnx", "--calibration-count", "4"]}[verb]
+    process = _facemark_child(argv)
+    if started is None:
+        deadline = time.monotonic() + 60
+        while not lock_path(run_copy).exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+    else:
+        next(line for line in (process.stdout if verb == "quantize" else process.stderr) if started in line)
+    os.killpg(process.pid, signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, out + err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        f"facemark {verb}: interrupted (SIGTERM); run the same command again to resume: "
+        f"facemark {shlex.join(map(str, argv))}"]
+    assert not lock_path(run_copy).exists()
+    no_partial(run_copy)
+    assert main([str(a) for a in argv]) == 0

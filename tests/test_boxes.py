@@ -132,9 +132,10 @@ def test_cache_boxes_haar_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert sorted(p.name for p in folder.iterdir()) == ["blank.txt", "face.txt", "summary.json"]
     assert read_box(folder / "blank.txt") is None
     _assert_face_box(read_box(folder / "face.txt"))
-    out = capsys.readouterr().out
-    assert f"skipped {root / 'train' / 'images' / 'broken.png'}: not a decodable image" in out
-    assert "train: 3 faces, 1 hits, 1 misses, hit rate 50.0%" in out
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"facemark boxes: skipped {root / 'train' / 'images' / 'broken.png'}: "
+                                         f"not an image (no JPEG, PNG or other known image header)"]
+    assert "train: 3 faces, 1 hits, 1 misses, hit rate 50.0%" in captured.out and "1 skipped" in captured.out
 
     # resume: cached entries are not re-run; a corrupted entry is
     stamp = (folder / "face.txt").stat().st_mtime_ns

@@ -49,7 +49,7 @@ def _broken_dataset(root: Path) -> dict[str, str]:
         "outside": f"{marks / 'face005.txt'}:12: point 10 at (500.0, 20.0) is far outside the 64x64 "
                    f"image (1 such points)",
         "non-numeric": f"{marks / 'face008.txt'}:2: expected two numbers 'x y', got '1.0 abc'",
-        "corrupt": f"{images / 'face008.png'}: not a decodable image (corrupt or unsupported format)",
+        "corrupt": f"{images / 'face008.png'}: not an image (no JPEG, PNG or other known image header)",
         "empty split": f"{root / 'val' / 'images'}: split 'val' has no .jpg/.png images",
     }
 

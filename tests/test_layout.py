@@ -83,7 +83,7 @@ IMAGE_CASES = {
     "truncated_png": (lambda d: _truncated(d, ".png"), ": truncated PNG (no IEND chunk)"),
     "empty": (lambda d: (d / "empty.jpg", (d / "empty.jpg").write_bytes(b""))[0], ": empty image file"),
     "not_an_image": (lambda d: (d / "text.jpg", (d / "text.jpg").write_text("hello"))[0],
-                     ": not a decodable image (corrupt or unsupported format)"),
+                     ": not an image (no JPEG, PNG or other known image header)"),
     "missing": (lambda d: d / "missing.png", ": cannot read image (No such file or directory)"),
 }
 

@@ -215,7 +215,7 @@ class TrainFaces(Dataset):
         drawn in `epoch` (default: set_epoch's)."""
         sample = self.samples[index]
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
-        image, points = read_image(sample.image_path), self.points[index]
+        image, points = read_image(sample.image_path, self.data_cfg.max_image_pixels), self.points[index]
         check_points_inside(sample.landmarks_path, points, image.shape[1], image.shape[0])
         use_landmarks = self.detector_boxes is None or rng.random() < self.data_cfg.landmark_box_prob
         box = codec.landmark_box(points) if use_landmarks else choose_box(self.detector_boxes[sample.stem], points)

@@ -7,7 +7,9 @@ so one process, several DDP processes and a resumed run all see the same batches
 
 from __future__ import annotations
 
+import itertools
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ def training_samples(root: Path, cfg: Config, log=print) -> list[Sample]:
     if cfg.data.skip_bad_samples:
         from facemark.data.check import usable_samples
 
-        samples, problems = usable_samples(root, "train", cfg.data.scheme)
+        samples, problems = usable_samples(root, "train", cfg.data.scheme, cfg.data.max_image_pixels)
         log(f"skipped {len(problems)} bad samples" + (f" (first: {problems[0]})" if problems else ""))
     else:
         samples = list_split(root, "train")
@@ -63,20 +65,28 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     """DataLoader workers: numpy and random seeded from the worker's torch seed (itself derived
-    from the loader's seeded generator), never inherited from the parent."""
+    from the loader's seeded generator), never inherited from the parent. Ctrl-C and SIGTERM sent
+    to the whole process group are left to the main process, which saves and stops the workers: a
+    worker killed first would make torch raise "DataLoader worker is killed" in the middle of
+    that (a worker whose parent is gone exits by itself, torch checks every few seconds)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 class EpochSampler(DistributedSampler):
     """DistributedSampler that yields (epoch, index): the epoch travels with each index to the
-    workers, so persistent workers draw the augmentation of the right epoch (TrainFaces)."""
+    workers, so persistent workers draw the augmentation of the right epoch (TrainFaces). The
+    first `skip` indices of the epoch's order are left out (the steps an interrupted epoch did)."""
+
+    skip = 0
 
     def __iter__(self):
-        return ((self.epoch, index) for index in super().__iter__())
+        return ((self.epoch, index) for index in itertools.islice(super().__iter__(), self.skip, None))
 
 
 class TrainLoader:
@@ -90,7 +100,7 @@ class TrainLoader:
         batch = per_process_batch(cfg.train.batch_size, world_size)
         workers = cfg.data.workers
         self.loader = DataLoader(dataset, batch_size=batch, sampler=self.sampler, num_workers=workers,
-                                 worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(cfg.train.seed),
+                                 worker_init_fn=_init_worker, generator=torch.Generator().manual_seed(cfg.train.seed),
                                  pin_memory=pin_memory, persistent_workers=workers > 0,
                                  # a ragged last batch only when there is no full one (BatchNorm needs > 1 face)
                                  drop_last=len(self.sampler) > batch)
@@ -99,9 +109,11 @@ class TrainLoader:
         """Batches per epoch."""
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> DataLoader:
-        """The loader of `epoch`: this process's shard of a (seed, epoch)-shuffled order."""
+    def epoch(self, epoch: int, steps_done: int = 0) -> DataLoader:
+        """The loader of `epoch`: this process's shard of a (seed, epoch)-shuffled order, without
+        the batches of the first `steps_done` steps (an interrupted epoch resumed)."""
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = steps_done * self.loader.batch_size
         return self.loader
 
 

@@ -11,6 +11,9 @@ RUN/ gets config.yaml (the resolved config), best.pt, last.pt, metrics.jsonl (on
 epoch, train_loss, val_nme, lr, seconds), data_fingerprint.json (which faces: see
 facemark.data.fingerprint; also in every checkpoint) and, when tensorboard is installed,
 TensorBoard events. RUN/.facemark.lock is held while training (facemark.runlock).
+Interrupted (Ctrl-C, SIGTERM) in the middle of an epoch, a single process saves last.pt after the
+step it was in (facemark.interrupt defers the signal to the end of a step) and --resume continues
+with the next step, to the same weights as an uninterrupted run.
 With several processes, rank 0 validates, writes and shows progress; train.batch_size is the
 global batch, split evenly over the processes.
 """
@@ -18,6 +21,7 @@ global batch, split evenly over the processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -31,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from facemark import codec
+from facemark import codec, interrupt
 from facemark.config import Config, save_config
 from facemark.data.crops import CropSet, to_input
 from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
@@ -43,6 +47,7 @@ from facemark.runlock import hold_run_lock
 from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
 from facemark.train.augment import mean_target
+from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.losses import build_training_loss
 
@@ -76,6 +81,7 @@ class TrainState:
     best_val_nme: float = float("inf")
     best_epoch: int = 0
     steps_per_epoch: int = 0         # optimiser steps in one epoch of this process's shard
+    progress: EpochProgress = dataclasses.field(default_factory=EpochProgress)   # the epoch in progress
 
     @property
     def updates(self) -> int:
@@ -132,7 +138,7 @@ def _init_process(device_name: str) -> Process:
 def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict[str, Any] | None) -> TrainState:
     """Model, optimiser, scaler, EMA (the schedule comes with the data: see _build_scheduler).
     Resuming (`saved`), the weights source recorded in last.pt is kept and no ImageNet weights
-    are looked up (they are overwritten by _restore)."""
+    are looked up (they are overwritten by checkpoint.restore)."""
     from timm.optim import create_optimizer_v2
     from timm.utils import ModelEmaV3
 
@@ -168,23 +174,6 @@ def _use_amp(cfg: Config, device: torch.device) -> bool:
     return cfg.train.amp and device.type == "cuda"
 
 
-def _restore(state: TrainState, saved: dict[str, Any], changed: list[str]) -> None:
-    """Load last.pt into a freshly built state (same config up to `changed` keys)."""
-    state.model.load_state_dict(saved["train_model"] if saved.get("train_model") is not None else saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    schedule_keys = {"train.epochs", "train.scheduler", "train.warmup_epochs", "train.lr", "train.lr_update"}
-    if schedule_keys.isdisjoint(changed):
-        state.scheduler.load_state_dict(saved["scheduler"])
-    else:   # a new schedule length or shape: recompute this epoch's value on the new curve
-        state.scheduler.step(saved["epoch"])
-        state.scheduler.step_update(saved["epoch"] * state.steps_per_epoch)
-    if state.ema is not None:   # EMA switched on at resume: start it from the restored weights
-        state.ema.module.load_state_dict(saved["ema"] if saved.get("ema") is not None else state.model.state_dict())
-    state.scaler.load_state_dict(saved["scaler"])
-    ckpt_io.restore_rng(saved["rng"])
-    state.epoch, state.best_val_nme, state.best_epoch = saved["epoch"], saved["best_val_nme"], saved["best_epoch"]
-
-
 def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after: int | None,
            process: Process) -> dict:
     log = print if process.is_main else (lambda *args, **kwargs: None)
@@ -193,7 +182,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     if resume:
         saved = ckpt_io.load_checkpoint_file(run_dir / ckpt_io.LAST)
         changed = ckpt_io.check_resume_config(saved["config"], cfg, run_dir / ckpt_io.LAST)
-        log(f"resuming {run_dir} after epoch {saved['epoch']}"
+        steps = ckpt_io.interrupted_progress(saved, changed).steps
+        log(f"resuming {run_dir} after epoch {saved['epoch']}" + (f", step {steps}" if steps else "")
             + (f" (changed: {', '.join(changed)})" if changed else ""))
     scheme = load_scheme(cfg.data.scheme)
     # the model first: a bad arch, weights file or freeze count is reported before data is read
@@ -204,7 +194,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     loader = TrainLoader(dataset, cfg, process.rank, process.world_size, pin_memory=process.device.type == "cuda")
     _build_scheduler(cfg, state, len(loader))
     if saved is not None:
-        _restore(state, saved, changed)
+        ckpt_io.restore(state, saved, changed)
     val_set = validation_crops(data_root, cfg) if process.is_main else None
     baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
     fingerprints = None
@@ -219,13 +209,21 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
     for epoch in range(state.epoch, last_epoch):
-        start, lr = time.perf_counter(), state.optimizer.param_groups[0]["lr"]
-        train_loss = _train_epoch(model, state, loader.epoch(epoch), loss_fn, cfg, process, epoch)
+        start, done = time.perf_counter(), state.progress
+        done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
+        try:
+            train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process, epoch)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
+            done.seconds += time.perf_counter() - start
+            if process.is_main:
+                ckpt_io.save_interrupted(run_dir / ckpt_io.LAST, state, cfg, _common(state, record["val_nme"],
+                                         data_root, fingerprints), process.world_size, log)
+            raise
         val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
         state.scheduler.step(epoch + 1, val_nme)
-        state.epoch = epoch + 1
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": lr,
-                  "seconds": round(time.perf_counter() - start, 3)}
+        state.epoch, state.progress = epoch + 1, EpochProgress()
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
+                  "seconds": round(done.seconds + time.perf_counter() - start, 3)}
         if process.is_main:
             _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
     if writer is not None:
@@ -246,25 +244,31 @@ def _wrap(model: nn.Module, process: Process) -> nn.Module:
 
 def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module, cfg: Config,
                  process: Process, epoch: int) -> float:
-    """One pass over this process's shard -> mean training loss over all processes."""
+    """One pass over this process's shard (the steps after state.progress's, which it advances)
+    -> mean training loss over all processes."""
     model.train()
     keep_frozen_eval(state.model)
     use_amp = _use_amp(cfg, process.device)
-    total = torch.zeros(2, dtype=torch.float64, device=process.device)   # loss sum, face count
-    done = 0   # optimiser steps in this epoch
+    done = state.progress
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
-               disable=not process.is_main)
+               disable=not process.is_main, total=len(loader), initial=done.steps)
     try:
         for images, targets in bar:
-            done += 1
             if cfg.train.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
-                               step=state.updates + done)
-            total += torch.tensor([loss * len(images), len(images)], dtype=torch.float64, device=process.device)
+            # a signal arriving during the step is raised after it: weights, optimiser, schedule
+            # and EMA always belong to the same step when an interrupted run saves them
+            with interrupt.deferred():
+                done.in_step = True
+                loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
+                                   step=state.updates + done.steps + 1)
+                done.steps, done.loss_sum, done.faces = done.steps + 1, done.loss_sum + loss * len(images), \
+                    done.faces + len(images)
+                done.in_step = False
             bar.set_postfix(loss=f"{loss:.4f}")
     except DataError as exc:   # raised in a DataLoader worker: keep the reader's one-line message
         raise DataError(str(exc).strip().splitlines()[-1].removeprefix("facemark.errors.DataError: ")) from None
+    total = torch.tensor([done.loss_sum, done.faces], dtype=torch.float64, device=process.device)
     if process.world_size > 1:
         dist.all_reduce(total)
     return float(total[0] / total[1])
@@ -368,22 +372,22 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: di
         state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
     with open(run_dir / METRICS_FILE, "a") as handle:
         handle.write(json.dumps(record) + "\n")
-    common = {"epoch": state.epoch, "val_nme": record["val_nme"], "data_root": str(data_root),
-              "data_fingerprint": fingerprints}
+    common = _common(state, record["val_nme"], data_root, fingerprints)
     if improved:
         ckpt_io.save_checkpoint(run_dir / ckpt_io.BEST, checkpoint_dict(state.eval_model, cfg, **common))
-    ckpt_io.save_checkpoint(run_dir / ckpt_io.LAST, checkpoint_dict(state.eval_model, cfg, **common, **{
-        "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-        "ema": state.ema.module.state_dict() if state.ema is not None else None,
-        "train_model": state.model.state_dict() if state.ema is not None else None,
-        "rng": ckpt_io.rng_state(), "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch}))
+    ckpt_io.save_last(run_dir / ckpt_io.LAST, state, cfg, common)
     if writer is not None:
         for key in ("train_loss", "val_nme", "lr"):
             writer.add_scalar(key, record[key], record["epoch"])
     log(f"epoch {record['epoch']}/{cfg.train.epochs}  train_loss {record['train_loss']:.5f}  "
         f"val_nme {record['val_nme']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
         + ("  (best)" if improved else ""))
+
+
+def _common(state: TrainState, val_nme: float | None, data_root: Path, fingerprints: dict[str, Any] | None
+            ) -> dict[str, Any]:
+    """What best.pt and last.pt record beside the weights after state.epoch epochs."""
+    return {"epoch": state.epoch, "val_nme": val_nme, "data_root": str(data_root), "data_fingerprint": fingerprints}
 
 
 def _tensorboard(run_dir: Path):

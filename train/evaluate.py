@@ -123,7 +123,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     summary, per_face = evaluate_predictions(first[:len(crop_set)], crop_set, cfg.data.scheme, cfg.data.input_size)
     refined = None
     if refinement.active:
-        images = SplitImages(Path(data_root), crop_set)
+        images = SplitImages(Path(data_root), crop_set, cfg.data.max_image_pixels)
         norm = refinement.run(predict, crop_set.crops, crop_set.matrices, images, first=first)
         refined_summary, refined_face = evaluate_predictions(norm, crop_set, cfg.data.scheme, cfg.data.input_size)
         refined = {"infer": refinement.record(), "metrics": refined_summary,

@@ -17,12 +17,20 @@ Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image siz
 name/file/sha256, the refinement it ran (`infer`: flip, passes, model_calls, label), and per face
 its box, score and landmarks in image pixels; for a video the
 same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
-see validate/stability.py) and STEM.overlay.jpg (STEM.overlay.mp4 for a video).
+see validate/stability.py) and STEM.overlay.jpg (STEM.overlay.mp4 for a video); and index.json
+(schema facemark-predict-index-v1): the artifact, the inputs written and those skipped, with why.
+
+A batch keeps going: an input that cannot be read (empty, not an image, truncated, too large for
+data.max_image_pixels, unsupported codec; a video that does not open) is skipped with one line on
+stderr, and a video that stops decoding before its announced frame count keeps the frames read so
+far (its JSON says `incomplete`) and is listed too; the exit code is then 1. `strict` stops at the
+first instead (a DataError: exit code 2).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,12 @@ from facemark.runtime.refine import Refinement, from_config, from_manifest
 from facemark.schemes import Scheme
 
 SCHEMA = "facemark-predict-v1"
+INDEX_SCHEMA = "facemark-predict-index-v1"
+INDEX_NAME = "index"   # OUT/index.json; an input named index.* writes index_2.json
+# A video that ends this many frames (at least 2, or this fraction of them) before the frame
+# count its container announces stopped decoding; OpenCV's count is the container's figure, or
+# duration x fps where there is none, which can be a frame or two off on a healthy file
+VIDEO_SHORTFALL = (2, 0.02)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 Face = tuple[np.ndarray, float]   # (4,) box x0 y0 x1 y1 in image pixels, score
@@ -179,11 +193,13 @@ def draw_overlay(image_bgr: np.ndarray, faces: list[Face], points: np.ndarray) -
     return canvas
 
 
-def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
-    """One photo -> its JSON record; writes STEM.json and STEM.overlay.jpg into out_dir."""
+def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str,
+                  max_pixels: int | None = None) -> dict[str, Any]:
+    """One photo -> its JSON record; writes STEM.json and STEM.overlay.jpg into out_dir. A photo
+    that cannot be read (or claims more than `max_pixels`, see read_image) is a DataError."""
     from facemark.data.layout import read_photo
 
-    image = read_photo(path)
+    image = read_photo(path, max_pixels)
     faces = finder.faces(image, path.stem)
     points = predictor.landmarks(image, [box for box, _ in faces])
     record = {"schema": SCHEMA, "input": str(path), "kind": "image", "image_size": [image.shape[1], image.shape[0]],
@@ -199,17 +215,41 @@ def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
     return record
 
 
+def _open_video(path: Path, max_pixels: int | None) -> cv2.VideoCapture:
+    """An opened capture, its frame size checked against `max_pixels` before any frame is decoded."""
+    from facemark.data.layout import default_max_pixels
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f"{path}: OpenCV cannot open this video (truncated, not a video, or a codec its "
+                        f"FFmpeg lacks)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    if width * height > limit:
+        capture.release()
+        raise DataError(f"{path}: video too large: its frames are {width}x{height} = {width * height:,} pixels, "
+                        f"above data.max_image_pixels = {limit:,}; not decoded")
+    return capture
+
+
+def _shortfall(path: Path, read: int, announced: int | None) -> str | None:
+    """Why a video that yielded `read` frames of `announced` stopped early, None if it did not."""
+    if announced is None or announced - read < max(VIDEO_SHORTFALL[0], VIDEO_SHORTFALL[1] * announced):
+        return None
+    return f"{path}: video stopped decoding after {read} of {announced} frames (truncated or corrupt)"
+
+
 def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str,
-                  progress: bool) -> dict[str, Any]:
+                  progress: bool, max_pixels: int | None = None) -> dict[str, Any]:
     """One video, frame by frame -> its JSON record (faces per frame, frame_motion); writes
-    STEM.json and STEM.overlay.mp4 (same size and frame rate) into out_dir."""
+    STEM.json and STEM.overlay.mp4 (same size and frame rate) into out_dir. A video that does not
+    open, has frames above `max_pixels` or yields no frame is a DataError; one that stops before
+    its announced frame count keeps what was read and says so in `incomplete`."""
     from tqdm import tqdm
 
     from facemark.validate.stability import frame_motion
 
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise DataError(f"{path}: OpenCV cannot open this video")
+    capture = _open_video(path, max_pixels)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     frames, tracked, writer, frame_size = [], [], None, [0, 0]
@@ -232,6 +272,9 @@ def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
                     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(frame_size))
                 writer.write(draw_overlay(frame_bgr, faces, points))
                 bar.update(1)
+    except BaseException:   # an error or an interruption: no half-written overlay is left behind
+        partial.unlink(missing_ok=True)
+        raise
     finally:
         capture.release()
         if writer is not None:
@@ -244,13 +287,16 @@ def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
               "frame_count": len(frames), "artifact": predictor.identity, "infer": predictor.refinement.record(),
               "faces_from": finder.label,
               "frame_motion": frame_motion(tracked, ipd), "frames": frames}
+    stopped = _shortfall(path, len(frames), total)
+    if stopped:
+        record["incomplete"] = stopped
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
 def _unique_stems(files: list[Path]) -> list[str]:
-    """Output stems: the file stem, with _2, _3, ... when two inputs share one."""
-    seen: dict[str, int] = {}
+    """Output stems: the file stem, with _2, _3, ... when two inputs share one (or it is index.json's)."""
+    seen: dict[str, int] = {INDEX_NAME: 1}
     stems = []
     for path in files:
         seen[path.stem] = seen.get(path.stem, 0) + 1
@@ -258,12 +304,46 @@ def _unique_stems(files: list[Path]) -> list[str]:
     return stems
 
 
+@dataclass
+class PredictResult:
+    """What predict_files did: the JSON records written, the inputs skipped, the index file."""
+
+    records: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]            # {"input", "reason"} (+ "frames_kept" for a video cut short)
+    index: Path
+    artifact: dict[str, Any]                 # Predictor.identity
+    infer: dict[str, Any]                    # the refinement run: Refinement.record()
+
+
+def _predict_one(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str, progress: bool,
+                 max_pixels: int | None) -> dict[str, Any]:
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return predict_video(predictor, finder, path, out_dir, stem, progress, max_pixels)
+    return predict_image(predictor, finder, path, out_dir, stem, max_pixels)
+
+
+def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None) -> dict[str, Any]:
+    """One input skipped (or a video cut short: `frames_kept`): DataError under `strict`, else one
+    line on stderr -> its index entry."""
+    from tqdm import tqdm
+
+    if strict:
+        raise DataError(reason)
+    kept = "" if frames_kept is None else f"; its {frames_kept} frames read are kept"
+    tqdm.write(f"facemark predict: {'skipped' if frames_kept is None else 'incomplete'} {reason}{kept}",
+               file=sys.stderr)
+    entry = {"input": str(path), "reason": reason.removeprefix(f"{path}: ")}
+    return entry if frames_kept is None else {**entry, "frames_kept": frames_kept}
+
+
 def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
                   box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True,
-                  overrides: list[str] | None = None) -> list[dict[str, Any]]:
+                  overrides: list[str] | None = None, strict: bool = False,
+                  max_pixels: int | None = None) -> PredictResult:
     """Landmarks of every face in `inputs` (files or folders) with the model of `source` (ARTIFACT
-    or RUN), refined as it records unless `overrides` (`--set infer.KEY=VALUE`) say otherwise ->
-    the JSON records written to out_dir (see the module docstring)."""
+    or RUN), refined as it records unless `overrides` (`--set infer.KEY=VALUE`) say otherwise: the
+    JSON records and index.json written to out_dir (see the module docstring). `max_pixels`:
+    read_image's limit (None: base.yaml's data.max_image_pixels)."""
     from tqdm import tqdm
 
     files = expand_inputs(inputs)
@@ -273,20 +353,33 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
     finder = FaceFinder(detector, min_score, box, None if boxes_dir is None else Path(boxes_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, written, skipped = [], [], []
     for path, stem in tqdm(list(zip(files, _unique_stems(files))), desc="predict", unit="file",
                            disable=not progress or len(files) < 2):
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            records.append(predict_video(predictor, finder, path, out_dir, stem, progress))
-        else:
-            records.append(predict_image(predictor, finder, path, out_dir, stem))
-    return records
+        try:
+            record = _predict_one(predictor, finder, path, out_dir, stem, progress, max_pixels)
+        except DataError as exc:   # this input only: the next one may be fine
+            skipped.append(_skip(path, str(exc), strict))
+            continue
+        records.append(record)
+        written.append({"input": str(path), "kind": record["kind"], "json": str(out_dir / f"{stem}.json")})
+        if record.get("incomplete"):
+            skipped.append(_skip(path, record["incomplete"], strict, frames_kept=record["frame_count"]))
+    index = out_dir / f"{INDEX_NAME}.json"
+    atomic_write_text(index, json.dumps({"schema": INDEX_SCHEMA, "artifact": predictor.identity,
+                                         "infer": predictor.refinement.record(),
+                                         "faces_from": finder.label, "inputs": len(files), "written": written,
+                                         "skipped": skipped}, indent=1) + "\n")
+    return PredictResult(records, skipped, index, predictor.identity, predictor.refinement.record())
 
 
 def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
-                box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None) -> int:
-    """The CLI verb: defaults from base.yaml's predict section; one summary line per input -> 0."""
+                box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None,
+                strict: bool = False, max_pixels: int | None = None) -> int:
+    """The CLI verb: defaults from base.yaml's predict section; one summary line per input, then
+    the skipped ones -> 0, or 1 when an input was skipped."""
     from facemark.config import check_value, load_config
+    from facemark.data.check import PRINT_LIMIT
 
     cfg = load_config().predict
     for flag, dotted, value in (("--detector", "predict.detector", detector), ("--min-score", "predict.min_score",
@@ -294,10 +387,10 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
         if value is not None:
             check_value(dotted, value, source=f"{flag} {value}")
     given = None if box is None else _given_box(box)
-    records = predict_files(source, inputs, out_dir, detector or cfg.detector,
-                            cfg.min_score if min_score is None else min_score, given, boxes_dir,
-                            overrides=overrides)
-    for record in records:
+    result = predict_files(source, inputs, out_dir, detector or cfg.detector,
+                           cfg.min_score if min_score is None else min_score, given, boxes_dir,
+                           overrides=overrides, strict=strict, max_pixels=max_pixels)
+    for record in result.records:
         if record["kind"] == "video":
             motion = record["frame_motion"]
             jitter = "-" if motion is None else f"{motion['median']:.4f}"
@@ -306,9 +399,15 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
                   f"frame-to-frame motion {jitter} (median RMS / inter-pupil)")
         else:
             print(f"{record['input']}: {len(record['faces'])} face(s)")
-    print(f"wrote {len(records)} JSON file(s) and overlays to {out_dir} "
-          f"({records[0]['artifact']['name']}, {records[0]['artifact']['file']}; {records[0]['infer']['label']})")
-    return 0
+    print(f"wrote {len(result.records)} JSON file(s) and overlays to {out_dir} "
+          f"({result.artifact['name']}, {result.artifact['file']}; {result.infer['label']})")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} input(s), listed in {result.index}:")
+        for entry in result.skipped[:PRINT_LIMIT]:
+            print(f"  {entry['input']}: {entry['reason']}")
+        if len(result.skipped) > PRINT_LIMIT:
+            print(f"  ... and {len(result.skipped) - PRINT_LIMIT} more")
+    return 1 if result.skipped else 0
 
 
 def _given_box(values: list[float]) -> np.ndarray:

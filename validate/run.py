@@ -233,7 +233,7 @@ def _perturbations(root: Path, crop_set, cfg) -> Perturbations | None:
     faces = min(vcfg.stability_faces, len(crop_set))
     if faces == 0:
         return None
-    photos = SplitImages(root, crop_set)
+    photos = SplitImages(root, crop_set, cfg.data.max_image_pixels)
     images = [photos[i] for i in range(faces)]
     return stab.perturb(images, crop_set.crops[:faces], crop_set.matrices[:faces], cfg.data.input_size,
                         cfg.data.margin, vcfg.stability_draws, vcfg.stability_shift, vcfg.stability_noise)
@@ -315,7 +315,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
         reference_baseline = load_baseline(baseline, data, SCHEMA)
     predict = _reference_predictor(model)
     reference = predict(crop_set.crops)
-    images = SplitImages(root, crop_set) if refinement.passes > 1 else None
+    images = SplitImages(root, crop_set, cfg.data.max_image_pixels) if refinement.passes > 1 else None
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:
         ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, norm, reference, Path(tmp), threads,
                       vcfg.warmup, vcfg.runs, refinement, images, _perturbations(root, crop_set, cfg))

@@ -4,13 +4,16 @@ A cache file holds one line `x0 y0 x1 y1 score` (image pixels, the chosen detect
 word `miss` when the detector found no face. Training and evaluation only read the cache; the
 detector runs once, in `facemark boxes` (cache_boxes): images already cached are skipped, so an
 interrupted run resumes, and `summary.json` beside the entries records faces, hits, misses, hit
-rate and the median detection time. The synthetic dataset writes its simulated detector boxes
-under the detector name `synth`.
+rate and the median detection time. An image that cannot be read (empty, not an image, truncated,
+too large, unsupported codec) is skipped with one line on stderr and counted as unreadable, and the
+others are still detected; `strict` stops at the first instead. The synthetic dataset writes its
+simulated detector boxes under the detector name `synth`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -77,16 +80,24 @@ def _is_cached(path: Path) -> bool:
     return True
 
 
-def _detect_split(detector: Detector, images: dict[str, Path], folder: Path, overwrite: bool,
-                  desc: str) -> tuple[list[float], list[str]]:
+def _skip(problem: str, strict: bool) -> str:
+    """One skipped image: DataError under `strict`, else its line on stderr -> the problem."""
+    if strict:
+        raise DataError(problem)
+    tqdm.write(f"facemark boxes: skipped {problem}", file=sys.stderr)
+    return problem
+
+
+def _detect_split(detector: Detector, images: dict[str, Path], folder: Path, overwrite: bool, desc: str,
+                  strict: bool, max_pixels: int | None) -> tuple[list[float], list[str]]:
     """Run `detector` on the images not cached yet -> (ms per detection, unreadable-image problems)."""
     todo = [stem for stem in images if overwrite or not _is_cached(folder / f"{stem}.txt")]
     times_ms, unreadable = [], []
     for stem in tqdm(todo, desc=desc, unit="img", leave=False, disable=len(todo) < 50):
         try:
-            image = read_image(images[stem])
+            image = read_image(images[stem], max_pixels)
         except DataError as exc:
-            unreadable.append(str(exc))   # no entry written: a fixed image is picked up next run
+            unreadable.append(_skip(str(exc), strict))   # no entry written: a fixed image is picked up next run
             continue
         start = time.perf_counter()
         chosen = select_detection(detector.detect(image), (image.shape[1], image.shape[0]))
@@ -118,12 +129,15 @@ def _split_summary(folder: Path, stems: list[str], times_ms: list[float], unread
             "median_ms": median_ms, "detected_now": len(times_ms), "selection": SELECTION_RULE}
 
 
-def cache_boxes(root: Path, detector: str, splits: list[str] | None, overwrite: bool) -> dict:
+def cache_boxes(root: Path, detector: str, splits: list[str] | None, overwrite: bool, strict: bool = False,
+                max_pixels: int | None = None) -> dict:
     """Run `detector` once over every image of each split and cache the chosen box per image.
 
     `splits` None: every split present. Writes ROOT/<split>/boxes/<detector>/<stem>.txt and
-    summary.json there; prints one line per split. Returns {split: summary dict} with faces, hits,
-    misses, unreadable, hit_rate, median_ms (per image, detection only), detected_now.
+    summary.json there; prints one line per split, and one on stderr per skipped image (unreadable,
+    or ambiguous: two files share a stem). Returns {split: summary dict} with faces, hits, misses,
+    unreadable (images skipped), hit_rate, median_ms (per image, detection only), detected_now.
+    `strict`: the first skipped image is a DataError instead; `max_pixels`: read_image's.
     """
     root = Path(root)
     factory = detector_factory(detector)   # `synth` or a typo fails before anything else
@@ -137,14 +151,15 @@ def cache_boxes(root: Path, detector: str, splits: list[str] | None, overwrite: 
     for split in names:
         images, problems = list_images(root, split)
         folder = box_dir(root, split, detector)
-        times_ms, unreadable = _detect_split(model, images, folder, overwrite, desc=f"{detector} {split}")
-        summary = _split_summary(folder, list(images), times_ms, unreadable, detector)
+        ambiguous = [_skip(problem, strict) for problem in problems]
+        times_ms, unreadable = _detect_split(model, images, folder, overwrite, f"{detector} {split}", strict,
+                                             max_pixels)
+        summary = _split_summary(folder, list(images), times_ms, ambiguous + unreadable, detector)
         atomic_write_text(folder / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-        for line in problems + unreadable:
-            print(f"skipped {line}")
         rate = "n/a" if summary["hit_rate"] is None else f"{100 * summary['hit_rate']:.1f}%"
         ms = "n/a" if summary["median_ms"] is None else f"{summary['median_ms']:.1f} ms"
         print(f"{split}: {summary['faces']} faces, {summary['hits']} hits, {summary['misses']} misses, "
-              f"hit rate {rate}, median {ms}/image ({summary['detected_now']} detected now) -> {folder}")
+              f"hit rate {rate}, median {ms}/image ({summary['detected_now']} detected now, "
+              f"{summary['unreadable']} skipped) -> {folder}")
         results[split] = summary
     return results

@@ -51,8 +51,9 @@ class CheckReport(list):
         self.splits: list[SplitSummary] = list(splits or [])
 
 
-def check_sample(sample: Sample, num_points: int) -> list[str]:
-    """All problems of one face (at most one per file, as the reader stops at a file's first)."""
+def check_sample(sample: Sample, num_points: int, max_pixels: int | None = None) -> list[str]:
+    """All problems of one face (at most one per file, as the reader stops at a file's first);
+    `max_pixels`: read_image's (None: data.max_image_pixels of base.yaml)."""
     problems = []
     points = image = None
     try:
@@ -60,7 +61,7 @@ def check_sample(sample: Sample, num_points: int) -> list[str]:
     except DataError as exc:
         problems.append(str(exc))
     try:
-        image = read_image(sample.image_path)
+        image = read_image(sample.image_path, max_pixels)
     except DataError as exc:
         problems.append(str(exc))
     if points is not None and image is not None:
@@ -71,18 +72,18 @@ def check_sample(sample: Sample, num_points: int) -> list[str]:
     return problems
 
 
-def _check_samples(samples: list[Sample], num_points: int, desc: str) -> list[list[str]]:
+def _check_samples(samples: list[Sample], num_points: int, desc: str, max_pixels: int | None) -> list[list[str]]:
     """check_sample over many faces in threads (cv2 decoding releases the GIL); order preserved."""
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda s: check_sample(s, num_points), samples)
+        results = pool.map(lambda s: check_sample(s, num_points, max_pixels), samples)
         return list(tqdm(results, total=len(samples), desc=desc, unit="face", leave=False,
                          disable=len(samples) < PROGRESS_MIN_SAMPLES))
 
 
-def _check_split(root: Path, split: str, num_points: int) -> tuple[list[str], SplitSummary]:
+def _check_split(root: Path, split: str, num_points: int, max_pixels: int | None) -> tuple[list[str], SplitSummary]:
     samples, problems = list_samples_lenient(root, split)
-    per_sample = _check_samples(samples, num_points, desc=f"check {split}")
+    per_sample = _check_samples(samples, num_points, f"check {split}", max_pixels)
     ok = sum(1 for found in per_sample if not found)
     problems += [line for found in per_sample for line in found]
     return problems, SplitSummary(split, faces=len(samples), ok=ok, problems=len(problems))
@@ -102,11 +103,12 @@ def _splits_to_check(root: Path, splits: list[str] | None) -> tuple[list[str], l
     return [s for s in splits if s in present], missing
 
 
-def check_dataset(root: Path, scheme: str, splits: list[str] | None) -> CheckReport:
+def check_dataset(root: Path, scheme: str, splits: list[str] | None, max_pixels: int | None = None) -> CheckReport:
     """Every problem of the dataset at `root` for landmark `scheme`, one line each.
 
-    `splits` None checks every split present. Returns an empty report when the data is clean;
-    the report also carries per-split counts (`.splits`) for print_report.
+    `splits` None checks every split present; `max_pixels` is read_image's (None: base.yaml's
+    data.max_image_pixels). Returns an empty report when the data is clean; the report also
+    carries per-split counts (`.splits`) for print_report.
     """
     root = Path(root)
     num_points = load_scheme(scheme).num_points   # an unknown scheme is a ConfigError, not a problem
@@ -115,21 +117,22 @@ def check_dataset(root: Path, scheme: str, splits: list[str] | None) -> CheckRep
     names, problems = _splits_to_check(root, splits)
     summaries = []
     for split in names:
-        found, summary = _check_split(root, split, num_points)
+        found, summary = _check_split(root, split, num_points, max_pixels)
         problems += found
         summaries.append(summary)
     return CheckReport(problems, summaries)
 
 
-def usable_samples(root: Path, split: str, scheme: str) -> tuple[list[Sample], list[str]]:
-    """The samples of a split that pass every check, and the problems of the others.
+def usable_samples(root: Path, split: str, scheme: str, max_pixels: int | None = None) -> tuple[list[Sample], list[str]]:
+    """The samples of a split that pass every check (`max_pixels`: read_image's), and the problems
+    of the others.
 
     Training uses this when data.skip_bad_samples is true. A missing split is still an error
     (DataError): there is nothing to skip to.
     """
     num_points = load_scheme(scheme).num_points
     samples, problems = list_samples_lenient(root, split)
-    per_sample = _check_samples(samples, num_points, desc=f"check {split}")
+    per_sample = _check_samples(samples, num_points, f"check {split}", max_pixels)
     good = [sample for sample, found in zip(samples, per_sample) if not found]
     problems += [line for found in per_sample for line in found]
     return good, problems

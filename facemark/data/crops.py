@@ -85,7 +85,7 @@ def load_crop_set(root: Path, split: str, data_cfg: DataConfig, limit: int | Non
     size = data_cfg.input_size
 
     def crop_one(sample):
-        image, points = load_sample(sample, scheme.num_points)
+        image, points = load_sample(sample, scheme.num_points, data_cfg.max_image_pixels)
         matrix = codec.crop_matrix(choose_box(boxes[sample.stem], points), size, data_cfg.margin)
         return codec.warp_crop(image, matrix, size), matrix, points
 
@@ -103,17 +103,19 @@ class SplitImages(Sequence):
     """The photos of a CropSet's faces, decoded on access: item i is the (H, W, 3) uint8 RGB photo
     of crop_set.stems[i] (the space of its matrices). A later refinement pass crops them again
     (facemark.runtime.refine) and validate's stability shifts crop them again, so nothing is kept in
-    memory: a split of large photos would not fit."""
+    memory: a split of large photos would not fit. `max_pixels`: read_image's limit
+    (data.max_image_pixels; None: base.yaml's)."""
 
-    def __init__(self, root: Path, crop_set: CropSet) -> None:
+    def __init__(self, root: Path, crop_set: CropSet, max_pixels: int | None = None) -> None:
         paths = {sample.stem: sample.image_path for sample in list_split(root, crop_set.split)}
         self.paths = [paths[stem] for stem in crop_set.stems]
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return read_image(self.paths[index])
+        return read_image(self.paths[index], self.max_pixels)
 
 
 def to_input(crops: np.ndarray, norm: Normalisation, layout: str = "NCHW") -> np.ndarray:

@@ -7,6 +7,8 @@ ignored here. Every reader error is a DataError naming the file (and line) and w
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,11 +145,22 @@ def write_landmarks(path: Path, points: np.ndarray) -> None:
     path.write_text(f"{len(points)}\n{body}\n")
 
 
-def read_image(path: Path) -> np.ndarray:
+@functools.cache
+def default_max_pixels() -> int:
+    """data.max_image_pixels of configs/base.yaml: the limit where no config is at hand."""
+    from facemark.config import base_value
+
+    return base_value("data.max_image_pixels")
+
+
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file -> (H, W, 3) uint8 RGB.
 
-    Grayscale is expanded to 3 channels, an alpha channel is dropped. Truncated JPEG/PNG files
-    (which OpenCV would decode silently with a grey tail) are refused by checking their end marker.
+    Grayscale is expanded to 3 channels, an alpha channel is dropped. Before anything is decoded:
+    an empty file, a truncated JPEG/PNG (which OpenCV would decode silently with a grey tail: its
+    end marker is checked), a file that is no image, and an image whose header claims more than
+    `max_pixels` (data.max_image_pixels; None: base.yaml's) are refused, each with a DataError
+    naming the file (see image_header).
     """
     path = Path(path)
     try:
@@ -155,9 +168,16 @@ def read_image(path: Path) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"{path}: cannot read image ({exc.strerror or exc.__class__.__name__})") from None
     _check_complete(path, data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    width, height, kind = image_header(path, data, default_max_pixels() if max_pixels is None else max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:   # an assertion inside a decoder (e.g. a side above its limit)
+        image = None
     if image is None or image.size == 0:
-        raise DataError(f"{path}: not a decodable image (corrupt or unsupported format)")
+        if kind in ("JPEG", "MPO", "PNG"):   # MPO: a JPEG with a second picture appended (some cameras)
+            raise DataError(f"{path}: not a decodable image (a {width}x{height} {kind} header, but OpenCV "
+                            f"cannot decode the pixels: corrupt data or an unsupported variant)")
+        raise DataError(f"{path}: unsupported codec: a {kind} image OpenCV cannot decode (use JPEG or PNG)")
     if image.dtype != np.uint8:
         image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     if image.ndim == 2:
@@ -167,19 +187,53 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+SIGNATURES = {b"\xff\xd8": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}   # the first bytes of each file
+# ISO base media file brands of HEIF/AVIF images (iPhones store photos as HEIC): bytes 8-12 of the
+# file, after the size and "ftyp"; Pillow does not read these without a plugin, nor does OpenCV
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def image_header(path: Path, data: bytes, max_pixels: int) -> tuple[int, int, str]:
+    """The header of an image file's bytes, nothing decoded -> (width, height, format as Pillow
+    names it: "JPEG", "PNG", ...). DataError naming the file when it is no image Pillow
+    recognises, or when width x height exceeds `max_pixels` (a decompression bomb: a few kB that
+    claim gigapixels)."""
+    from PIL import Image
+
+    # Pillow's own bomb check (a warning above 89 MP, an error above 179 MP) would fire first,
+    # with another limit and no file name: data.max_image_pixels replaces it
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as opened:   # lazy: reads the header only
+            (width, height), kind = opened.size, str(opened.format)
+    except (OSError, SyntaxError, ValueError):   # UnidentifiedImageError is an OSError
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            raise DataError(f"{path}: unsupported codec: a HEIF/AVIF image ({data[8:12].decode()}; convert it "
+                            f"to JPEG or PNG)") from None
+        for signature, kind in SIGNATURES.items():
+            if data.startswith(signature):
+                raise DataError(f"{path}: broken {kind} header (not decodable)") from None
+        raise DataError(f"{path}: not an image (no JPEG, PNG or other known image header)") from None
+    if width * height > max_pixels:
+        raise DataError(f"{path}: image too large: its header claims {width}x{height} = {width * height:,} "
+                        f"pixels, above data.max_image_pixels = {max_pixels:,}; not decoded")
+    return width, height, kind
+
+
 # EXIF Orientation tag value -> (transpose first?, then np.rot90 count k, counter-clockwise), the
 # transform that turns the stored pixels upright (values 1-8 of the TIFF/EXIF specification)
 EXIF_ORIENTATION = {2: ("flip", 0), 3: (None, 2), 4: ("flip", 2), 5: ("transpose", 0), 6: (None, 3),
                     7: ("transpose", 2), 8: (None, 1)}
 
 
-def read_photo(path: Path) -> np.ndarray:
-    """A user's photo -> (H, W, 3) uint8 RGB upright: read_image's pixels turned by the file's EXIF
-    Orientation tag, as phone cameras store portrait shots sideways with a tag (datasets are read
-    with read_image, where the landmark files already refer to the stored pixels)."""
+def read_photo(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """A user's photo -> (H, W, 3) uint8 RGB upright: read_image's pixels (and checks, `max_pixels`
+    included) turned by the file's EXIF Orientation tag, as phone cameras store portrait shots
+    sideways with a tag (datasets are read with read_image, where the landmark files already
+    refer to the stored pixels)."""
     from PIL import Image
 
-    image = read_image(path)
+    image = read_image(path, max_pixels)
     try:
         with Image.open(path) as opened:
             orientation = int(opened.getexif().get(0x0112, 1))
@@ -219,9 +273,10 @@ def check_points_inside(path: Path, points: np.ndarray, width: int, height: int)
                         f"outside the {width}x{height} image ({bad.size} such points)")
 
 
-def load_sample(sample: Sample, num_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read and check one sample -> ((H, W, 3) uint8 RGB image, (P, 2) float32 image-pixel points)."""
+def load_sample(sample: Sample, num_points: int, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one sample -> ((H, W, 3) uint8 RGB image, (P, 2) float32 image-pixel points);
+    `max_pixels`: read_image's."""
     points = read_landmarks(sample.landmarks_path, num_points)
-    image = read_image(sample.image_path)
+    image = read_image(sample.image_path, max_pixels)
     check_points_inside(sample.landmarks_path, points, image.shape[1], image.shape[0])
     return image, points

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,12 +218,17 @@ def generate_dataset(out: Path, scheme: str, counts: dict[str, int], seed: int, 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / MARKER, json.dumps(params, indent=2) + "\n")
     total, started = sum(params["counts"].values()), time.perf_counter()
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    # the workers leave Ctrl-C to this process, which stops them on any error or interruption
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint) if workers > 1 else None
     try:
         with tqdm(total=total, desc=f"synth {scheme}", unit="face", disable=total < PROGRESS_MIN_FACES) as bar:
             for split, count in params["counts"].items():
                 if count:
                     _write_split(out / split, scheme, split, seed, count, pool, bar)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -233,6 +239,10 @@ def generate_dataset(out: Path, scheme: str, counts: dict[str, int], seed: int, 
     split_text = "/".join(str(params["counts"][s]) for s in SPLITS)
     print(f"wrote {total} synthetic {scheme} faces (train/val/test {split_text}) to {out} in "
           f"{seconds:.1f} s ({total / seconds:.0f} faces/s, {workers} worker{'s' * (workers > 1)})")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _write_split(final: Path, scheme: str, split: str, seed: int, count: int, pool, bar: tqdm) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from facemark.errors import FacemarkError
+from facemark.interrupt import run_child
 from facemark.io import atomic_write_text
 from facemark.weights import Normalisation
 
@@ -82,8 +83,8 @@ def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     faces = np.load(job["crops"], mmap_mode="r").shape[0]
     timeout = TIMEOUT_BASE_S + TIMEOUT_PER_FACE_S * faces
     try:
-        proc = subprocess.run([sys.executable, "-m", "facemark.runtime.harness", str(job_path)],
-                              capture_output=True, text=True, env=env, timeout=timeout)
+        proc = run_child([sys.executable, "-m", "facemark.runtime.harness", str(job_path)],
+                         capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise WorkerFailed(f"failed: timed out after {timeout:.0f} s") from None
     if proc.returncode < 0:
