@@ -22,8 +22,10 @@ import contextlib
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}   # 128 + signal number, as shells report it
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -99,6 +101,20 @@ def deferred() -> Iterator[None]:
         if not _state["depth"] and pending is not None:
             _state["pending"] = None
             _interrupt(pending)
+
+
+def deferred_items(iterable: Iterable[T]) -> Iterator[T]:
+    """The items of `iterable`, each fetched inside deferred(): a DataLoader batch that is still
+    arriving from a worker (a file descriptor passed over a socket) finishes arriving, else the
+    worker reports the connection its parent dropped with a traceback."""
+    items = iter(iterable)
+    while True:
+        with deferred():
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
 
 
 def run_child(command: list[str], timeout: float | None = None, capture_output: bool = False,

@@ -250,7 +250,7 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
     keep_frozen_eval(state.model)
     use_amp = _use_amp(cfg, process.device)
     done = state.progress
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
+    bar = tqdm(interrupt.deferred_items(loader), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
                disable=not process.is_main, total=len(loader), initial=done.steps)
     try:
         for images, targets in bar:
