@@ -146,7 +146,6 @@ def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: li
     checkpoint's size is its fp32 weights (the state dict's tensor bytes)."""
     from facemark.model import load_checkpoint, weights_source
     from facemark.runtime.runners import TorchRunner
-    from facemark.train.evaluate import predict_torch
 
     model, cfg, _ = load_checkpoint(Path(ckpt))
     if cfg.data.scheme != SCHEME:
@@ -155,9 +154,10 @@ def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: li
         raise ConfigError(f"--detector {faces.detector}: the checkpoint's config uses {cfg.data.detector!r} boxes; "
                           f"compare on the same boxes")
     crop_set, size, norm = _crop_set(root, split, cfg.data, faces), cfg.data.input_size, weights_source(model).norm
-    times = TorchRunner(model, size, norm, threads).latency(crop_set.crops[0], warmup, runs)
+    runner = TorchRunner(model, size, norm, threads)
+    times = runner.latency(crop_set.crops[0], warmup, runs)
     weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
-    rows = [_facemark_row("facemark", predict_torch(model, crop_set).astype(np.float64), crop_set, size, times,
+    rows = [_facemark_row("facemark", runner.predict(crop_set.crops).astype(np.float64), crop_set, size, times,
                           weights_mb)]
     return rows + [_artifact_row(Path(ckpt).parent / "export", name, crop_set, size, norm, threads, warmup, runs)
                    for name in artifacts]

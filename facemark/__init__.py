@@ -2,7 +2,20 @@
 
 The core package holds what every stage shares (schemes, datasets, crop codec, metrics, model
 factory, manifest); the stages are the subpackages facemark.train, .convert, .quantize, .validate,
-and imports flow only in that direction.
+and imports flow only in that direction. The public Python API is `Landmarker` (facemark.landmarker):
+
+    from facemark import Landmarker
+    faces = Landmarker("runs/demo/export/model_int8_full.tflite").predict("photo.jpg")
 """
 
 __version__ = "0.1.0"
+__all__ = ["Face", "Landmarker", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported on first use: the CLI imports this package and must start without numpy/OpenCV
+    if name in ("Face", "Landmarker"):
+        from facemark import landmarker
+
+        return getattr(landmarker, name)
+    raise AttributeError(f"module 'facemark' has no attribute {name!r}")

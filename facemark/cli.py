@@ -176,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from facemark.validate.predict import run_predict
+    from facemark.predict import run_predict
 
     return run_predict(args.model, args.inputs, args.out, detector=args.detector, min_score=args.min_score,
                        box=args.box, boxes_dir=args.boxes, overrides=args.overrides, strict=args.strict,

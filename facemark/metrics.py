@@ -10,11 +10,14 @@ measured on the ground truth:
 A prediction that is NaN or infinite is refused (ArtifactError): averaging it away, or letting it
 turn the mean into NaN that a later `<` comparison silently treats as "not worse", would let a
 broken model report a plausible number.
+
+`frame_motion` is the video counterpart: landmark movement between consecutive frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -140,3 +143,16 @@ def summarize(pred: np.ndarray, gt: np.ndarray, scheme: Scheme) -> dict:
     summary["regions"] = region_nme(pred, gt, scheme, "pupil")
     summary["count"] = int(len(per_face))
     return summary
+
+
+def frame_motion(points: list[np.ndarray | None], ipd_px: list[float | None]) -> dict[str, Any] | None:
+    """Frame-to-frame movement on a video: for consecutive frames that both have a face, the RMS
+    movement of its (P, 2) image-pixel landmarks divided by the inter-pupil distance of the
+    earlier frame -> {"median", "p90", "pairs"}, or None with fewer than two such frames."""
+    moves = [float(np.sqrt(((b - a) ** 2).sum(axis=-1).mean())) / ipd
+             for a, b, ipd in zip(points, points[1:], ipd_px)
+             if a is not None and b is not None and ipd]
+    if not moves:
+        return None
+    return {"median": round(float(np.median(moves)), 6), "p90": round(float(np.percentile(moves, 90)), 6),
+            "pairs": len(moves), "units": "RMS landmark movement between consecutive frames / inter-pupil distance"}

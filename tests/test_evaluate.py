@@ -19,7 +19,8 @@ from facemark.errors import ArtifactError
 from facemark.metrics import summarize
 from facemark.model import build_model, checkpoint_dict, load_checkpoint
 from facemark.schemes import load_scheme
-from facemark.train.evaluate import evaluate_checkpoint, predict_torch
+from facemark.runtime import TorchRunner
+from facemark.train.evaluate import evaluate_checkpoint
 
 FACES = 6
 
@@ -59,7 +60,7 @@ def test_evaluate_checkpoint_matches_recomputed_metrics(ckpt, data_root, capsys)
 
     model, cfg, _ = load_checkpoint(ckpt)
     crop_set = load_crop_set(data_root, "test", cfg.data)
-    norm = predict_torch(model, crop_set, batch_size=4)
+    norm = TorchRunner(model, cfg.data.input_size, batch=4).predict(crop_set.crops)
     assert norm.shape == (FACES, 106, 2) and np.isfinite(norm).all()
     expected = summarize(codec.to_image(norm, crop_set.matrices, 64), crop_set.points, load_scheme("lapa106"))
     metrics = result["metrics"]
@@ -78,7 +79,9 @@ def test_evaluate_checkpoint_matches_recomputed_metrics(ckpt, data_root, capsys)
 def test_batch_size_does_not_change_predictions(ckpt, data_root):
     model, cfg, _ = load_checkpoint(ckpt)
     crop_set = load_crop_set(data_root, "test", cfg.data)
-    np.testing.assert_allclose(predict_torch(model, crop_set, 64), predict_torch(model, crop_set, 1), atol=1e-5)
+    size = cfg.data.input_size
+    np.testing.assert_allclose(TorchRunner(model, size, batch=64).predict(crop_set.crops),
+                               TorchRunner(model, size, batch=1).predict(crop_set.crops), atol=1e-5)
 
 
 def test_cli_eval_writes_to_out(ckpt, data_root, tmp_path):

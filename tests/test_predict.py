@@ -71,6 +71,51 @@ def test_predict_equals_validate_for_the_same_artifact_and_boxes(validated_run, 
     assert compared == FACES - 1
 
 
+def test_landmarker_api_equals_predict_and_validate(validated_run, data_root, tmp_path):
+    """`from facemark import Landmarker` on the artifact gives predict's JSON landmarks exactly and
+    validate's stored ones, for the same boxes; a path and its pixels give the same faces."""
+    from facemark import Face, Landmarker
+    from facemark.data.layout import read_photo
+    from facemark.errors import ArtifactError, DataError
+
+    artifact = validated_run / "export" / "model_fp32.onnx"
+    boxes, images = box_dir(data_root, "test", "drawn"), data_root / "test" / "images"
+    assert main(["predict", artifact, images, "--boxes", boxes, "--out", tmp_path / "out"]) == 0
+    stored = np.load(validated_run / "validation" / "landmarks.npz")
+    stems = list(stored["stems"])
+    lm = Landmarker(artifact)
+    assert lm.identity["name"] == "onnx_fp32" and lm.scheme.num_points == 106 and lm.refinement.passes == 1
+    compared = 0
+    for path in sorted(images.iterdir()):
+        box = read_box(boxes / f"{path.stem}.txt")
+        if box is None:
+            continue
+        (face,) = lm.predict(path, boxes=box)
+        assert isinstance(face, Face) and face.score == 1.0 and face.landmarks.shape == (106, 2)
+        record = json.loads((tmp_path / "out" / f"{path.stem}.json").read_text())
+        assert face.to_dict() == record["faces"][0]
+        np.testing.assert_allclose(face.landmarks, stored["onnx_fp32"][stems.index(path.stem)], atol=2e-3)
+        (again,) = lm.predict(read_photo(path), boxes=[box])
+        np.testing.assert_array_equal(again.landmarks, face.landmarks)
+        compared += 1
+    assert compared == FACES - 1
+    # the checkpoint itself, by file and by RUN folder without an export: PyTorch, the same points
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(validated_run / "best.pt", bare / "best.pt")
+    path = sorted(images.iterdir())[0]
+    box = read_box(boxes / f"{path.stem}.txt")
+    by_file, by_run = (Landmarker(source).predict(path, boxes=box)[0] for source in (bare / "best.pt", bare))
+    np.testing.assert_array_equal(by_file.landmarks, by_run.landmarks)
+    np.testing.assert_allclose(by_file.landmarks, lm.predict(path, boxes=box)[0].landmarks, atol=2e-3)
+    with pytest.raises(DataError, match=r"boxes\[0\] = \[10.0, 10.0, 5.0, 20.0\]: expected finite X0 Y0 X1 Y1"):
+        lm.predict(path, boxes=[10, 10, 5, 20])
+    with pytest.raises(DataError, match=r"expected an \(H, W, 3\) uint8 RGB image, got float32 \(4, 4, 3\)"):
+        lm.predict(np.zeros((4, 4, 3), np.float32), boxes=box)
+    with pytest.raises(ArtifactError, match="no such artifact, run folder or checkpoint"):
+        Landmarker(tmp_path / "missing.tflite")
+
+
 def test_validation_reports_stability_for_every_row(validated_run):
     report = json.loads((validated_run / "validation" / "validation.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}

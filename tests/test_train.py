@@ -22,7 +22,8 @@ from facemark.errors import DataError, FacemarkError
 from facemark.metrics import nme
 from facemark.model import load_checkpoint
 from facemark.schemes import load_scheme
-from facemark.train.engine import predict_normalised, train
+from facemark.runtime import TorchRunner
+from facemark.train.engine import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawn_faces import make_drawn_split  # noqa: E402
@@ -81,7 +82,7 @@ def test_training_beats_the_mean_shape_and_writes_a_loadable_run(data_root, tmp_
     model, saved_cfg, ckpt = load_checkpoint(run / "best.pt")
     assert saved_cfg == cfg and ckpt["epoch"] == result["best_epoch"] and ckpt["data_root"] == str(data_root)
     val = load_crop_set(data_root, "val", cfg.data)
-    preds = predict_normalised(model, val.crops, torch.device("cpu"), 16)
+    preds = TorchRunner(model, SIZE, batch=16).predict(val.crops)
     again = nme(codec.to_image(preds, val.matrices, SIZE), val.points, load_scheme(cfg.data.scheme)).mean()
     assert again == pytest.approx(ckpt["val_nme"], abs=1e-5)
     last = torch.load(run / "last.pt", weights_only=True)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from facemark import codec, interrupt
 from facemark.config import Config, save_config
-from facemark.data.crops import CropSet, to_input
+from facemark.data.crops import CropSet
 from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
 from facemark.errors import ConfigError, DataError
 from facemark.io import atomic_write_text, sweep_partials
@@ -293,22 +293,6 @@ def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targe
     return loss.item()
 
 
-def predict_normalised(model: nn.Module, crops: np.ndarray, device: torch.device, batch_size: int,
-                       use_amp: bool = False) -> np.ndarray:
-    """(N, S, S, 3) uint8 RGB crops -> (N, P, 2) float64 predictions in normalised crop coordinates,
-    inputs normalised as the model's weights source says."""
-    norm = weights_source(model).norm
-    model.eval()
-    outputs = []
-    with torch.no_grad():
-        for begin in range(0, len(crops), batch_size):
-            batch = torch.from_numpy(to_input(crops[begin:begin + batch_size], norm)).to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs.append(model(batch).float().cpu().numpy())
-    flat = np.concatenate(outputs).astype(np.float64)
-    return flat.reshape(len(crops), -1, 2)
-
-
 def _validate(model: nn.Module, val_set: CropSet | None, scheme: Scheme, cfg: Config, process: Process) -> float:
     """Mean inter-pupil NME on the validation crops (rank 0), shared with every process."""
     value = torch.zeros(1, dtype=torch.float64, device=process.device)
@@ -321,7 +305,11 @@ def _validate(model: nn.Module, val_set: CropSet | None, scheme: Scheme, cfg: Co
 
 def crop_set_nme(model: nn.Module, crop_set: CropSet, scheme: Scheme, cfg: Config, device: torch.device) -> float:
     """Mean inter-pupil NME of `model` on the faces of `crop_set` (landmarks mapped back to image pixels)."""
-    preds = predict_normalised(model, crop_set.crops, device, 2 * cfg.train.batch_size, _use_amp(cfg, device))
+    from facemark.runtime import TorchRunner
+
+    runner = TorchRunner(model, cfg.data.input_size, device=device, batch=2 * cfg.train.batch_size,
+                         amp=_use_amp(cfg, device))
+    preds = runner.predict(crop_set.crops)
     pred_image = codec.to_image(preds, crop_set.matrices, cfg.data.input_size)
     return float(nme(pred_image, crop_set.points, scheme, norm="pupil").mean())
 

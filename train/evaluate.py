@@ -2,8 +2,8 @@
 
 The faces are the split's evaluation CropSet (cached detector boxes, no augmentation), the
 same crops every later stage uses; the metrics are computed in image pixels, after mapping the
-network's normalised output back through each face's crop matrix. `torch_predictor` is the one
-PyTorch inference path, so `facemark validate` reports exactly the numbers `facemark eval` does.
+network's normalised output back through each face's crop matrix. The model runs through the
+runtime layer's TorchRunner, as in `facemark validate`, so both report the same numbers.
 With the run's `infer:` settings (flip averaging, more passes; facemark.runtime.refine) the refined
 figures are reported beside the single pass's.
 """
@@ -14,50 +14,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from facemark import codec
-from facemark.data.crops import CropSet, SplitImages, load_crop_set, to_input
+from facemark.data.crops import CropSet, SplitImages, load_crop_set
 from facemark.data.fingerprint import fingerprint_split, warn_if_changed
 from facemark.io import atomic_write_text, sha256_of
 from facemark.metrics import FR_THRESHOLDS, nme, summarize
-from facemark.runtime.refine import Predict
 from facemark.schemes import load_scheme
 
 CED_THRESHOLD = 0.1
-
-
-def torch_predictor(model: nn.Module, batch_size: int = 64, device: torch.device | str | None = None) -> Predict:
-    """`model` (eval mode, inference_mode) as a function of (N, S, S, 3) uint8 crops -> (N, P, 2)
-    float32 normalised crop coordinates (see codec.py), the form facemark.runtime.refine takes.
-    Inputs go through crops.to_input (RGB/255, the mean/std of the model's weights source, NCHW).
-
-    The model is moved to `device` (default: where its parameters already are).
-    """
-    from facemark.model import weights_source
-
-    norm = weights_source(model).norm
-    if device is None:
-        device = next(model.parameters()).device
-    model = model.to(device).eval()
-
-    def predict(crops: np.ndarray) -> np.ndarray:
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), batch_size):
-                batch = torch.from_numpy(to_input(crops[start:start + batch_size], norm)).to(device)
-                outputs.append(model(batch).float().cpu().numpy())
-        flat = np.concatenate(outputs, axis=0)
-        return flat.reshape(len(flat), -1, 2)
-
-    return predict
-
-
-def predict_torch(model: nn.Module, crop_set: CropSet, batch_size: int = 64,
-                  device: torch.device | str | None = None) -> np.ndarray:
-    """torch_predictor on every crop of `crop_set` -> (N, P, 2) float32 normalised crop coordinates."""
-    return torch_predictor(model, batch_size, device)(crop_set.crops)
 
 
 def evaluate_predictions(norm_points: np.ndarray, crop_set: CropSet, scheme_name: str,
@@ -108,6 +73,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     """
     from facemark.model import load_checkpoint, weights_source
     from facemark.plots import plot_ced
+    from facemark.runtime import TorchRunner
     from facemark.runtime.refine import from_config
     from facemark.train.engine import resolve_device
 
@@ -118,7 +84,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     warn_if_changed((raw.get("data_fingerprint") or {}).get(split), fingerprint, f"the one {ckpt} recorded")
     crop_set = load_crop_set(Path(data_root), split, cfg.data)
     device = resolve_device(cfg.train.device)
-    predict = torch_predictor(model, batch_size, device)
+    predict = TorchRunner(model, cfg.data.input_size, device=device, batch=batch_size).predict
     first = predict(refinement.pass_crops(crop_set.crops))
     summary, per_face = evaluate_predictions(first[:len(crop_set)], crop_set, cfg.data.scheme, cfg.data.input_size)
     refined = None

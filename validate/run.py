@@ -173,9 +173,9 @@ def _torch_row(model, ckpt_path: Path, ctx: Context, predict) -> tuple[dict[str,
     return row, per_face
 
 
-def _reference_predictor(model):
+def _reference_predictor(model, size: int):
     """PyTorch's predict for the reference: (M, S, S, 3) crops -> (M, P, 2) float64 normalised,
-    through eval's torch_predictor.
+    through the runtime layer's TorchRunner, as eval runs it.
 
     A channels_last copy at batch REFERENCE_BATCH: MobileNetV3-L at 224 px took 33 ms of CPU per
     crop at batch 64 (NCHW) and 11 ms at batch 16 (channels_last) on the 2-core AMD EPYC dev box,
@@ -184,11 +184,11 @@ def _reference_predictor(model):
     """
     import torch
 
-    from facemark.train.evaluate import torch_predictor
+    from facemark.runtime import TorchRunner
 
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    predict = torch_predictor(fast, batch_size=REFERENCE_BATCH)
-    return lambda crops: predict(crops).astype(np.float64)
+    runner = TorchRunner(fast, size, batch=REFERENCE_BATCH)
+    return lambda crops: runner.predict(crops).astype(np.float64)
 
 
 def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None, max_nme: float | None) -> None:
@@ -313,7 +313,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     data = _data_section(root, crop_set, fingerprint)
     if baseline is not None:   # the same faces after detector misses and skips, too
         reference_baseline = load_baseline(baseline, data, SCHEMA)
-    predict = _reference_predictor(model)
+    predict = _reference_predictor(model, size)
     reference = predict(crop_set.crops)
     images = SplitImages(root, crop_set, cfg.data.max_image_pixels) if refinement.passes > 1 else None
     with tempfile.TemporaryDirectory(prefix="facemark-validate-") as tmp:

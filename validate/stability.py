@@ -13,8 +13,8 @@ over its P points and K draws divided by its ground-truth inter-pupil distance; 
 `stability` is the median over faces of both kinds together (`shift`, `noise`: each kind alone;
 `p90`: 90th percentile over faces). 0 is perfectly stable; lower is better.
 
-`facemark predict` on a video reports the frame-to-frame counterpart (`frame_motion`), which
-also contains the face's real motion.
+`facemark predict` on a video reports the frame-to-frame counterpart (facemark.metrics.frame_motion),
+which also contains the face's real motion.
 """
 
 from __future__ import annotations
@@ -102,16 +102,3 @@ def stability(base_norm: np.ndarray, base_matrices: np.ndarray, perturbed_norm: 
     figures.update({name: float(np.median(per_face(perturbations.kind == k))) for k, name in enumerate(KINDS)})
     return {**{key: round(value, 6) for key, value in figures.items()}, **perturbations.settings,
             "units": "RMS landmark movement / inter-pupil distance, median over faces"}
-
-
-def frame_motion(points: list[np.ndarray | None], ipd_px: list[float | None]) -> dict[str, Any] | None:
-    """Frame-to-frame movement on a video: for consecutive frames that both have a face, the RMS
-    movement of its (P, 2) image-pixel landmarks divided by the inter-pupil distance of the
-    earlier frame -> {"median", "p90", "pairs"}, or None with fewer than two such frames."""
-    moves = [float(np.sqrt(((b - a) ** 2).sum(axis=-1).mean())) / ipd
-             for a, b, ipd in zip(points, points[1:], ipd_px)
-             if a is not None and b is not None and ipd]
-    if not moves:
-        return None
-    return {"median": round(float(np.median(moves)), 6), "p90": round(float(np.percentile(moves, 90)), 6),
-            "pairs": len(moves), "units": "RMS landmark movement between consecutive frames / inter-pupil distance"}

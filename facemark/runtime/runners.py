@@ -58,6 +58,7 @@ class Runner:
         self.layout = entry.get("layout", "NCHW")
         self.baked = bool(entry.get("baked_preprocessing", False))
         self.dynamic_batch = False   # set by subclasses that accept any batch size
+        self.batch = EVAL_BATCH      # faces per call when dynamic_batch
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> the artifact's input tensor (float32 or uint8, its layout)."""
@@ -77,7 +78,7 @@ class Runner:
     def raw_outputs(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, 2P) float32 in the artifact's own output space (crop pixels
         when baked, else normalised); batched when the artifact allows it."""
-        batch = EVAL_BATCH if self.dynamic_batch else 1
+        batch = self.batch if self.dynamic_batch else 1
         outputs = [np.asarray(self.invoke(self.prepare(np.asarray(crops[i:i + batch]))), dtype=np.float32)
                    .reshape(len(crops[i:i + batch]), -1) for i in range(0, len(crops), batch)]
         return np.concatenate(outputs)
@@ -115,19 +116,28 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """PyTorch eager on the CPU: the reference every artifact is compared to."""
+    """PyTorch eager: the reference every artifact is compared to, and the one way facemark runs a
+    PyTorch model on crops (training's validation, eval, validate, predict, the peers)."""
 
     runtime = "pytorch"
 
-    def __init__(self, model, size: int, norm: Normalisation, threads: int | None = None) -> None:
-        """`model`: any eval-mode nn.Module mapping (N, 3, S, S) normalised float32 to (N, 2P)
-        normalised crop units; `threads` None keeps torch's current thread count."""
+    def __init__(self, model, size: int, norm: Normalisation | None = None, threads: int | None = None,
+                 device=None, batch: int = EVAL_BATCH, amp: bool = False) -> None:
+        """`model`: any nn.Module mapping (N, 3, S, S) normalised float32 to (N, 2P) normalised crop
+        units, put in eval mode here. `norm` None: its weights source's (facemark.model.weights_source);
+        `threads` None keeps torch's current thread count; `device` None: where its parameters are;
+        `batch`: faces per call in predict; `amp`: float16 autocast (validation during CUDA training)."""
         import torch
 
+        if norm is None:
+            from facemark.model import weights_source
+
+            norm = weights_source(model).norm
         threads = torch.get_num_threads() if threads is None else threads
         super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
-        self.model = model.eval()
-        self.dynamic_batch = True
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.dynamic_batch, self.batch, self.amp = True, batch, amp
 
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -135,8 +145,8 @@ class TorchRunner(Runner):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            with torch.inference_mode():
-                return self.model(torch.from_numpy(inputs)).numpy()
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                return self.model(torch.from_numpy(inputs).to(self.device)).float().cpu().numpy()
         finally:
             torch.set_num_threads(previous)
 

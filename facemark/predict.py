@@ -1,12 +1,11 @@
-"""`facemark predict ARTIFACT|RUN INPUTS... --out DIR`: landmarks of every face on photos and videos.
+"""`facemark predict ARTIFACT|RUN|CHECKPOINT INPUTS... --out DIR`: landmarks of every face on photos
+and videos, written as JSON and overlays; a thin verb over facemark.landmarker.Landmarker.
 
 The model is an artifact file of an export folder (its manifest gives the contract and its
-sha256 is checked), or a RUN folder: RUN/export's `onnx_fp32` when it is exported and verified
-(the float artifact every other format is converted from), else RUN/best.pt in PyTorch. It runs
-in-process through the runtime layer (facemark.runtime), exactly as `facemark validate` runs it:
-face box -> square crop with the manifest's margin -> Runner.predict, refined as the manifest's
-`infer` section says (flip averaging, later passes on the landmark box: facemark.runtime.refine;
-the checkpoint's config for RUN/best.pt; `--set infer.KEY=VALUE` overrides) -> codec.to_image.
+sha256 is checked), a RUN folder (RUN/export's `onnx_fp32` when it is exported and verified, else
+RUN/best.pt in PyTorch) or a checkpoint. The Landmarker runs it in-process through the runtime
+layer exactly as `facemark validate` does, refined as the manifest's `infer` section says
+(`--set infer.KEY=VALUE` overrides).
 
 Inputs: image files (.jpg/.jpeg/.png, turned upright by their EXIF orientation), video files
 (OpenCV: .mp4/.mov/.avi/.mkv/.webm/.m4v) and folders of those (not recursive). Faces: every
@@ -17,7 +16,7 @@ Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image siz
 name/file/sha256, the refinement it ran (`infer`: flip, passes, model_calls, label), and per face
 its box, score and landmarks in image pixels; for a video the
 same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
-see validate/stability.py) and STEM.overlay.jpg (STEM.overlay.mp4 for a video); and index.json
+see facemark.metrics) and STEM.overlay.jpg (STEM.overlay.mp4 for a video); and index.json
 (schema facemark-predict-index-v1): the artifact, the inputs written and those skipped, with why.
 
 A batch keeps going: an input that cannot be read (empty, not an image, truncated, too large for
@@ -38,12 +37,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facemark import codec
-from facemark.errors import ArtifactError, DataError
-from facemark.io import atomic_path, atomic_write_text, sha256_of
-from facemark.runtime import Runner
-from facemark.runtime.refine import Refinement, from_config, from_manifest
-from facemark.schemes import Scheme
+from facemark.errors import DataError
+from facemark.io import atomic_path, atomic_write_text
+from facemark.landmarker import Face, Landmarker
+from facemark.metrics import frame_motion
 
 SCHEMA = "facemark-predict-v1"
 INDEX_SCHEMA = "facemark-predict-index-v1"
@@ -54,108 +51,26 @@ INDEX_NAME = "index"   # OUT/index.json; an input named index.* writes index_2.j
 VIDEO_SHORTFALL = (2, 0.02)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-Face = tuple[np.ndarray, float]   # (4,) box x0 y0 x1 y1 in image pixels, score
 
 
-@dataclass
-class Predictor:
-    """A model under the manifest contract: crops faces of an image and returns their landmarks."""
+class FaceSource:
+    """Where predict's faces come from: the landmarker's detector, one given box, or a box cache."""
 
-    runner: Runner
-    identity: dict[str, Any]     # name, file, format, sha256: what the JSON records
-    size: int
-    margin: float
-    scheme: Scheme
-    refinement: Refinement
+    def __init__(self, landmarker: Landmarker, box: np.ndarray | None, boxes_dir: Path | None) -> None:
+        self.box, self.boxes_dir = box, boxes_dir
+        self.label = ("given box" if box is not None else f"box cache {boxes_dir}" if boxes_dir is not None
+                      else landmarker.detector_name)
 
-    def landmarks(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
-        """(H, W, 3) uint8 RGB and F boxes -> (F, P, 2) refined landmarks in image pixels."""
-        if not boxes:
-            return np.zeros((0, self.scheme.num_points, 2))
-        matrices = np.stack([codec.crop_matrix(box, self.size, self.margin) for box in boxes])
-        crops = np.stack([codec.warp_crop(image, matrix, self.size) for matrix in matrices])
-        norm = self.refinement.run(self.runner.predict, crops, matrices, images=[image] * len(boxes))
-        return codec.to_image(norm, matrices, self.size)
-
-
-def load_predictor(source: Path, overrides: list[str] | None = None) -> Predictor:
-    """ARTIFACT (a file or .mlpackage listed in its folder's manifest.json) or RUN -> Predictor,
-    refining as the manifest (the checkpoint's config) says, with `--set infer.*` `overrides`."""
-    from facemark.manifest import load_manifest, manifest_path
-
-    source = Path(source)
-    if source.is_dir() and (source / "best.pt").is_file():
-        export_dir = source / "export"
-        # not exported yet: the checkpoint itself; a manifest that exists must be readable
-        exported = manifest_path(export_dir).is_file()
-        entry = (load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}) if exported else {}
-        if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
-            return _artifact_predictor(export_dir / entry["file"], overrides)
-        return _checkpoint_predictor(source / "best.pt", overrides)
-    if not source.exists():
-        raise ArtifactError(f"{source}: no such artifact or run folder")
-    return _artifact_predictor(source, overrides)
-
-
-def _artifact_predictor(path: Path, overrides: list[str] | None) -> Predictor:
-    from facemark.manifest import load_manifest, manifest_normalisation, manifest_path, verify_artifact
-    from facemark.runtime import create_runner, needs_macos
-    from facemark.schemes import load_scheme
-
-    export_dir = path.parent
-    manifest = load_manifest(export_dir)
-    names = [name for name, entry in manifest["artifacts"].items() if entry.get("file") == path.name]
-    if not names:
-        raise ArtifactError(f"{path}: not listed in {manifest_path(export_dir)} (the artifact's contract)")
-    name, entry = names[0], manifest["artifacts"][names[0]]
-    verify_artifact(export_dir, name, manifest)
-    if needs_macos(entry.get("format", "")):
-        raise ArtifactError(f"{path}: Core ML runs only on macOS")
-    size = int(manifest["input"]["size"])
-    norm = manifest_normalisation(manifest, str(manifest_path(export_dir)))
-    runner = create_runner(entry.get("format", "?"), path, entry, size, norm)
-    identity = {"name": name, "file": str(path), "format": entry["format"], "sha256": entry["sha256"]}
-    refinement = from_manifest(manifest, overrides, "predict", str(manifest_path(export_dir)))
-    return Predictor(runner, identity, size, float(manifest["crop"]["margin"]),
-                     load_scheme(manifest["scheme"]["name"]), refinement)
-
-
-def _checkpoint_predictor(ckpt_path: Path, overrides: list[str] | None) -> Predictor:
-    from facemark.model import load_checkpoint, weights_source
-    from facemark.runtime import TorchRunner
-    from facemark.schemes import load_scheme
-
-    model, cfg, _ = load_checkpoint(ckpt_path)
-    runner = TorchRunner(model, cfg.data.input_size, weights_source(model).norm)
-    identity = {"name": "pytorch", "file": str(ckpt_path), "format": "pytorch", "sha256": sha256_of(ckpt_path)}
-    return Predictor(runner, identity, cfg.data.input_size, cfg.data.margin, load_scheme(cfg.data.scheme),
-                     from_config(cfg, overrides, "predict", str(ckpt_path)))
-
-
-class FaceFinder:
-    """Where the faces are: a detector (every detection >= min_score), one given box, or a box cache."""
-
-    def __init__(self, detector: str, min_score: float, box: np.ndarray | None, boxes_dir: Path | None) -> None:
-        self.min_score, self.box, self.boxes_dir = min_score, box, boxes_dir
-        if box is None and boxes_dir is None:
-            from facemark.data.detectors import create_detector
-
-            self.detector, self.label = create_detector(detector), detector
-        else:
-            self.detector = None
-            self.label = "given box" if box is not None else f"box cache {boxes_dir}"
-
-    def faces(self, image: np.ndarray, stem: str) -> list[Face]:
-        """(H, W, 3) uint8 RGB of input `stem` -> its faces, largest first."""
+    def boxes(self, stem: str) -> np.ndarray | None:
+        """The (F, 4) boxes of input `stem` in image pixels, or None: detect them."""
         if self.box is not None:
-            return [(self.box, 1.0)]
+            return self.box[None]
         if self.boxes_dir is not None:
             from facemark.data.boxes import read_box
 
             box = read_box(self.boxes_dir / f"{stem}.txt")
-            return [] if box is None else [(box, 1.0)]
-        found = [(box, score) for box, score in self.detector.detect(image) if score >= self.min_score]
-        return sorted(found, key=lambda face: -(face[0][2] - face[0][0]) * (face[0][3] - face[0][1]))
+            return np.zeros((0, 4)) if box is None else box[None]
+        return None
 
 
 def expand_inputs(inputs: list[Path]) -> list[Path]:
@@ -176,36 +91,30 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def face_records(faces: list[Face], points: np.ndarray) -> list[dict[str, Any]]:
-    return [{"box": [round(float(v), 3) for v in box], "score": round(float(score), 5),
-             "landmarks": np.round(landmarks, 3).tolist()} for (box, score), landmarks in zip(faces, points)]
-
-
-def draw_overlay(image_bgr: np.ndarray, faces: list[Face], points: np.ndarray) -> np.ndarray:
+def draw_overlay(image_bgr: np.ndarray, faces: list[Face]) -> np.ndarray:
     """A copy of the BGR image with each face's box (green) and landmarks (red dots) drawn."""
     canvas = image_bgr.copy()
-    for (box, _), landmarks in zip(faces, points):
-        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    for face in faces:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in face.box)
         thickness = max(1, (x1 - x0) // 150)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 200, 0), thickness)
-        for x, y in landmarks:
+        for x, y in face.landmarks:
             cv2.circle(canvas, (int(round(x)), int(round(y))), thickness + 1, (0, 0, 255), -1)
     return canvas
 
 
-def predict_image(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str,
+def predict_image(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str,
                   max_pixels: int | None = None) -> dict[str, Any]:
     """One photo -> its JSON record; writes STEM.json and STEM.overlay.jpg into out_dir. A photo
     that cannot be read (or claims more than `max_pixels`, see read_image) is a DataError."""
     from facemark.data.layout import read_photo
 
     image = read_photo(path, max_pixels)
-    faces = finder.faces(image, path.stem)
-    points = predictor.landmarks(image, [box for box, _ in faces])
+    faces = landmarker.predict(image, source.boxes(path.stem))
     record = {"schema": SCHEMA, "input": str(path), "kind": "image", "image_size": [image.shape[1], image.shape[0]],
-              "artifact": predictor.identity, "infer": predictor.refinement.record(), "faces_from": finder.label,
-              "faces": face_records(faces, points)}
-    overlay = draw_overlay(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces, points)
+              "artifact": landmarker.identity, "infer": landmarker.refinement.record(), "faces_from": source.label,
+              "faces": [face.to_dict() for face in faces]}
+    overlay = draw_overlay(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces)
     encoded, jpeg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not encoded:
         raise DataError(f"{path}: cannot encode the overlay image")
@@ -239,15 +148,13 @@ def _shortfall(path: Path, read: int, announced: int | None) -> str | None:
     return f"{path}: video stopped decoding after {read} of {announced} frames (truncated or corrupt)"
 
 
-def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str,
+def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str,
                   progress: bool, max_pixels: int | None = None) -> dict[str, Any]:
     """One video, frame by frame -> its JSON record (faces per frame, frame_motion); writes
     STEM.json and STEM.overlay.mp4 (same size and frame rate) into out_dir. A video that does not
     open, has frames above `max_pixels` or yields no frame is a DataError; one that stops before
     its announced frame count keeps what was read and says so in `incomplete`."""
     from tqdm import tqdm
-
-    from facemark.validate.stability import frame_motion
 
     capture = _open_video(path, max_pixels)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -262,15 +169,14 @@ def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
                 if not ok:
                     break
                 image = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-                faces = finder.faces(image, path.stem)
-                points = predictor.landmarks(image, [box for box, _ in faces])
+                faces = landmarker.predict(image, source.boxes(path.stem))
                 frames.append({"index": len(frames), "time_s": round(len(frames) / fps, 4),
-                               "faces": face_records(faces, points)})
-                tracked.append(points[0] if len(points) else None)   # the largest face
+                               "faces": [face.to_dict() for face in faces]})
+                tracked.append(faces[0].landmarks if faces else None)   # the largest face
                 if writer is None:
                     frame_size = [frame_bgr.shape[1], frame_bgr.shape[0]]
                     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(frame_size))
-                writer.write(draw_overlay(frame_bgr, faces, points))
+                writer.write(draw_overlay(frame_bgr, faces))
                 bar.update(1)
     except BaseException:   # an error or an interruption: no half-written overlay is left behind
         partial.unlink(missing_ok=True)
@@ -282,10 +188,10 @@ def predict_video(predictor: Predictor, finder: FaceFinder, path: Path, out_dir:
     if not frames:
         raise DataError(f"{path}: no frame could be decoded")
     partial.replace(target)
-    ipd = [None if p is None else float(predictor.scheme.interpupil(p)) for p in tracked]
+    ipd = [None if p is None else float(landmarker.scheme.interpupil(p)) for p in tracked]
     record = {"schema": SCHEMA, "input": str(path), "kind": "video", "image_size": frame_size, "fps": fps,
-              "frame_count": len(frames), "artifact": predictor.identity, "infer": predictor.refinement.record(),
-              "faces_from": finder.label,
+              "frame_count": len(frames), "artifact": landmarker.identity, "infer": landmarker.refinement.record(),
+              "faces_from": source.label,
               "frame_motion": frame_motion(tracked, ipd), "frames": frames}
     stopped = _shortfall(path, len(frames), total)
     if stopped:
@@ -311,15 +217,15 @@ class PredictResult:
     records: list[dict[str, Any]]
     skipped: list[dict[str, Any]]            # {"input", "reason"} (+ "frames_kept" for a video cut short)
     index: Path
-    artifact: dict[str, Any]                 # Predictor.identity
+    artifact: dict[str, Any]                 # Landmarker.identity
     infer: dict[str, Any]                    # the refinement run: Refinement.record()
 
 
-def _predict_one(predictor: Predictor, finder: FaceFinder, path: Path, out_dir: Path, stem: str, progress: bool,
+def _predict_one(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str, progress: bool,
                  max_pixels: int | None) -> dict[str, Any]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return predict_video(predictor, finder, path, out_dir, stem, progress, max_pixels)
-    return predict_image(predictor, finder, path, out_dir, stem, max_pixels)
+        return predict_video(landmarker, source, path, out_dir, stem, progress, max_pixels)
+    return predict_image(landmarker, source, path, out_dir, stem, max_pixels)
 
 
 def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None) -> dict[str, Any]:
@@ -349,15 +255,15 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
     files = expand_inputs(inputs)
     if boxes_dir is not None and not Path(boxes_dir).is_dir():
         raise DataError(f"{boxes_dir}: box cache folder not found")
-    predictor = load_predictor(source, overrides)
-    finder = FaceFinder(detector, min_score, box, None if boxes_dir is None else Path(boxes_dir))
+    landmarker = Landmarker(source, detector, min_score, overrides, max_pixels)
+    faces_from = FaceSource(landmarker, box, None if boxes_dir is None else Path(boxes_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, written, skipped = [], [], []
     for path, stem in tqdm(list(zip(files, _unique_stems(files))), desc="predict", unit="file",
                            disable=not progress or len(files) < 2):
         try:
-            record = _predict_one(predictor, finder, path, out_dir, stem, progress, max_pixels)
+            record = _predict_one(landmarker, faces_from, path, out_dir, stem, progress, max_pixels)
         except DataError as exc:   # this input only: the next one may be fine
             skipped.append(_skip(path, str(exc), strict))
             continue
@@ -366,11 +272,11 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
         if record.get("incomplete"):
             skipped.append(_skip(path, record["incomplete"], strict, frames_kept=record["frame_count"]))
     index = out_dir / f"{INDEX_NAME}.json"
-    atomic_write_text(index, json.dumps({"schema": INDEX_SCHEMA, "artifact": predictor.identity,
-                                         "infer": predictor.refinement.record(),
-                                         "faces_from": finder.label, "inputs": len(files), "written": written,
+    atomic_write_text(index, json.dumps({"schema": INDEX_SCHEMA, "artifact": landmarker.identity,
+                                         "infer": landmarker.refinement.record(),
+                                         "faces_from": faces_from.label, "inputs": len(files), "written": written,
                                          "skipped": skipped}, indent=1) + "\n")
-    return PredictResult(records, skipped, index, predictor.identity, predictor.refinement.record())
+    return PredictResult(records, skipped, index, landmarker.identity, landmarker.refinement.record())
 
 
 def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
