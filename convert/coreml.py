@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
-from facemark.convert.parity import (BakedPreprocessing, artifact_outputs, check_parity, embedded_metadata,
-                                     example_input, io_facts, torch_reference)
+from facemark.convert.formats import FORMATS, ExportJob, Written, float_artifact
+from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
 from facemark.console import captured
 from facemark.io import atomic_path
-from facemark.runtime import needs_macos
+from facemark.runtime import TorchRunner, create_runner, needs_macos
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "landmarks"
@@ -94,7 +93,8 @@ def convert(job: ExportJob) -> list[Written]:
 
 
 def _write(job: ExportJob, precision: str, baked: bool) -> Written:
-    name, file = artifact_name("coreml", precision, baked), artifact_file(FORMATS["coreml"], precision, baked)
+    row = float_artifact("coreml", precision, baked)
+    name, file = row.name, row.file
     facts = io_facts("coreml", precision, baked, job.size, job.contract["scheme"]["num_points"], "NCHW",
                      "uint8" if baked else "float32")
     if baked:  # an ImageType: the app hands over an RGB pixel buffer, CoreML feeds it as 0-255 floats
@@ -108,8 +108,8 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
         shutil.copytree(staged, tmp)
         facts["spec"] = check_spec(tmp, job.size, baked, metadata)
         if can_predict():
-            actual = artifact_outputs("coreml", tmp, facts, job.size, job.norm, job.crops)
-            expected = torch_reference(job.model, job.crops, job.norm)
+            actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.crops)
+            expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
             facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified" if can_predict() else NOT_RUN
     return Written(name, file, facts)

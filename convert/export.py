@@ -94,7 +94,8 @@ def load_parity_crops(data_root: Path | str | None, cfg: Config, checkpoint: Pat
     root = Path(data_root)
     for split in PARITY_SPLITS:
         if (root / split / "images").is_dir():
-            return load_crop_set(root, split, cfg.data, limit=cfg.export.parity_images, workers=2)
+            return load_crop_set(root, split, cfg.data, limit=cfg.export.parity_images,
+                                  workers=max(1, cfg.data.workers))
     raise DataError(f"{root}: no {' or '.join(PARITY_SPLITS)} split with images/ for the parity check "
                     f"(pass --data ROOT of the dataset this run was trained on)")
 

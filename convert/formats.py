@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from facemark.artifacts import ARTIFACTS, FLOAT_PRECISIONS, SUFFIX, Artifact, float_name
 from facemark.config import Config, resolve_choices
 from facemark.manifest import manifest_normalisation
 from facemark.weights import Normalisation
@@ -43,14 +44,9 @@ class Format:
     extra: str  # the optional dependency group that provides its toolchain
 
 
-FORMATS: dict[str, Format] = {
-    "onnx": Format("onnx", ".onnx", ("float32",), "facemark.convert.onnx", "NCHW", "export"),
-    "tflite": Format("tflite", ".tflite", ("float32", "float16"), "facemark.convert.tflite", "NHWC", "export"),
-    "coreml": Format("coreml", ".mlpackage", ("float32", "float16"), "facemark.convert.coreml", "NCHW", "export"),
-}
-
-PRECISION_TAG = {"float32": "fp32", "float16": "fp16"}
-
+FORMATS: dict[str, Format] = {name: Format(name, SUFFIX[name], FLOAT_PRECISIONS[name], f"facemark.convert.{name}",
+                                           layout, "export")
+                               for name, layout in (("onnx", "NCHW"), ("tflite", "NHWC"), ("coreml", "NCHW"))}
 
 def resolve_formats(names: list[str] | None, default: list[str]) -> list[Format]:
     """Requested names ("all" = every format; None = `default`) -> Formats, in table order.
@@ -61,14 +57,9 @@ def resolve_formats(names: list[str] | None, default: list[str]) -> list[Format]
     return [FORMATS[name] for name in requested]
 
 
-def artifact_name(fmt: str, precision: str, baked: bool) -> str:
-    """Manifest key, e.g. onnx_fp32, tflite_fp16, coreml_fp32_baked."""
-    return f"{fmt}_{PRECISION_TAG[precision]}" + ("_baked" if baked else "")
-
-
-def artifact_file(fmt: Format, precision: str, baked: bool) -> str:
-    """File name inside the export folder, e.g. model_fp16.tflite, model_fp32_baked.mlpackage."""
-    return f"model_{PRECISION_TAG[precision]}" + ("_baked" if baked else "") + fmt.suffix
+def float_artifact(fmt: str, precision: str, baked: bool) -> Artifact:
+    """The registry row (facemark.artifacts) of one float artifact, e.g. onnx_fp32 in model_fp32.onnx."""
+    return ARTIFACTS[float_name(fmt, precision, baked)]
 
 
 @dataclass

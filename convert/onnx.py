@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
-from facemark.convert.parity import (BakedPreprocessing, artifact_outputs, check_parity, embedded_metadata,
-                                     example_input, io_facts, torch_reference)
+from facemark.convert.formats import ExportJob, Written, float_artifact
+from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
+from facemark.runtime import TorchRunner, create_runner
 from facemark.io import atomic_path
 
 INPUT_NAME = "input"
@@ -70,8 +70,9 @@ def convert(job: ExportJob) -> list[Written]:
 
 
 def _write_variant(job: ExportJob, baked: bool) -> Written:
-    fmt, precision = FORMATS["onnx"], "float32"
-    name, file = artifact_name("onnx", precision, baked), artifact_file(fmt, precision, baked)
+    precision = "float32"
+    row = float_artifact("onnx", precision, baked)
+    name, file = row.name, row.file
     layout = "NHWC" if baked else "NCHW"
     facts: dict[str, Any] = io_facts("onnx", precision, baked, job.size, job.contract["scheme"]["num_points"],
                                      layout, "uint8" if baked else "float32")
@@ -82,8 +83,8 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
         export_onnx(module, tmp, job.size, job.cfg.export.opset, dynamic_batch=job.cfg.export.dynamic_batch,
                     metadata=embedded_metadata(job.contract, facts), input_layout=layout,
                     input_dtype=torch.uint8 if baked else torch.float32)
-        actual = artifact_outputs("onnx", tmp, facts, job.size, job.norm, job.crops)
-        expected = torch_reference(job.model, job.crops, job.norm)
+        actual = create_runner("onnx", tmp, facts, job.size, job.norm).predict(job.crops)
+        expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

@@ -8,7 +8,6 @@ bound serves both.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from facemark.convert.formats import PARITY_BOUND
-from facemark.runtime import TorchRunner, create_runner
 from facemark.weights import Normalisation
 
 
@@ -56,18 +54,6 @@ def example_input(size: int, layout: str = "NCHW", dtype: torch.dtype = torch.fl
     if dtype == torch.uint8:
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
-
-
-def torch_reference(model: nn.Module, crops: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """PyTorch's answer on (N, S, S, 3) uint8 crops normalised with `norm` -> (N, P, 2) float64
-    normalised crop coordinates (the space every Runner returns)."""
-    return TorchRunner(model, crops.shape[1], norm).predict(crops).astype(np.float64)
-
-
-def artifact_outputs(fmt: str, path: Path, facts: dict[str, Any], size: int, norm: Normalisation,
-                     crops: np.ndarray) -> np.ndarray:
-    """An artifact's answer on the same crops through its Runner (in-process) -> (N, P, 2) normalised."""
-    return create_runner(fmt, path, facts, size, norm, threads=1).predict(crops)
 
 
 def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, size: int,

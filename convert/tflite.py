@@ -27,13 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from facemark.convert.formats import FORMATS, ExportJob, Written, artifact_file, artifact_name
+from facemark.convert.formats import FORMATS, ExportJob, Written, float_artifact
 from facemark.convert.onnx import export_onnx
-from facemark.convert.parity import BakedPreprocessing, artifact_outputs, check_parity, contract_payload, \
-    io_facts, torch_reference
+from facemark.convert.parity import BakedPreprocessing, check_parity, contract_payload, io_facts
 from facemark.interrupt import run_child
 from facemark.io import atomic_path
-from facemark.runtime import create_runner
+from facemark.runtime import TorchRunner, create_runner
 from facemark.weights import Normalisation
 
 METADATA_NAME = "facemark_manifest"
@@ -171,7 +170,8 @@ def convert(job: ExportJob) -> list[Written]:
 
 def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Written:
     """Copy onnx2tf's file under a temporary name, embed metadata, check parity, then rename."""
-    name, file = artifact_name("tflite", precision, baked), artifact_file(FORMATS["tflite"], precision, baked)
+    row = float_artifact("tflite", precision, baked)
+    name, file = row.name, row.file
     facts = io_facts("tflite", precision, baked, job.size, job.contract["scheme"]["num_points"], "NHWC",
                      "uint8" if baked else "float32")
     facts["embedded"] = f"Model.metadata entry {METADATA_NAME!r}: buffer of UTF-8 JSON (contract)"
@@ -184,8 +184,8 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
                                f"expected {expected_shape} {facts['input_dtype']}")
         facts["input"]["name"], facts["output"]["name"] = seen["input_name"], seen["output_name"]
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual = artifact_outputs("tflite", tmp, facts, job.size, job.norm, job.crops)
-        expected = torch_reference(job.model, job.crops, job.norm)
+        actual = create_runner("tflite", tmp, facts, job.size, job.norm).predict(job.crops)
+        expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = "verified"
     return Written(name, file, facts)

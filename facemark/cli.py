@@ -18,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facemark import __version__
-from facemark.console import LOG_NAME, quiet_console
+from facemark.console import quiet_console
 from facemark.errors import FacemarkError
 from facemark.interrupt import EXIT_CODES, NAMES, handled, signal_of
+from facemark.rundir import RunDir
 
 
 def _positive_int(text: str) -> int:
@@ -214,17 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = {name: sub.add_parser(name, help=text, description=text) for name, (text, _) in VERBS.items()}
 
     p = verbs["synth"]
-    p.add_argument("--out", type=Path, default=Path("data/synth"))
-    p.add_argument("--scheme", default="lapa106")
-    p.add_argument("--n-train", type=int, default=800)
-    p.add_argument("--n-val", type=int, default=100)
-    p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_positive_int, default=1)
+    p.add_argument("--out", type=Path, help="output folder (default: synth.out)")
+    p.add_argument("--scheme", help="landmark scheme (default: data.scheme)")
+    p.add_argument("--n-train", type=int, help="training faces (default: synth.train)")
+    p.add_argument("--n-val", type=int, help="validation faces (default: synth.val)")
+    p.add_argument("--n-test", type=int, help="test faces (default: synth.test)")
+    p.add_argument("--seed", type=int, help="default: synth.seed")
+    p.add_argument("--workers", type=int, help="processes (default: synth.workers)")
 
     p = verbs["check-data"]
     p.add_argument("root", type=Path)
-    p.add_argument("--scheme", default="lapa106")
+    p.add_argument("--scheme", help="landmark scheme (default: data.scheme)")
     p.add_argument("--split", action="append", help="split to check (repeatable; default: all present)")
     _add_max_pixels(p)
 
@@ -237,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "interrupted run resumes. An unreadable image is skipped with one line on "
                      "stderr (exit code 1 at the end); --strict stops at the first (exit code 2).")
     p.add_argument("root", type=Path)
-    p.add_argument("--detector", default="mtcnn",
+    p.add_argument("--detector",
                    help="mtcnn (facenet-pytorch, CPU) or haar (OpenCV cascade); 'synth' boxes come "
-                        "from `facemark synth`, not from a detector")
+                        "from `facemark synth`, not from a detector (default: data.detector)")
     p.add_argument("--split", action="append", help="split to process (repeatable; default: all present)")
     p.add_argument("--overwrite", action="store_true", help="re-run the detector on cached images")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit code 2)")
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs["train"]
     _add_config(p)
     p.add_argument("--data", type=Path, required=True, help="dataset root in LaPa layout")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
+    p.add_argument("--run", type=Path, help="run folder: checkpoints, logs (default: runs.train)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
 
     p = verbs["eval"]
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs["pipeline"]
     _add_config(p)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--run", type=Path, default=Path("runs/pipeline"))
+    p.add_argument("--run", type=Path, help="run folder (default: runs.pipeline)")
     return parser
 
 
@@ -335,7 +336,7 @@ def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     missing, boxes skips cached images, benchmark and ablate reuse finished runs)."""
     command = shlex.join(["facemark", *argv])
     if args.verb == "train":
-        if args.resume or (args.run / "last.pt").is_file():
+        if args.resume or RunDir(args.run).last.is_file():
             again = argv if args.resume else [*argv, "--resume"]
             return f"resume with: {shlex.join(['facemark', *again])}"
         return f"no epoch was saved; start again with: {command}"
@@ -348,8 +349,32 @@ def _log_path(args: argparse.Namespace) -> Path | None:
     folder = {"train": "run", "export": "run", "quantize": "run", "qat": "run", "validate": "run", "pipeline": "run",
               "predict": "out", "benchmark": "out", "ablate": "out"}.get(args.verb)
     if args.verb == "eval":
-        return Path(args.ckpt).parent / LOG_NAME
-    return None if folder is None else Path(getattr(args, folder)) / LOG_NAME
+        return RunDir(Path(args.ckpt).parent).log
+    return None if folder is None else RunDir(getattr(args, folder)).log
+
+
+# verb -> {argument: the base.yaml key that is its default}; "(default: KEY)" in the help says so
+BASE_DEFAULTS = {"synth": {"out": "synth.out", "scheme": "data.scheme", "n_train": "synth.train",
+                           "n_val": "synth.val", "n_test": "synth.test", "seed": "synth.seed",
+                           "workers": "synth.workers"},
+                 "check-data": {"scheme": "data.scheme"}, "boxes": {"detector": "data.detector"},
+                 "train": {"run": "runs.train"}, "pipeline": {"run": "runs.pipeline"}}
+PATH_ARGUMENTS = ("out", "run")
+
+
+def fill_defaults(args: argparse.Namespace) -> None:
+    """Arguments left out take their base.yaml default; given ones must obey that key's rule
+    (ConfigError naming the flag)."""
+    from facemark.config import base_value, check_value
+
+    for attr, dotted in BASE_DEFAULTS.get(args.verb, {}).items():
+        given = getattr(args, attr)
+        if given is None:
+            value = base_value(dotted)
+        else:
+            flag = f"--{attr.replace('_', '-')}"
+            value = check_value(dotted, str(given) if isinstance(given, Path) else given, source=f"{flag} {given}")
+        setattr(args, attr, Path(value) if attr in PATH_ARGUMENTS else value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
     handler = VERBS[args.verb][1]
-    log_path = _log_path(args)
     try:
+        fill_defaults(args)
+        log_path = _log_path(args)
         with handled(), quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
             return handler(args)
     except FacemarkError as exc:

@@ -207,6 +207,10 @@ class QuantizeConfig:
     qat_formats: list[str] = spec(subset_of(QAT_FORMATS))
     qat_epochs: int = spec(integer(1, 100))
     qat_lr: float = spec(number(0.0, 1.0, low_open=True))
+    # AdamW weight decay of the QAT fine-tuning (0: pull the trained weights nowhere)
+    qat_weight_decay: float = spec(number(0.0))
+    # calibration crops the per-layer sensitivity statistics run on (the ranking, not the ranges)
+    explain_faces: int = spec(integer(1))
 
 
 @dataclass
@@ -226,6 +230,8 @@ class ValidateConfig:
     stability_noise: float = spec(number(0.0, 64.0))
     # gate: median RMS landmark movement / inter-pupil distance (null = not gated)
     max_stability: float | None = spec(optional(number(0.0, low_open=True)))
+    # faces per model call in the accuracy passes (eval, validate, parity) of models that take any batch
+    batch: int = spec(integer(1))
 
 
 @dataclass
@@ -234,6 +240,24 @@ class PredictConfig:
     detector: str = spec(one_of(*DETECTORS))
     # detections scoring below this are not faces (MTCNN: probability; Haar: merged windows)
     min_score: float = spec(number(0.0))
+
+
+@dataclass
+class SynthConfig:
+    # `facemark synth`: output folder, drawn faces per split, seed, worker processes
+    out: str = spec(text())
+    train: int = spec(integer(1))
+    val: int = spec(integer(0))
+    test: int = spec(integer(0))
+    seed: int = spec(integer(0))
+    workers: int = spec(integer(1))
+
+
+@dataclass
+class RunsConfig:
+    # run folders of `facemark train` and `facemark pipeline` when --run is not given
+    train: str = spec(text())
+    pipeline: str = spec(text())
 
 
 @dataclass
@@ -258,6 +282,8 @@ class Config:
     validate: ValidateConfig
     predict: PredictConfig
     infer: InferConfig
+    synth: SynthConfig
+    runs: RunsConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,6 +24,7 @@ from facemark import codec
 from facemark.errors import ArtifactError, DataError
 from facemark.io import sha256_of
 from facemark.runtime import Runner
+from facemark.rundir import RunDir
 from facemark.runtime.refine import Refinement, from_config, from_manifest
 from facemark.schemes import Scheme, load_scheme
 
@@ -136,14 +137,15 @@ def _load(source: Path, overrides: list[str] | None) -> Loaded:
     """ARTIFACT, RUN or CHECKPOINT -> (runner, identity, crop size, margin, scheme, refinement)."""
     from facemark.manifest import load_manifest, manifest_path
 
-    if source.is_dir() and (source / "best.pt").is_file():
-        export_dir = source / "export"
+    run = RunDir(source)
+    if source.is_dir() and run.best.is_file():
+        export_dir = run.export
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
         exported = manifest_path(export_dir).is_file()
         entry = (load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}) if exported else {}
         if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
             return _load_artifact(export_dir / entry["file"], overrides)
-        return _load_checkpoint(source / "best.pt", overrides)
+        return _load_checkpoint(run.best, overrides)
     if not source.exists():
         raise ArtifactError(f"{source}: no such artifact, run folder or checkpoint")
     if source.is_file() and source.suffix == ".pt":

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from facemark.artifacts import Artifact
 from facemark.config import Config
 from facemark.data.crops import CropSet
 from facemark.errors import ArtifactError
 from facemark.quantize.calibration import Calibration
-from facemark.runtime import TorchRunner, create_runner
 from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
@@ -74,7 +74,7 @@ class QuantResult:
     manifest entry beyond file/sha256/size/tools) are set when the artifact was written."""
 
     name: str
-    scheme: str
+    mode: str              # how it is quantised (facemark.artifacts.Artifact.mode)
     status: str
     file: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
@@ -86,15 +86,15 @@ class QuantResult:
         return self.status == "failed"
 
 
-def attempt(name: str, scheme: str, work: Callable[[], QuantResult]) -> QuantResult:
-    """Run one artifact's `work`; any exception becomes a failed row naming the artifact, so one
-    backend's failure never stops the others."""
+def attempt(row: Artifact, work: Callable[[], QuantResult]) -> QuantResult:
+    """Run the `work` that writes registry row `row`; any exception becomes a failed row naming the
+    artifact, so one backend's failure never stops the others."""
     start = time.perf_counter()
     try:
         result = work()
     except Exception as exc:  # a converter bug, a crash in a child process, a refused output step
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        result = QuantResult(name, scheme, "failed", error=f"{type(exc).__name__}: {message}")
+        result = QuantResult(row.name, row.mode, "failed", error=f"{type(exc).__name__}: {message}")
     result.seconds = time.perf_counter() - start
     return result
 
@@ -141,25 +141,13 @@ def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: 
     return figures
 
 
-def torch_outputs(model: nn.Module, crops: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """(N, S, S, 3) uint8 crops normalised with `norm` through a PyTorch model (the runtime layer's
-    TorchRunner) -> (N, 2P) float64 normalised crop units."""
-    return TorchRunner(model, crops.shape[1], norm).predict(crops).reshape(len(crops), -1).astype(np.float64)
-
-
-def artifact_outputs(fmt: str, path: Path, facts: dict[str, Any], job: QuantJob) -> np.ndarray:
-    """An int8 artifact on the parity crops through its Runner, in-process -> (N, 2P) float64."""
-    crops = job.parity.crops
-    runner = create_runner(fmt, path, facts, job.size, job.norm, threads=1)
-    return runner.predict(crops).reshape(len(crops), -1).astype(np.float64)
-
-
-def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtype: str, output_dtype: str,
+def int8_facts(row: Artifact, quantization: str, layout: str, input_dtype: str, output_dtype: str,
                job: QuantJob, source: str | None) -> dict[str, Any]:
-    """The per-artifact contract of an int8 file (the run-level half is the manifest's top level)."""
+    """The per-artifact contract of the int8 file of registry row `row` (the run-level half is the
+    manifest's top level)."""
     size, points = job.size, job.contract["scheme"]["num_points"]
     shape = [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size]
-    return {"format": fmt, "precision": "int8", "scheme": scheme, "quantization": quantization,
+    return {"format": row.format, "precision": "int8", "mode": row.mode, "quantization": quantization,
             "layout": layout, "input_dtype": input_dtype, "baked_preprocessing": False, "source": source,
             "input": {"name": "input", "shape": shape, "dtype": input_dtype, "color": "RGB",
                       "preprocessing": "pixels/255, then (x - mean) / std (manifest input.mean/std)"},
@@ -172,7 +160,7 @@ def int8_facts(fmt: str, scheme: str, quantization: str, layout: str, input_dtyp
 
 def range_percentile(cfg: Config) -> float | None:
     """quantize.calibration_percentile when quantize.calibration_method is percentile, else None:
-    LiteRT's converter and the QAT graph (qat.measure_ranges) then use min-max ranges, for entropy
+    LiteRT's converter and the QAT graph (qat_graph.measure_ranges) then use min-max ranges, for entropy
     too, which only onnxruntime implements."""
     return cfg.quantize.calibration_percentile if cfg.quantize.calibration_method == "percentile" else None
 

@@ -27,24 +27,28 @@ import torch
 
 from facemark.convert.coreml import INPUT_NAME, OUTPUT_NAME
 from facemark.console import captured
+from facemark.artifacts import ARTIFACTS, Artifact
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
-                                      int8_facts, load_torch_before_tensorflow, parity_figures, torch_outputs)
+from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
+                                      load_torch_before_tensorflow, parity_figures)
+from facemark.runtime import TorchRunner, create_runner
 
 SOURCE = "coreml_fp32"
 CALIBRATION_BATCH = 16
 QUANTISED_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "quantize", "dequantize")
 
 
-def planned(job: QuantJob) -> list[tuple[str, str]]:
-    return [("coreml_int8_w8", "W8 weight-only"), ("coreml_int8_w8a8", "W8A8")]
+W8, W8A8 = ARTIFACTS["coreml_int8_w8"], ARTIFACTS["coreml_int8_w8a8"]
+
+
+def planned(job: QuantJob) -> list[Artifact]:
+    return [W8, W8A8]
 
 
 def quantize(job: QuantJob) -> list[QuantResult]:
     """Entry point: W8 and W8A8, each independent."""
-    return [attempt("coreml_int8_w8", "W8 weight-only", lambda: _w8(job)),
-            attempt("coreml_int8_w8a8", "W8A8", lambda: _w8a8(job))]
+    return [attempt(W8, lambda: _w8(job)), attempt(W8A8, lambda: _w8a8(job))]
 
 
 def import_coremltools():
@@ -59,7 +63,7 @@ def _w8(job: QuantJob) -> QuantResult:
     import coremltools.optimize as cto
 
     source = verify_artifact(job.export_dir, SOURCE, job.manifest)
-    facts = int8_facts("coreml", "W8 weight-only", "int8 weights (linear symmetric, per channel; weight tensors "
+    facts = int8_facts(W8, "int8 weights (linear symmetric, per channel; weight tensors "
                        "of >= 2048 elements, coremltools' default threshold), float compute and activations; "
                        "float32 I/O", "NCHW", "float32", "float32", job, SOURCE)
     facts.pop("calibration")  # weight-only: nothing is measured on data
@@ -68,13 +72,13 @@ def _w8(job: QuantJob) -> QuantResult:
         mode="linear_symmetric", dtype="int8", granularity="per_channel"))
     with captured():   # progress bars into the log
         quantized = cto.coreml.linear_quantize_weights(model, config=config)
-    return _save(job, quantized, "coreml_int8_w8", "W8 weight-only", "model_int8_w8.mlpackage", facts)
+    return _save(job, quantized, W8, facts)
 
 
 def _w8a8(job: QuantJob) -> QuantResult:
     ct = import_coremltools()
 
-    facts = int8_facts("coreml", "W8A8", "int8 per-channel weights and uint8 activations (symmetric), "
+    facts = int8_facts(W8A8, "int8 per-channel weights and uint8 activations (symmetric), "
                        f"activation ranges from {len(job.calibration.crops)} calibration crops measured in "
                        "PyTorch (coremltools.optimize.torch LinearQuantizer as a post-training calibrator); "
                        "float32 I/O", "NCHW", "float32", "float32", job, "checkpoint")
@@ -86,7 +90,8 @@ def _w8a8(job: QuantJob) -> QuantResult:
         facts["output_step"] = check_output_step(scale, job.size, job.calibration.median_ipd_px,
                                                  job.cfg.quantize.max_output_step)
     facts["simulated_parity"] = parity_figures(
-        torch_outputs(prepared, job.parity.crops, job.norm), torch_outputs(job.model, job.parity.crops, job.norm),
+        TorchRunner(prepared, job.size, job.norm).predict(job.parity.crops),
+        TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops),
         job.size, job.parity_ipd_px(), job.parity.split, reference="pytorch float32 vs fake-quantised pytorch")
     final = quantizer.finalize(prepared, inplace=False).eval()
     example = torch.from_numpy(job.calibration.inputs("NCHW")[:1])
@@ -98,7 +103,7 @@ def _w8a8(job: QuantJob) -> QuantResult:
         mlmodel = ct.convert(traced, inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
                              outputs=[ct.TensorType(name=OUTPUT_NAME)], convert_to="mlprogram",
                              minimum_deployment_target=ct.target.iOS17)
-    return _save(job, mlmodel, "coreml_int8_w8a8", "W8A8", "model_int8_w8a8.mlpackage", facts)
+    return _save(job, mlmodel, W8A8, facts)
 
 
 def calibrate_torch(model: torch.nn.Module, inputs: np.ndarray):
@@ -162,7 +167,7 @@ def output_fake_quant_scale(prepared: torch.nn.Module) -> float | None:
     return None
 
 
-def _save(job: QuantJob, mlmodel, name: str, scheme: str, file: str, facts: dict[str, Any]) -> QuantResult:
+def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> QuantResult:
     """Embed the contract, save atomically, reload and check the spec (and run it on macOS)."""
     from facemark.convert.coreml import NOT_RUN, can_predict, check_spec
     from facemark.convert.parity import embedded_metadata
@@ -170,21 +175,21 @@ def _save(job: QuantJob, mlmodel, name: str, scheme: str, file: str, facts: dict
     metadata = embedded_metadata(job.contract, facts)
     mlmodel.user_defined_metadata.update(metadata)
     mlmodel.short_description = f"facemark {job.contract['scheme']['name']} landmarks, {facts['quantization']}"
-    with atomic_path(job.export_dir / file) as tmp:
-        staging = job.work_dir / file  # coremltools insists on the .mlpackage suffix
+    with atomic_path(job.export_dir / row.file) as tmp:
+        staging = job.work_dir / row.file  # coremltools insists on the .mlpackage suffix
         shutil.rmtree(staging, ignore_errors=True)
         mlmodel.save(str(staging))
         shutil.move(str(staging), tmp)
         facts["spec"] = {**check_spec(tmp, job.size, False, metadata), "reloaded": True,
                          "quantised_ops": quantised_ops(tmp)}
         if can_predict():
-            facts["parity"] = parity_figures(artifact_outputs("coreml", tmp, facts, job),
-                                             torch_outputs(job.model, job.parity.crops, job.norm), job.size,
-                                             job.parity_ipd_px(), job.parity.split)
+            actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.parity.crops)
+            expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
+            facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
             facts["status"] = "verified"
         else:
             facts["status"] = NOT_RUN
-    return QuantResult(name, scheme, facts["status"], file, facts)
+    return QuantResult(row.name, row.mode, facts["status"], row.file, facts)
 
 
 def quantised_ops(package: Path) -> dict[str, int]:

@@ -2,8 +2,9 @@
 model is within quantize.mixed_target of the float model's NME, never below
 quantize.mixed_min_int8_macs of its multiply-adds in int8.
 
-The layers come ranked worst first from quantize/sensitivity.py (ONNX: node names for
-onnxruntime's nodes_to_exclude; TFLite: output tensor names for LiteRT's denylisted_nodes). The
+The layers come ranked worst first from quantize/sensitivity_onnx.py and sensitivity_tflite.py
+(ONNX: node names for onnxruntime's nodes_to_exclude; TFLite: output tensor names for LiteRT's
+denylisted_nodes). The
 search tries the top 0, 1, 2, 4, 8, ... layers in float, re-quantising each time with the same
 calibration crops, and measures each candidate's NME on held-out faces (the val split, never the
 test split the gate uses); the first that meets the target wins. If none does, the candidate with
@@ -23,7 +24,8 @@ import numpy as np
 
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.metrics import nme
-from facemark.quantize.common import QuantJob, torch_outputs
+from facemark.quantize.common import QuantJob
+from facemark.runtime import TorchRunner
 from facemark.schemes import load_scheme
 
 EVAL_SPLIT = "val"
@@ -76,7 +78,7 @@ class EvalFaces:
         self.scheme = load_scheme(job.cfg.data.scheme)
         self.size = job.size
         self.norm = job.norm
-        self.float_nme = self.nme(torch_outputs(job.model, self.crops.crops, job.norm))
+        self.float_nme = self.nme(TorchRunner(job.model, job.size, job.norm).predict(self.crops.crops))
 
     def nme(self, outputs: np.ndarray) -> float:
         """Mean pupil NME of (N, 2P) normalised crop outputs against the ground truth."""

@@ -22,43 +22,32 @@ from typing import Any
 import numpy as np
 
 from facemark.errors import ConfigError
+from facemark.artifacts import ARTIFACTS, Artifact, onnx_static
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, artifact_outputs, attempt, check_output_step,
-                                      int8_facts, parity_figures, ranges_label, torch_outputs)
+from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
+                                      parity_figures, ranges_label)
+from facemark.runtime import TorchRunner, create_runner
 
 SOURCE = "onnx_fp32"
-ACTIVATION_TYPES = {"uint8": "u8s8", "int8": "s8s8"}
+DYNAMIC = ARTIFACTS["onnx_int8_dynamic"]
 
 
-def static_name(activation: str) -> str:
-    """Artifact name of the static QDQ model for quantize.onnx_activation `activation`."""
-    if activation not in ACTIVATION_TYPES:
-        raise ConfigError(f"quantize.onnx_activation: expected one of {', '.join(ACTIVATION_TYPES)}, "
-                          f"got {activation!r}")
-    return f"onnx_int8_qdq_{ACTIVATION_TYPES[activation]}"
-
-
-def planned(job: QuantJob) -> list[tuple[str, str]]:
-    """(artifact name, scheme) pairs this backend writes for the job's config."""
-    activation = job.cfg.quantize.onnx_activation
-    rows = [(static_name(activation), f"static QDQ {ACTIVATION_TYPES[activation]}")]
-    if job.cfg.quantize.onnx_dynamic:
-        rows.append(("onnx_int8_dynamic", "dynamic"))
-    return rows
+def planned(job: QuantJob) -> list[Artifact]:
+    """The registry rows this backend writes for the job's config."""
+    return [onnx_static(job.cfg.quantize.onnx_activation)] + ([DYNAMIC] if job.cfg.quantize.onnx_dynamic else [])
 
 
 def quantize(job: QuantJob) -> list[QuantResult]:
     """Entry point: the static QDQ model, and the dynamic one when quantize.onnx_dynamic is on."""
-    activation = job.cfg.quantize.onnx_activation
-    name = static_name(activation)
-    scheme = f"static QDQ {ACTIVATION_TYPES[activation]}"
     from facemark.quantize.recover import onnx_rows
 
-    results = [attempt(name, scheme, lambda: _static(job, name, scheme, activation))]
+    activation = job.cfg.quantize.onnx_activation
+    row = onnx_static(activation)
+    results = [attempt(row, lambda: _static(job, row, activation))]
     results += onnx_rows(job, results[0], activation)
     if job.cfg.quantize.onnx_dynamic:
-        results.append(attempt("onnx_int8_dynamic", "dynamic", lambda: _dynamic(job)))
+        results.append(attempt(DYNAMIC, lambda: _dynamic(job)))
     return results
 
 
@@ -115,7 +104,8 @@ def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, m
 
 def int8_macs(source: Path, quantised: Path) -> float:
     """Share of the float model's multiply-adds that run in int8 in `quantised`."""
-    from facemark.quantize.sensitivity import int8_mac_fraction, onnx_int8_nodes, onnx_macs
+    from facemark.quantize.sensitivity import int8_mac_fraction
+    from facemark.quantize.sensitivity_onnx import onnx_int8_nodes, onnx_macs
 
     return round(int8_mac_fraction(onnx_macs(source), onnx_int8_nodes(quantised)), 4)
 
@@ -129,40 +119,37 @@ def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
     return check_output_step(scale, job.size, job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
 
 
-def _static(job: QuantJob, name: str, scheme: str, activation: str) -> QuantResult:
+def _static(job: QuantJob, row: Artifact, activation: str) -> QuantResult:
     source = preprocessed_source(job)
     method = job.cfg.quantize.calibration_method
     description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges "
                    f"from {len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
-    facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
-    file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}.onnx"
-    with atomic_path(job.export_dir / file) as tmp:
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, SOURCE)
+    with atomic_path(job.export_dir / row.file) as tmp:
         write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method,
                   percentile=job.cfg.quantize.calibration_percentile)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         finish(job, tmp, facts)
-    return QuantResult(name, scheme, "verified", file, facts)
+    return QuantResult(row.name, row.mode, "verified", row.file, facts)
 
 
-def write_mixed(job: QuantJob, name: str, scheme: str, recovery: Any, source: Path, activation: str) -> QuantResult:
+def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activation: str) -> QuantResult:
     """The chosen recovery candidate as an artifact: the QDQ model with recovery.chosen.excluded
     nodes in float, its contract, float layers, int8 share and search in the manifest."""
     chosen = recovery.chosen
-    method = job.cfg.quantize.calibration_method
     description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} "
                    f"ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format, except {len(chosen.excluded)} "
                    f"sensitive nodes kept in float32 (listed in float_layers); float32 I/O")
-    facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, SOURCE)
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, SOURCE)
     facts.update(float_layers=chosen.excluded, int8_macs=round(chosen.int8_macs, 4), recovery=recovery.record(),
-                 recovers=static_name(activation))
-    file = f"model_int8_qdq_{ACTIVATION_TYPES[activation]}_mixed.onnx"
-    with atomic_path(job.export_dir / file) as tmp:
+                 recovers=row.source)
+    with atomic_path(job.export_dir / row.file) as tmp:
         shutil.copyfile(chosen.path, tmp)
         facts["output_step"] = output_step(job, tmp)
         finish(job, tmp, facts)
-    return QuantResult(name, scheme, "verified", file, facts)
+    return QuantResult(row.name, row.mode, "verified", row.file, facts)
 
 
 def _dynamic(job: QuantJob) -> QuantResult:
@@ -171,13 +158,12 @@ def _dynamic(job: QuantJob) -> QuantResult:
     source = preprocessed_source(job)
     description = ("int8 per-channel weights; activations quantised per run with ranges computed on the fly "
                    "(dynamic, no calibration); float32 I/O")
-    facts = int8_facts("onnx", "dynamic", description, "NCHW", "float32", "float32", job, SOURCE)
+    facts = int8_facts(DYNAMIC, description, "NCHW", "float32", "float32", job, SOURCE)
     facts.pop("calibration")  # dynamic quantisation measures no ranges in advance
-    file = "model_int8_dynamic.onnx"
-    with atomic_path(job.export_dir / file) as tmp:
+    with atomic_path(job.export_dir / DYNAMIC.file) as tmp:
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finish(job, tmp, facts)
-    return QuantResult("onnx_int8_dynamic", "dynamic", "verified", file, facts)
+    return QuantResult(DYNAMIC.name, DYNAMIC.mode, "verified", DYNAMIC.file, facts)
 
 
 def output_scale(onnx_path: Path) -> float:
@@ -200,8 +186,8 @@ def finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     from facemark.convert.parity import embedded_metadata
 
     _embed(onnx_path, embedded_metadata(job.contract, facts))
-    actual = artifact_outputs("onnx", onnx_path, facts, job)
-    facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops, job.norm), job.size,
+    actual = create_runner("onnx", onnx_path, facts, job.size, job.norm).predict(job.parity.crops)
+    facts["parity"] = parity_figures(actual, TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops), job.size,
                                      job.parity_ipd_px(), job.parity.split)
     facts["status"] = "verified"
 

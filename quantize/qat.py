@@ -31,15 +31,13 @@ the run's original PyTorch model (parity here, NME and the gate in `facemark val
   conversion (tflite_int8.full_integer), calibrated on the same crops with the same range method
   as tflite_int8_full, which measures the ranges the fine-tuning used.
 
-Each QAT row then meets the other calibrated int8 rows of its format on val faces (never the test
-split the gate uses): the row with the lowest NME there supersedes the others (`superseded_by`),
-so the gate judges the one a user would ship, and every row stays in the table.
+Each QAT row then meets the other calibrated int8 rows of its format in quantize.selection: the
+lowest NME on val faces ships and supersedes the others.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import shutil
 import sys
@@ -51,25 +49,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facemark.errors import ArtifactError, DataError
+from facemark.artifacts import ARTIFACTS
+from facemark.errors import ArtifactError
 from facemark.io import atomic_path, atomic_write_text
-from facemark.manifest import load_manifest, record_artifact
 from facemark.model import checkpoint_dict
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, int8_facts, load_torch_before_tensorflow,
                                       converter_ranges, range_percentile)
+from facemark.quantize.qat_graph import RANGE_BATCH, UNFOLD_TOLERANCE, measure_ranges, prepare, unfold_batchnorm
 from facemark.runlock import hold_run_lock
+
 
 QAT_DIR = "qat"
 LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
-RANGE_BATCH = 64        # calibration crops per forward pass when the ranges are measured
-UNFOLD_TOLERANCE = 1e-3   # float model vs folded graph, normalised units (rounding gives ~1e-6)
 RANGES = "over the calibration crops, measured at every epoch start and at the end"
 BATCHNORM = "folded into the convolutions before fine-tuning (running statistics)"
-SCHEME = ("u8 per-tensor affine activations, s8 per-channel symmetric weights (torchao XNNPACKQuantizer, "
+QUANTIZER = ("u8 per-tensor affine activations, s8 per-channel symmetric weights (torchao XNNPACKQuantizer, "
           "uint8, ReLU6 fused)")
-# format -> (artifact name, scheme label, file in RUN/export)
-ROWS = {"onnx": ("onnx_int8_qdq_u8s8_qat", "QAT QDQ u8s8", "model_int8_qdq_u8s8_qat.onnx"),
-        "tflite": ("tflite_int8_full_qat", "QAT full integer", "model_int8_full_qat.tflite")}
+# format -> the registry row its QAT writes
+ROWS = {"onnx": ARTIFACTS["onnx_int8_qdq_u8s8_qat"], "tflite": ARTIFACTS["tflite_int8_full_qat"]}
 
 
 def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_after: int | None = None,
@@ -80,6 +77,7 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
     `stop_after` ends the call after that many epochs in total (resumable, nothing written);
     `overrides`: quantize.KEY=VALUE changes to the run's config."""
     from facemark.quantize.run import build_job, finish_job, record_results, summary_table
+    from facemark.quantize.selection import select_shipped
 
     load_torch_before_tensorflow()
     run = Path(run)
@@ -95,10 +93,10 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
             if not tuner.train(stop_after):
                 shutil.rmtree(job.work_dir, ignore_errors=True)
                 return 0
-            results = [attempt(ROWS[fmt][0], ROWS[fmt][1], lambda fmt=fmt: WRITERS[fmt](job, tuner))
+            results = [attempt(ROWS[fmt], lambda fmt=fmt: WRITERS[fmt](job, tuner))
                        for fmt in formats]
             record_results(job, results)
-            judge(job, results)
+            select_shipped(job, "qat")
         except KeyboardInterrupt:   # Ctrl-C or SIGTERM: RUN/qat/last.pt resumes, the work folder goes
             shutil.rmtree(job.work_dir, ignore_errors=True)
             raise
@@ -120,7 +118,7 @@ class FineTuner:
 
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
         self.settings = {"source_sha256": job.manifest["checkpoint"]["sha256"], "epochs": epochs,
-                         "lr": job.cfg.quantize.qat_lr, "scheme": SCHEME,
+                         "lr": job.cfg.quantize.qat_lr, "quantizer": QUANTIZER,
                          "ranges": f"{converter_ranges(job.cfg)} {RANGES}", "bn": BATCHNORM}
         self.scheme = load_scheme(job.cfg.data.scheme)
         self.dataset = training_dataset(job.data_root, job.cfg, job.norm, log=lambda *args, **kwargs: None)
@@ -129,7 +127,8 @@ class FineTuner:
         self.graph, self.folds = prepare(job.model, job.size)
         self.range_inputs = torch.from_numpy(job.calibration.inputs("NCHW"))
         self._measure()   # sizes the fake-quant buffers before a saved state is loaded (and serves epoch 1)
-        self.optimizer = torch.optim.AdamW(self.graph.parameters(), lr=job.cfg.quantize.qat_lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.graph.parameters(), lr=job.cfg.quantize.qat_lr,
+                                           weight_decay=job.cfg.quantize.qat_weight_decay)
         self.loader = TrainLoader(self.dataset, job.cfg, 0, 1)
         self.steps = len(self.loader)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs * self.steps)
@@ -254,226 +253,31 @@ class FineTuner:
             qat=self.record()))
 
 
-@dataclasses.dataclass(frozen=True)
-class FoldedBatchNorm:
-    """A BatchNorm folded into the convolution before it. Names are state-dict keys of the run's
-    model; `fused_bias` is the graph's key of the folded bias (the conv's own bias key if it had one)."""
-
-    conv_bias: str | None
-    fused_bias: str
-    weight: str
-    bias: str
-    running_mean: str
-    running_var: str
-    eps: float
-
-
-def prepare(model: nn.Module, size: int) -> tuple[nn.Module, list[FoldedBatchNorm]]:
-    """`model` captured with torch.export (batch axis dynamic), every conv -> BatchNorm folded into
-    the conv (fold_batchnorm), and prepared for QAT with fake quantisation -> (GraphModule in eval
-    mode whose .eval()/.train() calls keep it so (facemark's predictors call .eval()), the folds)."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.zeros(2, 3, size, size),)
-    exported = torch.export.export(copy.deepcopy(model).eval(), example, dynamic_shapes=({0: batch},)).module()
-    folds = fold_batchnorm(exported)
-    graph = prepare_qat_pt2e(exported, quantizer())
-    move_exported_model_to_eval(graph)
-    allow_exported_model_train_eval(graph)
-    graph.weights_source = model.weights_source   # the predictors read the input normalisation from it
-    return graph, folds
-
-
-BATCHNORM_OPS = ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
-
-
-def fold_batchnorm(graph: torch.fx.GraphModule) -> list[FoldedBatchNorm]:
-    """Fold each (eval) BatchNorm that follows a convolution into it, in place, with torchao's pass
-    (the one prepare_pt2e runs for post-training quantisation) -> what was folded.
-
-    Why before prepare_qat_pt2e: its conv-BN QAT rewrite and convert_pt2e's fold back match ~130
-    exported patterns whatever the model's size (~45 s per run measured on MobileNetV2); with the
-    statistics frozen (see the module docstring) the folded graph computes the same thing."""
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
-
-    folds = []
-    for node in graph.graph.nodes:
-        if node.op != "call_function" or str(node.target) not in BATCHNORM_OPS:
-            continue
-        conv = node.args[0]
-        if not (isinstance(conv, torch.fx.Node) and str(conv.target).startswith("aten.conv")):
-            continue
-        bn = dict(zip([a.name for a in node.target._schema.arguments], node.args)) | node.kwargs
-        conv_bias = conv.args[2].target if len(conv.args) > 2 and conv.args[2] is not None else None
-        folds.append(FoldedBatchNorm(
-            conv_bias=conv_bias, fused_bias=conv_bias or f"{conv.args[1].target}_bias",   # torchao's name
-            weight=bn["weight"].target, bias=bn["bias"].target, running_mean=bn["running_mean"].target,
-            running_var=bn["running_var"].target, eps=float(bn["eps"])))
-    _fuse_conv_bn_(graph)
-    return folds
-
-
-def unfold_batchnorm(model: nn.Module, tuned: dict[str, torch.Tensor], folds: list[FoldedBatchNorm]) -> nn.Module:
-    """Load the fine-tuned weights of a folded graph (`tuned`: its state dict) into `model` (the
-    run's float architecture, BatchNorm unfolded), in place -> model. Each folded BatchNorm becomes
-    the identity plus the folded bias (weight 1, mean 0, variance 1 - eps), so the model computes
-    what the graph computes with fake quantisation off."""
-    state = model.state_dict()
-    folded = {key for fold in folds for key in (fold.weight, fold.bias, fold.running_mean, fold.running_var)}
-    wanted = [k for k in state if not k.endswith("num_batches_tracked") and k not in folded]
-    missing = sorted(set(wanted) - set(tuned))
-    if missing:
-        raise RuntimeError(f"the QAT graph lost {len(missing)} weights of the model (first: {missing[0]})")
-    state.update({key: tuned[key] for key in wanted})
-    for fold in folds:
-        bias = tuned[fold.fused_bias]
-        state[fold.weight] = torch.ones_like(bias)
-        state[fold.running_mean] = torch.zeros_like(bias)
-        state[fold.running_var] = torch.full_like(bias, 1.0 - fold.eps)
-        state[fold.bias] = torch.zeros_like(bias) if fold.conv_bias else bias
-    model.load_state_dict(state)
-    return model
-
-
-def quantizer():
-    """torchao's XNNPACK quantizer (the scheme of the phones' int8 CPU kernels: symmetric
-    per-channel int8 weights; every convolution, Linear and Add quantised at its output) with
-    uint8 activations, the type onnxruntime's x86 kernels run fastest (u8s8), and ReLU6 fused into
-    the convolution before it (see _relu_six_fused).
-
-    Chosen over X86InductorQuantizer, measured on the demo MobileNetV2: that one leaves the
-    residual Adds, the convolutions feeding them and the head in float (Inductor fuses them in
-    float), so onnxruntime ran 15 of 53 convolutions and the Linear in float (68 % of the MACs in
-    int8). This one gives 53 QLinearConv, 10 QLinearAdd and a QGemm, as post-training QDQ does,
-    at the same latency (1.37 vs 1.30 ms). (torchao ships it under torchao.testing since the
-    XNNPACK backend moved to ExecuTorch, where it warns that it is deprecated; the torchao
-    version is pinned.)"""
-    from torchao.testing.pt2e._xnnpack_quantizer import get_symmetric_quantization_config
-
-    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
-    uint8 = dataclasses.replace(config.input_activation, dtype=torch.uint8, quant_min=0, quant_max=255)
-    return _relu_six_fused()().set_global(dataclasses.replace(config, input_activation=uint8, output_activation=uint8))
-
-
-def _relu_six_fused():
-    """The XNNPACK quantizer with conv (+BatchNorm) -> ReLU6 quantised once, after the ReLU6.
-
-    Its own annotation fuses ReLU only: it quantises the convolution's output and lets ReLU6
-    (hardtanh) share that range, negatives included, which spends half the uint8 levels on values
-    ReLU6 clips, and onnxruntime cannot fold the clip (DQ -> Clip -> Q stays in float: 35 extra
-    ops, 2.8 ms instead of 1.4 on the demo model). Moving the output spec from the producer to the
-    ReLU6 gives Conv -> Clip -> Q with a [0, <=6] range, which onnxruntime fuses into QLinearConv,
-    and is what XNNPACK and LiteRT compute (conv with a fused ReLU6)."""
-    import torch.fx
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-    from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer
-
-    relu_six = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
-
-    class ReluSixFused(XNNPACKQuantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
-            for node in model.graph.nodes:
-                if node.op != "call_function" or node.target not in relu_six:
-                    continue
-                producer = node.args[0]
-                annotation = producer.meta.get("quantization_annotation")
-                if annotation is None or annotation.output_qspec is None or len(producer.users) != 1:
-                    continue
-                spec, annotation.output_qspec = annotation.output_qspec, None
-                node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=spec, _annotated=True)
-            return model
-
-    return ReluSixFused
-
-
-def measure_ranges(graph: nn.Module, inputs: torch.Tensor, percentile: float | None) -> None:
-    """Set every fake-quant range of the prepared `graph` to what the converters measure on
-    `inputs` ((N, 3, S, S) normalised calibration crops) with the float graph (fake quantisation
-    off): per-channel min-max for the weights, and for the activations min-max, or with
-    `percentile` the percentile ranges (calibration.PercentileRanges, as onnxruntime computes them
-    and tflite_int8.calibrated_ranges sets them for LiteRT). Then hold the ranges (observers
-    off, fake quantisation on)."""
-    from torchao.quantization.pt2e import disable_observer, enable_fake_quant
-    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-    from facemark.quantize.calibration import PercentileRanges
-
-    quants = [module for module in graph.modules() if isinstance(module, FakeQuantizeBase)]
-    low, high = _min_max(graph, quants, inputs)
-    if percentile is not None:
-        # the weights' quantisers are the per-channel ones (XNNPACK scheme); activations are per tensor
-        stats = PercentileRanges({i: (low[i].item(), high[i].item())
-                                  for i, quant in enumerate(quants) if not quant.is_per_channel})
-        hooks = [quants[i].register_forward_pre_hook(lambda module, args, i=i: stats.add(i, args[0].numpy()))
-                 for i in stats.bounds]
-        graph.apply(disable_observer)
-        with torch.no_grad():
-            for start in range(0, len(inputs), RANGE_BATCH):
-                graph(inputs[start:start + RANGE_BATCH])
-        for hook in hooks:
-            hook.remove()
-        for i, (lo, hi) in stats.ranges(percentile).items():
-            low[i], high[i] = torch.tensor(lo), torch.tensor(hi)
-    for i, quant in enumerate(quants):
-        observer = quant.activation_post_process
-        observer.min_val, observer.max_val = low[i], high[i]
-        scale, zero_point = quant.calculate_qparams()
-        quant.scale.resize_(scale.shape).copy_(scale)
-        quant.zero_point.resize_(zero_point.shape).copy_(zero_point)
-    graph.apply(disable_observer)
-    graph.apply(enable_fake_quant)
-
-
-def _min_max(graph: nn.Module, quants: list[nn.Module],
-             inputs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Each quantiser's min and max over `inputs` (per channel for per-channel ones), fake quantisation off."""
-    low: list[torch.Tensor] = []
-    high: list[torch.Tensor] = []
-    for quant in quants:
-        quant.disable_fake_quant()
-        quant.enable_observer()
-    with torch.no_grad():
-        for start in range(0, len(inputs), RANGE_BATCH):
-            for quant in quants:   # a fresh observation per chunk: the observers average across calls
-                quant.activation_post_process.reset_min_max_vals()
-            graph(inputs[start:start + RANGE_BATCH])
-            # copies: the observers reset and update their buffers in place
-            values = [(q.activation_post_process.min_val.clone(), q.activation_post_process.max_val.clone())
-                      for q in quants]
-            low = [torch.minimum(low[i], v[0]) for i, v in enumerate(values)] if low else [v[0] for v in values]
-            high = [torch.maximum(high[i], v[1]) for i, v in enumerate(values)] if high else [v[1] for v in values]
-    return low, high
-
-
-# ---------------------------------------------------------------- artifacts
-
 def write_onnx(job: QuantJob, tuner: FineTuner) -> QuantResult:
     """onnx_int8_qdq_u8s8_qat: convert_pt2e of the fine-tuned graph, exported as QDQ ONNX."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from facemark.convert.onnx import INPUT_NAME, OUTPUT_NAME
     from facemark.quantize.onnx_int8 import finish, output_step
-    from facemark.quantize.sensitivity import int8_mac_fraction, onnx_int8_nodes, onnx_macs
+    from facemark.quantize.sensitivity import int8_mac_fraction
+    from facemark.quantize.sensitivity_onnx import onnx_int8_nodes, onnx_macs
 
-    name, scheme, file = ROWS["onnx"]
+    row = ROWS["onnx"]
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
     converted = convert_pt2e(copy.deepcopy(tuner.graph))
     move_exported_model_to_eval(converted)
     description = ("quantisation-aware fine-tuned: int8 per-channel weights, uint8 activations with the "
                    f"{converter_ranges(job.cfg)} ranges it was fine-tuned against, QDQ format; float32 I/O")
-    facts = int8_facts("onnx", scheme, description, "NCHW", "float32", "float32", job, f"{QAT_DIR}/{BEST}")
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, f"{QAT_DIR}/{BEST}")
     facts["calibration"].update(method="qat", detail=tuner.settings["ranges"])
     facts["qat"] = tuner.record()
-    with atomic_path(job.export_dir / file) as tmp:
+    with atomic_path(job.export_dir / row.file) as tmp:
         _export_dynamo(converted, tmp, job.size, INPUT_NAME, OUTPUT_NAME)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = round(int8_mac_fraction(onnx_macs(tmp), onnx_int8_nodes(tmp)), 4)
         finish(job, tmp, facts)
-    return QuantResult(name, scheme, "verified", file, facts)
+    return QuantResult(row.name, row.mode, "verified", row.file, facts)
 
 
 def _export_dynamo(graph: nn.Module, path: Path, size: int, input_name: str, output_name: str) -> None:
@@ -495,7 +299,6 @@ def write_tflite(job: QuantJob, tuner: FineTuner) -> QuantResult:
     from facemark.convert.onnx import export_onnx
     from facemark.quantize import tflite_int8
 
-    name, scheme, file = ROWS["tflite"]
     source = export_onnx(tuner.float_model(), job.work_dir / "qat_fp32.onnx", job.size, job.cfg.export.opset)
     files: dict[str, Path] = {}
     tflite_int8.convert(job, job.cfg.quantize.tflite_io, files, source=source)
@@ -505,61 +308,8 @@ def write_tflite(job: QuantJob, tuner: FineTuner) -> QuantResult:
     description = "quantisation-aware fine-tuned weights; " + tflite_int8.description(
         True, job.cfg.quantize.tflite_io, job)
     extra = {"int8_macs": tflite_int8.int8_macs(produced), "qat": tuner.record()}
-    return tflite_int8.write_tflite(job, name, scheme, file, produced, description, job.cfg.quantize.tflite_io,
+    return tflite_int8.write_tflite(job, ROWS["tflite"], produced, description, job.cfg.quantize.tflite_io,
                                     calibrated=True, extra=extra, source=f"{QAT_DIR}/{BEST}")
 
 
 WRITERS = {"onnx": write_onnx, "tflite": write_tflite}
-
-
-# ---------------------------------------------------------------- which row ships
-
-def judge(job: QuantJob, results: list[QuantResult]) -> None:
-    """Measure each written QAT row and the calibrated int8 rows of its format on val faces; the
-    lowest NME supersedes the others (manifest `superseded_by`; the QAT row's `val_comparison`
-    lists every figure). Without a val split nothing is superseded (a note says so)."""
-    from facemark.quantize.mixed import EVAL_SPLIT, EvalFaces
-
-    written = [r for r in results if not r.failed]
-    if not written:
-        return
-    try:
-        faces = EvalFaces(job, job.data_root)
-    except DataError as exc:
-        print(f"facemark qat: note: QAT rows supersede nothing (they are compared on val faces): {exc}",
-              file=sys.stderr)
-        return
-    manifest = load_manifest(job.export_dir)
-    for row in written:
-        rivals = {name: entry for name, entry in manifest["artifacts"].items()
-                  if entry.get("format") == row.facts["format"] and entry.get("precision") == "int8"
-                  and "calibration" in entry and name != row.name}
-        scores = {name: _val_nme(job, faces, entry, job.export_dir / entry["file"]) for name, entry in rivals.items()}
-        scores[row.name] = _val_nme(job, faces, row.facts, job.export_dir / row.file)
-        best = min(scores, key=scores.get)
-        row.facts["val_comparison"] = {"split": EVAL_SPLIT, "faces": len(faces.crops),
-                                       "float_nme": round(faces.float_nme, 6),
-                                       "nme": {name: round(value, 6) for name, value in scores.items()},
-                                       "ships": best}
-        print(f"facemark qat: {row.facts['format']} int8 rows on {len(faces.crops)} {EVAL_SPLIT} faces (float "
-              f"{faces.float_nme:.5f}): " + ", ".join(f"{n} {v:.5f}" for n, v in sorted(scores.items(), key=lambda x: x[1])))
-        for name, entry in rivals.items():
-            if best == row.name:
-                record_artifact(job.export_dir, name, {**entry, "superseded_by": row.name})
-            elif entry.get("superseded_by") == row.name:   # set when an earlier QAT run of this row won
-                record_artifact(job.export_dir, name, {k: v for k, v in entry.items() if k != "superseded_by"})
-        if best != row.name:
-            row.facts["superseded_by"] = best
-        record_artifact(job.export_dir, row.name, row.facts)
-
-
-def _val_nme(job: QuantJob, faces, entry: dict[str, Any], path: Path) -> float:
-    """NME of one artifact on the eval faces, run in the runtime layer's child harness."""
-    from facemark.runtime import WorkerFailed, run_artifact
-
-    try:
-        points, _ = run_artifact(entry["format"], path, entry, job.size, job.norm, faces.crops.crops,
-                                 job.work_dir / "judge")
-    except WorkerFailed as exc:
-        raise RuntimeError(f"{path.name}: {exc.status}") from None
-    return faces.nme(points.reshape(len(points), -1))

@@ -5,7 +5,8 @@ ONNX: layers are node names, candidates are written with quantize_static(nodes_t
 TFLite: layers are output tensor names, candidates come from one LiteRT calibration with
 denylisted_nodes. Each recovered artifact is named for what it is (`*_mixed`), lists its float
 layers and its share of int8 multiply-adds in the manifest, and goes through the same contract,
-parity and output-step checks as the plain artifact it supersedes.
+parity and output-step checks as the plain artifact it recovers; which of them ships is decided
+afterwards by quantize.selection, with every other calibrated int8 row of the format.
 """
 
 from __future__ import annotations
@@ -14,29 +15,26 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from facemark.artifacts import Artifact, mixed_of
 from facemark.errors import DataError
 from facemark.manifest import drop_artifact
 from facemark.quantize.common import QuantJob, QuantResult, attempt, converter_ranges
 from facemark.runtime import WorkerFailed, create_runner, run_artifact
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
-from facemark.quantize.sensitivity import (TfliteCalibration, onnx_layer_errors, onnx_macs, recovery_order,
-                                           tflite_macs)
-
-# calibration crops the per-layer statistics are computed on (the ranking, not the ranges)
-EXPLAIN_FACES = 32
-
+from facemark.quantize.sensitivity import recovery_order
+from facemark.quantize.sensitivity_onnx import onnx_layer_errors, onnx_macs
+from facemark.quantize.sensitivity_tflite import TfliteCalibration, tflite_macs
 
 def wanted(job: QuantJob) -> bool:
     """Whether the layers need ranking: for the --explain report or for recovery."""
     return job.explain or job.cfg.quantize.mixed
 
 
-def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[str]], name: str, scheme: str,
+def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[str]], row: Artifact,
               recover: Callable[[Recovery], QuantResult], searcher: Callable[[EvalFaces], Recovery]) -> list[QuantResult]:
     """Run the search for `plain` and, when it chose a candidate, write it with `recover` -> the
-    mixed row (none when plain int8 met the target, or nothing kept enough MACs in int8). The plain
-    row's manifest entry records the search, and `superseded_by` when the mixed artifact met the
-    target (one that only came closer is written beside it, superseding nothing)."""
+    mixed row `row` (none when plain int8 met the target, or nothing kept enough MACs in int8). The
+    plain row's manifest entry records the search."""
     if not job.cfg.quantize.mixed or plain.failed or not ranking:
         return []
     try:
@@ -52,24 +50,22 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
     def work() -> QuantResult:
         outcome["recovery"] = searcher(faces)
         if outcome["recovery"].chosen is None:
-            return QuantResult(name, scheme, "not needed")
+            return QuantResult(row.name, row.mode, "not needed")
         return recover(outcome["recovery"])
 
-    row = attempt(name, scheme, work)
+    result = attempt(row, work)
     if "recovery" in outcome:
         plain.facts["recovery"] = outcome["recovery"].record()
-    if row.status == "not needed":
+    if result.status == "not needed":
         verdict = "plain int8 met the target" if outcome["recovery"].met else "no candidate beat plain int8"
-        print(f"facemark quantize: {name}: not written ({verdict})")
+        print(f"facemark quantize: {row.name}: not written ({verdict})")
         return []
-    if not row.failed and outcome["recovery"].met:   # a candidate that only got closer replaces nothing
-        plain.facts["superseded_by"] = name
-    return [row]
+    return [result]
 
 
 # ---------------------------------------------------------------- ONNX
 
-def guarded(name: str, scheme: str, work: Callable[[], list[QuantResult]]) -> list[QuantResult]:
+def guarded(row: Artifact, work: Callable[[], list[QuantResult]]) -> list[QuantResult]:
     """`work`'s rows. An error while ranking or searching is reported on stderr and writes no row:
     the plain artifacts already written stand, and the gate judges them (a converter or debugger
     that cannot analyse some architecture must not fail a quantisation that succeeded)."""
@@ -77,28 +73,28 @@ def guarded(name: str, scheme: str, work: Callable[[], list[QuantResult]]) -> li
         return work()
     except Exception as exc:
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        print(f"facemark quantize: warning: {name} ({scheme}) not written: sensitivity/recovery failed: "
+        print(f"facemark quantize: warning: {row.name} ({row.mode}) not written: sensitivity/recovery failed: "
               f"{type(exc).__name__}: {message}", file=sys.stderr)
         return []
 
 
 def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantResult]:
     """Rank the layers of the plain QDQ model (job.sensitivity["onnx"]) and recover it."""
-    name = f"{plain.name}_mixed"
-    drop_artifact(job.export_dir, name)   # made from the plain row this run replaces
+    row = mixed_of(plain.name)
+    drop_artifact(job.export_dir, row.name)   # made from the plain row this run replaces
     if plain.failed or not wanted(job):
         return []
-    scheme = f"{plain.scheme}, sensitive layers float"
-    return guarded(name, scheme, lambda: _onnx_rows(job, plain, activation, name, scheme))
+    return guarded(row, lambda: _onnx_rows(job, plain, activation, row))
 
 
-def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, scheme: str) -> list[QuantResult]:
+def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact) -> list[QuantResult]:
     from facemark.quantize import onnx_int8
 
     source = onnx_int8.preprocessed_source(job)
     plain_path = job.export_dir / plain.file
-    layers = onnx_layer_errors(source, plain_path, job.calibration.inputs("NCHW")[:EXPLAIN_FACES])
-    job.sensitivity["onnx"] = {"artifact": plain.name, "inputs": min(EXPLAIN_FACES, len(job.calibration.crops)),
+    faces = job.cfg.quantize.explain_faces
+    layers = onnx_layer_errors(source, plain_path, job.calibration.inputs("NCHW")[:faces])
+    job.sensitivity["onnx"] = {"artifact": plain.name, "inputs": min(faces, len(job.calibration.crops)),
                                "layers": layers}
 
     def build(excluded: list[str], stem: Path) -> Path:
@@ -119,9 +115,9 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
                       job.work_dir, job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
 
     def recover(recovery: Recovery) -> QuantResult:
-        return onnx_int8.write_mixed(job, name, scheme, recovery, source, activation)
+        return onnx_int8.write_mixed(job, row, recovery, source, activation)
 
-    return recovered(job, plain, "onnx", ranking, name, scheme, recover, searcher)
+    return recovered(job, plain, "onnx", ranking, row, recover, searcher)
 
 
 # ---------------------------------------------------------------- TFLite
@@ -129,33 +125,34 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, name: str, sc
 def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None,
                 calibration: TfliteCalibration | None = None) -> list[QuantResult]:
     """Rank the ops of the full-int8 TFLite model with LiteRT's debugger (job.sensitivity["tflite"])
-    and recover it as tflite_int8_mixed (float I/O). `calibration`: the one the plain row was
+    and recover it as tflite_int8_full_mixed (float I/O). `calibration`: the one the plain row was
     quantised from (percentile ranges), else a min-max one is made from `saved_model`."""
-    name, scheme = "tflite_int8_mixed", "full integer, sensitive ops float"
-    drop_artifact(job.export_dir, name)   # made from the plain row this run replaces
+    row = mixed_of(plain.name)
+    drop_artifact(job.export_dir, row.name)   # made from the plain row this run replaces
     if plain.failed or not wanted(job):
         return []
-    return guarded(name, scheme, lambda: _tflite_rows(job, plain, saved_model, calibration, name, scheme))
+    return guarded(row, lambda: _tflite_rows(job, plain, saved_model, calibration, row))
 
 
 def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, calibration: TfliteCalibration | None,
-                 name: str, scheme: str) -> list[QuantResult]:
+                 row: Artifact) -> list[QuantResult]:
     from facemark.quantize import tflite_int8
 
     inputs = job.calibration.inputs("NHWC")
     if calibration is None:
         if saved_model is None:
             raise RuntimeError("onnx2tf wrote no saved model: the TFLite sensitivity needs it")
-        calibration = TfliteCalibration(saved_model, inputs, EXPLAIN_FACES)
+        calibration = TfliteCalibration(saved_model, inputs, job.cfg.quantize.explain_faces)
     layers = calibration.layer_errors()
-    job.sensitivity["tflite"] = {"artifact": plain.name, "inputs": min(EXPLAIN_FACES, len(inputs)), "layers": layers}
+    job.sensitivity["tflite"] = {"artifact": plain.name, "inputs": min(job.cfg.quantize.explain_faces, len(inputs)),
+                                 "layers": layers}
 
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".tflite")
         path.write_bytes(calibration.quantize(excluded))
         return path
 
-    macs = {name: op["macs"] for name, op in tflite_macs(calibration.quantize([])).items()}
+    macs = {layer: op["macs"] for layer, op in tflite_macs(calibration.quantize([])).items()}
     ranking = affordable(layers, macs, job.cfg.quantize.mixed_min_int8_macs)
 
     def searcher(faces: EvalFaces) -> Recovery:
@@ -178,8 +175,7 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, ca
                        f"ops kept in float32 (listed in float_layers); float32 I/O")
         extra = {"float_layers": chosen.excluded, "int8_macs": round(chosen.int8_macs, 4),
                  "recovery": recovery.record(), "recovers": plain.name}
-        return tflite_int8.write_tflite(job, name, scheme, "model_int8_mixed.tflite", chosen.path, description,
-                                        "float32", calibrated=True, extra=extra)
+        return tflite_int8.write_tflite(job, row, chosen.path, description, "float32", calibrated=True, extra=extra)
 
-    return recovered(job, plain, "tflite", ranking, name, scheme, recover, searcher)
+    return recovered(job, plain, "tflite", ranking, row, recover, searcher)
 

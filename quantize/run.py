@@ -24,13 +24,14 @@ from facemark.manifest import artifact_entry, check_normalisation, load_manifest
 from facemark.model import checkpoint_source, load_checkpoint
 from facemark.quantize.calibration import load_calibration
 from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
-from facemark.quantize.sensitivity import write_explain
+from facemark.quantize.selection import select_shipped
+from facemark.quantize.sensitivity_report import write_explain
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
+from facemark.runtime.machine import is_x86
 
 BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
             "coreml": "facemark.quantize.coreml_int8"}
-X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
-X86_BANNER = "int8 speed on x86 does not predict ARM phones"
 PARITY_SPLITS = ("val", "test")
 SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 
@@ -60,6 +61,7 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
     try:
         for name in names:
             results += _run_backend(name, job)
+        select_shipped(job, "quantize")
     except KeyboardInterrupt:   # nothing to keep: the finished artifacts are in the manifest already
         shutil.rmtree(job.work_dir, ignore_errors=True)
         raise
@@ -75,7 +77,7 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     """The exported run's QuantJob: its verified checkpoint and model (its config with the
     quantize.* `overrides`), calibration crops (a seeded subset of the training split), parity
     crops (val, else test) and a fresh work folder in RUN."""
-    export_dir = run / "export"
+    export_dir = RunDir(run).export
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
     checkpoint = verified_checkpoint(run, manifest)
@@ -84,8 +86,9 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
     root = _data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
-    if platform.machine().lower() in X86:
-        print(f"facemark {verb}: note: {X86_BANNER} (quantising on {platform.machine()})")
+    if is_x86():
+        print(f"facemark {verb}: note: int8 speed on x86 does not predict ARM phones (quantising on "
+              f"{platform.machine()})")
     calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed, norm)
     parity = parity_crops(root, cfg)
     print(f"facemark {verb}: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
@@ -114,7 +117,8 @@ def resolve_backends(names: list[str] | None, default: list[str]) -> list[str]:
 def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:
     """The checkpoint the manifest was exported from, after checking its sha256."""
     recorded = manifest.get("checkpoint", {})
-    candidates = [Path(recorded.get("file", "")), run / Path(recorded.get("file", "best.pt")).name, run / "best.pt"]
+    best = RunDir(run).best
+    candidates = [Path(recorded.get("file", "")), run / Path(recorded.get("file", best.name)).name, best]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ArtifactError(f"{run}: checkpoint {recorded.get('file')!r} named in the export manifest not found")
@@ -150,15 +154,14 @@ def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
         results = module.quantize(job)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-        results = [QuantResult(artifact, scheme, "failed", error=message) for artifact, scheme in module.planned(job)]
+        results = [QuantResult(row.name, row.mode, "failed", error=message) for row in module.planned(job)]
     record_results(job, results)
     return results
 
 
 def record_results(job: QuantJob, results: list[QuantResult]) -> None:
-    """Record each written row in the manifest (with its seconds), a superseded one after the row
-    that supersedes it, so the manifest never names a superseding artifact it lacks."""
-    for result in sorted(results, key=lambda r: "superseded_by" in r.facts):
+    """Record each written row in the manifest (with its seconds)."""
+    for result in results:
         if not result.failed:
             result.facts["seconds"] = round(result.seconds, 1)
             result.facts = artifact_entry(job.export_dir, Path(result.file), **result.facts)
@@ -166,13 +169,13 @@ def record_results(job: QuantJob, results: list[QuantResult]) -> None:
 
 
 def summary_table(results: list[QuantResult]) -> str:
-    """Artifact, scheme, status, size, parity vs PyTorch (mean / max point distance in crop px and
+    """Artifact, mode, status, size, parity vs PyTorch (mean / max point distance in crop px and
     as a fraction of the inter-pupil distance), seconds; errors listed under the table."""
-    header = ("artifact", "scheme", "status", "size", "parity vs pytorch (val)", "seconds")
+    header = ("artifact", "mode", "status", "size", "parity vs pytorch (val)", "seconds")
     rows = [header]
     for r in results:
         size = f"{r.facts['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r.facts else "-"
-        rows.append((r.name, r.scheme, r.status, size, _parity_text(r.facts), f"{r.seconds:.1f}"))
+        rows.append((r.name, r.mode, r.status, size, _parity_text(r.facts), f"{r.seconds:.1f}"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -24,24 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from facemark.artifacts import ARTIFACTS, Artifact
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      converter_ranges, parity_figures, range_percentile, torch_outputs)
+                                      converter_ranges, parity_figures, range_percentile)
+from facemark.runtime import TorchRunner
 from facemark.weights import Normalisation
 
 SOURCE = "onnx_fp32"
 SAME_SCALE_OPS = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
                   "SPACE_TO_DEPTH", "DEPTH_TO_SPACE"}
-# artifact name -> (onnx2tf file kind, scheme, file name)
-ARTIFACTS = {
-    "tflite_int8_full": ("full_integer_quant", "full integer", "model_int8_full.tflite"),
-    "tflite_int8_dynamic": ("dynamic_range_quant", "dynamic range", "model_int8_dynamic.tflite"),
-}
+# the one onnx2tf run every row of this format shares (a row of the summary table when it fails)
+ONNX2TF = Artifact("tflite_int8_*", "tflite", "int8", "quantize", "onnx2tf")
+# registry row -> the onnx2tf file kind (OUT/*_{kind}.tflite) it comes from
+KINDS = {ARTIFACTS["tflite_int8_full"]: "full_integer_quant", ARTIFACTS["tflite_int8_dynamic"]: "dynamic_range_quant"}
 
 
-def planned(job: QuantJob) -> list[tuple[str, str]]:
-    return [(name, spec[1]) for name, spec in ARTIFACTS.items()]
+def planned(job: QuantJob) -> list[Artifact]:
+    return list(KINDS)
 
 
 def quantize(job: QuantJob) -> list[QuantResult]:
@@ -50,20 +51,21 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     model onnx2tf wrote, with percentile ranges (TfliteCalibration), instead of onnx2tf's min-max file."""
     io_type = job.cfg.quantize.tflite_io   # one of config.TFLITE_IO
     files: dict[str, Path] = {}
-    conversion = attempt("tflite_int8_*", "onnx2tf", lambda: convert(job, io_type, files))
+    conversion = attempt(ONNX2TF, lambda: convert(job, io_type, files))
     calibration: dict[str, Any] = {}
     results = []
-    for name, (kind, scheme, file) in ARTIFACTS.items():
+    for row, kind in KINDS.items():
         if conversion.failed:
-            results.append(QuantResult(name, scheme, "failed", error=conversion.error, seconds=conversion.seconds))
+            results.append(QuantResult(row.name, row.mode, "failed", error=conversion.error,
+                                       seconds=conversion.seconds))
             continue
-        result = attempt(name, scheme, lambda: _finish(job, name, _produced(job, kind, files, calibration), io_type))
-        result.seconds += conversion.seconds / len(ARTIFACTS)  # the shared onnx2tf run, split evenly
+        result = attempt(row, lambda: _finish(job, row, _produced(job, kind, files, calibration), io_type))
+        result.seconds += conversion.seconds / len(KINDS)  # the shared onnx2tf run, split evenly
         results.append(result)
     if not conversion.failed:
         from facemark.quantize.recover import tflite_rows
 
-        full = results[list(ARTIFACTS).index("tflite_int8_full")]
+        full = results[list(KINDS).index(ARTIFACTS["tflite_int8_full"])]
         results += tflite_rows(job, full, files.get("saved_model"), calibration.get("ranges"))
     return results
 
@@ -82,10 +84,10 @@ def full_integer(job: QuantJob, files: dict[str, Path], calibration: dict[str, A
     saved_model = files.get("saved_model")
     if saved_model is None:
         raise RuntimeError("onnx2tf wrote no saved model: percentile ranges are set on it")
-    from facemark.quantize.recover import EXPLAIN_FACES
-    from facemark.quantize.sensitivity import TfliteCalibration
+    from facemark.quantize.sensitivity_tflite import TfliteCalibration
 
-    calibration["ranges"] = TfliteCalibration(saved_model, job.calibration.inputs("NHWC"), EXPLAIN_FACES, percentile)
+    calibration["ranges"] = TfliteCalibration(saved_model, job.calibration.inputs("NHWC"), job.cfg.quantize.explain_faces,
+                                             percentile)
     path = saved_model.parent / "model_full_integer_quant_percentile.tflite"
     path.write_bytes(calibration["ranges"].quantize([], job.cfg.quantize.tflite_io))
     return path
@@ -105,7 +107,7 @@ def calibrated_ranges(calibrated: bytes, inputs: np.ndarray, percentile: float |
       that every intermediate stays readable. Without, the converter's min-max stays."""
     import flatbuffers
 
-    from facemark.quantize.sensitivity import op_kinds, tflite_graph
+    from facemark.quantize.sensitivity_tflite import op_kinds, tflite_graph
 
     schema, model, graph = tflite_graph(calibrated)
     tensors = graph.tensors
@@ -170,43 +172,43 @@ def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | 
     else:
         arguments = ["-odrqt"]
     files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
-    return QuantResult("tflite_int8_*", "onnx2tf", "converted")
+    return QuantResult(ONNX2TF.name, ONNX2TF.mode, "converted")
 
 
-def _finish(job: QuantJob, name: str, produced: Path | None, io_type: str) -> QuantResult:
-    kind, scheme, file = ARTIFACTS[name]
+def _finish(job: QuantJob, row: Artifact, produced: Path | None, io_type: str) -> QuantResult:
     if produced is None:
-        raise RuntimeError(f"onnx2tf wrote no *_{kind}.tflite (see {job.work_dir / 'tflite_int8' / 'onnx2tf.log'})")
-    full = name == "tflite_int8_full"
+        raise RuntimeError(f"onnx2tf wrote no *_{KINDS[row]}.tflite (see "
+                           f"{job.work_dir / 'tflite_int8' / 'onnx2tf.log'})")
+    full = row.name == "tflite_int8_full"
     dtype = io_type if full else "float32"
     extra = {"int8_macs": int8_macs(produced)} if full else {}
-    return write_tflite(job, name, scheme, file, produced, description(full, io_type, job),
-                        dtype, calibrated=full, extra=extra)
+    return write_tflite(job, row, produced, description(full, io_type, job), dtype, calibrated=full, extra=extra)
 
 
 def int8_macs(tflite_path: Path) -> float:
     """Share of the multiply-adds of a .tflite file that its int8 kernels compute."""
-    from facemark.quantize.sensitivity import int8_mac_fraction, tflite_macs
+    from facemark.quantize.sensitivity import int8_mac_fraction
+    from facemark.quantize.sensitivity_tflite import tflite_macs
 
     ops = tflite_macs(Path(tflite_path).read_bytes())
     return round(int8_mac_fraction({k: v["macs"] for k, v in ops.items()}, {k for k, v in ops.items() if v["int8"]}), 4)
 
 
-def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Path, description: str, dtype: str,
+def write_tflite(job: QuantJob, row: Artifact, produced: Path, description: str, dtype: str,
                  calibrated: bool, extra: dict[str, Any], source: str = SOURCE) -> QuantResult:
-    """Copy `produced` to export/`file` with the contract embedded, run it in LiteRT on the parity crops,
+    """Copy `produced` to export/(row's file) with the contract embedded, run it in LiteRT on the parity crops,
     check its output step, and return the verified row (`extra`: further manifest facts; `source`:
     what it was made from)."""
     from facemark.convert.parity import contract_payload
     from facemark.convert.tflite import embed_tflite_metadata
 
-    facts = int8_facts("tflite", scheme, description, "NHWC", dtype, dtype, job, source)
+    facts = int8_facts(row, description, "NHWC", dtype, dtype, job, source)
     if calibrated:   # LiteRT's converter measures min-max; percentile ranges are set on its calibrated model
         facts["calibration"]["method"] = "percentile" if range_percentile(job.cfg) else "minmax"
     else:
         facts.pop("calibration")  # dynamic range: weights only, no activation ranges measured
     facts.update(extra)
-    with atomic_path(job.export_dir / file) as tmp:
+    with atomic_path(job.export_dir / row.file) as tmp:
         shutil.copyfile(produced, tmp)
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
         actual, io = run_litert(tmp, facts, job)
@@ -215,10 +217,10 @@ def write_tflite(job: QuantJob, name: str, scheme: str, file: str, produced: Pat
         if io["output_step_scale"] is not None:
             facts["output_step"] = check_output_step(io["output_step_scale"], job.size,
                                                      job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
-        facts["parity"] = parity_figures(actual, torch_outputs(job.model, job.parity.crops, job.norm), job.size,
-                                         job.parity_ipd_px(), job.parity.split)
+        expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
+        facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
         facts["status"] = "verified"
-    return QuantResult(name, scheme, "verified", file, facts)
+    return QuantResult(row.name, row.mode, "verified", row.file, facts)
 
 
 def description(full: bool, io_type: str, job: QuantJob) -> str:

@@ -23,7 +23,7 @@ from margins import DATA_SEED, above
 from facemark import codec
 from facemark.config import load_config
 from facemark.errors import ArtifactError
-from facemark.convert.formats import FORMATS, artifact_file
+from facemark.convert.formats import float_artifact
 from facemark.convert.golden import GOLDEN_FORMAT, write_golden
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.manifest import MANIFEST_NAME, artifact_entry, new_manifest, record_artifact, save_manifest
@@ -241,7 +241,7 @@ def _java_constant(name: str) -> str:
 
 
 def test_app_constants_match_python_side():
-    model_file = artifact_file(FORMATS["tflite"], "float32", False)
+    model_file = float_artifact("tflite", "float32", False).file
     assert _java_constant("MANIFEST_ASSET") == f'"{MANIFEST_NAME}"'
     assert _java_constant("MODEL_ASSET") == f'"{model_file}"'
     script = (ANDROID / "copy_assets.sh").read_text()

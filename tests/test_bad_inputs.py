@@ -500,6 +500,17 @@ BAD_VALUES: dict[str, list[str]] = {
     "predict.min_score": ["-0.5"],
     "infer.flip": ["mirror"],
     "infer.passes": ["0", "9", "1.5"],
+    "quantize.qat_weight_decay": ["-0.1"],
+    "quantize.explain_faces": ["0"],
+    "validate.batch": ["0", "2.5"],
+    "synth.out": ["''"],
+    "synth.train": ["0"],
+    "synth.val": ["-1"],
+    "synth.test": ["-1"],
+    "synth.seed": ["-1"],
+    "synth.workers": ["0"],
+    "runs.train": ["''"],
+    "runs.pipeline": ["''"],
 }
 
 

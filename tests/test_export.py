@@ -25,8 +25,7 @@ from facemark.convert.coreml import NOT_RUN
 from facemark.convert.export import export_run
 from facemark.convert.formats import FORMATS, PARITY_BOUND, resolve_formats
 from facemark.convert.onnx import read_onnx_metadata
-from facemark.convert.parity import torch_reference
-from facemark.runtime import create_runner
+from facemark.runtime import TorchRunner, create_runner
 from facemark.data.crops import load_crop_set
 from facemark.errors import ArtifactError, ConfigError, DataError
 from facemark.io import sha256_of
@@ -116,7 +115,7 @@ def test_onnx_parity_recomputed_from_the_file(exported):
     model, _, _ = load_checkpoint(exported / "best.pt")
     crops = crops_of(exported)
     norm = weights_source(model).norm
-    expected = torch_reference(model, crops, norm=norm)
+    expected = TorchRunner(model, crops.shape[1], norm).predict(crops)
     entry = load_manifest(exported / "export")["artifacts"]["onnx_fp32"]
     actual = create_runner("onnx", exported / "export" / "model_fp32.onnx", entry, SIZE, norm).predict(crops)
     assert actual.shape == (CROPS, 106, 2)
@@ -242,7 +241,7 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
     model, _, _ = load_checkpoint(exported_tflite / "best.pt")
     crops = crops_of(exported_tflite)
     norm = weights_source(model).norm
-    expected = torch_reference(model, crops, norm=norm)
+    expected = TorchRunner(model, crops.shape[1], norm).predict(crops)
     for precision, tag in (("float32", "fp32"), ("float16", "fp16")):
         entry = manifest["artifacts"][f"tflite_{tag}"]
         assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, SIZE, SIZE, 3]

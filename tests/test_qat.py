@@ -5,8 +5,8 @@ quantised (PTQ rows), then fine-tuned under fake quantisation on a tiny drawn da
 the fine-tuned float checkpoint records its source; the QAT ONNX is a real QDQ graph whose
 onnxruntime outputs match the fake-quantised PyTorch graph it was converted from (mean 0.22-0.29 crop px over seeds 0-2, bound 0.6); both QAT rows
 are verified against the original PyTorch model; exactly one calibrated int8 row per format ships
-(the others name it in superseded_by); an interrupted fine-tuning resumes to the same weights as
-an uninterrupted one.
+(the others name it in superseded_by), whichever of qat and quantize ran last; an interrupted
+fine-tuning resumes to the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     lines = (run / QAT_DIR / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     manifest = load_manifest(run / "export")
-    for fmt, (name, _, file) in ROWS.items():
-        entry = manifest["artifacts"][name]
-        assert entry["file"] == file and entry["format"] == fmt and entry["precision"] == "int8"
+    for fmt, row in ROWS.items():
+        name, entry = row.name, manifest["artifacts"][row.name]
+        assert entry["file"] == row.file and entry["format"] == fmt and entry["precision"] == "int8"
         assert entry["status"] == "verified" and entry["qat"]["source_sha256"] == record["source_sha256"]
         assert entry["source"] == f"{QAT_DIR}/best.pt"
         assert 0.1 < entry["int8_macs"] <= 1.0, entry["int8_macs"]   # measured, not assumed (0.27 for ONNX here)
@@ -96,7 +96,7 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     import onnx
 
     run, _ = qat_done
-    path = run / "export" / ROWS["onnx"][2]
+    path = run / "export" / ROWS["onnx"].file
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
@@ -107,7 +107,7 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     crops = job.parity.crops
     # in a Sequential: the QAT graph's own eval() (torchao's override) returns None, not the module
     fake = TorchRunner(torch.nn.Sequential(tuner.graph), SIZE, job.norm).predict(crops)
-    entry = load_manifest(run / "export")["artifacts"][ROWS["onnx"][0]]
+    entry = load_manifest(run / "export")["artifacts"][ROWS["onnx"].name]
     real = create_runner("onnx", path, entry, SIZE, job.norm).predict(crops)
     distance = np.linalg.norm((fake - real).reshape(len(crops), -1, 2), axis=-1) * SIZE / 2
     # 0.22-0.29 on AVX-512/VNNI Xeons (seeds 0-2), 0.83 on an AVX2-only EPYC, whose int8 kernels
@@ -115,19 +115,41 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     below("QAT ONNX vs fake-quant graph, mean crop px", float(distance.mean()), 1.7)
 
 
+def _shipping(run: Path) -> dict[str, tuple[str | None, dict | None]]:
+    """int8 row -> (superseded_by, val_comparison) of the run's manifest."""
+    artifacts = load_manifest(run / "export")["artifacts"]
+    return {name: (entry.get("superseded_by"), entry.get("val_comparison")) for name, entry in artifacts.items()
+            if entry.get("precision") == "int8"}
+
+
 @pytest.mark.slow
 def test_one_calibrated_row_per_format_ships(qat_done):
+    """ONNX has two calibrated rows (static QDQ and its QAT): the lower val NME ships, the other
+    names it; TFLite has only its QAT row here, which competes with nothing and ships."""
     run, _ = qat_done
-    artifacts = load_manifest(run / "export")["artifacts"]
-    for fmt, (name, _, _) in ROWS.items():
-        comparison = artifacts[name]["val_comparison"]
-        ships = comparison["ships"]
-        assert ships == min(comparison["nme"], key=comparison["nme"].get)
-        rivals = [n for n, e in artifacts.items() if e.get("format") == fmt and e.get("precision") == "int8"
-                  and "calibration" in e]
-        assert sorted(rivals) == sorted(comparison["nme"])
-        for other in rivals:
-            assert artifacts[other].get("superseded_by") == (None if other == ships else ships), other
+    shipping = _shipping(run)
+    plain, qat = "onnx_int8_qdq_u8s8", ROWS["onnx"].name
+    comparison = shipping[qat][1]
+    assert comparison == shipping[plain][1] and sorted(comparison["nme"]) == sorted([plain, qat])
+    ships = min(comparison["nme"], key=comparison["nme"].get)
+    assert comparison["ships"] == ships and comparison["split"] == "val" and comparison["faces"] == 8
+    assert {name: shipping[name][0] for name in (plain, qat)} == {plain: None if ships == plain else ships,
+                                                                  qat: None if ships == qat else ships}
+    assert shipping[ROWS["tflite"].name] == (None, None)
+
+
+@pytest.mark.slow
+def test_qat_then_quantize_ships_what_quantize_then_qat_ships(dataset, tmp_path):
+    """One selection step runs after both verbs over the whole manifest: the order does not matter."""
+    first, second = exported_run(dataset, tmp_path / "a", "[onnx]"), exported_run(dataset, tmp_path / "b", "[onnx]")
+    assert quantize_run(first, formats=["onnx"], data_root=dataset, calibration_count=None) == 0
+    assert qat_run(first, data_root=dataset) == 0
+    assert qat_run(second, data_root=dataset) == 0
+    assert quantize_run(second, formats=["onnx"], data_root=dataset, calibration_count=None) == 0
+    shipped = _shipping(first)
+    assert set(shipped) == {"onnx_int8_qdq_u8s8", "onnx_int8_qdq_u8s8_qat"}
+    assert sum(by is None for by, _ in shipped.values()) == 1   # exactly one row ships
+    assert _shipping(second) == shipped
 
 
 @pytest.mark.slow
@@ -139,7 +161,7 @@ def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
     assert qat_run(resumed, data_root=dataset, stop_after=1) == 0
     saved = torch.load(resumed / QAT_DIR / LAST, weights_only=True)
     assert saved["epoch"] == 1 and not (resumed / QAT_DIR / "best.pt").exists()
-    assert ROWS["onnx"][0] not in load_manifest(resumed / "export")["artifacts"]
+    assert ROWS["onnx"].name not in load_manifest(resumed / "export")["artifacts"]
     assert qat_run(resumed, data_root=dataset) == 0
     first = torch.load(straight / QAT_DIR / "best.pt", weights_only=True)["model"]
     second = torch.load(resumed / QAT_DIR / "best.pt", weights_only=True)["model"]
@@ -164,12 +186,12 @@ def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
     cfg = load_config(overrides=[*OVERRIDES, "quantize.formats=[onnx,tflite]", "quantize.qat=true"])
     assert qat_current(run, cfg)
     manifest = load_manifest(run / "export")
-    entry = manifest["artifacts"][ROWS["tflite"][0]]
-    record_artifact(run / "export", ROWS["tflite"][0], {**entry, "qat": {**entry["qat"], "source_sha256": "0" * 64}})
+    entry = manifest["artifacts"][ROWS["tflite"].name]
+    record_artifact(run / "export", ROWS["tflite"].name, {**entry, "qat": {**entry["qat"], "source_sha256": "0" * 64}})
     try:
         assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
     finally:
-        record_artifact(run / "export", ROWS["tflite"][0], entry)
+        record_artifact(run / "export", ROWS["tflite"].name, entry)
 
 
 def test_qat_ranges_are_the_ones_the_converters_measure():
@@ -177,7 +199,7 @@ def test_qat_ranges_are_the_ones_the_converters_measure():
     inputs, or with a percentile the PercentileRanges onnxruntime's percentile method gives."""
     from facemark.model import build_model
     from facemark.quantize.calibration import PercentileRanges
-    from facemark.quantize.qat import measure_ranges, prepare
+    from facemark.quantize.qat_graph import measure_ranges, prepare
 
     cfg = load_config(overrides=OVERRIDES + [f"model.arch={ARCH}"])
     torch.manual_seed(0)
@@ -209,7 +231,7 @@ def test_batchnorm_is_folded_for_fine_tuning_and_unfolded_into_the_run_architect
     from torchao.quantization.pt2e import disable_fake_quant
 
     from facemark.model import build_model
-    from facemark.quantize.qat import prepare, unfold_batchnorm
+    from facemark.quantize.qat_graph import prepare, unfold_batchnorm
 
     cfg = load_config(overrides=OVERRIDES + ["model.arch=test_efficientnet"])
     torch.manual_seed(0)

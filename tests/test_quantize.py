@@ -26,7 +26,7 @@ from facemark.manifest import (artifact_entry, load_manifest, manifest_normalisa
 from facemark.model import build_model, checkpoint_dict
 from facemark.quantize.calibration import draw_ids, ids_sha256, load_calibration
 from facemark.quantize.common import check_output_step
-from facemark.quantize.onnx_int8 import static_name
+from facemark.artifacts import ARTIFACTS, SUFFIX, artifact, onnx_static
 from facemark.quantize.run import quantize_run, resolve_backends, summary_table
 from facemark.schemes import load_scheme
 from facemark.weights import IMAGENET
@@ -127,10 +127,19 @@ def test_output_step_passes_and_refuses():
         check_output_step(8 / 255, 224, 70.0, 0.02)  # an output range of +-4: 3.5 px steps, 5 % IPD
 
 
-def test_scheme_names_and_format_choice():
-    assert static_name("uint8") == "onnx_int8_qdq_u8s8" and static_name("int8") == "onnx_int8_qdq_s8s8"
+def test_artifact_names_and_format_choice():
+    assert onnx_static("uint8").name == "onnx_int8_qdq_u8s8" and onnx_static("int8").file == "model_int8_qdq_s8s8.onnx"
     with pytest.raises(ConfigError, match="uint8, int8"):
-        static_name("int4")
+        onnx_static("int4")
+    # one naming rule: a recovery is its plain row's name plus _mixed / _qat, and competes with it
+    for row in ARTIFACTS.values():
+        if row.source is not None:
+            assert row.name in (f"{row.source}_mixed", f"{row.source}_qat") and row.competes
+            assert artifact(row.source).competes and artifact(row.source).format == row.format
+        assert row.file == "model_" + row.name.split("_", 1)[1] + SUFFIX[row.format]
+    assert artifact("tflite_int8_full_mixed").file == "model_int8_full_mixed.tflite"
+    with pytest.raises(ConfigError, match="unknown artifact 'tflite_int8_mixed'"):
+        artifact("tflite_int8_mixed")
     assert resolve_backends(["all"], []) == ["tflite", "onnx", "coreml"]
     assert resolve_backends(None, ["coreml", "onnx"]) == ["onnx", "coreml"]
     with pytest.raises(ConfigError, match="did you mean 'tflite'"):
@@ -157,9 +166,9 @@ def test_every_int8_path_is_written_named_and_close(quantized_run, dataset):
     export_dir = run / "export"
     manifest = load_manifest(export_dir)
     draw = draw_ids([f"train{i:03d}" for i in range(40)], 24, seed=0)
-    for name, (file, scheme, words) in EXPECTED.items():
+    for name, (file, mode, words) in EXPECTED.items():
         entry = manifest["artifacts"][name]
-        assert entry["file"] == file and entry["scheme"] == scheme and words in entry["quantization"]
+        assert entry["file"] == file and entry["mode"] == mode and words in entry["quantization"]
         assert entry["precision"] == "int8" and entry["size_bytes"] > 0
         verify_artifact(export_dir, name, manifest)  # sha256 recorded matches the file
         if "calibration" in entry:
@@ -201,7 +210,7 @@ def test_int8_artifacts_run_again_from_disk(quantized_run):
                              manifest["artifacts"]["onnx_int8_qdq_u8s8"], SIZE, norm).predict(crops)
     assert onnx_out.shape == (2, 106, 2)
     embedded = read_tflite_metadata(export_dir / "model_int8_full.tflite")
-    assert embedded["artifact"]["scheme"] == "full integer"
+    assert embedded["artifact"]["mode"] == "full integer"
     table = summary_table([])
     assert table.splitlines()[0].split() == ["artifact", "scheme", "status", "size", "parity", "vs", "pytorch",
                                              "(val)", "seconds"]

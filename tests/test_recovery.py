@@ -22,7 +22,9 @@ from facemark.convert.onnx import export_onnx
 from facemark.quantize.calibration import PercentileRanges
 from facemark.quantize.mixed import affordable, schedule, search
 from facemark.quantize.onnx_int8 import int8_macs, write_qdq
-from facemark.quantize.sensitivity import onnx_layer_errors, onnx_macs, sqnr_db, write_explain
+from facemark.quantize.sensitivity import sqnr_db
+from facemark.quantize.sensitivity_onnx import onnx_layer_errors, onnx_macs
+from facemark.quantize.sensitivity_report import write_explain
 from facemark.runtime import create_runner
 from facemark.validate.gate import apply_gate
 from facemark.weights import IMAGENET
@@ -138,15 +140,15 @@ def _row(name: str, nme: float, superseded_by: str | None = None) -> dict:
 
 
 def test_gate_passes_a_superseded_row_only_when_its_successor_passes():
-    rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_mixed"),
-            _row("tflite_int8_mixed", 0.1005)]
+    rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_full_mixed"),
+            _row("tflite_int8_full_mixed", 0.1005)]
     gate = apply_gate(rows, 0.01, None)
     assert gate["passed"] and gate["superseded"][0]["artifact"] == "tflite_int8_full"
-    assert rows[1]["gate"]["superseded_by"] == "tflite_int8_mixed"
-    rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_mixed"),
-            _row("tflite_int8_mixed", 0.1015)]
+    assert rows[1]["gate"]["superseded_by"] == "tflite_int8_full_mixed"
+    rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_full_mixed"),
+            _row("tflite_int8_full_mixed", 0.1015)]
     gate = apply_gate(rows, 0.01, None)
-    assert not gate["passed"] and {f["artifact"] for f in gate["failures"]} == {"tflite_int8_full", "tflite_int8_mixed"}
+    assert not gate["passed"] and {f["artifact"] for f in gate["failures"]} == {"tflite_int8_full", "tflite_int8_full_mixed"}
 
 
 # ---------------------------------------------------------------- end to end: facemark quantize
@@ -179,15 +181,17 @@ def fit_head_and_relabel_val(root: Path, model: torch.nn.Module, cfg) -> None:
     from facemark.codec import apply_affine, invert_affine
     from facemark.data.crops import load_crop_set
     from facemark.data.layout import write_landmarks
-    from facemark.quantize.common import torch_outputs
+    from facemark.runtime import TorchRunner
     from facemark.weights import IMAGENET
 
     crops = load_crop_set(root, "val", cfg.data)
     half = cfg.data.input_size / 2
     truth = ((crops.crop_points - half) / half).reshape(len(crops), -1)
+    runner = TorchRunner(model, cfg.data.input_size, IMAGENET)
     with torch.no_grad():
-        model.fc.bias += torch.from_numpy(truth.mean(0) - torch_outputs(model, crops.crops, IMAGENET).mean(0)).float()
-    crop_points = torch_outputs(model, crops.crops, IMAGENET).reshape(len(crops), -1, 2) * half + half
+        offset = truth.mean(0) - runner.predict(crops.crops).reshape(len(crops), -1).mean(0)
+        model.fc.bias += torch.from_numpy(offset).float()
+    crop_points = runner.predict(crops.crops).astype(np.float64) * half + half
     image_points = apply_affine(crop_points, np.stack([invert_affine(m) for m in crops.matrices])) + 0.5
     for stem, points in zip(crops.stems, image_points):
         write_landmarks(root / "val" / "landmarks" / f"{stem}.txt", points)
@@ -238,7 +242,7 @@ def test_quantize_recovers_a_fragile_model_and_lists_its_float_layers(tmp_path):
 @pytest.mark.slow   # one onnx2tf conversion and a LiteRT calibration
 def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path):
     from facemark.convert.tflite import run_onnx2tf
-    from facemark.quantize.sensitivity import TfliteCalibration, tflite_macs
+    from facemark.quantize.sensitivity_tflite import TfliteCalibration, tflite_macs
 
     files = run_onnx2tf(fragile["source"], tmp_path / "tf", [], calibration=np.zeros((1, 64, 64, 3), np.uint8))
     nhwc = fragile["calibration"].transpose(0, 2, 3, 1).copy()
@@ -287,7 +291,7 @@ def test_an_op_counts_as_int8_only_when_its_output_is_requantised(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from facemark.quantize.sensitivity import onnx_int8_nodes
+    from facemark.quantize.sensitivity_onnx import onnx_int8_nodes
 
     consts = [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z"),
               numpy_helper.from_array(np.zeros((4, 4, 1, 1), np.int8), "w"),

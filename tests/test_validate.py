@@ -111,7 +111,8 @@ def test_table_printed_and_cli_exit_zero(good_run, capsys):
 
 
 def test_machine_settings_read_isa_flags(tmp_path):
-    from facemark.validate.latency import _cpuinfo, stats, x86_banner
+    from facemark.runtime.machine import _cpuinfo, x86_banner
+    from facemark.validate.latency import stats
 
     arm = tmp_path / "cpuinfo"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd41\n")
@@ -227,7 +228,7 @@ def test_int8_and_coreml_rows_from_the_real_stages(good_run, tmp_path, capsys):
     rows = {r["name"]: r for r in json.loads((run / "validation" / "validation.json").read_text())["rows"]}
     full, dynamic = rows["tflite_int8_full"], rows["tflite_int8_dynamic"]
     assert full["runtime"]["input_dtype"] == "int8" and full["runtime"]["output_dtype"] == "int8"
-    assert full["runtime"]["delegate"].startswith("XNNPACK") and full["scheme"] == "full integer"
+    assert full["runtime"]["delegate"].startswith("XNNPACK") and full["mode"] == "full integer"
     for row in (full, dynamic):   # int8 moves landmarks a little, never by a pixel on this tiny model
         assert row["status"] == "ok" and row["size_bytes"] < rows["onnx_fp32"]["size_bytes"] / 2
         # int8 moves landmarks by far more than float rounding (~1e-7 px); compared in decades, as

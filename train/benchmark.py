@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 from facemark.io import atomic_write_text
+from facemark.rundir import RunDir
 from facemark.train.experiments import Budget, Experiment, markdown_table, prepare_experiments, run_all
 
 COLUMNS = ["name", "arch", "input_size", "epochs", "status", "nme_pupil", "nme_corner", "fr@0.1", "auc@0.1",
@@ -45,7 +46,7 @@ def _measure_all(rows: list[dict], threads: int | None, warmup: int | None, runs
         if row["status"] == "failed":
             continue
         cfg = row["cfg"]
-        model, _, _ = load_checkpoint(Path(row["run_dir"]) / "best.pt")
+        model, _, _ = load_checkpoint(RunDir(row["run_dir"]).best)
         costs = measure_costs(model, cfg.data.input_size, threads or cfg.validate.threads,
                               warmup if warmup is not None else cfg.validate.warmup, runs or cfg.validate.runs)
         row.update(params_m=costs["params"] / 1e6, gflops=costs["gflops"], cpu_ms=costs["cpu_ms"],

@@ -26,12 +26,13 @@ from facemark.config import Config, config_from_saved
 from facemark.errors import ArtifactError, FacemarkError
 from facemark.io import atomic_path
 from facemark.model import checkpoint_dict
+from facemark.rundir import RunDir
 
 if TYPE_CHECKING:
     from facemark.train.engine import TrainState
 
-BEST = "best.pt"
-LAST = "last.pt"
+BEST = RunDir(Path(".")).best.name
+LAST = RunDir(Path(".")).last.name
 # Changing one of these makes the saved weights or optimiser state meaningless for the run.
 RESUME_KEYS = ("model.arch", "data.scheme", "data.input_size")
 # Changing one of these changes which faces the steps of an epoch see: an interrupted epoch then
@@ -180,3 +181,11 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     random.setstate(state["python"])
+
+
+def training_done(run_dir: Path, epochs: int) -> bool:
+    """RUN's best.pt exists and its last.pt has completed `epochs` epochs."""
+    run = RunDir(run_dir)
+    if not (run.last.is_file() and run.best.is_file()):
+        return False
+    return int(torch.load(run.last, map_location="cpu", weights_only=True).get("epoch", -1)) >= epochs

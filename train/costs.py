@@ -2,17 +2,20 @@
 
 GFLOPs come from torch.utils.flop_counter.FlopCounterMode, which counts a multiply-add as 2
 FLOPs (so GFLOPs = 2 x GMACs, the unit many papers call "FLOPs"). Latency is the median of
-`runs` timed forward passes after `warmup` untimed ones, batch 1, in inference mode; the CPU
-figure uses exactly `threads` intra-op threads so numbers are comparable between models.
+`runs` timed forward passes after `warmup` untimed ones, batch 1, in inference mode, timed by the
+runtime layer's TorchRunner as every latency in facemark is; the CPU figure uses exactly
+`threads` intra-op threads so numbers are comparable between models (the normalisation of the
+input does not change the time: ImageNet's).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-
+import numpy as np
 import torch
 from torch import nn
+
+from facemark.runtime import TorchRunner
+from facemark.weights import IMAGENET
 
 
 def count_params(model: nn.Module) -> int:
@@ -30,42 +33,14 @@ def count_gflops(model: nn.Module, input_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _median_ms(step, warmup: int, runs: int, sync=lambda: None) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        sync()   # CUDA launches are asynchronous: time to completion, not to the return
-        times.append(1000.0 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
-def cpu_latency_ms(model: nn.Module, input_size: int, threads: int, warmup: int, runs: int) -> float:
-    """Median batch-1 CPU latency in ms with `threads` intra-op threads (restored afterwards)."""
-    model = model.cpu().eval()
-    x = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+def latency_ms(model: nn.Module, input_size: int, threads: int, warmup: int, runs: int,
+               device: str = "cpu") -> float:
+    """Median batch-1 latency in ms through the runtime layer's TorchRunner (float32; on the CPU
+    with exactly `threads` intra-op threads, restored afterwards). The model stays on the CPU."""
+    crop = np.zeros((input_size, input_size, 3), np.uint8)   # the input's values do not change the time
     try:
-        with torch.inference_mode():
-            return _median_ms(lambda: model(x), warmup, runs)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def gpu_latency_ms(model: nn.Module, input_size: int, warmup: int, runs: int) -> float | None:
-    """Median batch-1 CUDA latency in ms (float32), or None when no GPU is available."""
-    if not torch.cuda.is_available():
-        return None
-    device = torch.device("cuda")
-    model = model.to(device).eval()
-    x = torch.randn(1, 3, input_size, input_size, device=device)
-    try:
-        with torch.inference_mode():
-            return _median_ms(lambda: model(x), warmup, runs, sync=torch.cuda.synchronize)
+        runner = TorchRunner(model, input_size, IMAGENET, threads, device=device)
+        return float(np.median(runner.latency(crop, warmup, runs)))
     finally:
         model.cpu()
 
@@ -74,8 +49,8 @@ def measure_costs(model: nn.Module, input_size: int, threads: int, warmup: int, 
     """-> {params, gflops, cpu_ms, cpu_threads, gpu_ms (None without CUDA), gpu_name, warmup, runs}."""
     return {
         "params": count_params(model), "gflops": count_gflops(model, input_size),
-        "cpu_ms": cpu_latency_ms(model, input_size, threads, warmup, runs), "cpu_threads": threads,
-        "gpu_ms": gpu_latency_ms(model, input_size, warmup, runs),
+        "cpu_ms": latency_ms(model, input_size, threads, warmup, runs), "cpu_threads": threads,
+        "gpu_ms": latency_ms(model, input_size, threads, warmup, runs, "cuda") if torch.cuda.is_available() else None,
         "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "warmup": warmup, "runs": runs,
     }

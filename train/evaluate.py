@@ -58,7 +58,7 @@ def format_table(summary: dict, title: str, refined: tuple[str, dict] | None = N
 
 
 def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path | None,
-                        batch_size: int = 64, overrides: list[str] | None = None) -> dict:
+                        batch_size: int | None = None, overrides: list[str] | None = None) -> dict:
     """Evaluate a checkpoint on ROOT/<split> with the detector boxes of its config.
 
     Writes OUT/metrics_<split>.json and OUT/ced_<split>.png (OUT defaults to the checkpoint's
@@ -84,6 +84,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     warn_if_changed((raw.get("data_fingerprint") or {}).get(split), fingerprint, f"the one {ckpt} recorded")
     crop_set = load_crop_set(Path(data_root), split, cfg.data)
     device = resolve_device(cfg.train.device)
+    batch_size = batch_size or cfg.validate.batch
     predict = TorchRunner(model, cfg.data.input_size, device=device, batch=batch_size).predict
     first = predict(refinement.pass_crops(crop_set.crops))
     summary, per_face = evaluate_predictions(first[:len(crop_set)], crop_set, cfg.data.scheme, cfg.data.input_size)

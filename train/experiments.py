@@ -14,11 +14,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 from facemark.config import Config, load_config
 from facemark.errors import ConfigError, FacemarkError
 from facemark.io import atomic_write_text, sha256_of
+from facemark.rundir import RunDir
+from facemark.train.checkpoint import training_done
 
 PIN_NAME = "experiment.json"
 
@@ -110,14 +111,6 @@ def _check_pin(run_dir: Path, pinned: dict) -> None:
                           f"use another --out or delete {run_dir}")
 
 
-def training_done(run_dir: Path, cfg: Config) -> bool:
-    """best.pt exists and last.pt has completed train.epochs epochs."""
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
-    if not (last.is_file() and best.is_file()):
-        return False
-    return int(torch.load(last, map_location="cpu", weights_only=True).get("epoch", -1)) >= cfg.train.epochs
-
-
 def _cached_metrics(run_dir: Path, split: str, ckpt: Path) -> dict | None:
     path = run_dir / f"metrics_{split}.json"
     if not path.is_file():
@@ -136,14 +129,14 @@ def run_experiment(experiment: Experiment, data_root: Path, split: str) -> tuple
     pinned = _pin_record(cfg, data_root)
     _check_pin(run_dir, pinned)
     atomic_write_text(run_dir / PIN_NAME, json.dumps(pinned, indent=2) + "\n")
-    if training_done(run_dir, cfg):
+    if training_done(run_dir, cfg.train.epochs):
         status = "reused"
     else:
-        resume = (run_dir / "last.pt").is_file()
+        resume = RunDir(run_dir).last.is_file()
         status = "resumed" if resume else "trained"
         print(f"[{experiment.name}] training {cfg.model.arch} for {cfg.train.epochs} epochs -> {run_dir}")
         train(cfg, data_root=data_root, run_dir=run_dir, resume=resume)
-    ckpt = run_dir / "best.pt"
+    ckpt = RunDir(run_dir).best
     cached = _cached_metrics(run_dir, split, ckpt)
     if cached is not None:
         return cached, status

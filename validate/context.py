@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from facemark.runtime.harness import run_isolated
+from facemark.runtime.machine import available_cores
 from facemark.runtime.refine import Refinement
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
@@ -40,7 +41,7 @@ class Context:
         self.refinement, self.images, self.perturbations = refinement, images, perturbations
         self.refined_reference: np.ndarray | None = None   # PyTorch's refined landmarks, set by _torch_row
         self.landmarks: dict[str, np.ndarray] = {}   # row name (+ "_refined") -> (N, P, 2) float32 image pixels
-        self.eval_workers = lat.available_cores()   # parallel one-thread accuracy processes
+        self.eval_workers = available_cores()   # parallel one-thread accuracy processes
         self.crops_path = work_dir / "crops.npy"
         first = refinement.pass_crops(crop_set.crops)
         self.first_count = len(first)

@@ -20,10 +20,10 @@ the same bounds, against the reference's refined NME: what ships (refined) and w
 does alone (single pass) must both hold. A baseline row is the reference for the refined figures
 only when it ran the same refinement; otherwise this run's PyTorch row is.
 
-A plain int8 row whose manifest entry says `superseded_by` (quantize.mixed wrote a recovered,
-mixed-precision artifact in its place) does not fail the gate when the row that supersedes it
-passes: it stays in the table, marked superseded, with its reasons listed under `superseded`.
-If the recovered row fails too, both fail.
+An int8 row whose manifest entry says `superseded_by` (quantize.selection found another int8 row
+of its format, e.g. its mixed-precision or QAT recovery, more accurate on val faces) does not fail
+the gate when the row that supersedes it passes: it stays in the table, marked superseded, with
+its reasons listed under `superseded`. If the shipped row fails too, both fail.
 """
 
 from __future__ import annotations

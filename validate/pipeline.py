@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from facemark.config import EXPORT_FORMATS, Config, resolve_choices, save_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
+from facemark.train.checkpoint import training_done
 
 PIPELINE_CONFIG = "pipeline.yaml"
 
@@ -36,15 +37,13 @@ def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir
 
 def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
     _pin_config(cfg, run_dir)
-    ran: set[str] = set()
     stages = [
-        ("train", lambda: not _training_done(run_dir, cfg), lambda: _train(cfg, data_root, run_dir)),
+        ("train", lambda: not training_done(run_dir, cfg.train.epochs), lambda: _train(cfg, data_root, run_dir)),
         ("export", lambda: not _artifacts_current(run_dir, cfg.export.formats, quantized=False),
          lambda: _export(run_dir, data_root)),
         ("quantize", lambda: not _artifacts_current(run_dir, cfg.quantize.formats, quantized=True),
          lambda: _quantize(run_dir, data_root)),
-        # after a new quantize the QAT rows are judged against the new PTQ rows again
-        ("qat", lambda: cfg.quantize.qat and ("quantize" in ran or not qat_current(run_dir, cfg)),
+        ("qat", lambda: cfg.quantize.qat and not qat_current(run_dir, cfg),
          lambda: _qat(run_dir, data_root)),
     ]
     for name, needed, action in stages:
@@ -55,7 +54,6 @@ def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
         print(f"[pipeline] {name}: running")
         started = time.perf_counter()
         action()
-        ran.add(name)
         print(f"[pipeline] {name}: done in {time.perf_counter() - started:.0f} s")
     from facemark.validate.run import validate_run
 
@@ -100,28 +98,20 @@ def _pin_config(cfg: Config, run_dir: Path) -> None:
     save_config(cfg, saved)
 
 
-def _training_done(run_dir: Path, cfg: Config) -> bool:
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
-    if not (last.is_file() and best.is_file()):
-        return False
-    ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    return int(ckpt.get("epoch", -1)) >= cfg.train.epochs
-
-
 def _train(cfg: Config, data_root: Path, run_dir: Path) -> None:
     from facemark.train.engine import train
 
-    train(cfg, data_root=data_root, run_dir=run_dir, resume=(run_dir / "last.pt").is_file())
+    train(cfg, data_root=data_root, run_dir=run_dir, resume=RunDir(run_dir).last.is_file())
 
 
 def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bool:
     """True when the manifest was made from the current best.pt and holds every requested format
     (float or int8 artifacts) with an intact sha256."""
-    export_dir = run_dir / "export"
+    export_dir = RunDir(run_dir).export
     if not manifest_path(export_dir).is_file():
         return False
     manifest = load_manifest(export_dir)
-    if manifest["checkpoint"]["sha256"] != sha256_of(run_dir / "best.pt"):
+    if manifest["checkpoint"]["sha256"] != sha256_of(RunDir(run_dir).best):
         return False
     for fmt in formats:
         names = [name for name, entry in manifest["artifacts"].items()
@@ -143,14 +133,14 @@ def qat_current(run_dir: Path, cfg: Config) -> bool:
 
     if not _artifacts_current(run_dir, [], quantized=True):
         return False
-    export_dir = run_dir / "export"
-    manifest, source = load_manifest(export_dir), sha256_of(run_dir / "best.pt")
+    export_dir = RunDir(run_dir).export
+    manifest, source = load_manifest(export_dir), sha256_of(RunDir(run_dir).best)
     for fmt in qat_formats(cfg):
-        entry = manifest["artifacts"].get(ROWS[fmt][0])
+        entry = manifest["artifacts"].get(ROWS[fmt].name)
         if entry is None or entry.get("qat", {}).get("source_sha256") != source:
             return False
         try:
-            verify_artifact(export_dir, ROWS[fmt][0], manifest)
+            verify_artifact(export_dir, ROWS[fmt].name, manifest)
         except ArtifactError:
             return False
     return True

@@ -18,7 +18,8 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
   "sensitivity": {"file", "formats": {fmt: {"artifact", "worst": [layer rows]}}} or null (quantize --explain),
   "rows": [{
     "name" ("pytorch" or the manifest's artifact name), "format", "file", "precision",
-    "quantization" (manifest's, null for float), "scheme" (display label), "layout", "input_dtype",
+    "quantization" (manifest's, null for float), "mode" (display label: how it is quantised, or its
+    precision), "layout", "input_dtype",
     "baked_preprocessing", "size_bytes", "sha256": "ok" | "mismatch" | "missing" | "n/a",
     "status": "ok" | "not run: needs macOS" | "not exported: ..." | "refused: sha256 mismatch" |
               "refused: file missing" | "failed: ...",
@@ -58,7 +59,7 @@ import numpy as np
 from facemark.io import atomic_write_text
 
 SCHEMA = "facemark-validation-v1"
-COLUMNS = ("", "format", "artifact", "scheme", "status", "size MB", "NME", "dNME%", "max px dev",
+COLUMNS = ("", "format", "artifact", "mode", "status", "size MB", "NME", "dNME%", "max px dev",
            "jitter", "lat med ms", "lat p90 ms")
 
 
@@ -100,7 +101,7 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     for row in report["rows"]:
         acc, change, par, lat = row["accuracy"] or {}, row["delta"] or {}, row["parity"] or {}, row["latency"] or {}
         jitter = (row.get("stability") or {}).get("stability")
-        line = (_mark(row), row["format"], row["name"], row["scheme"], row["status"],
+        line = (_mark(row), row["format"], row["name"], row["mode"], row["status"],
                 _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
                 _fmt(acc.get("nme_pupil"), ".5f"), _fmt(_percent(change), "+.2f"),
                 _fmt(par.get("max_px"), ".3f"), _fmt(jitter, ".5f"), _fmt(lat.get("median_ms"), ".2f"),

@@ -44,6 +44,7 @@ from facemark.data.crops import SplitImages
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_path, sha256_of, sweep_partials
 from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.validate import latency as lat
 from facemark.validate import stability as stab
@@ -53,31 +54,26 @@ from facemark.validate.report import SCHEMA, print_report, write_report
 from facemark.validate.stability import Perturbations
 from facemark.runtime.runners import TorchRunner, needs_macos
 from facemark.runtime.harness import WorkerFailed
+from facemark.runtime.machine import machine_settings, x86_banner
 from facemark.runtime.refine import from_manifest
 from facemark.weights import Normalisation
 
-REFERENCE_BATCH = 16
 
 
-def _scheme_label(entry: dict[str, Any]) -> str:
-    """Short display label of an artifact's precision / quantisation scheme (the quantize stage
-    records it as "scheme"; float artifacts have quantization "none")."""
-    if isinstance(entry.get("scheme"), str):
-        return entry["scheme"]
-    quant = entry.get("quantization")
-    if isinstance(quant, dict):
-        return str(quant.get("scheme") or quant.get("mode") or "/".join(f"{v}" for v in quant.values()))
-    return str(quant) if quant and quant != "none" else str(entry.get("precision", "?"))
+def _mode_label(entry: dict[str, Any]) -> str:
+    """Display label of an artifact: how it is quantised (its `mode`, facemark.artifacts), or its
+    precision for a float one."""
+    return str(entry.get("mode") or entry.get("precision", "?"))
 
 
 def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[str, Any]:
     return {"name": name, "format": entry.get("format", "?"), "file": entry.get("file"),
             "precision": entry.get("precision"), "quantization": entry.get("quantization"),
-            "scheme": _scheme_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
+            "mode": _mode_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
             "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
             "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "seconds": 0.0,
-            # mixed precision (quantize.mixed): the artifact that replaces this one, and the int8 share
+            # the row that ships instead of this one (quantize.selection), and the int8 share
             "superseded_by": entry.get("superseded_by"), "int8_macs": entry.get("int8_macs"),
             "float_layers": len(entry.get("float_layers", []))}
 
@@ -177,7 +173,7 @@ def _reference_predictor(model, size: int):
     """PyTorch's predict for the reference: (M, S, S, 3) crops -> (M, P, 2) float64 normalised,
     through the runtime layer's TorchRunner, as eval runs it.
 
-    A channels_last copy at batch REFERENCE_BATCH: MobileNetV3-L at 224 px took 33 ms of CPU per
+    A channels_last copy at batch validate.batch: MobileNetV3-L at 224 px took 33 ms of CPU per
     crop at batch 64 (NCHW) and 11 ms at batch 16 (channels_last) on the 2-core AMD EPYC dev box,
     because big batches of depthwise activations fall out of cache; outputs differ by < 1e-7.
     The model itself stays as loaded for the latency row.
@@ -187,7 +183,7 @@ def _reference_predictor(model, size: int):
     from facemark.runtime import TorchRunner
 
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    runner = TorchRunner(fast, size, batch=REFERENCE_BATCH)
+    runner = TorchRunner(fast, size)   # at validate.batch
     return lambda crops: runner.predict(crops).astype(np.float64)
 
 
@@ -298,7 +294,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     from facemark.model import load_checkpoint, weights_source
     from facemark.schemes import load_scheme
 
-    ckpt_path, export_dir = run / "best.pt", run / "export"
+    ckpt_path, export_dir = RunDir(run).best, RunDir(run).export
     model, cfg, ckpt = load_checkpoint(ckpt_path)
     manifest = load_manifest(export_dir)
     size, vcfg, norm = cfg.data.input_size, cfg.validate, weights_source(model).norm
@@ -326,15 +322,16 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
               "checkpoint": {"file": str(ckpt_path), "sha256": manifest["checkpoint"]["sha256"]},
               "manifest": {"file": str(manifest_path(export_dir))}, "scheme": cfg.data.scheme,
               "input_size": size, "data": data,
-              "settings": {**lat.machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
+              "settings": {**machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,
                            "warmup": vcfg.warmup, "runs": vcfg.runs, "batch": 1},
               "infer": refinement.record(),
               "preprocess": lat.preprocess_latency(crop_set.crops[0], norm, vcfg.warmup, vcfg.runs),
-              "banner": lat.x86_banner(), "gate": gate, "rows": rows,
+              "banner": x86_banner(), "gate": gate, "rows": rows,
               "sensitivity": sensitivity_summary(export_dir)}
-    sweep_partials(run / "validation")
-    paths = write_report(report, run / "validation", per_face)
-    paths["landmarks"] = write_landmarks(run / "validation", crop_set.stems, ctx.landmarks)
+    out_dir = RunDir(run).validation
+    sweep_partials(out_dir)
+    paths = write_report(report, out_dir, per_face)
+    paths["landmarks"] = write_landmarks(out_dir, crop_set.stems, ctx.landmarks)
     print_report(report)
     print(f"wrote {', '.join(str(path) for path in paths.values())}")
     for failure in gate["failures"]:

@@ -20,6 +20,7 @@ artifact's input/output tensors (dtype, quantisation), for the manifest.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import time
@@ -33,7 +34,14 @@ from facemark.data.crops import to_input
 from facemark.errors import ArtifactError
 from facemark.weights import Normalisation
 
-EVAL_BATCH = 32   # batch size of the accuracy pass when an artifact accepts any batch size
+
+
+@functools.cache
+def eval_batch() -> int:
+    """validate.batch of configs/base.yaml: faces per call of the accuracy passes."""
+    from facemark.config import base_value
+
+    return base_value("validate.batch")
 
 
 def _version(package: str) -> str:
@@ -58,7 +66,7 @@ class Runner:
         self.layout = entry.get("layout", "NCHW")
         self.baked = bool(entry.get("baked_preprocessing", False))
         self.dynamic_batch = False   # set by subclasses that accept any batch size
-        self.batch = EVAL_BATCH      # faces per call when dynamic_batch
+        self.batch = eval_batch()    # faces per call when dynamic_batch
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> the artifact's input tensor (float32 or uint8, its layout)."""
@@ -122,11 +130,11 @@ class TorchRunner(Runner):
     runtime = "pytorch"
 
     def __init__(self, model, size: int, norm: Normalisation | None = None, threads: int | None = None,
-                 device=None, batch: int = EVAL_BATCH, amp: bool = False) -> None:
+                 device=None, batch: int | None = None, amp: bool = False) -> None:
         """`model`: any nn.Module mapping (N, 3, S, S) normalised float32 to (N, 2P) normalised crop
         units, put in eval mode here. `norm` None: its weights source's (facemark.model.weights_source);
         `threads` None keeps torch's current thread count; `device` None: where its parameters are;
-        `batch`: faces per call in predict; `amp`: float16 autocast (validation during CUDA training)."""
+        `batch`: faces per call in predict (None: validate.batch); `amp`: float16 autocast (validation during CUDA training)."""
         import torch
 
         if norm is None:
@@ -137,7 +145,7 @@ class TorchRunner(Runner):
         super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.dynamic_batch, self.batch, self.amp = True, batch, amp
+        self.dynamic_batch, self.batch, self.amp = True, batch or self.batch, amp
 
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -153,19 +161,24 @@ class TorchRunner(Runner):
     def latency_calls(self, crops: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         import torch
 
+        # CUDA launches are asynchronous: each call is timed to its completion, not its return
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)   # once around the loop, not inside the timed call
         try:
             with torch.inference_mode():
-                model, tensors = self.model, [torch.from_numpy(self.prepare(crop[None])) for crop in crops]
+                model = self.model
+                tensors = [torch.from_numpy(self.prepare(crop[None])).to(self.device) for crop in crops]
                 for _ in range(warmup):
                     for tensor in tensors:
                         model(tensor)
+                sync()
                 times = np.empty((runs, len(tensors)))
                 for i in range(runs):
                     for k, tensor in enumerate(tensors):
                         start = time.perf_counter_ns()
                         model(tensor)
+                        sync()
                         times[i, k] = (time.perf_counter_ns() - start) / 1e6
             return times
         finally:
