@@ -141,10 +141,13 @@ def _facemark_row(name: str, norm: np.ndarray, crop_set: CropSet, size: int, tim
 
 
 def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: list[str], threads: int,
-                 warmup: int, runs: int) -> list[Row]:
-    """The checkpoint (and its exported `artifacts`) on the faces' evaluation crops -> Rows; the
-    checkpoint's size is its fp32 weights (the state dict's tensor bytes)."""
+                 warmup: int, runs: int, refine: list[str] | None = None) -> list[Row]:
+    """The checkpoint (and its exported `artifacts`) on the faces' evaluation crops -> Rows, one
+    pass each, and with `refine` (`infer.KEY=VALUE` settings) a refined row after each, whose ms
+    are the sum of its model calls; the checkpoint's size is its fp32 weights."""
+    from facemark.data.crops import SplitImages
     from facemark.model import load_checkpoint, weights_source
+    from facemark.runtime.refine import from_config
     from facemark.runtime.runners import TorchRunner
 
     model, cfg, _ = load_checkpoint(Path(ckpt))
@@ -154,18 +157,36 @@ def run_facemark(ckpt: Path, root: Path, split: str, faces: Faces, artifacts: li
         raise ConfigError(f"--detector {faces.detector}: the checkpoint's config uses {cfg.data.detector!r} boxes; "
                           f"compare on the same boxes")
     crop_set, size, norm = _crop_set(root, split, cfg.data, faces), cfg.data.input_size, weights_source(model).norm
-    runner = TorchRunner(model, size, norm, threads)
-    times = runner.latency(crop_set.crops[0], warmup, runs)
+    # a refinement the checkpoint does not record applies to every row alike (1 pass: its own record)
+    refinement = from_config(cfg, ["infer.flip=false", "infer.passes=1", *(refine or [])], "peers", "--refine")
+    photos = SplitImages(root, crop_set, cfg.data.max_image_pixels)
     weights_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
-    rows = [_facemark_row("facemark", runner.predict(crop_set.crops).astype(np.float64), crop_set, size, times,
-                          weights_mb)]
-    return rows + [_artifact_row(Path(ckpt).parent / "export", name, crop_set, size, norm, threads, warmup, runs)
-                   for name in artifacts]
+    rows = _runner_rows("facemark", TorchRunner(model, size, norm, threads), crop_set, size, weights_mb, refinement,
+                        photos, warmup, runs)
+    for name in artifacts:
+        runner, size_mb = _artifact_runner(Path(ckpt).parent / "export", name, size, norm, threads)
+        rows += (_runner_rows(f"facemark {name}", runner, crop_set, size, size_mb, refinement, photos, warmup, runs)
+                 if runner is not None else [Row(f"facemark {name}", None, None, status="not run: needs macOS",
+                                                 size_mb=size_mb)])
+    return rows
 
 
-def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, norm, threads: int, warmup: int,
-                  runs: int) -> Row:
-    """One exported artifact, verified against its manifest and run by validate's runner."""
+def _runner_rows(name: str, runner, crop_set: CropSet, size: int, size_mb: float, refinement, photos, warmup: int,
+                 runs: int) -> list[Row]:
+    """The 1-pass row of one runner, and its refined row when `refinement` is active."""
+    first = runner.predict(refinement.pass_crops(crop_set.crops))
+    plain = first[:len(crop_set)].astype(np.float64)
+    rows = [_facemark_row(name, plain, crop_set, size, runner.latency(crop_set.crops[0], warmup, runs), size_mb)]
+    if refinement.active:
+        norm = refinement.run(runner.predict, crop_set.crops, crop_set.matrices, photos, first=first)
+        times = runner.latency_calls(refinement.latency_crops(crop_set.crops[0]), warmup, runs).sum(axis=1)
+        rows.append(_facemark_row(f"{name} ({refinement.label})", norm, crop_set, size, times, size_mb))
+    return rows
+
+
+def _artifact_runner(export_dir: Path, name: str, size: int, norm, threads: int):
+    """One exported artifact's runner (None off macOS for Core ML), verified against its manifest
+    as `facemark validate` does, and its size in MB."""
     from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
     from facemark.runtime.runners import create_runner, needs_macos
 
@@ -177,12 +198,9 @@ def _artifact_row(export_dir: Path, name: str, crop_set: CropSet, size: int, nor
     entry = manifest["artifacts"][name]
     path = export_dir / entry["file"]
     if needs_macos(entry.get("format", "")):
-        return Row(f"facemark {name}", None, None, status="not run: needs macOS", size_mb=file_mb(path))
+        return None, file_mb(path)
     verify_artifact(export_dir, name, manifest)
-    runner = create_runner(entry["format"], path, entry, size, norm, threads)
-    times = runner.latency(crop_set.crops[0], warmup, runs)
-    return _facemark_row(f"facemark {name}", runner.predict(crop_set.crops).astype(np.float64), crop_set, size, times,
-                         file_mb(path))
+    return create_runner(entry["format"], path, entry, size, norm, threads), file_mb(path)
 
 
 # -- the table ------------------------------------------------------------------------------------

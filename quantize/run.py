@@ -52,17 +52,17 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
 def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None,
               explain: bool, overrides: list[str]) -> int:
     job = build_job(run, data_root, calibration_count, explain, overrides=overrides)
-    names = resolve_backends(formats, job.cfg.quantize.formats)
-    if "onnx" in names:
-        activation = job.cfg.quantize.onnx_activation
-        print(f"facemark quantize: onnx activations {activation}"
-              + (" (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)" if activation == "uint8" else " (s8s8)"))
     results = []
     try:
+        names = resolve_backends(formats, job.cfg.quantize.formats)
+        if "onnx" in names:
+            activation = job.cfg.quantize.onnx_activation
+            print(f"facemark quantize: onnx activations {activation}" + (
+                " (u8s8, the default: 2-3x faster than s8s8 on x86 onnxruntime)" if activation == "uint8" else " (s8s8)"))
         for name in names:
             results += _run_backend(name, job)
         select_shipped(job, "quantize")
-    except KeyboardInterrupt:   # nothing to keep: the finished artifacts are in the manifest already
+    except BaseException:   # Ctrl-C, SIGTERM, a refused --format: the finished artifacts are in the manifest
         shutil.rmtree(job.work_dir, ignore_errors=True)
         raise
     print(summary_table(results))

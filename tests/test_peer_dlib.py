@@ -104,6 +104,14 @@ def test_table_rows_on_the_same_faces(data_root, predictor_path, ckpt, tmp_path)
     evaluated = evaluate_checkpoint(ckpt, data_root, "test", out_dir=tmp_path)["metrics"]
     assert rows["facemark"]["nme_pupil"] == pytest.approx(evaluated["nme_pupil"], rel=1e-6)
     assert rows["facemark"]["nme_corner"] == pytest.approx(evaluated["nme_corner"], rel=1e-6)
+    # --refine: a refined row after the 1-pass one, equal to `facemark eval --set infer.*`'s refined figures
+    settings = ["infer.flip=true", "infer.passes=2"]
+    refined = peers.benchmark(data_root, "test", peers=(), ckpt=ckpt, warmup=1, runs=3, refine=settings)
+    both = {row["row"]: row for row in refined["rows"]}
+    assert list(both) == ["facemark", "facemark (flip + 2 passes)"] and refined["settings"]["refine"] == settings
+    again = evaluate_checkpoint(ckpt, data_root, "test", out_dir=tmp_path, overrides=settings)["refined"]["metrics"]
+    assert both["facemark (flip + 2 passes)"]["nme_pupil"] == pytest.approx(again["nme_pupil"], rel=1e-6)
+    assert both["facemark"]["nme_pupil"] == pytest.approx(evaluated["nme_pupil"], rel=1e-6)
 
 
 def test_cli_writes_json_markdown_and_csv(data_root, predictor_path, tmp_path, capsys):

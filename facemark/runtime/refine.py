@@ -33,7 +33,7 @@ from facemark import codec
 from facemark.errors import ArtifactError
 
 # (M, S, S, 3) uint8 RGB crops -> (M, P, 2) normalised crop coordinates: any Runner's predict,
-# PyTorch through facemark.train.evaluate.torch_predictor, or a child process (validate)
+# PyTorch through the TorchRunner, or a child process (validate)
 Predict = Callable[[np.ndarray], np.ndarray]
 CUT_WORKERS = 4   # threads cutting later-pass crops (cv2 releases the GIL while decoding and warping)
 
