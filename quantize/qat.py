@@ -56,6 +56,7 @@ from facemark.model import checkpoint_dict
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, int8_facts, load_torch_before_tensorflow,
                                       converter_ranges, range_percentile)
 from facemark.quantize.qat_graph import RANGE_BATCH, UNFOLD_TOLERANCE, measure_ranges, prepare, unfold_batchnorm
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 
 
@@ -83,13 +84,12 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
     run = Path(run)
     with hold_run_lock(run, "qat"):
         job = build_job(run, data_root, None, verb="qat", overrides=overrides)
-        formats = qat_formats(job.cfg)
-        if not formats:
-            shutil.rmtree(job.work_dir, ignore_errors=True)
-            raise ArtifactError(f"no QAT artifact to write: quantize.qat_formats {job.cfg.quantize.qat_formats} and "
-                                f"quantize.formats {job.cfg.quantize.formats} share no format")
         try:
-            tuner = FineTuner(job, run / QAT_DIR, epochs or job.cfg.quantize.qat_epochs)
+            formats = qat_formats(job.cfg)
+            if not formats:
+                raise ArtifactError(f"no QAT artifact to write: quantize.qat_formats {job.cfg.quantize.qat_formats} "
+                                    f"and quantize.formats {job.cfg.quantize.formats} share no format")
+            tuner = FineTuner(job, RunDir(run).qat, epochs or job.cfg.quantize.qat_epochs)
             if not tuner.train(stop_after):
                 shutil.rmtree(job.work_dir, ignore_errors=True)
                 return 0
@@ -97,7 +97,7 @@ def qat_run(run: Path, data_root: Path | None, epochs: int | None = None, stop_a
                        for fmt in formats]
             record_results(job, results)
             select_shipped(job, "qat")
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: RUN/qat/last.pt resumes, the work folder goes
+        except BaseException:   # Ctrl-C, SIGTERM, an error: RUN/qat/last.pt resumes, the work folder goes
             shutil.rmtree(job.work_dir, ignore_errors=True)
             raise
         print(summary_table(results))
@@ -139,9 +139,14 @@ class FineTuner:
         from facemark.train import checkpoint as ckpt_io
         from facemark.train.losses import build_loss
 
+        try:
+            return self._train(stop_after, build_loss(self.job.cfg.train), ckpt_io)
+        finally:
+            self.loader.close()   # its persistent workers end now, whatever stopped the epochs
+
+    def _train(self, stop_after: int | None, loss_fn: nn.Module, ckpt_io) -> bool:
         self._resume()
         last = min(self.epochs, stop_after or self.epochs)
-        loss_fn = build_loss(self.job.cfg.train)
         for epoch in range(self.epoch, last):
             start = time.perf_counter()
             if not self.ranges_current:

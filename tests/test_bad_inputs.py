@@ -910,12 +910,15 @@ def test_sigterm_during_training_saves_the_step_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("verb, started", [("export", None), ("validate", "validating onnx_fp32"),
-                                           ("quantize", "facemark quantize: calibrating")])
+                                           ("quantize", "facemark quantize: calibrating"),
+                                           ("qat", "facemark qat: calibrating")])
 def test_sigterm_stops_a_verb_that_runs_again(run_copy, capsys, verb, started):
     """SIGTERM once the verb is under way (its lock taken, or the line `started` on stdout/stderr):
     one line, exit 143, no lock, nothing partial; the same command then finishes."""
     argv = {"export": ["export", run_copy, "--format", "onnx"], "validate": ["validate", run_copy, "--limit", "2"],
-            "quantize": ["quantize", run_copy, "--format", "onnx", "--calibration-count", "4"]}[verb]
+            "quantize": ["quantize", run_copy, "--format", "onnx", "--calibration-count", "4"],
+            "qat": ["qat", run_copy, "--epochs", "1", "--set", "quantize.formats=[onnx]", "--set",
+                    "quantize.qat_formats=[onnx]", "--set", "quantize.calibration_count=4"]}[verb]
     process = _facemark_child(argv)
     if started is None:
         deadline = time.monotonic() + 60
@@ -923,7 +926,7 @@ def test_sigterm_stops_a_verb_that_runs_again(run_copy, capsys, verb, started):
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
             time.sleep(0.01)
     else:
-        next(line for line in (process.stdout if verb == "quantize" else process.stderr) if started in line)
+        next(line for line in (process.stdout if verb in ("quantize", "qat") else process.stderr) if started in line)
     os.killpg(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143, out + err

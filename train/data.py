@@ -65,17 +65,23 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+WORKER_GRACE_S = 10   # a worker's life after a SIGTERM its main process did not act on
+
+
 def _init_worker(worker_id: int) -> None:
     """DataLoader workers: numpy and random seeded from the worker's torch seed (itself derived
     from the loader's seeded generator), never inherited from the parent. Ctrl-C and SIGTERM sent
     to the whole process group are left to the main process, which saves and stops the workers: a
     worker killed first would make torch raise "DataLoader worker is killed" in the middle of
-    that (a worker whose parent is gone exits by itself, torch checks every few seconds)."""
+    that (a worker whose parent is gone exits by itself, torch checks every few seconds). Should a
+    SIGTERM come from elsewhere and the main process not stop the worker, for instance
+    multiprocessing's exit handler, which terminates daemonic children with SIGTERM and waits for
+    them, the worker ends by itself WORKER_GRACE_S later."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.alarm(WORKER_GRACE_S))   # SIGALRM ends it
 
 
 class EpochSampler(DistributedSampler):
@@ -108,6 +114,15 @@ class TrainLoader:
     def __len__(self) -> int:
         """Batches per epoch."""
         return len(self.loader)
+
+    def close(self) -> None:
+        """End the persistent workers now rather than when the loader is collected (a loader kept
+        alive by a reference cycle until interpreter exit would delay it by WORKER_GRACE_S).
+        torch has no public call for it: the DataLoader keeps them on its iterator."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+            self.loader._iterator = None
 
     def epoch(self, epoch: int, steps_done: int = 0) -> DataLoader:
         """The loader of `epoch`: this process's shard of a (seed, epoch)-shuffled order, without

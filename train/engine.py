@@ -208,26 +208,30 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     writer = _tensorboard(run_dir) if process.is_main else None
     last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
-    for epoch in range(state.epoch, last_epoch):
-        start, done = time.perf_counter(), state.progress
-        done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
-        try:
-            train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process, epoch)
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
-            done.seconds += time.perf_counter() - start
+    try:
+        for epoch in range(state.epoch, last_epoch):
+            start, done = time.perf_counter(), state.progress
+            done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
+            try:
+                train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process,
+                                          epoch)
+            except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
+                done.seconds += time.perf_counter() - start
+                if process.is_main:
+                    common = _common(state, record["val_nme"], data_root, fingerprints)
+                    ckpt_io.save_interrupted(run_dir / ckpt_io.LAST, state, cfg, common, process.world_size, log)
+                raise
+            val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
+            state.scheduler.step(epoch + 1, val_nme)
+            state.epoch, state.progress = epoch + 1, EpochProgress()
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
+                      "seconds": round(done.seconds + time.perf_counter() - start, 3)}
             if process.is_main:
-                ckpt_io.save_interrupted(run_dir / ckpt_io.LAST, state, cfg, _common(state, record["val_nme"],
-                                         data_root, fingerprints), process.world_size, log)
-            raise
-        val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
-        state.scheduler.step(epoch + 1, val_nme)
-        state.epoch, state.progress = epoch + 1, EpochProgress()
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
-                  "seconds": round(done.seconds + time.perf_counter() - start, 3)}
-        if process.is_main:
-            _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
-    if writer is not None:
-        writer.close()
+                _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
+    finally:
+        loader.close()   # its persistent workers end now, whatever stopped the epochs
+        if writer is not None:
+            writer.close()
     return {"epoch": state.epoch, "train_loss": record.get("train_loss"), "val_nme": record.get("val_nme"),
             "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch,
             "mean_shape_val_nme": baseline, "run_dir": str(run_dir)}

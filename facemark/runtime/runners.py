@@ -144,7 +144,8 @@ class TorchRunner(Runner):
         threads = torch.get_num_threads() if threads is None else threads
         super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device)
+        self.model.eval()   # not chained: an exported QAT graph's eval() (torchao's) returns None
         self.dynamic_batch, self.batch, self.amp = True, batch or self.batch, amp
 
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
