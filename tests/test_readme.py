@@ -90,6 +90,32 @@ def test_readme_is_short_with_a_picture():
         assert (REPO / image).stat().st_size < MAX_IMAGE_BYTES, f"{image}: keep README pictures small"
 
 
+def test_readme_verb_table_has_every_verb():
+    rows = re.findall(r"^\| `([a-z-]+)` \|.*\| `make ([a-z-]+)` \|$", README.read_text(), flags=re.M)
+    assert sorted(verb for verb, _ in rows) == sorted(VERBS), "README's verb table and facemark/cli.py VERBS differ"
+
+
+def test_readme_api_example_names_the_real_api():
+    """The README's Python example compiles and uses only what Landmarker and Face have."""
+    import dataclasses
+    import inspect
+
+    from facemark import Face, Landmarker
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README.md has no Python API example"
+    example = blocks[0]
+    compile(example, "README.md", "exec")
+    assert "from facemark import Landmarker" in example and len(example.strip().splitlines()) <= 6
+    face_names = {f.name for f in dataclasses.fields(Face)} | set(dir(Face))
+    for used in re.findall(r"\bfaces?(?:\[\d+\])?\.(\w+)", example):
+        assert used in face_names, f"README's example uses Face.{used}, which does not exist"
+    for used in re.findall(r"\blm\.(\w+)", example):
+        assert hasattr(Landmarker, used), f"README's example uses Landmarker.{used}, which does not exist"
+    for keyword in re.findall(r"lm\.predict\([^)]*?\b(\w+)=", example):
+        assert keyword in inspect.signature(Landmarker.predict).parameters, keyword
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=_name)
 def test_inline_commands_sit_on_one_line(doc):
     prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
