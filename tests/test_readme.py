@@ -3,9 +3,9 @@
 Commands are the lines of ```bash blocks and the inline code spans that start with `facemark VERB`
 or `make TARGET`. `facemark ...` commands (also behind torchrun) must parse with the real argument
 parser, the config files they name must exist and their `--set` keys must be config keys; `make ...`
-targets must exist (make -n); `python benchmarks/X.py` scripts must exist. Every relative link
-(android-demo/README.md's too) must name a file that exists and, with `#anchor`, a heading of that
-file. The README is a front door: under 200 lines, `make demo` and `make test` (the test command CI
+targets must exist (make -n); `python benchmarks/X.py` scripts must exist; a `section.key` named in
+backticks must be a config key. Every relative link (android-demo/README.md's too) must name a file
+that exists and, with `#anchor`, a heading of that file. The README is a front door: under 200 lines, `make demo` and `make test` (the test command CI
 runs, .ci/run) first, and a picture that exists. No doc names a path of one machine or data copy.
 The commands themselves run in `make demo` and in the stage tests; this file only reads text.
 """
@@ -192,6 +192,15 @@ def test_relative_links_resolve(doc, target):
     assert linked.exists(), f"{_name(doc)} links to {target}: {file_part} does not exist"
     if anchor and linked.suffix == ".md":
         assert anchor in anchors(linked), f"{_name(doc)} links to {target}: no such heading in {linked.name}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_name)
+def test_config_keys_named_exist(doc):
+    """`section.key` in backticks (e.g. `quantize.mixed_target`) is a key of configs/base.yaml."""
+    keys = leaf_fields()
+    sections = "|".join(sorted({key.split(".")[0] for key in keys}))
+    named = set(re.findall(rf"`((?:{sections})\.[a-z_0-9]+)", doc.read_text()))
+    assert not named - set(keys), f"{_name(doc)} names config keys that do not exist: {sorted(named - set(keys))}"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_name)
