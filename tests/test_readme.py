@@ -5,8 +5,10 @@ or `make TARGET`. `facemark ...` commands (also behind torchrun) must parse with
 parser, the config files they name must exist and their `--set` keys must be config keys; `make ...`
 targets must exist (make -n); `python benchmarks/X.py` scripts must exist; a `section.key` named in
 backticks must be a config key. Every relative link (android-demo/README.md's too) must name a file
-that exists and, with `#anchor`, a heading of that file. The README is a front door: under 200 lines, `make demo` and `make test` (the test command CI
-runs, .ci/run) first, and a picture that exists. No doc names a path of one machine or data copy.
+that exists and, with `#anchor`, a heading of that file. The README is a front door: under 200
+lines, `make demo` and `make test` (the test command CI runs, .ci/run) first, a small picture that
+exists, every CLI verb in its verb table, a Python example that uses only the real API. No doc
+names a path of one machine or data copy.
 The commands themselves run in `make demo` and in the stage tests; this file only reads text.
 """
 
