@@ -1,0 +1,109 @@
+"""The README's picture: landmark overlays on synthetic test faces beside the CED of the same model(s).
+
+    python benchmarks/readme_figure.py                       # runs/demo on data/synth -> docs/img/demo_landmarks.jpg
+    python benchmarks/readme_figure.py --model runs/demo --model runs/demo/export/model_int8_full_qat.tflite
+
+The faces are `facemark synth`'s drawn ones: no photo whose licence forbids redistribution ends up in
+the repository. Each --model (an artifact, a RUN folder or a checkpoint, as `Landmarker` takes) runs on
+every test face with the cached detector boxes (a miss: the landmark box, as validate does) and gives
+one CED curve (facemark.plots.plot_ced); the first one's landmarks are drawn on the first four test
+faces with facemark.predict.draw_overlay (a 2 x 2 grid left of the plot). Without RUN/best.pt the
+demo's training stage runs first (`facemark synth`, then `facemark train --config configs/demo.yaml`,
+about 3 min on 2 idle cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facemark import Landmarker
+from facemark.codec import landmark_box
+from facemark.data.boxes import read_split_boxes
+from facemark.data.layout import list_split, load_sample
+from facemark.landmarker import Face
+from facemark.metrics import nme
+from facemark.plots import plot_ced
+from facemark.predict import draw_overlay
+
+TILE = 264            # overlay tile side in pixels (the face's square, upscaled); 2 x 2 tiles = the CED's height
+CED_THRESHOLD = 0.1
+JPEG_QUALITY = 88
+
+
+def ensure_run(run: Path, data: Path) -> None:
+    """Train the demo's model into RUN unless RUN/best.pt exists (the Makefile's $(RUN)/best.pt rule)."""
+    if (run / "best.pt").is_file():
+        return
+    facemark = [sys.executable, "-m", "facemark"]
+    if not (data / "synth.json").is_file():
+        subprocess.run([*facemark, "synth", "--out", str(data)], check=True)
+    subprocess.run([*facemark, "train", "--config", "configs/demo.yaml", "--data", str(data), "--run", str(run)],
+                   check=True)
+
+
+def tile(image_rgb: np.ndarray, face: Face) -> np.ndarray:
+    """The face's square (1.3 x its box) upscaled to TILE pixels with its overlay drawn at that scale (BGR)."""
+    x0, y0, x1, y1 = face.box
+    side = 1.3 * max(x1 - x0, y1 - y0)
+    left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
+    scale = TILE / side
+    matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]])
+    big = cv2.warpAffine(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), matrix, (TILE, TILE), flags=cv2.INTER_CUBIC)
+    moved = Face((face.box - [left, top, left, top]) * scale, face.score, (face.landmarks - [left, top]) * scale)
+    return draw_overlay(big, [moved])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="trained first when it has no best.pt")
+    parser.add_argument("--data", type=Path, default=Path("data/synth"))
+    parser.add_argument("--detector", default="synth", help="box cache to read (the demo's: synth)")
+    parser.add_argument("--model", type=Path, action="append",
+                        help="artifact, RUN or checkpoint (repeatable; default: --run)")
+    parser.add_argument("--out", type=Path, default=Path("docs/img/demo_landmarks.jpg"),
+                        help=".jpg (small: the README keeps its pictures under 150 kB) or .png")
+    args = parser.parse_args(argv)
+
+    ensure_run(args.run, args.data)
+    models = [Landmarker(source) for source in (args.model or [args.run])]
+    samples = list_split(args.data, "test")
+    boxes = read_split_boxes(args.data, "test", args.detector, [s.stem for s in samples])
+    images, truth, face_boxes = [], [], []
+    for sample in samples:
+        image, points = load_sample(sample, models[0].scheme.num_points)
+        box = boxes[sample.stem]
+        images.append(image)
+        truth.append(points)
+        face_boxes.append(landmark_box(points) if box is None else box)
+    curves, tiles = {}, []
+    for index, model in enumerate(models):
+        faces = [model.predict(image, boxes=box)[0] for image, box in zip(images, face_boxes)]
+        predicted = np.stack([face.landmarks for face in faces])
+        curves[model.identity["name"]] = nme(predicted, np.stack(truth), model.scheme)
+        if index == 0:
+            tiles = [tile(image, face) for image, face in zip(images[:4], faces)]
+    with tempfile.TemporaryDirectory() as tmp:
+        ced_png = cv2.imread(str(plot_ced(curves, CED_THRESHOLD, Path(tmp) / "ced.png", title="Test faces")))
+    ced_png = cv2.resize(ced_png, (round(ced_png.shape[1] * 2 * TILE / ced_png.shape[0]), 2 * TILE),
+                         interpolation=cv2.INTER_AREA)
+    grid = cv2.vconcat([cv2.hconcat(tiles[:2]), cv2.hconcat(tiles[2:4])])
+    figure = cv2.hconcat([grid, ced_png])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if args.out.suffix.lower() in (".jpg", ".jpeg") \
+        else [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    if not cv2.imwrite(str(args.out), figure, options):
+        raise SystemExit(f"{args.out}: cannot write (OpenCV knows no such image format)")
+    summary = ", ".join(f"{name} NME {values.mean():.4f}" for name, values in curves.items())
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB): {len(samples)} test faces, {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
