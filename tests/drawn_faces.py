@@ -110,3 +110,19 @@ def face_dependent_model(cfg, seed: int = 0):
     with torch.no_grad():
         model.get_classifier().weight.normal_(0.0, 0.05)
     return model
+
+
+def mean_face_model(cfg, seed: int = 0):
+    """A random model of cfg (lapa106, eval mode) whose head outputs the drawn template filling
+    1 / (1 + margin) of the crop, plus a small face-dependent part: its landmark box is the box it
+    was cropped from, so a tracker keeps it (the lost check passes) without any training."""
+    import torch
+
+    model = face_dependent_model(cfg, seed)
+    points = template()
+    low, high = points.min(axis=0), points.max(axis=0)
+    filled = (points - (low + high) / 2) / ((high - low).max() / 2) / (1.0 + cfg.data.margin)
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(6.0)   # face-dependent movement of about 0.1 crop pixel
+        model.get_classifier().bias.copy_(torch.tensor(filled.reshape(-1), dtype=torch.float32))
+    return model
