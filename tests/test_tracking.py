@@ -9,46 +9,11 @@ import dataclasses
 
 import numpy as np
 
-from facemark.codec import box_iou, landmark_box
+from drawn_faces import FRAME, ScriptedScene as Scene, face_path
+
+from facemark.codec import landmark_box
 from facemark.config import load_config
 from facemark.tracking import Tracker
-
-FRAME = np.zeros((240, 320, 3), np.uint8)
-UNIT = np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 0.2], [-0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])
-
-
-class Scene:
-    """Faces per frame (their true (P, 2) points), a fake landmarker and detector over them."""
-
-    def __init__(self, paths: list[list[np.ndarray]]) -> None:
-        self.paths, self.frame = paths, 0
-        self.detected_on: list[int] = []
-        self.rng = np.random.default_rng(0)
-
-    def truth(self) -> list[np.ndarray]:
-        return [path[self.frame] for path in self.paths if path[self.frame] is not None]
-
-    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        self.detected_on.append(self.frame)
-        inside = [p for p in self.truth() if 0 <= p.mean(0)[0] < FRAME.shape[1]]   # most of the face in view
-        boxes = [landmark_box(points) + np.array([-3.0, -6.0, 3.0, 2.0]) for points in inside]
-        return sorted([(box, 0.99) for box in boxes], key=lambda d: -(d[0][2] - d[0][0]))
-
-    def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        out = []
-        for box in boxes:
-            found = [p for p in self.truth() if box_iou(landmark_box(p), box) >= 0.5]
-            centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-            if found:
-                out.append(found[0] + self.rng.normal(0.0, 0.3, found[0].shape))
-            else:   # no face in the crop: the points collapse near its centre
-                out.append(centre + 0.1 * UNIT * (box[2] - box[0]) / 2)
-        return np.stack(out)
-
-
-def face_path(start: tuple[float, float], velocity: tuple[float, float], frames: int, half: float = 30.0):
-    return [np.array(start) + i * np.array(velocity) + half * UNIT for i in range(frames)]
-
 
 def settings(**changes):
     return dataclasses.replace(load_config().predict, **changes)
