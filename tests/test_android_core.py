@@ -327,6 +327,12 @@ def test_app_constants_match_python_side():
     assert "AppDefaults.MODEL_ASSET" in kotlin and "AppDefaults.MANIFEST_ASSET" in kotlin
     assert model_file not in kotlin and f'"{MANIFEST_NAME}"' not in kotlin
     assert "android-demo/copy_assets.sh $(RUN)" in (REPO / "Makefile").read_text()
+    predict = load_config().predict
+    expected = (f"new Tracker.Settings({str(predict.track).lower()}, {predict.redetect_every}, {predict.lost_iou!r}, "
+                f"{predict.match_iou!r}, {str(predict.filter == 'one_euro').lower()}, {predict.min_cutoff!r}, "
+                f"{predict.beta!r}, {predict.d_cutoff!r})")
+    assert _java_constant("TRACKING") == expected   # the app tracks and filters as `facemark predict` does
+    assert "AppDefaults.TRACKING" in kotlin
 
 
 def _fake_export(run: Path, cfg_overrides: list[str]) -> Path:
