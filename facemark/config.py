@@ -30,8 +30,8 @@ import yaml
 
 from facemark.data.detectors import DETECTORS
 from facemark.filters import FILTERS
-from facemark.config_rules import (flag, folder_name, integer, named, number, one_of, optional, probability, spec,
-                                   subset_of, text)
+from facemark.config_rules import (flag, folder_name, integer, named, number, off_or_at_least, one_of, optional,
+                                   probability, spec, subset_of, text)
 from facemark.errors import ConfigError
 
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
@@ -227,6 +227,8 @@ class ValidateConfig:
     stability_noise: float = spec(number(0.0, 64.0))
     # gate: median RMS landmark movement / inter-pupil distance (null = not gated)
     max_stability: float | None = spec(optional(number(0.0, low_open=True)))
+    # video figures (validate/video.py): frames of each drawn clip, 0 = off; the lag needs 16 or more
+    video_frames: int = spec(off_or_at_least(16))
 
 
 @dataclass

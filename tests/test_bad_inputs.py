@@ -496,6 +496,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "validate.stability_shift": ["0", "0.5"],
     "validate.stability_noise": ["-1"],
     "validate.max_stability": ["0"],
+    "validate.video_frames": ["-1", "8", "1.5"],
     "predict.detector": ["dlib"],
     "predict.min_score": ["-0.5"],
     "predict.track": ["sometimes"],

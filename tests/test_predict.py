@@ -368,3 +368,20 @@ def test_video_tracking_writes_ids_and_filtered_points_with_fewer_detector_runs(
     capture = cv2.VideoCapture(str(tmp_path / "track" / "walk.overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
     capture.release()
+
+
+def test_validation_reports_video_figures_for_every_row(validated_run):
+    """validate/video.py: each evaluated row tracked and filtered on the drawn clips; the ONNX
+    float row makes the tracker's decisions PyTorch does, so its figures agree with PyTorch's.
+    (This random model loses the face on every frame, so the detector runs on each and the filter
+    restarts: what the figures are worth on a trained model is in docs/streaming.md.)"""
+    report = json.loads((validated_run / "validation" / "validation.json").read_text())
+    videos = {row["name"]: row["video"] for row in report["rows"]}
+    assert set(videos) == {"pytorch", "onnx_fp32"}
+    for video in videos.values():
+        assert video["frames"] == 36 and video["filter"] == "one_euro" and 1 <= video["detector_calls"] <= 36
+        assert video["found"] >= 34 and 0 < video["jitter"] <= video["raw_jitter"] and video["nme"] > 0
+    assert videos["onnx_fp32"]["detector_calls"] == videos["pytorch"]["detector_calls"]
+    for key in ("jitter", "raw_jitter", "nme"):
+        assert abs(videos["onnx_fp32"][key] - videos["pytorch"][key]) < 1e-4, key
+    assert "## Video (tracked + filtered, drawn clip)" in (validated_run / "validation" / "validation.md").read_text()
