@@ -12,11 +12,18 @@ Inputs: image files (.jpg/.jpeg/.png, turned upright by their EXIF orientation),
 detection of the predict.detector scoring at least predict.min_score, or one given box (--box),
 or the box cache of `facemark boxes` (--boxes FOLDER of STEM.txt).
 
+Videos go through facemark.tracking.Tracker (docs/streaming.md): with `predict.track` (the
+default) each frame's crop is the landmark box of the face's last landmarks and the detector runs
+only every `predict.redetect_every` frames and when a face is lost; `--no-track` (or given boxes)
+crops every frame from a detection. The landmarks are filtered (`predict.filter`, One Euro).
+
 Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image size, artifact
 name/file/sha256, the refinement it ran (`infer`: flip, passes, model_calls, label), and per face
-its box, score and landmarks in image pixels; for a video the
-same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
-see facemark.metrics) and STEM.overlay.jpg (STEM.overlay.mp4 for a video); and index.json
+its box, score and landmarks in image pixels; for a video the same per frame with each face's `id`,
+`detected` and `filtered` landmarks, whether the detector ran, the tracker's settings and counts
+(`tracking`), `ms_per_frame`, and `frame_motion` / `filtered_motion`, the frame-to-frame landmark
+movement of the main face, see facemark.metrics) and STEM.overlay.jpg (STEM.overlay.mp4 for a
+video, the filtered points); and index.json
 (schema facemark-predict-index-v1): the artifact, the inputs written and those skipped, with why.
 
 A batch keeps going: an input that cannot be read (empty, not an image, truncated, too large for
@@ -346,7 +353,8 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
                            overrides=[item for item in overrides if item not in streaming], strict=strict,
                            max_pixels=max_pixels, stream=cfg)
     for record in result.records:
-        print(_video_line(record) if record["kind"] == "video" else f"{record['input']}: {len(record['faces'])} face(s)")
+        video = record["kind"] == "video"
+        print(_video_line(record) if video else f"{record['input']}: {len(record['faces'])} face(s)")
     print(f"wrote {len(result.records)} JSON file(s) and overlays to {out_dir} "
           f"({result.artifact['name']}, {result.artifact['file']}; {result.infer['label']})")
     if result.skipped:

@@ -205,7 +205,8 @@ def video_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"video {row['name']}: failed: {video['error']}")
             continue
         lag = "-" if video["lag"] is None else f"{video['lag']:+.2f}"
-        lines.append(f"video {row['name']}: jitter {_fmt(video['jitter'], '.5f')} (raw {_fmt(video['raw_jitter'], '.5f')}), "
+        lines.append(f"video {row['name']}: jitter {_fmt(video['jitter'], '.5f')} "
+                     f"(raw {_fmt(video['raw_jitter'], '.5f')}), "
                      f"lag {lag} frames, NME {_fmt(video['nme'], '.5f')}, detector on {video['detector_calls']}/"
                      f"{video['frames']} frames ({video['filter']})")
     return lines
