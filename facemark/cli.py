@@ -318,7 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--boxes", type=Path, metavar="FOLDER",
                        help="cached boxes (STEM.txt as `facemark boxes` writes) instead of a detector")
     p.add_argument("--min-score", type=float, help="lowest detection score kept (default: predict.min_score)")
-    _add_infer_overrides(p)
+    p.add_argument("--no-track", dest="overrides", action="append_const", const="predict.track=false", default=[],
+                   help="videos: run the detector on every frame instead of tracking (predict.track)")
+    p.add_argument("--filter", dest="overrides", action="append", type=lambda name: f"predict.filter={name}",
+                   metavar="one_euro|none", help="videos: the landmarks' temporal filter (default: predict.filter)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="infer.KEY=VALUE|predict.KEY=VALUE",
+                   help="override an infer.* value (test-time refinement, e.g. infer.passes=2) or a predict.* "
+                        "value (tracking and filter on videos, e.g. predict.redetect_every=10; docs/streaming.md) "
+                        "(repeatable)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable input (exit code 2) instead of skipping it (exit code 1)")
     _add_max_pixels(p)

@@ -84,3 +84,12 @@ def to_image(norm_points: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarr
 def landmark_box(points: np.ndarray) -> np.ndarray:
     """(P, 2) image-pixel landmarks -> (4,) tight box (x0, y0, x1, y1)."""
     return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (4,) boxes (x0, y0, x1, y1); 0.0 when either is empty."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(width, 0.0) * max(height, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0

@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 
 from facemark.data.detectors import DETECTORS
-from facemark.config_rules import (flag, folder_name, integer, named, number, one_of, optional, probability, spec,
-                                   subset_of, text)
+from facemark.filters import FILTERS
+from facemark.config_rules import (flag, folder_name, integer, named, number, off_or_at_least, one_of, optional,
+                                   probability, spec, subset_of, text)
 from facemark.errors import ConfigError
 
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
@@ -230,6 +231,8 @@ class ValidateConfig:
     stability_noise: float = spec(number(0.0, 64.0))
     # gate: median RMS landmark movement / inter-pupil distance (null = not gated)
     max_stability: float | None = spec(optional(number(0.0, low_open=True)))
+    # video figures (validate/video.py): frames of each drawn clip, 0 = off; the lag needs 16 or more
+    video_frames: int = spec(off_or_at_least(16))
     # faces per model call in the accuracy passes (eval, validate, parity) of models that take any batch
     batch: int = spec(integer(1))
 
@@ -240,6 +243,20 @@ class PredictConfig:
     detector: str = spec(one_of(*DETECTORS))
     # detections scoring below this are not faces (MTCNN: probability; Haar: merged windows)
     min_score: float = spec(number(0.0))
+    # video (facemark/tracking.py): frame t's crops from frame t-1's landmarks; false: detect every frame
+    track: bool = spec(flag())
+    # frames between detector runs while tracking (new faces appear at the latest this late)
+    redetect_every: int = spec(integer(1))
+    # a tracked face is lost when its new landmark box overlaps the box it was cropped from less
+    lost_iou: float = spec(number(0.0, 1.0, high_open=True))
+    # a detection continues a track (keeps its id) when their boxes overlap at least this much
+    match_iou: float = spec(number(0.0, 1.0, low_open=True))
+    # temporal filter of the landmarks (facemark/filters.py): one_euro or none
+    filter: str = spec(one_of(*FILTERS))
+    # One Euro: cutoff of a still face (Hz), its rise per face size per second, speed cutoff (Hz)
+    min_cutoff: float = spec(number(0.0, low_open=True))
+    beta: float = spec(number(0.0))
+    d_cutoff: float = spec(number(0.0, low_open=True))
 
 
 @dataclass

@@ -54,6 +54,11 @@ def integer(low: int, high: int | None = None, why: str = "") -> Rule:
     return Rule(words + why, lambda value: value >= low and (high is None or value <= high))
 
 
+def off_or_at_least(low: int) -> Rule:
+    """0 (off) or an integer >= low."""
+    return Rule(f"0 (off) or an integer >= {low}", lambda value: value == 0 or value >= low)
+
+
 def probability() -> Rule:
     return number(0.0, 1.0, what="a probability")
 

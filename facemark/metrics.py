@@ -156,3 +156,27 @@ def frame_motion(points: list[np.ndarray | None], ipd_px: list[float | None]) ->
         return None
     return {"median": round(float(np.median(moves)), 6), "p90": round(float(np.percentile(moves, 90)), 6),
             "pairs": len(moves), "units": "RMS landmark movement between consecutive frames / inter-pupil distance"}
+
+
+def trajectory_lag(pred: np.ndarray, truth: np.ndarray, max_lag: int = 5) -> float:
+    """How many frames a predicted landmark trajectory trails the true one: (T, P, 2) predicted and
+    (T, P, 2) true image-pixel landmarks of one face on consecutive frames -> the shift k (frames;
+    positive: the prediction is behind) maximising the mean of v_pred[t + k] . v_true[t] over t,
+    the velocities of the two landmark centroids, refined to a fraction of a frame by the parabola
+    through the peak and its neighbours. Velocities, not positions: a slow drift would otherwise
+    dominate the correlation and blur the peak."""
+    v_pred = np.diff(np.asarray(pred, np.float64).mean(axis=1), axis=0)
+    v_true = np.diff(np.asarray(truth, np.float64).mean(axis=1), axis=0)
+    if v_pred.shape != v_true.shape or len(v_true) < 2 * max_lag + 2:
+        raise DataError(f"trajectory_lag: need two equal trajectories of more than {2 * max_lag + 2} frames, "
+                        f"got {len(pred)} and {len(truth)}")
+    lags = np.arange(-max_lag, max_lag + 1)
+    scores = np.array([(v_pred[k:] * v_true[:len(v_true) - k]).sum(axis=1).mean() if k >= 0
+                       else (v_pred[:k] * v_true[-k:]).sum(axis=1).mean() for k in lags])
+    peak = int(np.argmax(scores))
+    if 0 < peak < len(lags) - 1:
+        left, mid, right = scores[peak - 1:peak + 2]
+        curvature = left - 2 * mid + right
+        offset = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
+        return float(lags[peak] + offset)
+    return float(lags[peak])

@@ -12,11 +12,18 @@ Inputs: image files (.jpg/.jpeg/.png, turned upright by their EXIF orientation),
 detection of the predict.detector scoring at least predict.min_score, or one given box (--box),
 or the box cache of `facemark boxes` (--boxes FOLDER of STEM.txt).
 
+Videos go through facemark.tracking.Tracker (docs/streaming.md): with `predict.track` (the
+default) each frame's crop is the landmark box of the face's last landmarks and the detector runs
+only every `predict.redetect_every` frames and when a face is lost; `--no-track` (or given boxes)
+crops every frame from a detection. The landmarks are filtered (`predict.filter`, One Euro).
+
 Outputs in DIR, per input STEM: STEM.json (schema facemark-predict-v1: image size, artifact
 name/file/sha256, the refinement it ran (`infer`: flip, passes, model_calls, label), and per face
-its box, score and landmarks in image pixels; for a video the
-same per frame plus `frame_motion`, the frame-to-frame landmark movement of the largest face,
-see facemark.metrics) and STEM.overlay.jpg (STEM.overlay.mp4 for a video); and index.json
+its box, score and landmarks in image pixels; for a video the same per frame with each face's `id`,
+`detected` and `filtered` landmarks, whether the detector ran, the tracker's settings and counts
+(`tracking`), `ms_per_frame`, and `frame_motion` / `filtered_motion`, the frame-to-frame landmark
+movement of the main face, see facemark.metrics) and STEM.overlay.jpg (STEM.overlay.mp4 for a
+video, the filtered points); and index.json
 (schema facemark-predict-index-v1): the artifact, the inputs written and those skipped, with why.
 
 A batch keeps going: an input that cannot be read (empty, not an image, truncated, too large for
@@ -28,8 +35,10 @@ first instead (a DataError: exit code 2).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,34 +158,43 @@ def _shortfall(path: Path, read: int, announced: int | None) -> str | None:
 
 
 def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str,
-                  progress: bool, max_pixels: int | None = None) -> dict[str, Any]:
-    """One video, frame by frame -> its JSON record (faces per frame, frame_motion); writes
-    STEM.json and STEM.overlay.mp4 (same size and frame rate) into out_dir. A video that does not
-    open, has frames above `max_pixels` or yields no frame is a DataError; one that stops before
-    its announced frame count keeps what was read and says so in `incomplete`."""
+                  progress: bool, max_pixels: int | None = None, stream: Any = None) -> dict[str, Any]:
+    """One video, frame by frame through a facemark.tracking.Tracker -> its JSON record (faces per
+    frame with id, box, raw and filtered landmarks; the tracker's settings and counts; frame_motion
+    of the main face, raw and filtered); writes STEM.json and STEM.overlay.mp4 (same size and frame
+    rate, the filtered landmarks) into out_dir. `stream`: the predict config section (None:
+    base.yaml's); given boxes (--box, --boxes) crop every frame, so they turn tracking off. A video
+    that does not open, has frames above `max_pixels` or yields no frame is a DataError; one that
+    stops before its announced frame count keeps what was read and says so in `incomplete`."""
     from tqdm import tqdm
 
+    from facemark.tracking import Tracker
+
+    fixed = source.boxes(path.stem)
+    settings = _stream_settings(stream, fixed is not None)
     capture = _open_video(path, max_pixels)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    frames, tracked, writer, frame_size = [], [], None, [0, 0]
+    tracker = Tracker(landmarker, settings, fps, None if fixed is None else lambda _: [(b, 1.0) for b in fixed])
+    frames, writer, frame_size, seconds = [], None, [0, 0], 0.0
     target = out_dir / f"{stem}.overlay.mp4"
     partial = out_dir / f".{stem}.overlay.partial.mp4"
     try:
         with tqdm(total=total, desc=path.name, unit="frame", leave=False, disable=not progress) as bar:
             while True:
+                start = time.perf_counter()
                 ok, frame_bgr = capture.read()
                 if not ok:
                     break
-                image = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-                faces = landmarker.predict(image, source.boxes(path.stem))
+                calls = tracker.detector_calls
+                faces = tracker.step(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
                 frames.append({"index": len(frames), "time_s": round(len(frames) / fps, 4),
-                               "faces": [face.to_dict() for face in faces]})
-                tracked.append(faces[0].landmarks if faces else None)   # the largest face
+                               "detector": tracker.detector_calls > calls, "faces": [face.to_dict() for face in faces]})
                 if writer is None:
                     frame_size = [frame_bgr.shape[1], frame_bgr.shape[0]]
                     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(frame_size))
-                writer.write(draw_overlay(frame_bgr, faces))
+                writer.write(draw_overlay(frame_bgr, [Face(f.box, f.score, f.filtered) for f in faces]))
+                seconds += time.perf_counter() - start
                 bar.update(1)
     except BaseException:   # an error or an interruption: no half-written overlay is left behind
         partial.unlink(missing_ok=True)
@@ -188,16 +206,49 @@ def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_di
     if not frames:
         raise DataError(f"{path}: no frame could be decoded")
     partial.replace(target)
-    ipd = [None if p is None else float(landmarker.scheme.interpupil(p)) for p in tracked]
     record = {"schema": SCHEMA, "input": str(path), "kind": "video", "image_size": frame_size, "fps": fps,
               "frame_count": len(frames), "artifact": landmarker.identity, "infer": landmarker.refinement.record(),
-              "faces_from": source.label,
-              "frame_motion": frame_motion(tracked, ipd), "frames": frames}
+              "faces_from": source.label, "tracking": {**_settings_record(settings), **tracker.stats()},
+              "ms_per_frame": round(1000.0 * seconds / len(frames), 3),
+              **_main_face_motion(frames, landmarker), "frames": frames}
     stopped = _shortfall(path, len(frames), total)
     if stopped:
         record["incomplete"] = stopped
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _stream_settings(stream: Any, given_boxes: bool) -> Any:
+    """The predict section a video runs with: `stream` (None: base.yaml's), tracking off for given boxes."""
+    if stream is None:
+        from facemark.config import load_config
+
+        stream = load_config().predict
+    return dataclasses.replace(stream, track=False) if given_boxes else stream
+
+
+def _settings_record(settings: Any) -> dict[str, Any]:
+    keys = ("track", "redetect_every", "lost_iou", "match_iou", "filter")
+    record = {key: getattr(settings, key) for key in keys}
+    if settings.filter == "one_euro":
+        record.update(min_cutoff=settings.min_cutoff, beta=settings.beta, d_cutoff=settings.d_cutoff)
+    return record
+
+
+def _main_face_motion(frames: list[dict[str, Any]], landmarker: Landmarker) -> dict[str, Any]:
+    """frame_motion and filtered_motion (facemark.metrics.frame_motion) of the main face: the id
+    seen on the most frames (the lowest such id on a tie); `main_face_id` None without faces."""
+    seen: dict[int, int] = {}
+    for frame in frames:
+        for face in frame["faces"]:
+            seen[face["id"]] = seen.get(face["id"], 0) + 1
+    main = min(seen, key=lambda i: (-seen[i], i)) if seen else None
+    motion = {"main_face_id": main}
+    for key, field in (("frame_motion", "landmarks"), ("filtered_motion", "filtered")):
+        points = [next((np.asarray(f[field]) for f in frame["faces"] if f["id"] == main), None) for frame in frames]
+        ipd = [None if p is None else float(landmarker.scheme.interpupil(p)) for p in points]
+        motion[key] = frame_motion(points, ipd)
+    return motion
 
 
 def _unique_stems(files: list[Path]) -> list[str]:
@@ -222,9 +273,9 @@ class PredictResult:
 
 
 def _predict_one(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str, progress: bool,
-                 max_pixels: int | None) -> dict[str, Any]:
+                 max_pixels: int | None, stream: Any) -> dict[str, Any]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return predict_video(landmarker, source, path, out_dir, stem, progress, max_pixels)
+        return predict_video(landmarker, source, path, out_dir, stem, progress, max_pixels, stream)
     return predict_image(landmarker, source, path, out_dir, stem, max_pixels)
 
 
@@ -245,11 +296,12 @@ def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None)
 def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
                   box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True,
                   overrides: list[str] | None = None, strict: bool = False,
-                  max_pixels: int | None = None) -> PredictResult:
+                  max_pixels: int | None = None, stream: Any = None) -> PredictResult:
     """Landmarks of every face in `inputs` (files or folders) with the model of `source` (ARTIFACT
     or RUN), refined as it records unless `overrides` (`--set infer.KEY=VALUE`) say otherwise: the
     JSON records and index.json written to out_dir (see the module docstring). `max_pixels`:
-    read_image's limit (None: base.yaml's data.max_image_pixels)."""
+    read_image's limit (None: base.yaml's data.max_image_pixels). `stream`: the predict config
+    section for videos (tracking and filter; None: base.yaml's)."""
     from tqdm import tqdm
 
     files = expand_inputs(inputs)
@@ -263,7 +315,7 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
     for path, stem in tqdm(list(zip(files, _unique_stems(files))), desc="predict", unit="file",
                            disable=not progress or len(files) < 2):
         try:
-            record = _predict_one(landmarker, faces_from, path, out_dir, stem, progress, max_pixels)
+            record = _predict_one(landmarker, faces_from, path, out_dir, stem, progress, max_pixels, stream)
         except DataError as exc:   # this input only: the next one may be fine
             skipped.append(_skip(path, str(exc), strict))
             continue
@@ -282,12 +334,15 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
 def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
                 box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None,
                 strict: bool = False, max_pixels: int | None = None) -> int:
-    """The CLI verb: defaults from base.yaml's predict section; one summary line per input, then
-    the skipped ones -> 0, or 1 when an input was skipped."""
+    """The CLI verb: defaults from base.yaml's predict section; `overrides`: `--set` items, infer.*
+    (the refinement) and predict.* (tracking and filter on videos); one summary line per input,
+    then the skipped ones -> 0, or 1 when an input was skipped."""
     from facemark.config import check_value, load_config
     from facemark.data.check import PRINT_LIMIT
 
-    cfg = load_config().predict
+    overrides = overrides or []
+    streaming = [item for item in overrides if item.strip().startswith("predict.")]
+    cfg = load_config(overrides=streaming).predict
     for flag, dotted, value in (("--detector", "predict.detector", detector), ("--min-score", "predict.min_score",
                                                                               min_score)):
         if value is not None:
@@ -295,16 +350,11 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
     given = None if box is None else _given_box(box)
     result = predict_files(source, inputs, out_dir, detector or cfg.detector,
                            cfg.min_score if min_score is None else min_score, given, boxes_dir,
-                           overrides=overrides, strict=strict, max_pixels=max_pixels)
+                           overrides=[item for item in overrides if item not in streaming], strict=strict,
+                           max_pixels=max_pixels, stream=cfg)
     for record in result.records:
-        if record["kind"] == "video":
-            motion = record["frame_motion"]
-            jitter = "-" if motion is None else f"{motion['median']:.4f}"
-            faces = sum(1 for frame in record["frames"] if frame["faces"])
-            print(f"{record['input']}: {record['frame_count']} frames, a face in {faces}, "
-                  f"frame-to-frame motion {jitter} (median RMS / inter-pupil)")
-        else:
-            print(f"{record['input']}: {len(record['faces'])} face(s)")
+        video = record["kind"] == "video"
+        print(_video_line(record) if video else f"{record['input']}: {len(record['faces'])} face(s)")
     print(f"wrote {len(result.records)} JSON file(s) and overlays to {out_dir} "
           f"({result.artifact['name']}, {result.artifact['file']}; {result.infer['label']})")
     if result.skipped:
@@ -314,6 +364,20 @@ def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str |
         if len(result.skipped) > PRINT_LIMIT:
             print(f"  ... and {len(result.skipped) - PRINT_LIMIT} more")
     return 1 if result.skipped else 0
+
+
+def _video_line(record: dict[str, Any]) -> str:
+    """One video's summary: frames, faces, detector runs, main-face motion raw -> filtered, time."""
+    def median(key: str) -> str:
+        return "-" if record[key] is None else f"{record[key]['median']:.4f}"
+
+    tracking = record["tracking"]
+    mode = "tracking" if tracking["track"] else "detect every frame"
+    faces = sum(1 for frame in record["frames"] if frame["faces"])
+    return (f"{record['input']}: {record['frame_count']} frames, a face in {faces}, {mode}: detector on "
+            f"{tracking['detector_calls']}, lost {tracking['lost']}; frame-to-frame motion {median('frame_motion')} "
+            f"raw, {median('filtered_motion')} filtered ({tracking['filter']}; median RMS / inter-pupil); "
+            f"{record['ms_per_frame']:.1f} ms per frame")
 
 
 def _given_box(values: list[float]) -> np.ndarray:

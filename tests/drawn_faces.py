@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facemark.codec import landmark_box
+from facemark.codec import box_iou, landmark_box
 from facemark.data.boxes import box_dir, write_box
 from facemark.data.layout import write_landmarks
 from margins import DATA_SEED
@@ -110,3 +110,60 @@ def face_dependent_model(cfg, seed: int = 0):
     with torch.no_grad():
         model.get_classifier().weight.normal_(0.0, 0.05)
     return model
+
+
+def mean_face_model(cfg, seed: int = 0):
+    """A random model of cfg (lapa106, eval mode) whose head outputs the drawn template filling
+    1 / (1 + margin) of the crop, plus a small face-dependent part: its landmark box is the box it
+    was cropped from, so a tracker keeps it (the lost check passes) without any training."""
+    import torch
+
+    model = face_dependent_model(cfg, seed)
+    points = template()
+    low, high = points.min(axis=0), points.max(axis=0)
+    filled = (points - (low + high) / 2) / ((high - low).max() / 2) / (1.0 + cfg.data.margin)
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(6.0)   # face-dependent movement of about 0.1 crop pixel
+        model.get_classifier().bias.copy_(torch.tensor(filled.reshape(-1), dtype=torch.float32))
+    return model
+
+
+FRAME = np.zeros((240, 320, 3), np.uint8)   # the scripted scenes' frame: only its size matters
+UNIT = np.array([[-1.0, -1.0], [1.0, -1.0], [0.0, 0.2], [-0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])
+
+
+class ScriptedScene:
+    """Faces per frame (their true (P, 2) points; None: not in this frame) and a fake landmarker
+    and detector over them, for tracker tests (tests/test_tracking.py, the Java golden sequence):
+    the model finds the face its crop overlaps by half (IoU) and collapses its points near the
+    crop centre on a crop without one, as a landmark model does on background; the detector
+    returns the faces whose centre is in view, a little off their landmark box."""
+
+    def __init__(self, paths: list[list[np.ndarray]]) -> None:
+        self.paths, self.frame = paths, 0
+        self.detected_on: list[int] = []
+        self.rng = np.random.default_rng(0)
+
+    def truth(self) -> list[np.ndarray]:
+        return [path[self.frame] for path in self.paths if path[self.frame] is not None]
+
+    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        self.detected_on.append(self.frame)
+        inside = [p for p in self.truth() if 0 <= p.mean(0)[0] < FRAME.shape[1]]   # most of the face in view
+        boxes = [landmark_box(points) + np.array([-3.0, -6.0, 3.0, 2.0]) for points in inside]
+        return sorted([(box, 0.99) for box in boxes], key=lambda d: -(d[0][2] - d[0][0]))
+
+    def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        out = []
+        for box in boxes:
+            found = [p for p in self.truth() if box_iou(landmark_box(p), box) >= 0.5]
+            centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            if found:
+                out.append(found[0] + self.rng.normal(0.0, 0.3, found[0].shape))
+            else:   # no face in the crop: the points collapse near its centre
+                out.append(centre + 0.1 * UNIT * (box[2] - box[0]) / 2)
+        return np.stack(out)
+
+
+def face_path(start: tuple[float, float], velocity: tuple[float, float], frames: int, half: float = 30.0):
+    return [np.array(start) + i * np.array(velocity) + half * UNIT for i in range(frames)]

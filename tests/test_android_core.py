@@ -7,6 +7,7 @@ and is not built in CI.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from drawn_faces import make_drawn_split
+from drawn_faces import FRAME, ScriptedScene, face_path, make_drawn_split
 from margins import DATA_SEED, above
 
 from facemark import codec
@@ -240,6 +241,78 @@ def _java_constant(name: str) -> str:
     return match.group(1).strip()
 
 
+class _Recorder:
+    """A scripted scene whose detector and landmark calls are recorded, frame by frame, for the Java replay."""
+
+    def __init__(self, scene: ScriptedScene) -> None:
+        self.scene, self.frames = scene, []
+
+    def detect(self, image: np.ndarray) -> list:
+        found = self.scene.detect(image)
+        self.frames[-1]["detections"] = [[*map(float, box), score] for box, score in found]
+        return found
+
+    def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        points = self.scene.landmarks(image, boxes)
+        self.frames[-1]["calls"].append({"boxes": boxes.tolist(), "points": points.reshape(len(points), -1).tolist()})
+        return points
+
+
+def write_tracking_sequence(path: Path) -> dict[str, int]:
+    """30 frames of two scripted faces through the Python Tracker (predict.* of base.yaml,
+    redetect_every 5): face A drifts, jerks nearby at frame 12 (lost, found again, same id); face B
+    enters at frame 3 (found by the frame-5 re-detection), jumps away at 18 (a new id) and is gone
+    from 24. Writes what the Java replay needs -> the tracker's counts."""
+    import dataclasses
+    import json
+
+    from facemark.tracking import Tracker
+
+    a = face_path((90, 100), (0.8, 0.3), 12) + face_path((118, 104), (0.8, 0.3), 18)
+    b = [None] * 3 + face_path((230, 130), (-0.6, 0.2), 15, half=22) + face_path((150, 60), (0.5, 0.0), 6, half=22)
+    b += [None] * (30 - len(b))
+    scene = ScriptedScene([a, b])
+    recorder = _Recorder(scene)
+    cfg = dataclasses.replace(load_config().predict, redetect_every=5)
+    tracker = Tracker(recorder, cfg, fps=30.0)
+    for scene.frame in range(30):
+        recorder.frames.append({"detections": None, "calls": []})
+        faces = tracker.step(FRAME)
+        recorder.frames[-1]["faces"] = [{"id": f.id, "box": f.box.tolist(), "detected": f.detected,
+                                         "landmarks": f.landmarks.reshape(-1).tolist(),
+                                         "filtered": f.filtered.reshape(-1).tolist()} for f in faces]
+    keys = ("track", "redetect_every", "lost_iou", "match_iou", "filter", "min_cutoff", "beta", "d_cutoff")
+    path.write_text(json.dumps({"settings": {k: getattr(cfg, k) for k in keys}, "fps": 30.0, "width": FRAME.shape[1],
+                                "height": FRAME.shape[0], "frames": recorder.frames}))
+    ids = {face["id"] for frame in recorder.frames for face in frame["faces"]}
+    return {**tracker.stats(), "ids": len(ids)}
+
+
+def run_tracking_check(classes: Path, sequence: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["java", "-cp", str(classes), "org.facemark.core.TrackingCheck", str(sequence)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_jdk
+def test_java_tracker_and_filter_equal_python_on_a_recorded_sequence(core_classes, tmp_path):
+    sequence = tmp_path / "sequence.json"
+    stats = write_tracking_sequence(sequence)
+    assert stats == {"frames": 30, "detector_calls": 9, "lost": 3, "ids": 3}   # jerk, jump, gone: every path
+    result = run_tracking_check(core_classes, sequence)
+    assert result.returncode == 0 and "tracking check: OK (30 frames)" in result.stdout, result.stdout + result.stderr
+    text = sequence.read_text()
+    recorded = json.loads(text)
+    recorded["frames"][7]["faces"][0]["filtered"][3] += 1e-6
+    sequence.write_text(json.dumps(recorded))
+    result = run_tracking_check(core_classes, sequence)
+    assert result.returncode == 1 and "FAIL frame 7 face 0 filtered[3]" in result.stdout, result.stdout
+    recorded["frames"][7]["faces"][0]["filtered"][3] -= 1e-6
+    recorded["frames"][4]["detections"] = [[10.0, 10.0, 40.0, 40.0, 0.9]]   # Python "ran" the detector on frame 4
+    sequence.write_text(json.dumps(recorded))
+    result = run_tracking_check(core_classes, sequence)
+    assert result.returncode == 1 and "frame 4: Python ran the detector, Java did not" in result.stdout, result.stdout
+
+
 def test_app_constants_match_python_side():
     model_file = float_artifact("tflite", "float32", False).file
     assert _java_constant("MANIFEST_ASSET") == f'"{MANIFEST_NAME}"'
@@ -254,6 +327,12 @@ def test_app_constants_match_python_side():
     assert "AppDefaults.MODEL_ASSET" in kotlin and "AppDefaults.MANIFEST_ASSET" in kotlin
     assert model_file not in kotlin and f'"{MANIFEST_NAME}"' not in kotlin
     assert "android-demo/copy_assets.sh $(RUN)" in (REPO / "Makefile").read_text()
+    predict = load_config().predict
+    expected = (f"new Tracker.Settings({str(predict.track).lower()}, {predict.redetect_every}, {predict.lost_iou!r}, "
+                f"{predict.match_iou!r}, {str(predict.filter == 'one_euro').lower()}, {predict.min_cutoff!r}, "
+                f"{predict.beta!r}, {predict.d_cutoff!r})")
+    assert _java_constant("TRACKING") == expected   # the app tracks and filters as `facemark predict` does
+    assert "AppDefaults.TRACKING" in kotlin
 
 
 def _fake_export(run: Path, cfg_overrides: list[str]) -> Path:

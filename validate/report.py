@@ -34,6 +34,9 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
                   "noise_sigma", "seed", "units"} (validate/stability.py) or null,
     "infer": the report's "infer" (what this row ran), or null when the row was not evaluated,
+    "video": tracked + filtered figures on a drawn clip (validate/video.py: jitter, raw_jitter, lag,
+             nme, found, detector_calls, frames, filter, units; {"error"} when the tracker failed), or
+             null (not evaluated, validate.video_frames 0, or a scheme the face generator lacks),
     "refined": the refined figures beside the single pass's above, null without refinement:
                {"infer", "accuracy", "delta", "parity" (vs PyTorch's refined landmarks; null on the
                PyTorch row), "latency" (model time of all "calls" batch-1 model calls of one face,
@@ -153,6 +156,8 @@ def print_report(report: dict[str, Any], out: TextIO | None = None) -> None:
         print(f"refined: {label} ({report['infer']['model_calls']} model calls per face; refined latency: "
               f"all of them), beside the single pass", file=out)
     print(format_table(report), file=out)
+    for line in video_lines(report):
+        print(line, file=out)
     print("\n".join(gate_summary(report)), file=out)
 
 
@@ -179,12 +184,33 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in row["runtime"].items())
               for row in report["rows"] if row["runtime"]]
     lines += _stability_lines(report)
+    video = video_lines(report)
+    if video:
+        lines += ["", "## Video (tracked + filtered, drawn clip)", "", *[f"- {line}" for line in video]]
     lines += ["", "## Largest deviations from PyTorch (crop pixels)", ""]
     lines += [f"- {row['name']}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row["parity"]["worst"])
               for row in report["rows"] if row["parity"]]
     lines += _region_table(report)
     lines += _int8_section(report)
     return "\n".join(lines) + "\n"
+
+
+def video_lines(report: dict[str, Any]) -> list[str]:
+    """One line per row with video figures (validate/video.py); none in reports from before them."""
+    lines = []
+    for row in report["rows"]:
+        video = row.get("video")
+        if not video:
+            continue
+        if "error" in video:
+            lines.append(f"video {row['name']}: failed: {video['error']}")
+            continue
+        lag = "-" if video["lag"] is None else f"{video['lag']:+.2f}"
+        lines.append(f"video {row['name']}: jitter {_fmt(video['jitter'], '.5f')} "
+                     f"(raw {_fmt(video['raw_jitter'], '.5f')}), "
+                     f"lag {lag} frames, NME {_fmt(video['nme'], '.5f')}, detector on {video['detector_calls']}/"
+                     f"{video['frames']} frames ({video['filter']})")
+    return lines
 
 
 def _stability_lines(report: dict[str, Any]) -> list[str]:

@@ -72,7 +72,8 @@ def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[
             "mode": _mode_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
             "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
-            "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "seconds": 0.0,
+            "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "video": None,
+            "seconds": 0.0,
             # the row that ships instead of this one (quantize.selection), and the int8 share
             "superseded_by": entry.get("superseded_by"), "int8_macs": entry.get("int8_macs"),
             "float_layers": len(entry.get("float_layers", []))}
@@ -269,6 +270,25 @@ def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, 
     return rows, per_face
 
 
+def _add_video(rows: list[dict[str, Any]], export_dir: Path, ckpt_path: Path, cfg, overrides: list[str],
+               work: Path) -> None:
+    """row["video"] of every evaluated row (validate/video.py); none at validate.video_frames 0 or
+    for a scheme the face generator lacks. Runs each artifact in-process through the Landmarker."""
+    from facemark.landmarker import Landmarker
+    from facemark.validate.video import drawn_clips, video_figures
+
+    clips = drawn_clips(cfg.data.scheme, cfg.validate.video_frames, work) if cfg.validate.video_frames else None
+    for row in rows if clips is not None else []:
+        if row["accuracy"] is None:
+            continue
+        source = ckpt_path if row["name"] == "pytorch" else export_dir / row["file"]
+        print(f"video figures of {row['name']} ...", file=sys.stderr, flush=True)
+        try:
+            row["video"] = video_figures(Landmarker(source, overrides=overrides), clips, cfg.predict)
+        except ArtifactError as exc:   # NaN/inf landmarks: the tracker has no box to follow
+            row["video"] = {"error": str(exc)}
+
+
 def validate_run(run: Path, data_root: Path | None, split: str, threads: int | None,
                  max_nme_increase: float | None, max_nme: float | None, baseline: Path | None,
                  limit: int | None, overrides: list[str] | None = None) -> int:
@@ -316,6 +336,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
         ctx = Context(crop_set, load_scheme(cfg.data.scheme), size, norm, reference, Path(tmp), threads,
                       vcfg.warmup, vcfg.runs, refinement, images, _perturbations(root, crop_set, cfg))
         rows, per_face = _evaluate_all(model, ckpt_path, export_dir, manifest, ctx, predict)
+        _add_video(rows, export_dir, ckpt_path, cfg, overrides, Path(tmp))
     gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline, vcfg.max_stability)
     report = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "facemark": __version__, "run": str(run),

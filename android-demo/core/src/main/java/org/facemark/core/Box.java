@@ -24,6 +24,15 @@ public final class Box {
         return width() * height();
     }
 
+    /** Intersection over union with another box; 0 when either is empty (codec.box_iou). */
+    public double iou(Box other) {
+        double width = Math.min(x1, other.x1) - Math.max(x0, other.x0);
+        double height = Math.min(y1, other.y1) - Math.max(y0, other.y0);
+        double inter = Math.max(width, 0.0) * Math.max(height, 0.0);
+        double union = area() + other.area() - inter;
+        return union > 0 ? inter / union : 0.0;
+    }
+
     /** The box mapped through a rotation/flip/scale affine (axis-aligned bounds of its corners). */
     public Box mapped(Affine m) {
         double[] p = m.apply(new double[] {x0, y0, x1, y0, x0, y1, x1, y1});
