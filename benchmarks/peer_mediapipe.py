@@ -48,7 +48,7 @@ MODEL_IN_WHEEL = Path("modules") / "face_landmark" / "face_landmark.tflite"
 INPUT_SIZE = 192
 MESH_POINTS = 468
 UNIT_RANGE = Normalisation((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))   # x = pixels / 255, MediaPipe's [0, 1] input
-DEFAULT_SCALE = 1.3      # the best of 1.1-1.8 on 300-W val (README, "Peers")
+DEFAULT_SCALE = 1.3      # the best of 1.1-1.8 on 300-W val (docs/results.md, "Peers")
 
 # The 51 inner iBUG 300-W points (0-based 17-67, in that order) as MediaPipe face-mesh indices; a
 # pair is averaged. Read off PeizhiYan/Mediapipe_2_Dlib_Landmarks, mediapipe2dlib/mp2dlib.py

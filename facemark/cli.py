@@ -185,7 +185,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from facemark.validate.pipeline import run_pipeline
+    from facemark.pipeline import run_pipeline
 
     return run_pipeline(_config(args), config_path=args.config, data_root=args.data, run_dir=args.run)
 

@@ -31,7 +31,7 @@ class SpatialHead(nn.Module):
 
     Global pooling keeps what fired but not where; a landmark regressor needs the where, and
     learning to encode position in pooled channels takes far more steps and faces than the
-    real-face budgets here (README, "Results on real faces"). A 1x1 conv, a reshape and a Linear export
+    real-face budgets here (docs/results.md). A 1x1 conv, a reshape and a Linear export
     and quantise like the pooled head.
     """
 

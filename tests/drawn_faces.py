@@ -112,6 +112,22 @@ def face_dependent_model(cfg, seed: int = 0):
     return model
 
 
+def perturbed_model(cfg, seed: int | None = None):
+    """A random model of cfg (eval mode) plus seeded noise on every weight; `seed` defaults to the
+    audit seed (tests/margins.py)."""
+    import torch
+
+    from facemark.model import build_model
+    from facemark.schemes import load_scheme
+
+    torch.manual_seed(DATA_SEED if seed is None else seed)
+    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model
+
+
 def mean_face_model(cfg, seed: int = 0):
     """A random model of cfg (lapa106, eval mode) whose head outputs the drawn template filling
     1 / (1 + margin) of the crop, plus a small face-dependent part: its landmark box is the box it

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from drawn_faces import FRAME, ScriptedScene, face_path, make_drawn_split
+from java_core import ANDROID, CORE, REPO, needs_jdk, run_checker
 from margins import DATA_SEED, above
 
 from facemark import codec
@@ -32,26 +33,8 @@ from facemark.model import build_model, checkpoint_dict, weights_source
 from facemark.schemes import load_scheme
 from facemark.weights import IMAGENET
 
-REPO = Path(__file__).resolve().parents[1]
-ANDROID = REPO / "android-demo"
-CORE = ANDROID / "core" / "src"
 APP_DEFAULTS = CORE / "main" / "java" / "org" / "facemark" / "core" / "AppDefaults.java"
 KOTLIN = ANDROID / "app" / "src" / "main" / "java"
-
-needs_jdk = pytest.mark.skipif(shutil.which("javac") is None or shutil.which("java") is None,
-                               reason="javac/java not on PATH: the JDK is needed to compile android-demo/core")
-
-
-@pytest.fixture(scope="module")
-def core_classes(tmp_path_factory) -> Path:
-    """android-demo/core main + test sources compiled with javac (Java 11 language level, as Gradle)."""
-    out = tmp_path_factory.mktemp("core_classes")
-    sources = sorted(str(p) for p in CORE.rglob("*.java"))
-    result = subprocess.run(["javac", "--release", "11", "-Xlint:all", "-Werror", "-d", str(out), *sources],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return out
-
 
 @pytest.fixture(scope="module")
 def golden_run(tmp_path_factory) -> Path:
@@ -76,11 +59,6 @@ def golden_run(tmp_path_factory) -> Path:
     golden = write_golden(run, export_dir, crop_set, model, cfg, weights_source(model).norm)
     assert golden == export_dir / "golden"
     return run
-
-
-def run_checker(classes: Path, golden: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["java", "-cp", str(classes), "org.facemark.core.GoldenCheck", str(golden)],
-                          capture_output=True, text=True, timeout=60)
 
 
 def read_kv(path: Path) -> dict[str, list[str]]:

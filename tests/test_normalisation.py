@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from drawn_faces import make_drawn_split
-from test_android_core import core_classes, needs_jdk, run_checker  # noqa: F401 (core_classes: fixture)
+from java_core import needs_jdk, run_checker
 
 from facemark.codec import denormalise
 from facemark.config import load_config

@@ -201,13 +201,25 @@ def test_video_frames_and_frame_motion(validated_run, tmp_path):
     capture.release()
 
 
-def test_default_detector_writes_a_record_per_image(validated_run, data_root, tmp_path):
+def test_default_detector_finds_the_faces_and_its_score_bound_applies(validated_run, data_root, tmp_path,
+                                                                      monkeypatch):
+    """Without --box, base.yaml's predict.detector (mtcnn, here a stand-in that fires on drawn faces)
+    gives the faces: its box and score are recorded with the landmarks; --min-score above its score
+    leaves none; the same box given with --box gives the same landmarks."""
+    from facemark.data import detectors
+
+    monkeypatch.setitem(detectors.DETECTORS, "mtcnn", _DrawnFaceDetector)
     image = data_root / "test" / "images" / "test000.png"
     assert main(["predict", validated_run, image, "--out", tmp_path / "out"]) == 0
     record = json.loads((tmp_path / "out" / "test000.json").read_text())
-    assert record["faces_from"] == "mtcnn" and isinstance(record["faces"], list)
-    for face in record["faces"]:
-        assert len(face["landmarks"]) == 106 and face["score"] >= 0.9
+    (face,) = record["faces"]
+    assert record["faces_from"] == "mtcnn" and face["box"] == [20.0, 18.0, 76.0, 80.0] and face["score"] == 0.99
+    assert np.array(face["landmarks"]).shape == (106, 2)
+    assert main(["predict", validated_run, image, "--min-score", "0.995", "--out", tmp_path / "strict"]) == 0
+    assert json.loads((tmp_path / "strict" / "test000.json").read_text())["faces"] == []
+    assert main(["predict", validated_run, image, "--box", "20", "18", "76", "80", "--out", tmp_path / "given"]) == 0
+    given = json.loads((tmp_path / "given" / "test000.json").read_text())
+    assert given["faces"][0]["landmarks"] == face["landmarks"] and given["faces_from"] == "given box"
 
 
 @pytest.mark.parametrize("argv_tail, needle", [

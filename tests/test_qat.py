@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from drawn_faces import make_drawn_root
+from drawn_faces import make_drawn_root, perturbed_model
 from margins import below
 
 from facemark.config import load_config
@@ -29,12 +29,12 @@ from facemark.model import checkpoint_dict, load_checkpoint
 from facemark.quantize.qat import LAST, QAT_DIR, ROWS, FineTuner, qat_run
 from facemark.quantize.run import build_job, quantize_run
 from facemark.runtime import TorchRunner, create_runner
-from facemark.validate.pipeline import check_plan, qat_current
-from test_quantize import SIZE, perturbed_model
+from facemark.pipeline import check_plan, qat_current
 
 # timm's tiny ConvNeXt (no BatchNorm): perturbed, its outputs vary with the input (std 0.14 across
 # crops); timm's tiny EfficientNet gives nearly the same output for every crop (std 0.001), too weak
 # a model for parity bounds. The BatchNorm fold has its own test below, on that EfficientNet.
+SIZE = 64
 ARCH = "test_convnext"
 OVERRIDES = ["model.pretrained=false", f"data.input_size={SIZE}", "data.detector=drawn",
              "quantize.calibration_count=24", "export.parity_images=6", "export.formats=[onnx]",

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from drawn_faces import make_drawn_root
-from margins import DATA_SEED, below
+from drawn_faces import make_drawn_root, perturbed_model
+from margins import below
 
 from facemark.config import load_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import (artifact_entry, load_manifest, manifest_normalisation, new_manifest, record_artifact,
                                save_manifest, verify_artifact)
-from facemark.model import build_model, checkpoint_dict
+from facemark.model import checkpoint_dict
 from facemark.quantize.calibration import draw_ids, ids_sha256, load_calibration
 from facemark.quantize.common import check_output_step
 from facemark.artifacts import ARTIFACTS, SUFFIX, artifact, onnx_static
@@ -36,16 +36,6 @@ PARITY_BOUND_IPD = 0.10
 OVERRIDES = ["model.arch=resnet18", "model.pretrained=false", f"data.input_size={SIZE}", "data.detector=drawn",
              "quantize.calibration_count=24", "quantize.onnx_dynamic=true", "export.parity_images=6",
              "export.formats=[onnx,coreml]", "quantize.mixed=false"]   # recovery: tests/test_recovery.py
-
-
-def perturbed_model(cfg, seed: int | None = None) -> torch.nn.Module:
-    """Random weights plus seeded noise; `seed` defaults to the audit seed (tests/margins.py)."""
-    torch.manual_seed(DATA_SEED if seed is None else seed)
-    model = build_model(cfg.model, load_scheme(cfg.data.scheme).num_points).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    return model
 
 
 def export_float(run: Path, root: Path, model: torch.nn.Module, cfg) -> None:

@@ -162,7 +162,7 @@ def fragile_resnet(cfg) -> torch.nn.Module:
     """tests/test_quantize.py's perturbed ResNet18 with channel 0 of its last block RESNET_OUTLIER x
     larger (and the head reading it as much smaller): the float function barely changes, the shared
     int8 scale of the last activations does."""
-    from test_quantize import perturbed_model
+    from drawn_faces import perturbed_model
 
     model = perturbed_model(cfg)
     with torch.no_grad():

@@ -38,7 +38,7 @@ COMMON = [f"data.input_size={SIZE}", "data.detector=drawn", "data.workers=0", "m
 # the mean shape (0.83-0.91 of it across seeds, 0.912 on an AMX Xeon against a 0.9 bound), so CPU
 # kernels decided the verdict; at six it still spread over 0.33-0.47. At eight it is well past that
 # step on every seed, thread count and instruction set tried (benchmarks/test_margins.py; figures in
-# the README's Testing section), far below the 0.7 bound, while a model that learns nothing stays
+# docs/testing.md), far below the 0.7 bound, while a model that learns nothing stays
 # at ~1.0.
 LEARNS = ["model.arch=resnet10t", "train.lr=0.002", "train.batch_size=4", "train.epochs=8"]
 

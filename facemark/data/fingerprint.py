@@ -9,7 +9,7 @@ RUN/data_fingerprint.json; `facemark validate` puts the test split's in validati
 evaluated split differs from the one the run recorded.
 
 Cost: one sha256 pass over the files, threads in parallel (hashlib releases the GIL):
-300-W's 1207 training faces (56 MB) take about 0.2 s with a warm page cache (README, "Reliability").
+300-W's 1207 training faces (56 MB) take about 0.2 s with a warm page cache (docs/reliability.md).
 """
 
 from __future__ import annotations

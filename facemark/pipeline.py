@@ -1,5 +1,8 @@
 """`facemark pipeline`: train -> export -> quantize [-> qat] -> validate, resumable, exit code from the gate.
 
+It sits beside the CLI, above the stages: like the CLI it imports each stage inside the function
+that runs it, so the core imports no stage at load time.
+
 The resolved config is saved once as RUN/pipeline.yaml; a re-run with a different config is
 refused rather than mixing two experiments in one folder. Each stage is skipped when its outputs
 exist and are up to date (training finished, manifest made from the current best.pt with every
@@ -21,7 +24,6 @@ from facemark.io import sha256_of
 from facemark.manifest import load_manifest, manifest_path, verify_artifact
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
-from facemark.train.checkpoint import training_done
 
 PIPELINE_CONFIG = "pipeline.yaml"
 
@@ -38,7 +40,7 @@ def run_pipeline(cfg: Config, config_path: Path | None, data_root: Path, run_dir
 def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
     _pin_config(cfg, run_dir)
     stages = [
-        ("train", lambda: not training_done(run_dir, cfg.train.epochs), lambda: _train(cfg, data_root, run_dir)),
+        ("train", lambda: not _training_done(run_dir, cfg), lambda: _train(cfg, data_root, run_dir)),
         ("export", lambda: not _artifacts_current(run_dir, cfg.export.formats, quantized=False),
          lambda: _export(run_dir, data_root)),
         ("quantize", lambda: not _artifacts_current(run_dir, cfg.quantize.formats, quantized=True),
@@ -96,6 +98,12 @@ def _pin_config(cfg: Config, run_dir: Path) -> None:
                               f"use a new --run folder or delete {run_dir}")
         return
     save_config(cfg, saved)
+
+
+def _training_done(run_dir: Path, cfg: Config) -> bool:
+    from facemark.train.checkpoint import training_done
+
+    return training_done(run_dir, cfg.train.epochs)
 
 
 def _train(cfg: Config, data_root: Path, run_dir: Path) -> None:
