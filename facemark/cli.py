@@ -371,18 +371,14 @@ PATH_ARGUMENTS = ("out", "run")
 
 
 def fill_defaults(args: argparse.Namespace) -> None:
-    """Arguments left out take their base.yaml default; given ones must obey that key's rule
-    (ConfigError naming the flag)."""
-    from facemark.config import base_value, check_value
+    """Arguments left out take their base.yaml default (given ones are checked by the verb, as
+    everything else it reads)."""
+    from facemark.config import base_value
 
     for attr, dotted in BASE_DEFAULTS.get(args.verb, {}).items():
-        given = getattr(args, attr)
-        if given is None:
+        if getattr(args, attr) is None:
             value = base_value(dotted)
-        else:
-            flag = f"--{attr.replace('_', '-')}"
-            value = check_value(dotted, str(given) if isinstance(given, Path) else given, source=f"{flag} {given}")
-        setattr(args, attr, Path(value) if attr in PATH_ARGUMENTS else value)
+            setattr(args, attr, Path(value) if attr in PATH_ARGUMENTS else value)
 
 
 def main(argv: list[str] | None = None) -> int:

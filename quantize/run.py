@@ -91,13 +91,18 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
               f"{platform.machine()})")
     calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed, norm)
     parity = parity_crops(root, cfg)
-    print(f"facemark {verb}: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
-          f"(seed {calibration.seed}, median inter-pupil {calibration.median_ipd_px:.1f} crop px); "
-          f"parity on {len(parity)} {parity.split} faces")
-    # named .partial so that a killed run's work folder is swept like any other temporary
+    # named .partial so that a killed run's work folder is swept like any other temporary; made
+    # before the line that says the verb is under way, so an interruption after it finds it
     work_dir = Path(tempfile.mkdtemp(prefix=f".{verb}-work-", suffix=".partial", dir=run))
-    return QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
-                    calibration=calibration, parity=parity, data_root=root, explain=explain)
+    try:
+        print(f"facemark {verb}: calibrating on {len(calibration.crops)} {calibration.crops.split} faces "
+              f"(seed {calibration.seed}, median inter-pupil {calibration.median_ipd_px:.1f} crop px); "
+              f"parity on {len(parity)} {parity.split} faces")
+        return QuantJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=work_dir, manifest=manifest,
+                        calibration=calibration, parity=parity, data_root=root, explain=explain)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def finish_job(job: QuantJob, results: list[QuantResult]) -> int:

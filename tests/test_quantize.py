@@ -202,7 +202,7 @@ def test_int8_artifacts_run_again_from_disk(quantized_run):
     embedded = read_tflite_metadata(export_dir / "model_int8_full.tflite")
     assert embedded["artifact"]["mode"] == "full integer"
     table = summary_table([])
-    assert table.splitlines()[0].split() == ["artifact", "scheme", "status", "size", "parity", "vs", "pytorch",
+    assert table.splitlines()[0].split() == ["artifact", "mode", "status", "size", "parity", "vs", "pytorch",
                                              "(val)", "seconds"]
     assert json.loads((export_dir / "manifest.json").read_text())["schema"] == "facemark-manifest-v1"
 
