@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 DATA   ?= data/synth
 RUN    ?= runs/demo
-SCHEME ?= lapa106
-DETECTOR ?= mtcnn
+# empty: the verb's default from configs/base.yaml (data.scheme, data.detector)
+SCHEME ?=
+DETECTOR ?=
 ARGS   ?=
 INPUTS ?= $(DATA)/test/images
 ARTIFACT ?= $(RUN)
@@ -53,19 +54,19 @@ test: install
 # result to read, not a failure of the demo; any other error still stops make. `release` does not
 # soften it.
 demo: install
-	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
+	$(BIN)/facemark synth --out $(DATA) $(if $(SCHEME),--scheme $(SCHEME))
 	$(BIN)/facemark pipeline --config $(CONFIG) --data $(DATA) --run $(RUN) || { code=$$?; \
 	  test $$code -eq 1 || exit $$code; \
 	  echo "demo finished; the gate flagged the FAIL rows above (see $(RUN)/validation/validation.md)"; }
 
 synth: install
-	$(BIN)/facemark synth --out $(DATA) --scheme $(SCHEME)
+	$(BIN)/facemark synth --out $(DATA) $(if $(SCHEME),--scheme $(SCHEME))
 
 check-data: install
-	$(BIN)/facemark check-data $(DATA) --scheme $(SCHEME)
+	$(BIN)/facemark check-data $(DATA) $(if $(SCHEME),--scheme $(SCHEME))
 
 boxes: install
-	$(BIN)/facemark boxes $(DATA) --detector $(DETECTOR)
+	$(BIN)/facemark boxes $(DATA) $(if $(DETECTOR),--detector $(DETECTOR))
 
 $(RUN)/best.pt: | install
 	test -f $(DATA)/synth.json || test "$(DATA)" != "data/synth" || $(BIN)/facemark synth --out $(DATA)
