@@ -20,6 +20,7 @@ artifact's input/output tensors (dtype, quantisation), for the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import platform
@@ -102,18 +103,32 @@ class Runner:
     def latency_calls(self, crops: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         """(runs, K) batch-1 model times in ms: each run calls the model on the K crops
         ((K, S, S, 3), e.g. refine.Refinement.latency_crops) in order, each call timed; `warmup`
-        untimed runs first."""
-        inputs = [self.prepare(crop[None]) for crop in crops]
-        for _ in range(warmup):
-            for item in inputs:
-                self.invoke(item)
-        times = np.empty((runs, len(inputs)))
-        for i in range(runs):
-            for k, item in enumerate(inputs):
-                start = time.perf_counter_ns()
-                self.invoke(item)
-                times[i, k] = (time.perf_counter_ns() - start) / 1e6
+        untimed runs first. The one timing loop of facemark: a backend changes only what runs
+        around it (timing_session) and what one timed call is (timed_inputs, timed_call)."""
+        with self.timing_session():
+            inputs = self.timed_inputs(crops)
+            for _ in range(warmup):
+                for item in inputs:
+                    self.timed_call(item)
+            times = np.empty((runs, len(inputs)))
+            for i in range(runs):
+                for k, item in enumerate(inputs):
+                    start = time.perf_counter_ns()
+                    self.timed_call(item)
+                    times[i, k] = (time.perf_counter_ns() - start) / 1e6
         return times
+
+    def timing_session(self) -> contextlib.AbstractContextManager:
+        """What holds around a timing loop (nothing here; PyTorch: its threads, inference mode)."""
+        return contextlib.nullcontext()
+
+    def timed_inputs(self, crops: np.ndarray) -> list[Any]:
+        """(K, S, S, 3) crops -> the K batch-1 inputs a timed call takes (prepared outside the timing)."""
+        return [self.prepare(crop[None]) for crop in crops]
+
+    def timed_call(self, item: Any) -> None:
+        """One timed model call, to its completion."""
+        self.invoke(item)
 
     def settings(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "threads": self.threads}
@@ -159,31 +174,29 @@ class TorchRunner(Runner):
         finally:
             torch.set_num_threads(previous)
 
-    def latency_calls(self, crops: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+    @contextlib.contextmanager
+    def timing_session(self):
         import torch
 
-        # CUDA launches are asynchronous: each call is timed to its completion, not its return
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)   # once around the loop, not inside the timed call
         try:
             with torch.inference_mode():
-                model = self.model
-                tensors = [torch.from_numpy(self.prepare(crop[None])).to(self.device) for crop in crops]
-                for _ in range(warmup):
-                    for tensor in tensors:
-                        model(tensor)
-                sync()
-                times = np.empty((runs, len(tensors)))
-                for i in range(runs):
-                    for k, tensor in enumerate(tensors):
-                        start = time.perf_counter_ns()
-                        model(tensor)
-                        sync()
-                        times[i, k] = (time.perf_counter_ns() - start) / 1e6
-            return times
+                yield
         finally:
             torch.set_num_threads(previous)
+
+    def timed_inputs(self, crops: np.ndarray) -> list[Any]:
+        import torch
+
+        return [torch.from_numpy(self.prepare(crop[None])).to(self.device) for crop in crops]
+
+    def timed_call(self, item: Any) -> None:
+        import torch
+
+        self.model(item)
+        if self.device.type == "cuda":   # CUDA launches are asynchronous: time to completion, not return
+            torch.cuda.synchronize()
 
     def settings(self) -> dict[str, Any]:
         return {"runtime": "pytorch", "version": _version("torch"), "delegate": "eager CPU",

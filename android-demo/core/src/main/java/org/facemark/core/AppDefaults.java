@@ -21,7 +21,7 @@ public final class AppDefaults {
      * Tracking and filtering per camera frame (configs/base.yaml predict.*: track, redetect_every,
      * lost_iou, match_iou, filter one_euro, min_cutoff, beta, d_cutoff; the test checks they agree).
      */
-    public static final Tracker.Settings TRACKING = new Tracker.Settings(true, 30, 0.75, 0.3, true, 0.5, 30.0, 1.0);
+    public static final Tracker.Settings TRACKING = new Tracker.Settings(true, 30, 0.75, 0.3, true, 0.5, 100.0, 1.0);
 
     private AppDefaults() {
     }
