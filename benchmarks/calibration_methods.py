@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 method, percentile = parse_method(text)
                 path, started = Path(work) / f"{method}_{percentile}.onnx", time.perf_counter()
                 write_qdq(source, path, job.calibration.inputs("NCHW"), job.cfg.quantize.onnx_activation, method,
-                          percentile=percentile)
+                          float_decode=job.cfg.quantize.float_decode, percentile=percentile)
                 runner = create_runner("onnx", path, {"layout": "NCHW"}, job.size, job.norm, threads=1)
                 cells = []
                 for faces in splits.values():

@@ -23,6 +23,7 @@ from facemark.config_rules import (flag, folder_name, integer, named, number, of
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
 LR_UPDATES = ("step", "epoch")
 HEADS = ("pool", "spatial", "pip", "integral")   # landmark heads (facemark.heads)
+GRID_COARSE = ("last", "first", "none")   # which stride-32 features a grid head fuses (facemark.model)
 LOSSES = ("mse", "wing", "smooth_l1", "l1", "rle")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_FORMATS = ("onnx", "tflite", "coreml")
@@ -75,6 +76,8 @@ class ModelConfig:
     # pool: timm's global pooling + one Linear (the paper); spatial, pip, integral: facemark.heads
     head: str = spec(one_of(*HEADS))
     head_channels: int = spec(integer(1, 1024))   # spatial: 1x1-conv channels per position; grid heads: width
+    # grid heads: the stride-32 block output fused with the stride-16 grid; the backbone ends there
+    grid_coarse: str = spec(one_of(*GRID_COARSE))
 
 
 @dataclass
@@ -178,6 +181,8 @@ class QuantizeConfig:
     calibration_method: str = spec(one_of(*CALIBRATION_METHODS))
     # percentile of calibration_method percentile: (100 - p) / 2 % of each tensor's values cut from each tail
     calibration_percentile: float = spec(number(90.0, 100.0, high_open=True))
+    # keep the ops after the last multiply-add (a grid head's softmax decode) in float in every PTQ artifact
+    float_decode: bool = spec(flag())
     # also write mixed-precision artifacts (sensitive layers in float) when plain int8 misses mixed_target
     mixed: bool = spec(flag())
     # relative NME increase vs float (val split) a recovered artifact must reach, e.g. 0.005 = +0.5 %

@@ -14,7 +14,8 @@ reads (facemark.train.losses.build_training_loss):
 
 The grid heads (GridHead) fuse the stride-16 features with the upsampled stride-32 features, a
 small feature pyramid: at 128 px the stride-16 grid is 8x8, stride 32 alone leaves 4x4, which
-PIPNet's authors found too coarse.
+PIPNet's authors found too coarse. Without stride-32 features (model.grid_coarse: none) the
+backbone ends at stride 16 and the head reads the stride-16 grid alone.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequen
 
 
 class GridHead(nn.Module):
-    """(fine (N, Cf, H, W) stride-16 features, coarse (N, Cc, H/2, W/2) stride-32 features) -> points.
+    """(fine (N, Cf, H, W) stride-16 features[, coarse (N, Cc, H/2, W/2) stride-32 features]) -> points.
+    `coarse_channels` None: no stride-32 branch, the head reads the stride-16 features alone.
 
     Maps, per point p and cell k of the H x W grid: a score s[p, k] and offsets (ox, oy)[p, k] in
     cell units from the cell's centre. Decoding (`decode`):
@@ -64,14 +66,14 @@ class GridHead(nn.Module):
     flattened as (P, K) each (K = H*W), for the map losses of facemark.train.losses.
     """
 
-    def __init__(self, fine_channels: int, coarse_channels: int, grid: tuple[int, int], channels: int,
+    def __init__(self, fine_channels: int, coarse_channels: int | None, grid: tuple[int, int], channels: int,
                  num_points: int, decode: str) -> None:
         super().__init__()
         if decode not in ("pip", "integral"):
             raise ValueError(f"GridHead decode must be pip or integral, got {decode!r}")
         self.decode, self.num_points, self.grid = decode, num_points, grid
         self.fine = _conv_bn_relu(fine_channels, channels, 1)
-        self.coarse = _conv_bn_relu(coarse_channels, channels, 1)
+        self.coarse = None if coarse_channels is None else _conv_bn_relu(coarse_channels, channels, 1)
         self.upsample = nn.Upsample(size=grid, mode="nearest")
         self.mix = _conv_bn_relu(channels, channels, 3)
         self.scores = nn.Conv2d(channels, num_points, 1)
@@ -90,9 +92,13 @@ class GridHead(nn.Module):
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def maps(self, fine: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def maps(self, fine: torch.Tensor, coarse: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> scores, x offsets, y offsets, each (N, P, K) (offsets in cell units)."""
-        fused = self.mix(self.fine(fine) + self.upsample(self.coarse(coarse)))
+        fused = self.fine(fine)
+        if self.coarse is not None:
+            fused = fused + self.upsample(self.coarse(coarse))
+        fused = self.mix(fused)
         batch = fused.shape[0]
         scores = self.scores(fused).reshape(batch, self.num_points, self.cells)
         offsets = self.offsets(fused).reshape(batch, 2, self.num_points, self.cells)
@@ -109,7 +115,7 @@ class GridHead(nn.Module):
         y = (weights * (self.centre_y + off_y * self.cell[1])).sum(dim=2)
         return torch.stack([x, y], dim=2).flatten(1)
 
-    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         scores, off_x, off_y = self.maps(fine, coarse)
         coords = self.points(scores, off_x, off_y)
         if not self.training or self.decode == "integral":
@@ -118,18 +124,22 @@ class GridHead(nn.Module):
 
 
 class GridLandmarkNet(nn.Module):
-    """A timm backbone cut after its last stage (no pooling, no classifier) and a GridHead on its
-    stride-16 and stride-32 feature maps; (N, 3, S, S) normalised input -> GridHead's output."""
+    """A timm backbone cut after its last tapped block (no pooling, no classifier) and a GridHead on
+    its stride-16 [and stride-32] feature maps; (N, 3, S, S) normalised input -> GridHead's output.
+    `indices` are timm's forward_intermediates indices: of every block when `extra_blocks`, else of
+    its feature_info stages."""
 
-    def __init__(self, backbone: nn.Module, head: GridHead, indices: tuple[int, int]) -> None:
+    def __init__(self, backbone: nn.Module, head: GridHead, indices: tuple[int, ...], extra_blocks: bool) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.indices = list(indices)
+        self.extra_blocks = extra_blocks
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fine, coarse = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True)
-        return self.head(fine, coarse)
+        taps = {"extra_blocks": True} if self.extra_blocks else {}   # only models that take the argument get it
+        features = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True, **taps)
+        return self.head(*features)
 
 
 class RealNVP(nn.Module):

@@ -13,6 +13,8 @@ counts each residual block (ResNet18 has 8), MobileViT counts each block of each
 
 from __future__ import annotations
 
+import inspect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,8 @@ def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, in
 
 def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input_size: int | None
                 ) -> GridLandmarkNet:
-    """The timm model cut after its stride-32 stage, with a GridHead on its stride-16 and stride-32 maps."""
+    """The timm model cut after the block model.grid_coarse names, with a GridHead on its stride-16
+    [and stride-32] maps."""
     if input_size is None:
         raise ConfigError(f"model.head: {model_cfg.head} needs the input size (data.input_size) to size its grid")
     info = getattr(model, "feature_info", None)
@@ -141,14 +144,39 @@ def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input
     if 16 not in reductions or not hasattr(model, "prune_intermediate_layers"):
         raise ConfigError(f"model.head: {model_cfg.head} is not supported for {model_cfg.arch} (timm gives no "
                           f"stride-16 feature map for it); use model.head: spatial or pool")
-    indices = (reductions.index(16), len(reductions) - 1)
-    model.prune_intermediate_layers(list(indices), prune_head=True)
+    indices, extra_blocks = _grid_taps(model, model_cfg, reductions, input_size)
+    taps = {"extra_blocks": True} if extra_blocks else {}
+    model.prune_intermediate_layers(list(indices), prune_head=True, **taps)
     with torch.no_grad():
-        fine, coarse = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size),
-                                                          indices=list(indices), intermediates_only=True)
-    head = GridHead(fine.shape[1], coarse.shape[1], tuple(fine.shape[2:]), model_cfg.head_channels, num_points,
-                    decode=model_cfg.head)
-    return GridLandmarkNet(model.train(), head, indices)
+        features = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size),
+                                                      indices=list(indices), intermediates_only=True, **taps)
+    fine, coarse = features[0], (features[1] if len(features) > 1 else None)
+    head = GridHead(fine.shape[1], None if coarse is None else coarse.shape[1], tuple(fine.shape[2:]),
+                    model_cfg.head_channels, num_points, decode=model_cfg.head)
+    return GridLandmarkNet(model.train(), head, indices, extra_blocks)
+
+
+def _grid_taps(model: nn.Module, model_cfg: ModelConfig, reductions: list[int], input_size: int
+               ) -> tuple[tuple[int, ...], bool]:
+    """-> forward_intermediates indices of the (stride-16[, stride-32]) taps, and whether they count
+    every block (extra_blocks) rather than feature_info's stage ends. The stage ends are each
+    stride's last block, so only model.grid_coarse: first needs every block's output."""
+    fine = reductions.index(16)
+    if model_cfg.grid_coarse == "last":
+        return (fine, len(reductions) - 1), False
+    if model_cfg.grid_coarse == "none":
+        return (fine,), False
+    if "extra_blocks" not in inspect.signature(model.forward_intermediates).parameters:
+        raise ConfigError(f"model.grid_coarse: first needs every block's output, which timm does not give for "
+                          f"{model_cfg.arch}; use last or none")
+    with torch.no_grad():
+        outputs = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size), indices=None,
+                                                     intermediates_only=True, extra_blocks=True)
+    strides = [2 ** round(math.log2(input_size / out.shape[-1])) for out in outputs]
+    if 32 not in strides:
+        raise ConfigError(f"model.grid_coarse: first: {model_cfg.arch} has no stride-32 block; use none")
+    first = strides.index(32)
+    return (max(i for i in range(first) if strides[i] == 16), first), True
 
 
 def _init_regression_head(model: nn.Module) -> None:

@@ -184,3 +184,8 @@ def load_torch_before_tensorflow() -> None:
     crashes). Call before any TensorFlow, onnx2tf metadata or coremltools import in this process.
     """
     import torch._dynamo  # noqa: F401
+
+
+def decode_note(cfg: Config) -> str:
+    """The artifact description's clause for quantize.float_decode ("" when off)."""
+    return "; the ops after the last multiply-add (the decode) in float32" if cfg.quantize.float_decode else ""

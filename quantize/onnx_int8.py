@@ -27,7 +27,7 @@ from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      parity_figures, ranges_label)
+                                      decode_note, parity_figures, ranges_label)
 from facemark.runtime import TorchRunner, create_runner
 
 SOURCE = "onnx_fp32"
@@ -84,24 +84,28 @@ class CropReader:
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str,
-              exclude: list[str] | None = None, percentile: float | None = None) -> None:
+def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str, *,
+              float_decode: bool, exclude: list[str] | None = None, percentile: float | None = None) -> None:
     """quantize_static `source` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
     `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method;
     percentile at `percentile`, quantize.calibration_percentile) on (N, 3, S, S) float32
-    calibration `inputs`; the nodes named in `exclude` stay in float."""
+    calibration `inputs`; the nodes named in `exclude`, and with `float_decode` (quantize.float_decode)
+    those after the last multiply-add (sensitivity_onnx.onnx_decode_tail), stay in float."""
+    from facemark.quantize.sensitivity_onnx import onnx_decode_tail
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"quantize.calibration_method: expected one of {', '.join(CALIBRATION_METHODS)}, "
                           f"got {method!r}")
+    decode = onnx_decode_tail(source) if float_decode else []
     with captured():   # the calibrator print()s its progress ("Collecting tensor data ...", "Percentile")
         quantize_static(str(source), str(target), CropReader("input", inputs),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
-                        nodes_to_exclude=list(exclude or []),
+                        nodes_to_exclude=list(dict.fromkeys([*decode, *(exclude or [])])),
                         extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
 
 
@@ -126,11 +130,11 @@ def _static(job: QuantJob, row: Artifact, activation: str) -> QuantResult:
     source = preprocessed_source(job)
     method = job.cfg.quantize.calibration_method
     description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges "
-                   f"from {len(job.calibration.crops)} calibration crops), QDQ format; float32 I/O")
+                   f"from {len(job.calibration.crops)} calibration crops), QDQ format{decode_note(job.cfg)}; float32 I/O")
     facts = int8_facts(row, description, "NCHW", "float32", "float32", job, SOURCE)
     with atomic_path(job.export_dir / row.file) as tmp:
         write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method,
-                  percentile=job.cfg.quantize.calibration_percentile)
+                  float_decode=job.cfg.quantize.float_decode, percentile=job.cfg.quantize.calibration_percentile)
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         finish(job, tmp, facts)

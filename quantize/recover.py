@@ -100,7 +100,8 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".onnx")
         onnx_int8.write_qdq(source, path, job.calibration.inputs("NCHW"), activation,
-                            job.cfg.quantize.calibration_method, excluded, job.cfg.quantize.calibration_percentile)
+                            job.cfg.quantize.calibration_method, float_decode=job.cfg.quantize.float_decode,
+                            exclude=excluded, percentile=job.cfg.quantize.calibration_percentile)
         return path
 
     ranking = affordable(recovery_order(layers), onnx_macs(source), job.cfg.quantize.mixed_min_int8_macs)
@@ -142,7 +143,8 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, ca
     if calibration is None:
         if saved_model is None:
             raise RuntimeError("onnx2tf wrote no saved model: the TFLite sensitivity needs it")
-        calibration = TfliteCalibration(saved_model, inputs, job.cfg.quantize.explain_faces)
+        calibration = TfliteCalibration(saved_model, inputs, job.cfg.quantize.explain_faces,
+                                        float_decode=job.cfg.quantize.float_decode)
     layers = calibration.layer_errors()
     job.sensitivity["tflite"] = {"artifact": plain.name, "inputs": min(job.cfg.quantize.explain_faces, len(inputs)),
                                  "layers": layers}

@@ -65,6 +65,21 @@ def keep_float(producer: str, consumers: list[str], macs: dict[str, int]) -> dic
     return {"exclude": names, "exclude_macs": int(sum(macs.get(n, 0) for n in names))}
 
 
+def decode_tail(ops: list[tuple[str, list[str], list[str]]], mac_ops: set[str]) -> list[str]:
+    """Names of the ops, of (name, input tensors, output tensors) in graph order, that no
+    multiply-add op (`mac_ops`) depends on: what follows the model's last conv or matmul, such as a
+    grid head's softmax and soft-argmax (facemark.heads). quantize.float_decode keeps them in float:
+    they cost no multiply-adds, and int8 rounding there (softmax probabilities in 1/256 steps, a
+    weighted sum of 100 cells rounded again) reaches the landmarks with nothing after it to absorb it."""
+    feeds: set[str] = set()   # tensors a multiply-add op reads, directly or through other ops
+    upstream: set[str] = set()
+    for name, inputs, outputs in reversed(ops):
+        if name in mac_ops or feeds.intersection(outputs):
+            feeds.update(inputs)
+            upstream.add(name)
+    return [name for name, _, _ in ops if name and name not in upstream]
+
+
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Worst first: lowest own SQNR, ties broken by the accumulated SQNR."""
     return sorted(rows, key=lambda r: (r["sqnr_db"], r.get("xmodel_sqnr_db") or EXACT_DB))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from facemark.quantize.sensitivity import EXACT_DB, keep_float, rank, sqnr_db
+from facemark.quantize.sensitivity import EXACT_DB, decode_tail, keep_float, rank, sqnr_db
 
 
 # onnx ops whose multiply-adds are counted (the rest are element-wise or data movement)
@@ -46,6 +46,15 @@ def onnx_macs(onnx_path: Path) -> dict[str, int]:
         else:                                             # out (N, M), weight (K, M) or (M, K)
             macs[node.name] = int(np.prod(out) * (np.prod(weight) // max(out[-1], 1)))
     return macs
+
+
+def onnx_decode_tail(onnx_path: Path) -> list[str]:
+    """Names of the nodes of an ONNX model that no Conv/Gemm/MatMul depends on (sensitivity.decode_tail)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    ops = [(node.name, list(node.input), list(node.output)) for node in graph.node]
+    return decode_tail(ops, {node.name for node in graph.node if node.op_type in MAC_OPS})
 
 
 def _weight_shape(name: str, shapes: dict[str, list[int]], producers: dict[str, Any]) -> list[int] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from facemark.quantize.sensitivity import keep_float, rank, sqnr_db
+from facemark.quantize.sensitivity import decode_tail, keep_float, rank, sqnr_db
 
 
 class TfliteCalibration:
@@ -24,9 +24,12 @@ class TfliteCalibration:
     float32 normalised NHWC `inputs` (the converter's min-max ranges, or with `percentile` the
     percentile ranges over the same crops: tflite_int8.calibrated_ranges), debugged on the
     first `debug_count` of them; `layer_errors()` ranks the ops, `quantize(denylist)` writes a
-    model with the named ops (output tensor names) left in float."""
+    model with the named ops (output tensor names) left in float. With `float_decode`
+    (quantize.float_decode) every model it writes also keeps `decode` in float: the ops after the
+    last multiply-add (sensitivity.decode_tail)."""
 
-    def __init__(self, saved_model: Path, inputs: np.ndarray, debug_count: int, percentile: float | None = None):
+    def __init__(self, saved_model: Path, inputs: np.ndarray, debug_count: int, percentile: float | None = None,
+                 *, float_decode: bool):
         import tensorflow as tf
 
         def calibration():
@@ -48,9 +51,10 @@ class TfliteCalibration:
 
         self.debugger.calibrated_model = calibrated_ranges(self.debugger.calibrated_model, inputs, percentile)
         self.debugger.options = self.debugger.options   # rebuilds its debug model from these ranges
+        self.decode = tflite_decode_tail(self.debugger.calibrated_model) if float_decode else []
 
     def quantize(self, denylisted_nodes: list[str], io_type: str = "float32") -> bytes:
-        """The int8 model with `denylisted_nodes` in float (those ops fall back to float kernels),
+        """The int8 model with `denylisted_nodes` and self.decode in float (those ops fall back to float kernels),
         from the one calibration, with `io_type` (quantize.tflite_io) input and output: the call
         LiteRT's converter makes for a full-integer model, and what
         QuantizationDebugger.get_nondebug_quantized_model does with denylisted_nodes set, without a
@@ -60,7 +64,7 @@ class TfliteCalibration:
 
         dtype = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io_type]
         return convert.mlir_quantize(self.debugger.calibrated_model, input_data_type=dtype, output_data_type=dtype,
-                                     denylisted_nodes=list(denylisted_nodes) or None)
+                                     denylisted_nodes=list(dict.fromkeys([*self.decode, *denylisted_nodes])) or None)
 
     def layer_errors(self) -> list[dict[str, Any]]:
         """Rows {layer (output tensor name, what denylisted_nodes takes), op, tensor, sqnr_db,
@@ -121,6 +125,15 @@ def tflite_consumers(model_bytes: bytes) -> dict[str, list[str]]:
             if index >= 0:
                 consumers.setdefault(_name(graph.tensors[index]), []).append(_name(graph.tensors[op.outputs[0]]))
     return consumers
+
+
+def tflite_decode_tail(model_bytes: bytes) -> list[str]:
+    """The ops (output tensor names) of a .tflite flatbuffer that no conv or fully connected op depends on
+    (sensitivity.decode_tail)."""
+    _, _, graph = tflite_graph(model_bytes)
+    ops = [(_name(graph.tensors[op.outputs[0]]), [_name(graph.tensors[i]) for i in op.inputs if i >= 0],
+            [_name(graph.tensors[i]) for i in op.outputs]) for op in graph.operators if len(op.outputs)]
+    return decode_tail(ops, set(tflite_macs(model_bytes)))
 
 
 def tflite_macs(model_bytes: bytes) -> dict[str, dict[str, Any]]:

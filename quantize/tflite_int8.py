@@ -28,7 +28,8 @@ from facemark.artifacts import ARTIFACTS, Artifact
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      converter_ranges, parity_figures, range_percentile)
+                                      converter_ranges, decode_note, parity_figures,
+                                      range_percentile)
 from facemark.runtime import TorchRunner
 from facemark.weights import Normalisation
 
@@ -75,22 +76,28 @@ def _produced(job: QuantJob, kind: str, files: dict[str, Path], calibration: dic
 
 
 def full_integer(job: QuantJob, files: dict[str, Path], calibration: dict[str, Any]) -> Path | None:
-    """The full-integer file of an onnx2tf run (`files`, from convert): onnx2tf's own (min-max ranges), or
-    under percentile ranges LiteRT's quantisation of the saved model onnx2tf wrote, with the
+    """The full-integer file of an onnx2tf run (`files`, from convert): onnx2tf's own (min-max ranges,
+    quantize.float_decode off), or LiteRT's quantisation of the saved model onnx2tf wrote, with the
     TfliteCalibration kept in `calibration["ranges"]` (the mixed search reuses it)."""
-    percentile = range_percentile(job.cfg)
-    if percentile is None:
+    if onnx2tf_quantizes(job):
         return files.get("full_integer_quant")
+    percentile = range_percentile(job.cfg)
     saved_model = files.get("saved_model")
     if saved_model is None:
-        raise RuntimeError("onnx2tf wrote no saved model: percentile ranges are set on it")
+        raise RuntimeError("onnx2tf wrote no saved model: percentile ranges and the float decode are set on it")
     from facemark.quantize.sensitivity_tflite import TfliteCalibration
 
     calibration["ranges"] = TfliteCalibration(saved_model, job.calibration.inputs("NHWC"), job.cfg.quantize.explain_faces,
-                                             percentile)
-    path = saved_model.parent / "model_full_integer_quant_percentile.tflite"
+                                             percentile, float_decode=job.cfg.quantize.float_decode)
+    path = saved_model.parent / "model_full_integer_quant_litert.tflite"
     path.write_bytes(calibration["ranges"].quantize([], job.cfg.quantize.tflite_io))
     return path
+
+
+def onnx2tf_quantizes(job: QuantJob) -> bool:
+    """Whether the full-integer file is onnx2tf's own (-oiqt): only with min-max ranges and every op in
+    int8; percentile ranges and the float decode are set on LiteRT's quantisation of its saved model."""
+    return range_percentile(job.cfg) is None and not job.cfg.quantize.float_decode
 
 
 def calibrated_ranges(calibrated: bytes, inputs: np.ndarray, percentile: float | None) -> bytes:
@@ -158,14 +165,14 @@ def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) 
 
 
 def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> QuantResult:
-    """onnx2tf of `source` (default: the verified onnx_fp32) into the work folder: -oiqt, or under
-    percentile ranges -odrqt (dynamic range only: full_integer quantises its saved model, and
-    onnx2tf's own calibration, about a minute on the demo model, would go unused); `files` gets
-    {file kind: path} of what it wrote."""
+    """onnx2tf of `source` (default: the verified onnx_fp32) into the work folder: -oiqt when it
+    quantizes (onnx2tf_quantizes), else -odrqt (dynamic range only: full_integer quantises its saved
+    model, and onnx2tf's own calibration, about a minute on the demo model, would go unused); `files`
+    gets {file kind: path} of what it wrote."""
     from facemark.convert.tflite import run_onnx2tf
 
     source = source or verify_artifact(job.export_dir, SOURCE, job.manifest)
-    if range_percentile(job.cfg) is None:
+    if onnx2tf_quantizes(job):
         calibration_npy = job.work_dir / "tflite_calibration.npy"
         np.save(calibration_npy, job.calibration.unit_images())
         arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
@@ -229,7 +236,7 @@ def description(full: bool, io_type: str, job: QuantJob) -> str:
     io = ("float32 I/O (QUANTIZE in, DEQUANTIZE out)" if io_type == "float32"
           else f"{io_type} I/O (scale/zero point in the manifest)")
     return (f"full integer: int8 per-channel weights, int8 activations with {converter_ranges(job.cfg)} ranges from "
-            f"{len(job.calibration.crops)} calibration crops; {io}")
+            f"{len(job.calibration.crops)} calibration crops{decode_note(job.cfg)}; {io}")
 
 
 

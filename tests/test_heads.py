@@ -22,8 +22,8 @@ BASE = ["model.arch=mobilenetv2_100", "model.pretrained=false", "model.head_chan
         "data.detector=drawn", "export.parity_images=4"]
 
 
-def _grid_model(head: str, points: int = 106) -> GridLandmarkNet:   # lapa106, the configs' scheme
-    cfg = load_config(overrides=BASE + [f"model.head={head}"])
+def _grid_model(head: str, points: int = 106, coarse: str = "last") -> GridLandmarkNet:   # lapa106: the configs'
+    cfg = load_config(overrides=BASE + [f"model.head={head}", f"model.grid_coarse={coarse}"])
     torch.manual_seed(DATA_SEED)
     return build_model(cfg.model, points, input_size=SIZE)
 
@@ -48,6 +48,28 @@ def test_grid_heads_keep_the_output_contract_and_round_trip(tmp_path):
             torch.testing.assert_close(again(x), out)
     # pip's training output carries its maps: 2P coordinates + 3 maps of P x K cells
     assert _grid_model("pip").train()(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 212 + 3 * 106 * 16)
+
+
+def test_grid_coarse_cuts_the_backbone_and_keeps_the_contract(tmp_path):
+    x = torch.rand(2, 3, SIZE, SIZE)
+    params, blocks = {}, {}
+    for coarse in ("last", "first", "none"):
+        model = _grid_model("integral", coarse=coarse).eval()
+        assert model.head.grid == (SIZE // 16, SIZE // 16) and (model.head.coarse is None) == (coarse == "none")
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (2, 212)
+        params[coarse] = sum(p.numel() for p in model.parameters())
+        blocks[coarse] = len(model.backbone.blocks)
+        cfg = load_config(overrides=BASE + ["model.head=integral", f"model.grid_coarse={coarse}"])
+        torch.save(checkpoint_dict(model, cfg), tmp_path / f"{coarse}.pt")
+        again, saved, _ = load_checkpoint(tmp_path / f"{coarse}.pt")
+        assert saved.model.grid_coarse == coarse
+        with torch.no_grad():
+            torch.testing.assert_close(again(x), out)
+    # MobileNetV2's 7 stages: 'first' keeps the stride-32 stage's first block only, 'none' none of it
+    assert params["last"] > params["first"] > params["none"]
+    assert blocks == {"last": 7, "first": 6, "none": 5}
 
 
 def test_pip_decodes_the_best_cell_plus_its_offsets_and_integral_its_soft_mean():
@@ -118,15 +140,18 @@ def test_heads_refuse_what_they_cannot_build():
         build_model(load_config(overrides=BASE + ["model.head=pip"]).model, 68)
     with pytest.raises(ConfigError, match="rle needs a regression head"):
         build_model(load_config(overrides=BASE + ["model.head=integral"]).model, 68, input_size=SIZE, rle=True)
+    resnet = BASE + ["model.arch=resnet18", "model.head=integral", "model.grid_coarse=first"]
+    with pytest.raises(ConfigError, match="grid_coarse: first needs every block's output.*resnet18"):
+        build_model(load_config(overrides=resnet).model, 68, input_size=SIZE)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["pip", "integral"])
-def test_grid_heads_export_within_parity(tmp_path, head):
+@pytest.mark.parametrize(("head", "coarse"), [("pip", "last"), ("integral", "last"), ("integral", "first")])
+def test_grid_heads_export_within_parity(tmp_path, head, coarse):
     root = tmp_path / "data"
     make_drawn_split(root, "val", 6)
-    cfg = load_config(overrides=BASE + [f"model.head={head}"])
-    model = _grid_model(head)
+    cfg = load_config(overrides=BASE + [f"model.head={head}", f"model.grid_coarse={coarse}"])
+    model = _grid_model(head, coarse=coarse)
     with torch.no_grad():   # BatchNorm statistics from data-like inputs, offsets that move the points
         model.train()(torch.rand(16, 3, SIZE, SIZE))
         model.head.offsets.weight.normal_(0.0, 0.05)

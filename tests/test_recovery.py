@@ -62,7 +62,7 @@ def fragile(tmp_path_factory) -> dict:
     inputs = torch.randn(48, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).numpy()
     export_onnx(model, work / "float.onnx", SIZE, 17)
     quant_pre_process(str(work / "float.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=False)
-    write_qdq(work / "pre.onnx", work / "plain.onnx", inputs[:32], "uint8", "minmax")
+    write_qdq(work / "pre.onnx", work / "plain.onnx", inputs[:32], "uint8", "minmax", float_decode=False)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs[32:])).numpy()
     return {"work": work, "source": work / "pre.onnx", "plain": work / "plain.onnx", "calibration": inputs[:32],
@@ -104,7 +104,8 @@ def test_ranking_names_the_fragile_layer_and_recovery_fixes_it(fragile, tmp_path
 
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".onnx")
-        write_qdq(fragile["source"], path, fragile["calibration"], "uint8", "minmax", excluded)
+        write_qdq(fragile["source"], path, fragile["calibration"], "uint8", "minmax", float_decode=False,
+                  exclude=excluded)
         return path
 
     # reference: the error a good int8 model would have; target: within 5x of it
@@ -246,7 +247,7 @@ def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path
 
     files = run_onnx2tf(fragile["source"], tmp_path / "tf", [], calibration=np.zeros((1, 64, 64, 3), np.uint8))
     nhwc = fragile["calibration"].transpose(0, 2, 3, 1).copy()
-    calibration = TfliteCalibration(files["saved_model"], nhwc, 16)
+    calibration = TfliteCalibration(files["saved_model"], nhwc, 16, float_decode=False)
     layers = calibration.layer_errors()
     assert layers[0]["sqnr_db"] < 20 < layers[-1]["sqnr_db"]
     macs = {name: op["macs"] for name, op in tflite_macs(calibration.quantize([])).items()}
@@ -262,7 +263,7 @@ def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path
     assert errors[1] < errors[0] / 5, errors
     # percentile ranges: every measured tensor's range within its min-max, the input's exactly the
     # PercentileRanges of the inputs, and the model they quantise still close to the float one
-    clipped = TfliteCalibration(files["saved_model"], nhwc, 16, percentile=99.0)
+    clipped = TfliteCalibration(files["saved_model"], nhwc, 16, percentile=99.0, float_decode=False)
     (wide, _), (tight, first) = (_tflite_ranges(c.debugger.calibrated_model) for c in (calibration, clipped))
     assert wide.keys() == tight.keys() and len(wide) > 3
     assert all(wide[k][0] <= tight[k][0] <= tight[k][1] <= wide[k][1] for k in wide)
@@ -311,3 +312,50 @@ def test_an_op_counts_as_int8_only_when_its_output_is_requantised(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert onnx_int8_nodes(path) == {"fused"}
+
+
+class SoftArgmax(nn.Module):
+    """(N, 3, 32, 32) -> (N, 2K): conv maps on an 8x8 grid, a softmax over each map's 64 cells and
+    the probability-weighted mean of the cell centres (the integral head's decode, facemark.heads)."""
+
+    def __init__(self, points: int = 4):
+        super().__init__()
+        self.maps = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(16, points, 3, stride=2, padding=1))
+        centres = (torch.arange(8, dtype=torch.float32) + 0.5) / 4 - 1
+        grid_y, grid_x = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("grid", torch.stack([grid_x.flatten(), grid_y.flatten()]))
+
+    def forward(self, x):
+        scores = self.maps(x).flatten(2) * 4.0   # (N, K, 64), sharpened like trained maps
+        probs = torch.softmax(scores, dim=-1)
+        return torch.stack([(probs * self.grid[0]).sum(-1), (probs * self.grid[1]).sum(-1)], dim=-1).flatten(1)
+
+
+def test_float_decode_keeps_the_soft_argmax_in_float_and_cuts_its_error(tmp_path):
+    """decode_tail names exactly the ops after the last conv; quantize.float_decode leaves them in
+    float in the QDQ model, every conv stays int8, and the decoded points move less from float."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from facemark.quantize.sensitivity import decode_tail
+    from facemark.quantize.sensitivity_onnx import onnx_decode_tail, onnx_int8_nodes
+
+    assert decode_tail([("conv", ["x"], ["a"]), ("side", ["x"], ["s"]), ("fc", ["a", "s"], ["b"]),
+                        ("softmax", ["b"], ["c"]), ("sum", ["c", "b"], ["y"])], {"conv", "fc"}) == ["softmax", "sum"]
+    torch.manual_seed(0)
+    model = SoftArgmax().eval()
+    inputs = torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()
+    export_onnx(model, tmp_path / "float.onnx", 32, 17)
+    quant_pre_process(str(tmp_path / "float.onnx"), str(tmp_path / "pre.onnx"), skip_symbolic_shape=False)
+    tail = onnx_decode_tail(tmp_path / "pre.onnx")
+    assert tail and not set(tail) & set(onnx_macs(tmp_path / "pre.onnx"))
+    assert any("Softmax" in name for name in tail)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(inputs[32:])).numpy()
+    errors = {}
+    for float_decode in (False, True):
+        path = tmp_path / f"decode_{float_decode}.onnx"
+        write_qdq(tmp_path / "pre.onnx", path, inputs[:32], "uint8", "minmax", float_decode=float_decode)
+        assert onnx_int8_nodes(path) >= set(onnx_macs(tmp_path / "pre.onnx"))   # every conv int8 either way
+        errors[float_decode] = float(np.mean(np.abs(_invoke("onnx", path, inputs[32:]) - expected)))
+    assert errors[True] < errors[False] / 2, errors
