@@ -191,6 +191,8 @@ class QuantizeConfig:
     mixed_min_int8_macs: float = spec(probability())
     # val faces the recovery search measures each candidate on
     mixed_eval_faces: int = spec(integer(1))
+    # an all-int8 row (plain or QAT) within this relative NME of float on val ships over a mixed one
+    all_int8_margin: float = spec(number(0.0, 1.0))
     # quantisation-aware fine-tuning (facemark qat; `facemark pipeline` runs it when qat is on):
     # epochs and AdamW learning rate of the fine-tuning
     qat: bool = spec(flag())

@@ -31,8 +31,9 @@ the run's original PyTorch model (parity here, NME and the gate in `facemark val
   conversion (tflite_int8.full_integer), calibrated on the same crops with the same range method
   as tflite_int8_full, which measures the ranges the fine-tuning used.
 
-Each QAT row then meets the other calibrated int8 rows of its format in quantize.selection: the
-lowest NME on val faces ships and supersedes the others.
+Each QAT row then meets the other calibrated int8 rows of its format in quantize.selection (the
+lowest NME on val faces ships, an all-int8 row first when it is within quantize.all_int8_margin)
+and supersedes the others.
 """
 
 from __future__ import annotations

@@ -484,6 +484,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "quantize.mixed_target": ["-0.1", "2"],
     "quantize.mixed_min_int8_macs": ["1.5"],
     "quantize.mixed_eval_faces": ["0"],
+    "quantize.all_int8_margin": ["-0.1", "2"],
     "quantize.qat": ["often"],
     "quantize.qat_formats": ["[coreml]", "[onnx, onnx]"],
     "quantize.qat_epochs": ["0", "1000"],

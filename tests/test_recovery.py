@@ -140,6 +140,18 @@ def _row(name: str, nme: float, superseded_by: str | None = None) -> dict:
     return {"name": name, "status": "ok", "accuracy": {"nme_pupil": nme}, "superseded_by": superseded_by}
 
 
+def test_an_all_int8_row_ships_over_a_mixed_one_only_within_the_margin():
+    from facemark.quantize.selection import choose
+
+    scores = {"tflite_int8_full": 0.1007, "tflite_int8_full_mixed": 0.1001, "tflite_int8_full_qat": 0.1005}
+    all_int8 = {"tflite_int8_full", "tflite_int8_full_qat"}
+    assert choose(scores, all_int8, 0.1000, 0.0075) == "tflite_int8_full_qat"    # both within: the lower
+    assert choose(scores, all_int8, 0.1000, 0.006) == "tflite_int8_full_qat"     # +0.5 % within, +0.7 % not
+    assert choose(scores, all_int8, 0.1000, 0.004) == "tflite_int8_full_mixed"   # none within: lowest NME
+    assert choose(scores, set(), 0.1000, 0.0075) == "tflite_int8_full_mixed"
+    assert choose({"tflite_int8_full": 0.1007}, all_int8, 0.1000, 0.0) == "tflite_int8_full"
+
+
 def test_gate_passes_a_superseded_row_only_when_its_successor_passes():
     rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_full_mixed"),
             _row("tflite_int8_full_mixed", 0.1005)]

@@ -301,13 +301,16 @@ def test_head_ablation_rows_change_one_switch_each_against_the_shipped_recipe():
     files = sorted((CONFIGS / "ablation" / "heads").glob("*.yaml"))
     recipe = _flat(load_config(CONFIGS / "real" / "300w_cpu.yaml"))
     assert (recipe["model.head"], recipe["train.loss"], recipe["train.channels_last"]) == ("integral", "wing", True)
+    assert recipe["model.grid_coarse"] == "first"
     changes = {"01_spatial": {"model.head": "spatial"},
                "02_spatial_rle": {"model.head": "spatial", "train.loss": "rle"},
-               "03_pip": {"model.head": "pip"}, "04_integral": {}}
+               "03_pip": {"model.head": "pip"}, "04_integral_coarse_last": {"model.grid_coarse": "last"},
+               "05_integral_coarse_none": {"model.grid_coarse": "none"}, "06_integral": {}}
     assert [f.stem for f in files] == list(changes)
     for path in files:
         flat = _flat(load_config(path))
         assert {k: v for k, v in flat.items() if recipe[k] != v} == changes[path.stem], path.name
     datatang = _flat(load_config(CONFIGS / "real" / "datatang106_cpu.yaml"))
     changed = {k: v for k, v in datatang.items() if recipe[k] != v}
-    assert changed == {"data.scheme": "datatang106", "data.input_size": 128, "train.epochs": 110}
+    assert changed == {"data.scheme": "datatang106", "data.input_size": 128, "train.epochs": 110,
+                       "model.grid_coarse": "last"}
