@@ -124,14 +124,21 @@ def _shipping(run: Path) -> dict[str, tuple[str | None, dict | None]]:
 
 @pytest.mark.slow
 def test_one_calibrated_row_per_format_ships(qat_done):
-    """ONNX has two calibrated rows (static QDQ and its QAT): the lower val NME ships, the other
-    names it; TFLite has only its QAT row here, which competes with nothing and ships."""
+    """ONNX has two calibrated rows (static QDQ and its QAT): the one selection.choose picks from
+    their val NME and int8 shares ships (an all-int8 row within quantize.all_int8_margin of float,
+    else the lower NME), the other names it; TFLite has only its QAT row here, which competes with
+    nothing and ships."""
+    from facemark.quantize.selection import choose
+
     run, _ = qat_done
     shipping = _shipping(run)
     plain, qat = "onnx_int8_qdq_u8s8", ROWS["onnx"].name
     comparison = shipping[qat][1]
     assert comparison == shipping[plain][1] and sorted(comparison["nme"]) == sorted([plain, qat])
-    ships = min(comparison["nme"], key=comparison["nme"].get)
+    artifacts = load_manifest(run / "export")["artifacts"]
+    all_int8 = {name for name in (plain, qat) if artifacts[name].get("int8_macs", 0.0) >= 1.0}
+    assert plain in all_int8
+    ships = choose(comparison["nme"], all_int8, comparison["float_nme"], load_config().quantize.all_int8_margin)
     assert comparison["ships"] == ships and comparison["split"] == "val" and comparison["faces"] == 8
     assert {name: shipping[name][0] for name in (plain, qat)} == {plain: None if ships == plain else ships,
                                                                   qat: None if ships == qat else ships}
