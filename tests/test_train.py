@@ -312,5 +312,4 @@ def test_head_ablation_rows_change_one_switch_each_against_the_shipped_recipe():
         assert {k: v for k, v in flat.items() if recipe[k] != v} == changes[path.stem], path.name
     datatang = _flat(load_config(CONFIGS / "real" / "datatang106_cpu.yaml"))
     changed = {k: v for k, v in datatang.items() if recipe[k] != v}
-    assert changed == {"data.scheme": "datatang106", "data.input_size": 128, "train.epochs": 110,
-                       "model.grid_coarse": "last"}
+    assert changed == {"data.scheme": "datatang106", "data.input_size": 128, "train.epochs": 110}
