@@ -136,9 +136,15 @@ class GridLandmarkNet(nn.Module):
         self.indices = list(indices)
         self.extra_blocks = extra_blocks
 
+    @staticmethod
+    def tap_options(extra_blocks: bool) -> dict[str, bool]:
+        """timm's prune_intermediate_layers / forward_intermediates keywords for these taps (only
+        models that take extra_blocks are given it)."""
+        return {"extra_blocks": True} if extra_blocks else {}
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        taps = {"extra_blocks": True} if self.extra_blocks else {}   # only models that take the argument get it
-        features = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True, **taps)
+        features = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True,
+                                                       **self.tap_options(self.extra_blocks))
         return self.head(*features)
 
 

@@ -145,7 +145,7 @@ def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input
         raise ConfigError(f"model.head: {model_cfg.head} is not supported for {model_cfg.arch} (timm gives no "
                           f"stride-16 feature map for it); use model.head: spatial or pool")
     indices, extra_blocks = _grid_taps(model, model_cfg, reductions, input_size)
-    taps = {"extra_blocks": True} if extra_blocks else {}
+    taps = GridLandmarkNet.tap_options(extra_blocks)
     model.prune_intermediate_layers(list(indices), prune_head=True, **taps)
     with torch.no_grad():
         features = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size),

@@ -5,8 +5,8 @@ The calibrated int8 rows of a format (facemark.artifacts: `competes`, i.e. the p
 or static QDQ row, its `_mixed` recovery and its `_qat` fine-tuning) are run on val faces (never
 the test split the gate uses) through the runtime layer. An all-int8 row (int8_macs 1.0: the plain
 row or QAT) within quantize.all_int8_margin of float ships, the lowest such; otherwise the lowest
-NME ships. Every other row gets `superseded_by` it, so the gate judges the row a user would ship while every row stays in the
-table. Each compared row records the figures (`val_comparison`). Because the step reads only the
+NME ships. Every other row gets `superseded_by` it, so the gate judges the row a user would ship
+while every row stays in the table. Each compared row records the figures (`val_comparison`). Because the step reads only the
 manifest, `qat` then `quantize` ships the same rows as `quantize` then `qat`.
 """
 
