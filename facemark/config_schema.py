@@ -231,6 +231,8 @@ class ValidateConfig:
 
 @dataclass
 class PredictConfig:
+    # the model when none is named: a shipped model's name (facemark.pretrained) or a path
+    model: str = spec(text())
     # face detector of `facemark predict` (a name of facemark.data.detectors.DETECTORS)
     detector: str = spec(one_of(*DETECTORS))
     # detections scoring below this are not faces (MTCNN: probability; Haar: merged windows)

@@ -1,12 +1,16 @@
 """The Python API: a trained or shipped model as one object that finds faces and their landmarks.
 
     from facemark import Landmarker
-    lm = Landmarker("runs/demo/export/model_int8_full.tflite")   # an artifact, a RUN folder or a .pt
+    lm = Landmarker()                                             # the shipped 68-point model
     for face in lm.predict("photo.jpg"):                          # a path or (H, W, 3) uint8 RGB
         print(face.box, face.score, face.landmarks.shape)         # image pixels; (P, 2)
 
-A source is an artifact listed in its folder's manifest.json (checked on load: file hash, contract),
-a RUN folder (its verified ONNX float artifact, else its best.pt), or a checkpoint file. Faces come
+A source is a shipped model's name (`ibug68`, `datatang106`, or `NAME:ARTIFACT`: facemark.pretrained,
+`facemark models`; None: base.yaml's predict.model), a packaged model folder (`facemark package`),
+an artifact listed in its folder's manifest.json (checked on load: file hash, contract), a RUN
+folder (its verified ONNX float artifact, else its best.pt), or a checkpoint file. Artifacts run on
+onnxruntime or LiteRT alone (`pip install "facemark[runtime]"`); a checkpoint needs the full
+install (`facemark[train]`). Faces come
 from the detector (base.yaml `predict.detector`, kept when scoring at least `predict.min_score`) or
 from given boxes; each face is cropped, run and refined as the manifest's `infer` record says
 (facemark.runtime.refine), exactly as `facemark validate` and `facemark predict` run the artifact.
@@ -46,7 +50,8 @@ class Face:
 class Landmarker:
     """A model under the manifest contract, with the face detector predict uses.
 
-    `source`: ARTIFACT, RUN or CHECKPOINT (see the module docstring). `detector` and `min_score`:
+    `source`: a shipped model's NAME, a packaged model folder, ARTIFACT, RUN or CHECKPOINT (see the
+    module docstring); None: base.yaml's predict.model. `detector` and `min_score`:
     None takes base.yaml's predict section; the detector is created on first use, so given boxes
     need none. `overrides`: `infer.KEY=VALUE` settings that replace the recorded refinement.
     `max_pixels`: the image-size limit for paths (None: base.yaml's data.max_image_pixels).
@@ -59,11 +64,13 @@ class Landmarker:
     scheme: Scheme
     refinement: Refinement
 
-    def __init__(self, source: str | Path, detector: str | None = None, min_score: float | None = None,
-                 overrides: list[str] | None = None, max_pixels: int | None = None) -> None:
+    def __init__(self, source: str | Path | None = None, detector: str | None = None,
+                 min_score: float | None = None, overrides: list[str] | None = None,
+                 max_pixels: int | None = None) -> None:
         from facemark.config import check_value, load_config
 
         defaults = load_config().predict
+        source = defaults.model if source is None else source
         for key, value in (("predict.detector", detector), ("predict.min_score", min_score)):
             if value is not None:
                 check_value(key, value, source=f"Landmarker({key.split('.')[1]}={value!r})")
@@ -71,8 +78,7 @@ class Landmarker:
         self.min_score = defaults.min_score if min_score is None else float(min_score)
         self.max_pixels = max_pixels
         self._detector = None
-        self.runner, self.identity, self.size, self.margin, self.scheme, self.refinement = _load(Path(source),
-                                                                                               overrides)
+        self.runner, self.identity, self.size, self.margin, self.scheme, self.refinement = _load(source, overrides)
 
     def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """(H, W, 3) uint8 RGB -> [(box (4,), score)] of detections >= min_score, largest first."""
@@ -133,10 +139,34 @@ def _boxes(boxes: Any) -> list[np.ndarray]:
 Loaded = tuple[Runner, dict[str, Any], int, float, Scheme, Refinement]
 
 
-def _load(source: Path, overrides: list[str] | None) -> Loaded:
-    """ARTIFACT, RUN or CHECKPOINT -> (runner, identity, crop size, margin, scheme, refinement)."""
+MODEL_SUFFIXES = (".pt", ".onnx", ".tflite", ".mlpackage")
+
+
+def is_model_source(text: str | Path) -> bool:
+    """Whether a command-line path names a model rather than an input: a shipped model's name that
+    is no existing path, a model file (.pt, .onnx, .tflite, .mlpackage) or a folder holding a
+    model (RUN with best.pt or export/, a packaged model, an export folder with its manifest)."""
+    from facemark import pretrained
+
+    path = Path(text)
+    if not path.exists():
+        return pretrained.is_model_name(str(text)) or path.suffix in MODEL_SUFFIXES
+    if path.is_dir() and path.suffix != ".mlpackage":
+        return any((path / name).exists() for name in ("best.pt", "export", "manifest.json"))
+    return path.suffix in MODEL_SUFFIXES
+
+
+def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
+    """NAME, model folder, ARTIFACT, RUN or CHECKPOINT -> (runner, identity, crop size, margin,
+    scheme, refinement)."""
+    from facemark import pretrained
     from facemark.manifest import load_manifest, manifest_path
 
+    source = Path(text)
+    if not source.exists() and pretrained.is_model_name(str(text)):
+        return _load_artifact(pretrained.resolve(str(text)), overrides)
+    if source.is_dir() and (source / pretrained.CARD_NAME).is_file():
+        return _load_artifact(pretrained.artifact_of(source), overrides)
     run = RunDir(source)
     if source.is_dir() and run.best.is_file():
         export_dir = run.export
@@ -147,7 +177,8 @@ def _load(source: Path, overrides: list[str] | None) -> Loaded:
             return _load_artifact(export_dir / entry["file"], overrides)
         return _load_checkpoint(run.best, overrides)
     if not source.exists():
-        raise ArtifactError(f"{source}: no such artifact, run folder or checkpoint")
+        raise ArtifactError(f"{source}: no such artifact, run folder, checkpoint or shipped model "
+                            f"(shipped: {', '.join(pretrained.model_names()) or 'none'})")
     if source.is_file() and source.suffix == ".pt":
         return _load_checkpoint(source, overrides)
     return _load_artifact(source, overrides)
@@ -176,6 +207,11 @@ def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:
 
 
 def _load_checkpoint(ckpt_path: Path, overrides: list[str] | None) -> Loaded:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ArtifactError(f"{ckpt_path}: a PyTorch checkpoint needs the full install (pip install "
+                            f"\"facemark[train]\"); this one runs ONNX and TFLite artifacts and shipped models")
     from facemark.model import load_checkpoint
     from facemark.runtime import TorchRunner
 

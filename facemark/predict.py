@@ -1,7 +1,8 @@
-"""`facemark predict ARTIFACT|RUN|CHECKPOINT INPUTS... --out DIR`: landmarks of every face on photos
-and videos, written as JSON and overlays; a thin verb over facemark.landmarker.Landmarker.
+"""`facemark predict [MODEL] INPUTS... --out DIR`: landmarks of every face on photos and videos,
+written as JSON and overlays; a thin verb over facemark.landmarker.Landmarker.
 
-The model is an artifact file of an export folder (its manifest gives the contract and its
+The model (left out: base.yaml's predict.model, the shipped 68-point model) is a shipped model's
+name (`facemark models`), a packaged model folder, an artifact file of an export folder (its manifest gives the contract and its
 sha256 is checked), a RUN folder (RUN/export's `onnx_fp32` when it is exported and verified, else
 RUN/best.pt in PyTorch) or a checkpoint. The Landmarker runs it in-process through the runtime
 layer exactly as `facemark validate` does, refined as the manifest's `infer` section says
@@ -293,7 +294,7 @@ def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None)
     return entry if frames_kept is None else {**entry, "frames_kept": frames_kept}
 
 
-def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
+def predict_files(source: Path | str | None, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
                   box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True,
                   overrides: list[str] | None = None, strict: bool = False,
                   max_pixels: int | None = None, stream: Any = None) -> PredictResult:
@@ -331,7 +332,20 @@ def predict_files(source: Path, inputs: list[Path], out_dir: Path, detector: str
     return PredictResult(records, skipped, index, landmarker.identity, landmarker.refinement.record())
 
 
-def run_predict(source: Path, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
+def split_model(paths: list[Path]) -> tuple[Path | None, list[Path]]:
+    """The verb's positional paths -> (model, inputs): the first names the model when it is one
+    (landmarker.is_model_source) and inputs follow; otherwise all are inputs and the model is
+    base.yaml's predict.model (None)."""
+    from facemark.landmarker import is_model_source
+
+    if is_model_source(paths[0]):
+        if len(paths) == 1:
+            raise DataError(f"{paths[0]} names a model but no input follows: give photos, videos or folders")
+        return paths[0], paths[1:]
+    return None, paths
+
+
+def run_predict(source: Path | None, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
                 box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None,
                 strict: bool = False, max_pixels: int | None = None) -> int:
     """The CLI verb: defaults from base.yaml's predict section; `overrides`: `--set` items, infer.*

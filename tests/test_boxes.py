@@ -78,8 +78,8 @@ def test_selection_rule(detections: list, expected: int | None) -> None:
 
 
 def test_unknown_and_synth_detectors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    assert sorted(DETECTORS) == ["haar", "mtcnn"]
-    with pytest.raises(ConfigError, match=r"unknown face detector 'yolo'; available: haar, mtcnn$"):
+    assert sorted(DETECTORS) == ["haar", "mtcnn", "mtcnn_onnx"]
+    with pytest.raises(ConfigError, match=r"unknown face detector 'yolo'; available: haar, mtcnn, mtcnn_onnx$"):
         create_detector("yolo")
     assert main(["boxes", str(tmp_path), "--detector", "synth"]) == 2
     assert ("'synth' is not a detector: its boxes are written by `facemark synth`"

@@ -203,17 +203,17 @@ def test_video_frames_and_frame_motion(validated_run, tmp_path):
 
 def test_default_detector_finds_the_faces_and_its_score_bound_applies(validated_run, data_root, tmp_path,
                                                                       monkeypatch):
-    """Without --box, base.yaml's predict.detector (mtcnn, here a stand-in that fires on drawn faces)
+    """Without --box, base.yaml's predict.detector (mtcnn_onnx, here a stand-in that fires on drawn faces)
     gives the faces: its box and score are recorded with the landmarks; --min-score above its score
     leaves none; the same box given with --box gives the same landmarks."""
     from facemark.data import detectors
 
-    monkeypatch.setitem(detectors.DETECTORS, "mtcnn", _DrawnFaceDetector)
+    monkeypatch.setitem(detectors.DETECTORS, "mtcnn_onnx", _DrawnFaceDetector)
     image = data_root / "test" / "images" / "test000.png"
     assert main(["predict", validated_run, image, "--out", tmp_path / "out"]) == 0
     record = json.loads((tmp_path / "out" / "test000.json").read_text())
     (face,) = record["faces"]
-    assert record["faces_from"] == "mtcnn" and face["box"] == [20.0, 18.0, 76.0, 80.0] and face["score"] == 0.99
+    assert record["faces_from"] == "mtcnn_onnx" and face["box"] == [20.0, 18.0, 76.0, 80.0] and face["score"] == 0.99
     assert np.array(face["landmarks"]).shape == (106, 2)
     assert main(["predict", validated_run, image, "--min-score", "0.995", "--out", tmp_path / "strict"]) == 0
     assert json.loads((tmp_path / "strict" / "test000.json").read_text())["faces"] == []
@@ -348,7 +348,7 @@ def test_video_tracking_writes_ids_and_filtered_points_with_fewer_detector_runs(
     runs it on every frame; --filter none writes the raw points as filtered."""
     from facemark.data import detectors
 
-    monkeypatch.setitem(detectors.DETECTORS, "mtcnn", _DrawnFaceDetector)
+    monkeypatch.setitem(detectors.DETECTORS, "mtcnn_onnx", _DrawnFaceDetector)
     cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
                                  f"data.input_size={SIZE}", "data.detector=drawn"])
     run = tmp_path / "run"

@@ -5,6 +5,9 @@ A detector is built by name from DETECTORS and has one method:
 
 - `mtcnn`: facenet-pytorch's MTCNN on the CPU; its weights ship inside the wheel, so nothing is
   downloaded. Score = face probability in [0, 1].
+- `mtcnn_onnx`: the same MTCNN on onnxruntime, no torch (facemark.data.mtcnn_onnx; its nets ship in
+  facemark/pretrained/mtcnn/): the runtime's default (predict.detector). Same boxes as `mtcnn` up to
+  float rounding (docs/models.md measures recall, IoU and the landmark NME on its boxes).
 - `haar`: OpenCV's frontal-face Haar cascade (the XML ships with opencv-python). Score = the
   number of merged neighbour windows (a confidence that grows with evidence), 1.0 if unknown.
 
@@ -55,7 +58,11 @@ class MtcnnDetector:
     name = "mtcnn"
 
     def __init__(self) -> None:
-        from facenet_pytorch import MTCNN
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError:
+            raise ConfigError("detector 'mtcnn' needs torch and facenet-pytorch (the full install); "
+                              "'mtcnn_onnx' gives the same boxes on onnxruntime") from None
 
         # keep_all: every face, so the documented rule (not MTCNN's own) picks one
         self._model = MTCNN(keep_all=True, select_largest=False, device="cpu")
@@ -100,8 +107,15 @@ class HaarDetector:
         return detections
 
 
+def _onnx_mtcnn() -> Detector:
+    from facemark.data.mtcnn_onnx import OnnxMtcnnDetector
+
+    return OnnxMtcnnDetector()
+
+
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "mtcnn": MtcnnDetector,
+    "mtcnn_onnx": _onnx_mtcnn,
     "haar": HaarDetector,
 }
 
