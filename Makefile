@@ -28,7 +28,8 @@ PEER_RUNTIME := dlib-bin==20.0.1.post1
 MEDIAPIPE := mediapipe==0.10.21
 
 .PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
-        export-coreml quantize qat validate predict pipeline release paper-figure paper-table peers android-assets clean
+        export-coreml quantize qat validate predict pipeline release paper-figure paper-table peers android-assets \
+        models clean
 
 install: $(BIN)/.installed
 
@@ -118,8 +119,34 @@ peers: install
 	$(BIN)/python -m pip install --no-deps $(MEDIAPIPE)
 	$(BIN)/python benchmarks/peers.py $(DATA) --split test --ckpt $(RUN)/best.pt --out $(RUN)/peers $(ARGS)
 
+# The shipped models (facemark/pretrained/, docs/models.md), rebuilt from the shared real faces:
+# split (seeded), MTCNN boxes, the recipe, export, int8, validate (the gate must pass), package;
+# then the torch-free detector's nets. Each step skips or resumes what is done. About 70 CPU-minutes
+# per 300-W model on 2 cores. SHARED_DATA: the folder with 300w68/ and datatang106/.
+SHARED_DATA ?= ../shared/data
+MODELS_DIR := facemark/pretrained
+LICENCE_300W := non-commercial research only: trained on the 300-W annotations of AFW and HELEN faces (research use only), as dlib's 68-point model
+LICENCE_DATATANG := non-commercial research only: trained on the Datatang 106-point sample (AlphaPose academic, non-commercial licence)
+define build_model
+	test -d data/$(1) || $(BIN)/python benchmarks/split_dataset.py $(SHARED_DATA)/$(2)/train data/$(1) --val 0.15 --test 0.15
+	$(BIN)/facemark boxes data/$(1) --detector mtcnn
+	$(BIN)/facemark train --config $(3) --data data/$(1) --run runs/models/$(1) $$(test -f runs/models/$(1)/last.pt && echo --resume)
+	$(BIN)/facemark export runs/models/$(1) --format onnx --format tflite
+	$(BIN)/facemark quantize runs/models/$(1) --format onnx --format tflite
+	$(BIN)/facemark validate runs/models/$(1)
+	$(BIN)/facemark package runs/models/$(1) --name $(1) --out $(MODELS_DIR)/$(1) --licence "$(4)" --recipe $(3) \
+	  --command "make models" --command "facemark train --config $(3) --data data/$(1) --run runs/models/$(1)"
+endef
+
+models: install
+	$(call build_model,ibug68,300w68,configs/real/300w_cpu.yaml,$(LICENCE_300W))
+	$(call build_model,datatang106,datatang106,configs/real/datatang106_cpu.yaml,$(LICENCE_DATATANG))
+	$(BIN)/python -c "from pathlib import Path; from facemark.data.mtcnn_onnx import export_nets; export_nets(Path('$(MODELS_DIR)/mtcnn'))"
+	$(BIN)/facemark models
+
+# the shipped 68-point model unless RUN is given (make android-assets RUN=runs/demo)
 android-assets:
-	sh android-demo/copy_assets.sh $(RUN)
+	sh android-demo/copy_assets.sh $(if $(filter command line,$(origin RUN)),$(RUN))
 
 clean:
 	rm -rf runs data/synth .pytest_cache

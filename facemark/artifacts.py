@@ -79,6 +79,16 @@ def artifact(name: str) -> Artifact:
     return ARTIFACTS[name]
 
 
+def making_command(name: str, run: str) -> str:
+    """The command that writes artifact `name` into RUN/export, e.g. `facemark export RUN --format onnx`
+    (names outside the table: `facemark export RUN`)."""
+    row = ARTIFACTS.get(name)
+    if row is None or row.producer == "export":
+        baked = " --bake-preprocessing" if name.endswith("_baked") else ""
+        return f"facemark export {run}" + (f" --format {row.format}{baked}" if row is not None else "")
+    return f"facemark qat {run}" if row.producer == "qat" else f"facemark quantize {run} --format {row.format}"
+
+
 def onnx_static(activation: str) -> Artifact:
     """The static QDQ row of quantize.onnx_activation `activation` (uint8 -> u8s8, int8 -> s8s8)."""
     if activation not in ONNX_ACTIVATIONS:

@@ -127,14 +127,17 @@ def drop_artifact(export_dir: Path, name: str) -> None:
 
 def verify_artifact(export_dir: Path, name: str, manifest: dict[str, Any] | None = None) -> Path:
     """Path of artifact `name` after checking it exists and its sha256 matches the manifest."""
+    from facemark.artifacts import making_command
+
     manifest = manifest or load_manifest(export_dir)
     entry = manifest["artifacts"].get(name)
+    make = making_command(name, str(Path(export_dir).parent))
     if entry is None:
-        raise ArtifactError(f"{manifest_path(export_dir)}: no artifact named {name!r}; known: "
-                            f"{', '.join(sorted(manifest['artifacts'])) or 'none'}")
+        raise ArtifactError(f"{manifest_path(export_dir)}: no artifact named {name!r} (known: "
+                            f"{', '.join(sorted(manifest['artifacts'])) or 'none'}); make it with: {make}")
     path = Path(export_dir) / entry["file"]
     if not path.exists():
-        raise ArtifactError(f"{path}: artifact listed in the manifest is missing")
+        raise ArtifactError(f"{path}: artifact listed in the manifest is missing; make it again with: {make}")
     actual = sha256_of(path)
     if actual != entry["sha256"]:
         raise ArtifactError(f"{path}: sha256 {actual[:12]}... does not match the manifest's "

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facemark.config import Config, override_section, resolve_choices
+from facemark.config import Config, config_from_saved, override_section, resolve_choices
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.data.layout import present_splits
 from facemark.errors import ArtifactError, ConfigError, DataError
@@ -51,6 +51,7 @@ def quantize_run(run: Path, formats: list[str] | None, data_root: Path | None,
 
 def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, calibration_count: int | None,
               explain: bool, overrides: list[str]) -> int:
+    export_missing_sources(run, formats, data_root, overrides)
     job = build_job(run, data_root, calibration_count, explain, overrides=overrides)
     results = []
     try:
@@ -70,6 +71,35 @@ def _quantize(run: Path, formats: list[str] | None, data_root: Path | None, cali
         paths = write_explain(job.export_dir / SENSITIVITY_DIR, job.sensitivity)
         print(f"facemark quantize: per-layer sensitivity in {', '.join(str(p) for p in paths)}")
     return finish_job(job, results)
+
+
+def export_missing_sources(run: Path, formats: list[str] | None, data_root: Path | None,
+                           overrides: list[str]) -> None:
+    """Each format's int8 rows start from a float artifact (its backend's SOURCE: onnx_fp32 for onnx
+    and tflite, coreml_fp32 for coreml). Export those RUN/export lacks first, one line each, so
+    `facemark export RUN --format tflite` then `facemark quantize RUN --format tflite` works: the
+    export is recorded in the manifest like any other (a failed one leaves the backend's error,
+    which names the command)."""
+    from facemark.artifacts import artifact, making_command
+    from facemark.convert.export import export_run
+    from facemark.train.checkpoint import load_checkpoint_file
+
+    folder = RunDir(run)
+    if formats is None:
+        saved = load_checkpoint_file(folder.best)
+        cfg = config_from_saved(saved["config"], source=str(folder.best))
+        formats = override_section(cfg, overrides, "quantize", "quantize").quantize.formats
+    have = load_manifest(folder.export)["artifacts"] if folder.manifest.is_file() else {}
+    missing: dict[str, list[str]] = {}
+    for name in resolve_backends(formats, []):
+        source = importlib.import_module(BACKENDS[name]).SOURCE
+        entry = have.get(source)
+        if entry is None or not (folder.export / str(entry.get("file"))).exists():
+            missing.setdefault(source, []).append(name)
+    for source, users in missing.items():
+        print(f"facemark quantize: {' and '.join(users)} int8 start from {source}, which {folder.export} lacks: "
+              f"exporting it first ({making_command(source, str(run))})")
+        export_run(run, [artifact(source).format], data_root, bake=False, golden=False)
 
 
 def build_job(run: Path, data_root: Path | None, calibration_count: int | None, explain: bool = False,

@@ -296,7 +296,7 @@ def test_app_constants_match_python_side():
     assert _java_constant("MANIFEST_ASSET") == f'"{MANIFEST_NAME}"'
     assert _java_constant("MODEL_ASSET") == f'"{model_file}"'
     script = (ANDROID / "copy_assets.sh").read_text()
-    assert f"model={{2:-{model_file}}}" in script.replace("$", "") and "app/src/main/assets" in script
+    assert f"default_model={model_file}" in script and "app/src/main/assets" in script
     threads = int(_java_constant("DEFAULT_THREADS"))
     choices = [int(v) for v in re.findall(r"\d+", _java_constant("THREAD_CHOICES"))]
     assert threads in choices and choices == sorted(choices)
@@ -304,7 +304,7 @@ def test_app_constants_match_python_side():
     # the app uses the constants instead of repeating the names
     assert "AppDefaults.MODEL_ASSET" in kotlin and "AppDefaults.MANIFEST_ASSET" in kotlin
     assert model_file not in kotlin and f'"{MANIFEST_NAME}"' not in kotlin
-    assert "android-demo/copy_assets.sh $(RUN)" in (REPO / "Makefile").read_text()
+    assert "android-demo/copy_assets.sh $(if $(filter command line,$(origin RUN)),$(RUN))" in (REPO / "Makefile").read_text()
     predict = load_config().predict
     expected = (f"new Tracker.Settings({str(predict.track).lower()}, {predict.redetect_every}, {predict.lost_iou!r}, "
                 f"{predict.match_iou!r}, {str(predict.filter == 'one_euro').lower()}, {predict.min_cutoff!r}, "
@@ -346,6 +346,23 @@ def test_copy_assets_script(tmp_path):
     assert unlisted.returncode == 1
     missing = subprocess.run(["sh", script, str(tmp_path / "nowhere")], env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "manifest.json not found" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_copy_assets_defaults_to_the_shipped_model(tmp_path):
+    """No argument: the shipped 68-point model's int8 TFLite and manifest, so the app works on a
+    real face without training anything."""
+    from facemark import pretrained
+
+    assets = tmp_path / "assets"
+    env = {"PATH": "/usr/bin:/bin", "ASSETS_DIR": str(assets)}
+    done = subprocess.run(["sh", str(ANDROID / "copy_assets.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folder = pretrained.ROOT / "ibug68"
+    card = pretrained.read_card(folder)
+    model = card["artifacts"][card["default"]]["file"]
+    assert sorted(p.name for p in assets.iterdir()) == ["manifest.json", model]
+    assert (assets / model).read_bytes() == (folder / model).read_bytes()
 
 
 def test_android_xml_parses_and_resources_exist():
