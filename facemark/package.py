@@ -37,13 +37,15 @@ ACCURACY_KEYS = ("nme_pupil", "nme_corner", "fr@0.1", "auc@0.1")
 
 
 def default_artifacts(manifest: dict[str, Any]) -> list[str]:
-    """The int8 TFLite artifact that ships (verified, not superseded) and the float ONNX."""
+    """The int8 TFLite artifact that ships (a calibrated row, verified, not superseded: what
+    quantize.selection chose) and the float ONNX, those the manifest has."""
+    from facemark.artifacts import ARTIFACTS
+
     entries = manifest["artifacts"]
     tflite = [name for name, entry in entries.items()
-              if entry.get("format") == "tflite" and entry.get("precision") == "int8"
-              and entry.get("status") == "verified" and not entry.get("superseded_by")
-              and not entry.get("baked_preprocessing") and entry.get("mode") != "dynamic"]
-    return sorted(tflite)[:1] + (["onnx_fp32"] if "onnx_fp32" in entries else [])
+              if name in ARTIFACTS and ARTIFACTS[name].competes and ARTIFACTS[name].format == "tflite"
+              and entry.get("status") == "verified" and not entry.get("superseded_by")]
+    return tflite[:1] + (["onnx_fp32"] if "onnx_fp32" in entries else [])
 
 
 def _validation_rows(run: RunDir) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
