@@ -2,6 +2,7 @@
 runtime's default) vs facenet-pytorch's MTCNN (`mtcnn`, the boxes every model trained on).
 
     python benchmarks/detector_onnx.py data/300w data/dt --nme-root data/300w --model ibug68
+    python benchmarks/detector_onnx.py --nme-root data/300w --model ibug68     # the NME rows alone
 
 For every image of every split of each ROOT (LaPa layout; the shared 300-W and Datatang faces),
 both detectors run, interleaved, one thread each; each keeps one box by the `facemark boxes` rule
@@ -36,13 +37,13 @@ def _points_count(path: Path) -> int:
     return int(path.read_text().split()[0])
 
 
-def run_detectors(roots: list[Path]) -> dict[str, dict]:
-    """Both detectors on every image -> {detector: {"boxes": {key: box or None}, "ms": [...],
-    "hits": [...]}}; key = ROOT/split/stem."""
+def run_detectors(roots: list[Path], splits: list[str] | None = None) -> dict[str, dict]:
+    """Both detectors on every image (of `splits`, default all) -> {detector: {"boxes": {key: box
+    or None}, "ms": [...], "hits": [...]}}; key = ROOT/split/stem."""
     detectors = {name: create_detector(name) for name in DETECTORS}
     results = {name: {"boxes": {}, "ms": [], "hits": []} for name in DETECTORS}
     for root in roots:
-        for split in present_splits(root):
+        for split in splits or present_splits(root):
             for sample in list_split(root, split):
                 image, points = load_sample(sample, _points_count(sample.landmarks_path))
                 truth = landmark_box(points)
@@ -58,12 +59,15 @@ def run_detectors(roots: list[Path]) -> dict[str, dict]:
 
 
 def landmark_nme(root: Path, model: str, results: dict[str, dict]) -> dict[str, tuple[float, float, int]]:
-    """--model on each detector's kept boxes of ROOT's test split -> {detector: (IP NME, OC NME,
-    faces)}; a face either detector missed is left out of both rows."""
+    """--model on each detector's kept boxes of ROOT's test split (from `results`, or detected
+    here when ROOT was not among the roots) -> {detector: (IP NME, OC NME, faces)}; a face either
+    detector missed is left out of both rows."""
     landmarker = Landmarker(model)
     scheme = load_scheme(landmarker.scheme.name)
     samples = list_split(root, "test")
     keys = [f"{root}/test/{sample.stem}" for sample in samples]
+    if any(key not in results["mtcnn"]["boxes"] for key in keys):
+        results = run_detectors([root], splits=["test"])
     both = [i for i, key in enumerate(keys) if all(results[name]["boxes"][key] is not None for name in DETECTORS)]
     rows = {}
     for name in DETECTORS:
@@ -81,13 +85,20 @@ def landmark_nme(root: Path, model: str, results: dict[str, dict]) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("roots", type=Path, nargs="+", help="LaPa-layout dataset roots (every split is used)")
+    parser.add_argument("roots", type=Path, nargs="*", help="LaPa-layout dataset roots (every split is used)")
     parser.add_argument("--nme-root", type=Path, help="root whose test split the landmark NME is measured on")
     parser.add_argument("--model", default="ibug68", help="landmark model for the NME rows (default: ibug68)")
     args = parser.parse_args()
     results = run_detectors(args.roots)
+    if args.roots:
+        print_detection(args.roots, results)
+    if args.nme_root is not None:
+        print_nme(args.nme_root, args.model, results)
+
+
+def print_detection(roots: list[Path], results: dict[str, dict]) -> None:
     keys = list(results["mtcnn"]["boxes"])
-    print(f"{len(keys)} images of {', '.join(map(str, args.roots))}")
+    print(f"{len(keys)} images of {', '.join(map(str, roots))}")
     print(f"{'detector':<12} {'recall':>7} {'misses':>7} {'ms/image':>9}")
     for name in DETECTORS:
         hits = results[name]["hits"]
@@ -102,12 +113,14 @@ def main() -> None:
           f"{corner:.4f} px; kept boxes differ in {sum((a is None) != (b is None) for a, b in pairs)} images")
     ratio = np.median(results["mtcnn_onnx"]["ms"]) / np.median(results["mtcnn"]["ms"])
     print(f"mtcnn_onnx / mtcnn time per image (medians, one thread each): {ratio:.2f}")
-    if args.nme_root is not None:
-        rows = landmark_nme(args.nme_root, args.model, results)
-        for name, (ip, oc, count) in rows.items():
-            print(f"{args.model} on {name} boxes ({count} test faces of {args.nme_root}): NME IP {ip:.5f}, OC {oc:.5f}")
-        base, new = rows["mtcnn"][0], rows["mtcnn_onnx"][0]
-        print(f"NME change on mtcnn_onnx boxes: {100 * (new / base - 1):+.3f} %")
+
+
+def print_nme(root: Path, model: str, results: dict[str, dict]) -> None:
+    rows = landmark_nme(root, model, results)
+    for name, (ip, oc, count) in rows.items():
+        print(f"{model} on {name} boxes ({count} test faces of {root}): NME IP {ip:.5f}, OC {oc:.5f}")
+    base, new = rows["mtcnn"][0], rows["mtcnn_onnx"][0]
+    print(f"NME change on mtcnn_onnx boxes: {100 * (new / base - 1):+.3f} %")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_landmarker_api_equals_predict_and_validate(validated_run, data_root, tm
         lm.predict(path, boxes=[10, 10, 5, 20])
     with pytest.raises(DataError, match=r"expected an \(H, W, 3\) uint8 RGB image, got float32 \(4, 4, 3\)"):
         lm.predict(np.zeros((4, 4, 3), np.float32), boxes=box)
-    with pytest.raises(ArtifactError, match="no such artifact, run folder or checkpoint"):
+    with pytest.raises(ArtifactError, match="no such artifact, run folder, checkpoint or shipped model"):
         Landmarker(tmp_path / "missing.tflite")
 
 

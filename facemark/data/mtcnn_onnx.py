@@ -62,12 +62,14 @@ def area_resize(table: np.ndarray, top: int, left: int, rows: int, cols: int, he
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, min_area: bool = False) -> np.ndarray:
     """Greedy non-maximum suppression -> kept indices, best score first. (N, 4) x0 y0 x1 y1.
-    Default: IoU of the plain areas (torchvision's nms, stages 1-2); `min_area`: overlap over the
-    smaller box's area with the +1 pixel convention (facenet-pytorch's "Min" NMS of stage 3)."""
+    Default: IoU of the plain areas, equal scores in index order (torchvision's nms: a stable
+    descending sort; stages 1-2); `min_area`: overlap over the smaller box's area with the +1 pixel
+    convention, equal scores from numpy's default argsort taken from its end (facenet-pytorch's own
+    "Min" NMS of stage 3), so near-saturated O-Net scores keep the same box."""
     one = 1.0 if min_area else 0.0
     x0, y0, x1, y1 = (boxes[:, k] for k in range(4))
     areas = (x1 - x0 + one) * (y1 - y0 + one)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(scores)[::-1] if min_area else np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
