@@ -90,7 +90,7 @@ def check_normalisation(manifest: dict[str, Any], expected: Normalisation, sourc
 
 def load_manifest(export_dir: Path) -> dict[str, Any]:
     return read_json_document(manifest_path(export_dir), MANIFEST_SCHEMA, "manifest",
-                              missing="manifest missing (run `facemark export` first)")
+                              missing=f"manifest missing (run `facemark export {Path(export_dir).parent}` first)")
 
 
 def save_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:

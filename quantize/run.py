@@ -85,6 +85,9 @@ def export_missing_sources(run: Path, formats: list[str] | None, data_root: Path
     from facemark.train.checkpoint import load_checkpoint_file
 
     folder = RunDir(run)
+    if not folder.best.is_file() and not folder.manifest.is_file():
+        raise ArtifactError(f"{run}: nothing to quantize: no best.pt (train it: facemark train --config CONFIG "
+                            f"--data ROOT --run {run}) and no export (facemark export {run})")
     if formats is None:
         saved = load_checkpoint_file(folder.best)
         cfg = config_from_saved(saved["config"], source=str(folder.best))

@@ -137,7 +137,8 @@ def test_artifact_names_and_format_choice():
 
 
 def test_quantize_needs_an_export(tmp_path):
-    with pytest.raises(ArtifactError, match="facemark export"):
+    with pytest.raises(ArtifactError, match=rf"{tmp_path}: nothing to quantize: no best.pt .*no export "
+                                            rf"\(facemark export {tmp_path}\)"):
         quantize_run(tmp_path, formats=None, data_root=None, calibration_count=None)
 
 
