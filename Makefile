@@ -120,7 +120,8 @@ peers: install
 	$(BIN)/python benchmarks/peers.py $(DATA) --split test --ckpt $(RUN)/best.pt --out $(RUN)/peers $(ARGS)
 
 # The shipped models (facemark/pretrained/, docs/models.md), rebuilt from the shared real faces:
-# split (seeded), MTCNN boxes, the recipe, export, int8, validate (the gate must pass), package;
+# split (seeded), MTCNN boxes, the recipe, export, int8, validate, package (which refuses an artifact
+# that failed the gate; validate's exit 1, a gate failure of an artifact that does not ship, goes on);
 # then the torch-free detector's nets. Each step skips or resumes what is done. About 70 CPU-minutes
 # per 300-W model on 2 cores. SHARED_DATA: the folder with 300w68/ and datatang106/.
 SHARED_DATA ?= ../shared/data
@@ -133,14 +134,14 @@ define build_model
 	$(BIN)/facemark train --config $(3) --data data/$(1) --run runs/models/$(1) $$(test -f runs/models/$(1)/last.pt && echo --resume)
 	$(BIN)/facemark export runs/models/$(1) --format onnx --format tflite
 	$(BIN)/facemark quantize runs/models/$(1) --format onnx --format tflite
-	$(BIN)/facemark validate runs/models/$(1)
-	$(BIN)/facemark package runs/models/$(1) --name $(1) --out $(MODELS_DIR)/$(1) --licence "$(4)" --recipe $(3) \
+	$(BIN)/facemark validate runs/models/$(1) || test $$? -eq 1
+	$(BIN)/facemark package runs/models/$(1) --name $(1) --out $(MODELS_DIR)/$(1) --licence "$(4)" --recipe $(3) $(5) \
 	  --command "make models" --command "facemark train --config $(3) --data data/$(1) --run runs/models/$(1)"
 endef
 
 models: install
 	$(call build_model,ibug68,300w68,configs/real/300w_cpu.yaml,$(LICENCE_300W))
-	$(call build_model,datatang106,datatang106,configs/real/datatang106_cpu.yaml,$(LICENCE_DATATANG))
+	$(call build_model,datatang106,datatang106,configs/real/datatang106_cpu.yaml,$(LICENCE_DATATANG),--artifact tflite_int8_full)
 	$(BIN)/python -c "from pathlib import Path; from facemark.data.mtcnn_onnx import export_nets; export_nets(Path('$(MODELS_DIR)/mtcnn'))"
 	$(BIN)/facemark models
 

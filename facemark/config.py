@@ -40,7 +40,7 @@ __all__ = ["CALIBRATION_METHODS", "DEVICES", "EXPORT_FORMATS", "HEADS", "LOSSES"
            "ON_MISS", "OPSETS", "QAT_FORMATS", "QUANTIZE_FORMATS", "SCHEDULERS", "SEED_MAX", "TFLITE_IO",
            "AugmentConfig", "Config", "DataConfig", "ExportConfig", "InferConfig", "ModelConfig", "PredictConfig",
            "QuantizeConfig", "RunsConfig", "SynthConfig", "TrainConfig", "ValidateConfig", "CROSS_RULES",
-           "base_config_path", "base_value", "check_cross_rules", "check_value", "config_from_dict",
+           "base_config_path", "base_value", "section_from_saved", "check_cross_rules", "check_value", "config_from_dict",
            "config_from_saved", "leaf_fields", "load_config", "override_section", "resolve_choices", "save_config"]
 
 
@@ -95,14 +95,32 @@ def _apply_overrides(merged: dict[str, Any], overrides: list[str], origins: dict
 def override_section(cfg: Config, overrides: list[str], section: str, verb: str) -> Config:
     """A trained run's `cfg` with `--set` overrides of one section only (e.g. quantize.* for
     `facemark quantize`: the other sections describe the trained model and its data)."""
-    for item in overrides:
-        if not item.strip().startswith(f"{section}."):
-            raise ConfigError(f"facemark {verb} --set {item!r}: only {section}.* keys can change after training")
+    _only_section(overrides, section, verb)
     if not overrides:
         return cfg
     merged, origins = cfg.to_dict(), {}
     _apply_overrides(merged, overrides, origins)
     return config_from_dict(merged, source=f"facemark {verb}", origins=origins)
+
+
+def _only_section(overrides: list[str], section: str, verb: str) -> None:
+    for item in overrides:
+        if not item.strip().startswith(f"{section}."):
+            raise ConfigError(f"facemark {verb} --set {item!r}: only {section}.* keys can change after training")
+
+
+def section_from_saved(section: str, values: dict[str, Any], overrides: list[str], verb: str, source: str) -> Any:
+    """One section's dataclass (e.g. InferConfig): base.yaml's values, `values` (a saved section,
+    e.g. a manifest's) over them, then `--set SECTION.KEY=VALUE` overrides, each checked by its
+    key's rule. Only that section is built: the whole config's check imports timm and torch
+    (model.arch), which an artifact's reader must not need."""
+    _only_section(overrides, section, verb)
+    merged = {section: _read_yaml(base_config_path())[section]}
+    origins: dict[str, str] = {}
+    _merge(merged, {section: values}, source=source, origins=origins)
+    _apply_overrides(merged, overrides, origins)
+    cls = typing.get_type_hints(Config)[section]
+    return _build(cls, merged[section], prefix=f"{section}.", source=source, origins=origins)
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None

@@ -9,6 +9,7 @@ checking the YAML files: facemark/config.py.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,23 @@ OPSETS = (13, 20)
 SEED_MAX = 2**32 - 1   # numpy seeds are 32-bit
 
 
+def _timm_installed() -> bool:
+    """Whether timm can be imported: the runtime install ([runtime] extra) has no timm, and its verbs
+    (predict, track) never build a backbone, so timm names are checked only where they can be."""
+    return importlib.util.find_spec("timm") is not None
+
+
 def _timm_model(name: str) -> bool:
+    if not _timm_installed():
+        return True
     import timm
 
     return timm.is_model(name)
 
 
 def _timm_models() -> list[str]:
+    if not _timm_installed():
+        return []
     import timm
 
     return timm.list_models()
@@ -54,6 +65,10 @@ def _timm_optimizers() -> list[str]:
     import timm.optim
 
     return list(timm.optim.list_optimizers())
+
+
+def _known_optimizer(name: str) -> bool:
+    return not _timm_installed() or name in _timm_optimizers()
 
 
 def _schemes() -> list[str]:
@@ -132,7 +147,7 @@ class TrainConfig:
     lr: float = spec(number(0.0, 10.0, low_open=True))
     weight_decay: float = spec(number(0.0, 1.0))
     optimizer: str = spec(named("a timm optimizer name (see timm.optim.list_optimizers())",
-                                lambda v: v in _timm_optimizers(), _timm_optimizers))
+                                _known_optimizer, _timm_optimizers))
     scheduler: str = spec(one_of(*SCHEDULERS))   # timm scheduler name
     warmup_epochs: int = spec(integer(0))        # linear warm-up epochs; 0 disables; < epochs (CROSS_RULES)
     lr_update: str = spec(one_of(*LR_UPDATES))   # warm-up and decay per optimiser step or per epoch

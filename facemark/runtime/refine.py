@@ -176,10 +176,10 @@ def infer_settings(recorded: dict[str, Any] | None, overrides: list[str] | None,
     """The InferConfig a command applies: `recorded` (a run config's or a manifest's infer section;
     None: base.yaml's, the single pass every run made before these keys existed) with the command's
     `--set infer.KEY=VALUE` overrides. A bad value is a ConfigError naming the key and its source."""
-    from facemark.config import config_from_saved, override_section
+    from facemark.config import section_from_saved
 
-    values = {} if recorded is None else {"infer": {k: recorded[k] for k in ("flip", "passes") if k in recorded}}
-    return override_section(config_from_saved(values, source=source), overrides or [], "infer", verb).infer
+    values = {} if recorded is None else {k: recorded[k] for k in ("flip", "passes") if k in recorded}
+    return section_from_saved("infer", values, overrides or [], verb, source)
 
 
 def from_config(cfg, overrides: list[str] | None = None, verb: str = "eval", source: str = "config") -> Refinement:
