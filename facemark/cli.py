@@ -429,8 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
-        number = signal_of(exc)
+    except (KeyboardInterrupt, RuntimeError) as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
+        # a signal raised inside threading's own code (a pool starting a worker) can leave as the
+        # RuntimeError it caused there ("release unlocked lock"): still that interruption
+        interruption = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
+        if not isinstance(interruption, KeyboardInterrupt):
+            raise
+        number = signal_of(interruption)
         print(f"facemark {args.verb}: interrupted ({NAMES[number]}); {resume_hint(args, argv)}", file=sys.stderr)
         return EXIT_CODES[number]
 

@@ -96,3 +96,19 @@ def read_json_document(path: Path, schema: str, what: str, missing: str) -> dict
     if not isinstance(document, dict) or document.get("schema") != schema:
         raise ArtifactError(f"{path}: not a facemark {what} (expected schema {schema!r})")
     return document
+
+
+def file_inside(folder: Path, name: object, source: str | Path, key: str) -> Path:
+    """`folder / name` for a file name that a document (`source`: a manifest, a model card) records
+    at `key`, refused unless it stays inside `folder`: not a non-empty relative name, or leading out
+    once `..` and symlinks are resolved (archive extractors' "zip-slip" rule), is one ArtifactError
+    naming the document, the key and the name. Existence is the caller's check."""
+    from facemark.errors import ArtifactError
+
+    if not isinstance(name, str) or not name.strip() or Path(name).is_absolute():
+        raise ArtifactError(f"{source}: {key} {name!r} must be a file name relative to {folder}; refused")
+    root = Path(folder).resolve()
+    target = (root / name).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise ArtifactError(f"{source}: {key} {name!r} leads outside {folder} (to {target}); refused")
+    return Path(folder) / name

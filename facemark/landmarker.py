@@ -160,7 +160,7 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
     """NAME, model folder, ARTIFACT, RUN or CHECKPOINT -> (runner, identity, crop size, margin,
     scheme, refinement)."""
     from facemark import pretrained
-    from facemark.manifest import load_manifest, manifest_path
+    from facemark.manifest import artifact_path, load_manifest, manifest_path
 
     source = Path(text)
     if not source.exists() and pretrained.is_model_name(str(text)):
@@ -172,9 +172,10 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
         export_dir = run.export
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
         exported = manifest_path(export_dir).is_file()
-        entry = (load_manifest(export_dir)["artifacts"].get("onnx_fp32") or {}) if exported else {}
-        if entry.get("status") == "verified" and (export_dir / str(entry.get("file"))).is_file():
-            return _load_artifact(export_dir / entry["file"], overrides)
+        manifest = load_manifest(export_dir) if exported else {"artifacts": {}}
+        entry = manifest["artifacts"].get("onnx_fp32") or {}
+        if entry.get("status") == "verified" and artifact_path(export_dir, "onnx_fp32", manifest).is_file():
+            return _load_artifact(artifact_path(export_dir, "onnx_fp32", manifest), overrides)
         return _load_checkpoint(run.best, overrides)
     if not source.exists():
         raise ArtifactError(f"{source}: no such artifact, run folder, checkpoint or shipped model "

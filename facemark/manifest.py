@@ -33,7 +33,7 @@ from typing import Any
 
 from facemark.config import Config
 from facemark.errors import ArtifactError
-from facemark.io import atomic_write_text, read_json_document, sha256_of
+from facemark.io import atomic_write_text, file_inside, read_json_document, sha256_of
 from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
 
@@ -89,8 +89,25 @@ def check_normalisation(manifest: dict[str, Any], expected: Normalisation, sourc
 
 
 def load_manifest(export_dir: Path) -> dict[str, Any]:
-    return read_json_document(manifest_path(export_dir), MANIFEST_SCHEMA, "manifest",
-                              missing=f"manifest missing (run `facemark export {Path(export_dir).parent}` first)")
+    """The manifest of `export_dir`, every file an artifact entry names checked to stay inside the
+    folder (io.file_inside): a hostile or hand-edited manifest fails here, before anything is read."""
+    manifest = read_json_document(manifest_path(export_dir), MANIFEST_SCHEMA, "manifest",
+                                  missing=f"manifest missing (run `facemark export {Path(export_dir).parent}` first)")
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, dict):
+        raise ArtifactError(f"{manifest_path(export_dir)}: 'artifacts' must be a mapping of name to entry")
+    for name, entry in artifacts.items():
+        if not isinstance(entry, dict) or "file" in entry:   # an entry without a file has nothing to load
+            artifact_path(export_dir, name, manifest)
+    return manifest
+
+
+def artifact_path(export_dir: Path, name: str, manifest: dict[str, Any]) -> Path:
+    """The file of artifact `name` as its manifest entry names it, inside `export_dir` (io.file_inside)."""
+    entry = manifest["artifacts"][name]
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{manifest_path(export_dir)}: artifacts.{name} must be a mapping, got {entry!r}")
+    return file_inside(export_dir, entry.get("file"), manifest_path(export_dir), f"artifacts.{name}.file")
 
 
 def save_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
@@ -116,11 +133,11 @@ def drop_artifact(export_dir: Path, name: str) -> None:
     """Remove artifact `name` (entry, then file) when the manifest lists it: a re-run that no longer
     writes it must not leave an old one to be validated beside the new rows."""
     manifest = load_manifest(export_dir)
-    entry = manifest["artifacts"].pop(name, None)
-    if entry is None:
+    if name not in manifest["artifacts"]:
         return
+    path = artifact_path(export_dir, name, manifest)
+    del manifest["artifacts"][name]
     save_manifest(export_dir, manifest)
-    path = Path(export_dir) / entry["file"]
     if path.is_file():
         path.unlink()
 
@@ -135,7 +152,7 @@ def verify_artifact(export_dir: Path, name: str, manifest: dict[str, Any] | None
     if entry is None:
         raise ArtifactError(f"{manifest_path(export_dir)}: no artifact named {name!r} (known: "
                             f"{', '.join(sorted(manifest['artifacts'])) or 'none'}); make it with: {make}")
-    path = Path(export_dir) / entry["file"]
+    path = artifact_path(export_dir, name, manifest)
     if not path.exists():
         raise ArtifactError(f"{path}: artifact listed in the manifest is missing; make it again with: {make}")
     actual = sha256_of(path)

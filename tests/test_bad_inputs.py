@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -27,11 +28,14 @@ import pytest
 import torch
 import yaml
 
+from facemark import Landmarker
 from facemark.cli import main
 from facemark.config import base_config_path, leaf_fields, load_config
 from facemark.data.fingerprint import fingerprint_split
 from facemark.data.layout import SPLITS
 from facemark.data.synth import generate_dataset
+from facemark.errors import ArtifactError
+from facemark.manifest import drop_artifact, verify_artifact
 from facemark.model import build_model, checkpoint_dict
 from facemark.runlock import lock_path
 from facemark.train.engine import train
@@ -322,6 +326,68 @@ def run_copy(exported_run, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     return run
+
+
+def _escape(run: Path, kind: str) -> str:
+    """Point the manifest's onnx_fp32 entry at a copy of its file outside RUN/export, by `kind`:
+    a `..` name, an absolute path, or a symlink inside the folder -> the name written."""
+    export = run / "export"
+    outside = run / "outside.onnx"
+    shutil.copyfile(export / "model_fp32.onnx", outside)
+    name = {"dotdot": "../outside.onnx", "absolute": str(outside), "symlink": "link.onnx"}[kind]
+    if kind == "symlink":
+        (export / "link.onnx").symlink_to(outside)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"]["onnx_fp32"]["file"] = name
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    return name
+
+
+# each reader: (run, tmp) -> a CLI argv (exit 2, one error line) or a callable (raises ArtifactError)
+ESCAPE_READERS = {
+    "landmarker run": lambda run, tmp: lambda: Landmarker(run),
+    "landmarker artifact": lambda run, tmp: lambda: Landmarker(run / "export" / "model_fp32.onnx"),
+    "verify_artifact": lambda run, tmp: lambda: verify_artifact(run / "export", "onnx_fp32"),
+    "drop_artifact": lambda run, tmp: lambda: drop_artifact(run / "export", "onnx_fp32"),
+    "predict": lambda run, tmp: ["predict", run, tmp / "face.png", "--out", tmp / "out"],
+    "validate": lambda run, tmp: ["validate", run],
+    "quantize": lambda run, tmp: ["quantize", run, "--format", "onnx"],
+    "package": lambda run, tmp: ["package", run, "--name", "x", "--out", tmp / "x"],
+}
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+@pytest.mark.parametrize("reader", sorted(ESCAPE_READERS))
+def test_a_manifest_file_outside_its_folder_is_refused(run_copy, tmp_path, capsys, kind, reader):
+    """Zip-slip: every reader of a manifest refuses a file name that leaves RUN/export, in one line,
+    before opening it; the file outside is never read (its bytes are still there, unhashed)."""
+    name = _escape(run_copy, kind)
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((64, 64, 3), 128, np.uint8))
+    expected = (f"manifest.json: artifacts.onnx_fp32.file {name!r} "
+                + ("must be a file name relative to" if kind == "absolute" else "leads outside"))
+    action = ESCAPE_READERS[reader](run_copy, tmp_path)
+    if isinstance(action, list):
+        assert expected in error_line(capsys, action)
+    else:
+        with pytest.raises(ArtifactError, match=re.escape(expected)):
+            action()
+    assert (run_copy / "outside.onnx").is_file()
+
+
+@pytest.mark.parametrize("source", ["pytorch", "onnx", "tflite"])
+def test_one_landmarker_serves_eight_threads(exported_run, source):
+    """Servers share one model across a thread pool: every backend gives, from 8 threads at once,
+    the landmarks it gives from one (LiteRT: an interpreter per thread, facemark.runtime.runners)."""
+    path = {"pytorch": exported_run / "best.pt", "onnx": exported_run / "export" / "model_fp32.onnx",
+            "tflite": "ibug68"}[source]
+    landmarker = Landmarker(path)
+    images = list(np.random.default_rng(0).integers(0, 256, (12, 96, 96, 3), dtype=np.uint8))
+    box = [12.0, 10.0, 84.0, 88.0]
+    serial = [landmarker.predict(image, boxes=box)[0].landmarks for image in images]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threaded = list(pool.map(lambda image: landmarker.predict(image, boxes=box)[0].landmarks, images * 4))
+    for i, points in enumerate(threaded):
+        np.testing.assert_array_equal(points, serial[i % len(images)])
 
 
 def test_tampered_artifact_is_refused(run_copy, capsys):

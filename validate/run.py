@@ -43,7 +43,7 @@ from facemark.config import check_value
 from facemark.data.crops import SplitImages
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_path, sha256_of, sweep_partials
-from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
+from facemark.manifest import artifact_path, check_normalisation, load_manifest, manifest_path, verify_artifact
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.validate import latency as lat
@@ -97,11 +97,11 @@ def _size_on_disk(path: Path) -> int:
 def _check_artifact(name: str, entry: dict[str, Any], export_dir: Path, manifest: dict[str, Any]
                     ) -> tuple[dict[str, Any], Path | None]:
     """Row of one manifest artifact and its path when it is to be run (None: the row is final)."""
-    path = export_dir / str(entry.get("file", ""))
     if not entry.get("file") or str(entry.get("status", "ok")).startswith("failed"):
         row = _base_row(name, entry, entry.get("size_bytes"))
         row["status"] = f"not exported: {entry.get('status', 'no file')}"
         return row, None
+    path = artifact_path(export_dir, name, manifest)
     row = _base_row(name, entry, _size_on_disk(path) if path.exists() else entry.get("size_bytes"))
     if not path.exists():
         row.update(sha256="missing", status="refused: file missing",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facemark.errors import ArtifactError
+from facemark.io import file_inside
 
 ROOT = Path(__file__).resolve().parent
 CARD_NAME = "card.json"
@@ -58,10 +59,7 @@ def artifact_of(folder: Path, artifact: str | None = None) -> Path:
     files = {key: entry["file"] for key, entry in card["artifacts"].items()}
     if name not in files:
         raise ArtifactError(f"{folder}: no artifact {name!r}; this model has {', '.join(sorted(files))}")
-    path = (folder / files[name]).resolve()
-    if path.parent != folder.resolve():
-        raise ArtifactError(f"{folder / CARD_NAME}: artifact {name!r} names {files[name]!r}, outside its folder")
-    return path
+    return file_inside(folder, files[name], folder / CARD_NAME, f"artifacts.{name}.file")
 
 
 def resolve(text: str) -> Path:

@@ -20,6 +20,8 @@ artifact's input/output tensors (dtype, quantisation), for the manifest.
 
 from __future__ import annotations
 
+import threading
+
 import contextlib
 import functools
 import importlib.metadata
@@ -242,15 +244,30 @@ class LiteRTRunner(Runner):
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(path, {**entry, "layout": "NHWC"}, size, norm, threads)
+        self._new_interpreter = lambda: Interpreter(model_path=str(path), num_threads=threads)
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter = self._new_interpreter()
             self.interpreter.allocate_tensors()
         except Exception as exc:   # LiteRT raises ValueError/RuntimeError for bad flatbuffers
             raise ArtifactError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
-        self.batch = int(self.input["shape"][0])
+        self.batch = int(self.input["shape"][0])   # faces per call: the converted batch
+        # a LiteRT interpreter is not safe to share: two threads invoking one fail with "There is at
+        # least 1 reference to internal data" or read each other's output; each calling thread gets
+        # its own (the first is this one's), so one runner serves a thread pool in parallel
+        self._local = threading.local()
+        self._local.interpreter, self._local.batch = self.interpreter, self.batch
+
+    def _thread_interpreter(self) -> threading.local:
+        """This thread's interpreter and its current batch size (created on the thread's first call)."""
+        state = self._local
+        if not hasattr(state, "interpreter"):
+            state.interpreter = self._new_interpreter()
+            state.interpreter.allocate_tensors()
+            state.batch = self.batch
+        return state
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
         inputs = super().prepare(crops)
@@ -265,14 +282,15 @@ class LiteRTRunner(Runner):
         return inputs.astype(dtype)
 
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
-        interpreter = self.interpreter
-        if inputs.shape[0] != self.batch:
+        state = self._thread_interpreter()
+        interpreter = state.interpreter
+        if inputs.shape[0] != state.batch:
             interpreter.resize_tensor_input(self.input["index"], list(inputs.shape))
             interpreter.allocate_tensors()
-            self.batch = inputs.shape[0]
+            state.batch = inputs.shape[0]
         interpreter.set_tensor(self.input["index"], inputs)
         interpreter.invoke()
-        raw = interpreter.get_tensor(self.output["index"])
+        raw = interpreter.get_tensor(self.output["index"])   # a copy: safe after the next invoke
         scale, zero_point = self.output["quantization"]
         if np.issubdtype(raw.dtype, np.integer) and scale > 0:
             return (raw.astype(np.float32) - zero_point) * scale
