@@ -107,7 +107,7 @@ class Landmarker:
         if boxes is None:
             found = self.detect(pixels)
         else:
-            found = [(box, 1.0) for box in _boxes(boxes)]
+            found = [(box, 1.0) for box in _boxes(boxes, pixels.shape[1], pixels.shape[0])]
         points = self.landmarks(pixels, np.array([box for box, _ in found]).reshape(-1, 4))
         return [Face(box, score, landmarks) for (box, score), landmarks in zip(found, points)]
 
@@ -123,7 +123,10 @@ class Landmarker:
         return pixels
 
 
-def _boxes(boxes: Any) -> list[np.ndarray]:
+def _boxes(boxes: Any, width: int, height: int) -> list[np.ndarray]:
+    """Given boxes ((4,) or (F, 4) x0 y0 x1 y1, image pixels) -> their rows, each checked to be a
+    finite box that overlaps the width x height image (a face may run off the border; a box with no
+    pixel of the image would give landmarks of padding, placed off the image)."""
     array = np.asarray(boxes, dtype=np.float64)
     array = array[None] if array.shape == (4,) else array
     if array.ndim != 2 or array.shape[1] != 4:
@@ -133,6 +136,10 @@ def _boxes(boxes: Any) -> list[np.ndarray]:
     if bad:
         raise DataError(f"boxes[{bad[0]}] = {array[bad[0]].tolist()}: expected finite X0 Y0 X1 Y1 with X1 > X0 "
                         f"and Y1 > Y0")
+    outside = [i for i, (x0, y0, x1, y1) in enumerate(array) if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height]
+    if outside:
+        raise DataError(f"boxes[{outside[0]}] = {array[outside[0]].tolist()}: lies entirely outside the "
+                        f"{width}x{height} image (a box must overlap it)")
     return list(array)
 
 

@@ -34,7 +34,7 @@ from facemark.config import base_config_path, leaf_fields, load_config
 from facemark.data.fingerprint import fingerprint_split
 from facemark.data.layout import SPLITS
 from facemark.data.synth import generate_dataset
-from facemark.errors import ArtifactError
+from facemark.errors import ArtifactError, DataError
 from facemark.manifest import drop_artifact, verify_artifact
 from facemark.model import build_model, checkpoint_dict
 from facemark.runlock import lock_path
@@ -372,6 +372,23 @@ def test_a_manifest_file_outside_its_folder_is_refused(run_copy, tmp_path, capsy
         with pytest.raises(ArtifactError, match=re.escape(expected)):
             action()
     assert (run_copy / "outside.onnx").is_file()
+
+
+def test_landmarker_misuse_has_one_answer_each():
+    """Empty and 1x1 images have no face (the detector finds none); a given box with no pixel of
+    the image is a DataError naming it (its landmarks would be padding's, off the image); a box
+    that runs off the border is a face at the edge and is kept."""
+    landmarker = Landmarker("ibug68")
+    for shape in [(0, 0, 3), (1, 1, 3), (2, 2, 3)]:
+        assert landmarker.predict(np.zeros(shape, np.uint8)) == []
+    image = np.zeros((100, 120, 3), np.uint8)
+    with pytest.raises(DataError, match=re.escape("boxes[1] = [200.0, 10.0, 260.0, 70.0]: lies entirely "
+                                                  "outside the 120x100 image (a box must overlap it)")):
+        landmarker.predict(image, boxes=[[10, 10, 60, 60], [200, 10, 260, 70]])
+    with pytest.raises(DataError, match="lies entirely outside the 0x0 image"):
+        landmarker.predict(np.zeros((0, 0, 3), np.uint8), boxes=[0, 0, 10, 10])
+    edge = landmarker.predict(image, boxes=[90, -20, 150, 40])[0]
+    assert edge.landmarks.shape == (68, 2) and np.isfinite(edge.landmarks).all()
 
 
 @pytest.mark.parametrize("source", ["pytorch", "onnx", "tflite"])
