@@ -422,22 +422,35 @@ def main(argv: list[str] | None = None) -> int:
         log_path = _log_path(args)
         with handled(), quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
             return handler(args)
-    except FacemarkError as exc:
-        print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # disk full, read-only folder, permission: the user's environment, not a bug
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, RuntimeError) as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
-        # a signal raised inside threading's own code (a pool starting a worker) can leave as the
-        # RuntimeError it caused there ("release unlocked lock"): still that interruption
-        interruption = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
-        if not isinstance(interruption, KeyboardInterrupt):
-            raise
-        number = signal_of(interruption)
-        print(f"facemark {args.verb}: interrupted ({NAMES[number]}); {resume_hint(args, argv)}", file=sys.stderr)
-        return EXIT_CODES[number]
+    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
+        return _interrupted(args, argv, exc)
+    except Exception as exc:
+        interruption = _interruption_behind(exc)
+        if interruption is not None:
+            return _interrupted(args, argv, interruption)
+        if isinstance(exc, FacemarkError):
+            print(f"facemark {args.verb}: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):   # disk full, read-only folder, permission: the user's environment
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"facemark {args.verb}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an error was raised while handling: a signal that lands inside
+    threading's own code or a temporary folder's cleanup can leave as the error it caused there
+    ("release unlocked lock", "Directory not empty"); it is still that interruption."""
+    while exc is not None and not isinstance(exc, KeyboardInterrupt):
+        exc = exc.__context__
+    return exc
+
+
+def _interrupted(args: argparse.Namespace, argv: list[str], exc: KeyboardInterrupt) -> int:
+    number = signal_of(exc)
+    print(f"facemark {args.verb}: interrupted ({NAMES[number]}); {resume_hint(args, argv)}", file=sys.stderr)
+    return EXIT_CODES[number]
 
 
 if __name__ == "__main__":
