@@ -9,7 +9,9 @@ active:
 - sys.stdout / sys.stderr, which facemark's print() and tqdm bars use, write to the terminal
   through duplicates of the original descriptors;
 - Python warnings and the logging module's records go to the log (torch's logger, which prints
-  to stderr itself, too);
+  to stderr itself, too), and so do "Exception ignored in ..." reports (sys.unraisablehook): a
+  Ctrl-C that lands inside a library constructor (tqdm's) leaves a half-built object whose
+  __del__ fails, noise the user should not see under "interrupted";
 - `captured()` sends sys.stdout / sys.stderr to the log too, around third-party Python calls
   that print (coremltools' conversion passes).
 The log is written in a temporary file and appended to `log_path` at the end when its folder
@@ -28,6 +30,7 @@ import os
 import shlex
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,12 +66,18 @@ def quiet_console(log_path: Path, argv: list[str]) -> Iterator[None]:
     root.addHandler(handler)
     own = _own_handlers(handler)
     previous_stream, _log_stream = _log_stream, log
+    previous_hook, sys.unraisablehook = sys.unraisablehook, lambda report: _log_unraisable(log, report)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
                 warnings.formatwarning(message, category, filename, lineno, line))
             yield
+    except KeyboardInterrupt as exc:
+        # the interrupted frames' objects are finalised here, while their reports still go to the log
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
+        sys.unraisablehook = previous_hook
         _log_stream = previous_stream
         root.removeHandler(handler)
         for logger, handlers in own.items():
@@ -77,6 +86,13 @@ def quiet_console(log_path: Path, argv: list[str]) -> Iterator[None]:
             _restore_descriptors(saved)
         log.close()
         _append(Path(tmp_name), Path(log_path))
+
+
+def _log_unraisable(log: TextIO, report: "sys.UnraisableHookArgs") -> None:
+    """Write a sys.unraisablehook report as Python's default hook would, into the log."""
+    where = report.err_msg or "Exception ignored in"
+    log.write(f"{where}: {report.object!r}\n")
+    log.write("".join(traceback.format_exception(report.exc_type, report.exc_value, report.exc_traceback)))
 
 
 # loggers that do not propagate to the root and write to sys.stderr (at emit time) themselves
