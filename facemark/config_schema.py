@@ -165,6 +165,7 @@ class TrainConfig:
     channels_last: bool = spec(flag())           # NHWC model and batches while training
     seed: int = spec(integer(0, SEED_MAX))
     device: str = spec(one_of(*DEVICES))
+    threads: int | None = spec(optional(integer(1)))   # null: cores left after data.workers
 
 
 @dataclass

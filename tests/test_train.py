@@ -23,7 +23,9 @@ from facemark.metrics import nme
 from facemark.model import load_checkpoint
 from facemark.schemes import load_scheme
 from facemark.runtime import TorchRunner
+from facemark.train import threads
 from facemark.train.engine import train
+from facemark.train.threads import thread_budget
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drawn_faces import make_drawn_split  # noqa: E402
@@ -64,6 +66,20 @@ def _mean_shape_nme(root: Path, cfg) -> float:
     return float(nme(codec.to_image(mean, val.matrices, SIZE), val.points, scheme).mean())
 
 
+@pytest.mark.parametrize("cores, workers, local_world, given, expected", [
+    (2, 2, 1, None, 1),     # this machine: the two workers take both cores, the model keeps one
+    (16, 2, 1, None, 14),
+    (16, 2, 4, None, 2),    # four torchrun processes share the 16 cores, each with its 2 workers
+    (8, 0, 1, None, 8),
+    (2, 2, 1, 3, 3),        # train.threads wins
+])
+def test_thread_budget_leaves_the_workers_their_cores(monkeypatch, cores, workers, local_world, given, expected):
+    monkeypatch.setattr(threads, "available_cores", lambda: cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    cfg = load_config(overrides=[f"data.workers={workers}", f"train.threads={'null' if given is None else given}"])
+    assert thread_budget(cfg) == expected
+
+
 def test_training_beats_the_mean_shape_and_writes_a_loadable_run(data_root, tmp_path):
     cfg = load_config(overrides=COMMON + LEARNS)
     run = tmp_path / "run"
@@ -74,7 +90,8 @@ def test_training_beats_the_mean_shape_and_writes_a_loadable_run(data_root, tmp_
 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == list(range(1, 9))
-    assert set(lines[0]) == {"epoch", "train_loss", "val_nme", "lr", "seconds"}
+    assert set(lines[0]) == {"epoch", "train_loss", "val_nme", "lr", "seconds", "threads"}
+    assert lines[0]["threads"] == thread_budget(cfg)
     below("train: last / first epoch train loss", lines[-1]["train_loss"] / lines[0]["train_loss"], 0.5)
     assert yaml.safe_load((run / "config.yaml").read_text()) == cfg.to_dict()
 

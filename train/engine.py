@@ -8,7 +8,7 @@ exact resume, and DDP under torchrun.
 (the `--` keeps torchrun from reading facemark's --run as an abbreviation of its --run-path.)
 
 RUN/ gets config.yaml (the resolved config), best.pt, last.pt, metrics.jsonl (one line per epoch:
-epoch, train_loss, val_nme, lr, seconds), data_fingerprint.json (which faces: see
+epoch, train_loss, val_nme, lr, seconds, threads: train.threads), data_fingerprint.json (which faces: see
 facemark.data.fingerprint; also in every checkpoint) and, when tensorboard is installed,
 TensorBoard events. RUN/.facemark.lock is held while training (facemark.runlock).
 Interrupted (Ctrl-C, SIGTERM) in the middle of an epoch, a single process saves last.pt after the
@@ -50,6 +50,7 @@ from facemark.train.augment import mean_target
 from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.losses import build_training_loss
+from facemark.train.threads import thread_budget, training_threads
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -104,7 +105,7 @@ def train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after:
     data_root, run_dir = Path(data_root), Path(run_dir)
     # rank 0 is the one writer of the run folder; the other DDP processes only compute
     writer = hold_run_lock(run_dir, "train") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
-    with writer:
+    with writer, training_threads(thread_budget(cfg)):
         process = _init_process(cfg.train.device)
         try:
             return _train(cfg, data_root, run_dir, resume, stop_after, process)
@@ -203,6 +204,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         fingerprints = _record_data(data_root, run_dir, dataset.samples, cfg, saved)
         log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
             f"{baseline:.4f} (the score of predicting the mean training face)")
+        log(f"threads: {torch.get_num_threads()} for the model, {cfg.data.workers} data workers "
+            f"(train.threads, data.workers)")
     model = _wrap(state.model, process)
     loss_fn = build_training_loss(cfg.train, state.model)
     writer = _tensorboard(run_dir) if process.is_main else None
@@ -225,7 +228,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             state.scheduler.step(epoch + 1, val_nme)
             state.epoch, state.progress = epoch + 1, EpochProgress()
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
-                      "seconds": round(done.seconds + time.perf_counter() - start, 3)}
+                      "seconds": round(done.seconds + time.perf_counter() - start, 3),
+                      "threads": torch.get_num_threads()}
             if process.is_main:
                 _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
     finally:
