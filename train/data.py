@@ -12,7 +12,6 @@ import random
 import signal
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -79,7 +78,6 @@ def _init_worker(worker_id: int) -> None:
     multiprocessing's exit handler, which terminates daemonic children with SIGTERM and waits for
     them, the worker ends by itself WORKER_GRACE_S later."""
     seed = torch.initial_seed() % 2**32
-    cv2.setNumThreads(1)   # a worker is one core of the budget: OpenCV's own pool would oversubscribe
     np.random.seed(seed)
     random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
