@@ -10,7 +10,10 @@ that every field declares one). Rules that tie two keys together live in CROSS_R
 Adding a key: its default in base.yaml, `name: type = spec(rule)` here, and at least one refused
 value in BAD_VALUES of tests/test_bad_inputs.py (a test fails until all three agree).
 Config files are plain data (yaml.safe_load): nothing in them executes.
-An experiment file may start with `_base_: other.yaml` (relative path) to inherit from another.
+An experiment file may start with `_base_: other.yaml` to inherit from another: a path relative to
+the file, which must stay inside the config tree (the nearest folder named `configs` above the file
+given on the command line, else that file's folder; facemark.io.file_inside), or `facemark:NAME`
+for a config shipped with facemark (`_base_: facemark:real/300w_cpu.yaml`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from facemark.config_schema import (CALIBRATION_METHODS, DEVICES, EXPORT_FORMATS
                                     InferConfig, ModelConfig, PredictConfig, QuantizeConfig, RunsConfig, SynthConfig,
                                     TrainConfig, ValidateConfig)
 from facemark.errors import ConfigError
+from facemark.io import file_inside
 
 __all__ = ["CALIBRATION_METHODS", "DEVICES", "EXPORT_FORMATS", "HEADS", "LOSSES", "LR_UPDATES", "ONNX_ACTIVATIONS",
            "ON_MISS", "OPSETS", "QAT_FORMATS", "QUANTIZE_FORMATS", "SCHEDULERS", "SEED_MAX", "TFLITE_IO",
@@ -70,7 +74,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     merged = _read_yaml(base)
     origins: dict[str, str] = {}   # dotted key -> the file or override its value came from
     if path is not None:
-        for layer in _chain(Path(path)):
+        for layer in _chain(Path(path), config_root(Path(path))):
             _merge(merged, layer[1], source=str(layer[0]), origins=origins)
     _apply_overrides(merged, overrides or [], origins)
     cfg = config_from_dict(merged, source=str(base), origins=origins)
@@ -203,8 +207,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
-    """[(file, values)] from the furthest `_base_` ancestor down to `path`."""
+SHIPPED = "facemark:"   # `_base_: facemark:NAME` names a config shipped in facemark.configs
+
+
+def config_root(path: Path) -> Path:
+    """The config tree of the file given on the command line: the nearest folder named `configs`
+    above it (facemark's own tree, installed or cloned, and a project's), else its own folder."""
+    folder = path.resolve().parent
+    return next((above for above in (folder, *folder.parents) if above.name == "configs"), folder)
+
+
+def _chain(path: Path, root: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """[(file, values)] from the furthest `_base_` ancestor down to `path`; each `_base_` stays in
+    `root` (or in the shipped tree, for facemark:NAME), never read from outside it."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
@@ -212,7 +227,12 @@ def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str
     parent = data.pop("_base_", None)
     if parent is None:
         return [(path, data)]
-    return _chain(path.parent / str(parent), seen + (path,)) + [(path, data)]
+    if isinstance(parent, str) and parent.startswith(SHIPPED):
+        shipped = base_config_path().parent
+        found = file_inside(shipped, parent[len(SHIPPED):], path, "_base_", error=ConfigError)
+        return _chain(found, shipped, seen + (path,)) + [(path, data)]
+    found = file_inside(path.parent, parent, path, "_base_", root=root, error=ConfigError)
+    return _chain(found, root, seen + (path,)) + [(path, data)]
 
 
 def _merge(into: dict[str, Any], layer: dict[str, Any], source: str, origins: dict[str, str],

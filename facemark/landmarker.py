@@ -208,11 +208,11 @@ def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:
         raise ArtifactError(f"{path}: Core ML runs only on macOS")
     size = int(manifest["input"]["size"])
     norm = manifest_normalisation(manifest, str(manifest_path(export_dir)))
-    runner = create_runner(entry.get("format", "?"), path, entry, size, norm)
+    scheme = load_scheme(manifest["scheme"]["name"])
+    runner = create_runner(entry.get("format", "?"), path, entry, size, norm, values=2 * scheme.num_points)
     identity = {"name": name, "file": str(path), "format": entry["format"], "sha256": entry["sha256"]}
     refinement = from_manifest(manifest, overrides, "predict", str(manifest_path(export_dir)))
-    return runner, identity, size, float(manifest["crop"]["margin"]), load_scheme(manifest["scheme"]["name"]), \
-        refinement
+    return runner, identity, size, float(manifest["crop"]["margin"]), scheme, refinement
 
 
 def _load_checkpoint(ckpt_path: Path, overrides: list[str] | None) -> Loaded:

@@ -31,8 +31,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facemark.config import Config
-from facemark.errors import ArtifactError
+from facemark.config import Config, check_value
+from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_write_text, file_inside, read_json_document, sha256_of
 from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
@@ -96,10 +96,41 @@ def load_manifest(export_dir: Path) -> dict[str, Any]:
     artifacts = manifest.get("artifacts")
     if not isinstance(artifacts, dict):
         raise ArtifactError(f"{manifest_path(export_dir)}: 'artifacts' must be a mapping of name to entry")
+    check_contract(manifest, manifest_path(export_dir))
     for name, entry in artifacts.items():
         if not isinstance(entry, dict) or "file" in entry:   # an entry without a file has nothing to load
             artifact_path(export_dir, name, manifest)
     return manifest
+
+
+# manifest key -> the config key whose rule bounds it (the value export copied from the run's config)
+CONTRACT_RULES = {"input.size": "data.input_size", "crop.margin": "data.margin"}
+
+
+def check_contract(manifest: dict[str, Any], source: Path) -> None:
+    """The run-level contract's values within their config rules, and its scheme one facemark
+    ships with its own point count: an edited `input.size: 100000` or `num_points: 106` on a
+    68-point model fails here in one line, not as a 30 GB allocation or mislabelled points. The
+    artifact's own tensor shapes are checked against it when it is loaded (runners.create_runner)."""
+    from facemark.schemes import load_scheme
+
+    for key, config_key in CONTRACT_RULES.items():
+        section, _, name = key.partition(".")
+        value = (manifest.get(section) or {}).get(name)
+        try:
+            check_value(config_key, value, str(source))
+        except ConfigError as exc:
+            raise ArtifactError(str(exc).replace(f"{config_key!r}", f"{key} (bounded as {config_key})")) from None
+    scheme = manifest.get("scheme") or {}
+    try:
+        known = load_scheme(str(scheme.get("name")))
+    except ConfigError as exc:
+        raise ArtifactError(f"{source}: scheme.name: {exc}") from None
+    output_values = (manifest.get("output") or {}).get("values", 2 * known.num_points)
+    if scheme.get("num_points") != known.num_points or output_values != 2 * known.num_points:
+        raise ArtifactError(f"{source}: scheme {known.name} has {known.num_points} points ({2 * known.num_points} "
+                            f"output values), the manifest says scheme.num_points {scheme.get('num_points')!r} "
+                            f"and output.values {output_values!r}")
 
 
 def artifact_path(export_dir: Path, name: str, manifest: dict[str, Any]) -> Path:

@@ -47,6 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facemark.data.layout import file_kind
 from facemark.errors import DataError
 from facemark.io import atomic_path, atomic_write_text
 from facemark.landmarker import Face, Landmarker
@@ -88,8 +89,10 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     known = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     files = []
     for item in map(Path, inputs):
-        if item.is_dir():
+        if item.is_dir():   # what is not a regular file (FIFOs, device links) is not listed
             files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in known)
+        elif item.exists() and not item.is_file():
+            raise DataError(f"{item}: {file_kind(item.stat().st_mode)}, not an image, a video or a folder of them")
         elif not item.is_file():
             raise DataError(f"{item}: no such file or folder")
         elif item.suffix.lower() not in known:

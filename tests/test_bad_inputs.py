@@ -374,6 +374,55 @@ def test_a_manifest_file_outside_its_folder_is_refused(run_copy, tmp_path, capsy
     assert (run_copy / "outside.onnx").is_file()
 
 
+def _bend(run: Path, **changes) -> None:
+    """Edit the run-level contract of RUN/export/manifest.json: `section__key=value` pairs."""
+    path = run / "export" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        manifest[section][key] = value
+    path.write_text(json.dumps(manifest))
+
+
+# (contract edit, the one line every reader gives); the run is 64 px, lapa106 (106 points)
+BENT_CONTRACTS = {
+    "size out of range": ({"input__size": 100000}, "manifest.json: input.size (bounded as data.input_size) must be "
+                                                   "an integer from 32 to 1024 (pixels), got 100000"),
+    "size not the artifact's": ({"input__size": 128}, "model_fp32.onnx: the artifact takes [1, 3, 64, 64] (NCHW) "
+                                                      "inputs, its manifest says input.size 128"),
+    "margin out of range": ({"crop__margin": -1}, "manifest.json: crop.margin (bounded as data.margin) must be "
+                                                  "a fraction of the box size in [0, 2], got -1"),
+    "unknown scheme": ({"scheme__name": "dlib5"}, "manifest.json: scheme.name: unknown landmark scheme 'dlib5'"),
+    "points not the scheme's": ({"scheme__num_points": 68}, "manifest.json: scheme lapa106 has 106 points (212 output "
+                                                            "values), the manifest says scheme.num_points 68"),
+    "another scheme": ({"scheme__name": "ibug68", "scheme__num_points": 68, "output__values": 136},
+                       "model_fp32.onnx: the artifact returns 212 values per face, its manifest's scheme has 68 "
+                       "points (136 values)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BENT_CONTRACTS))
+def test_a_bent_contract_is_refused_at_load(run_copy, tmp_path, capsys, case):
+    """A manifest edited to a size out of range, another size or scheme than its artifact's: one
+    line from Landmarker, predict and validate, before a crop is cut or a number is reported."""
+    changes, expected = BENT_CONTRACTS[case]
+    _bend(run_copy, **changes)
+    with pytest.raises(ArtifactError, match=re.escape(expected)):
+        Landmarker(run_copy / "export" / "model_fp32.onnx")
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((64, 64, 3), 128, np.uint8))
+    assert expected in error_line(capsys, ["predict", run_copy / "export" / "model_fp32.onnx", tmp_path / "face.png",
+                                           "--out", tmp_path / "out"])
+    if "artifact" not in expected:   # validate checks the manifest against the checkpoint (next test)
+        assert expected in error_line(capsys, ["validate", run_copy])
+
+
+def test_validate_refuses_a_manifest_whose_scheme_is_not_the_checkpoints(run_copy, capsys):
+    _bend(run_copy, scheme__name="ibug68", scheme__num_points=68, output__values=136)
+    # the checkpoint is lapa106, the manifest now says ibug68: refused before any row runs
+    line = error_line(capsys, ["validate", run_copy])
+    assert "ibug68" in line and "lapa106" in line
+
+
 def test_landmarker_misuse_has_one_answer_each():
     """Empty and 1x1 images have no face (the detector finds none); a given box with no pixel of
     the image is a DataError naming it (its landmarks would be padding's, off the image); a box
@@ -549,6 +598,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "train.channels_last": ["nhwc"],
     "train.seed": ["-1"],
     "train.device": ["tpu"],
+    "train.threads": ["0", "two"],
     "export.formats": ["[tensorrt]", "[]"],
     "export.opset": ["9", "99"],
     "export.dynamic_batch": ["perhaps"],

@@ -1,5 +1,6 @@
 """Config loading: defaults from base.yaml only, overrides, _base_ chains, and precise errors."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,34 @@ def test_base_chain(tmp_path):
     (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "loop.yaml")
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "shipped dotdot"])
+def test_a_base_outside_the_config_tree_is_refused(tmp_path, kind):
+    """`_base_` is resolved inside the config tree (the nearest `configs` folder, else the file's
+    own folder) or the shipped tree (facemark:NAME); a path out of it is one line, nothing read."""
+    tree, outside = tmp_path / "configs" / "exp", tmp_path / "elsewhere.yaml"
+    tree.mkdir(parents=True)
+    outside.write_text("train:\n  epochs: 7\n")
+    (tree / "link.yaml").symlink_to(outside)
+    name = {"dotdot": "../../elsewhere.yaml", "absolute": str(outside), "symlink": "link.yaml",
+            "shipped dotdot": "facemark:../../elsewhere.yaml"}[kind]
+    (tree / "child.yaml").write_text(f"_base_: {name}\n")
+    expected = ("must be a file name relative to" if kind == "absolute" else "leads outside")
+    with pytest.raises(ConfigError, match=re.escape(f"child.yaml: _base_ {name.removeprefix('facemark:')!r} "
+                                                    f"{expected}")):
+        load_config(tree / "child.yaml")
+
+
+def test_a_base_inside_the_tree_or_shipped_is_read(tmp_path):
+    tree = tmp_path / "configs"
+    (tree / "exp").mkdir(parents=True)
+    (tree / "parent.yaml").write_text("train:\n  epochs: 7\n")
+    (tree / "exp" / "child.yaml").write_text("_base_: ../parent.yaml\n")   # up, but inside configs/
+    assert load_config(tree / "exp" / "child.yaml").train.epochs == 7
+    (tmp_path / "mine.yaml").write_text("_base_: facemark:real/300w_cpu.yaml\ntrain:\n  epochs: 9\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert (cfg.train.epochs, cfg.data.input_size, cfg.model.head) == (9, 144, "integral")
 
 
 def test_every_shipped_config_loads():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -85,7 +86,20 @@ IMAGE_CASES = {
     "not_an_image": (lambda d: (d / "text.jpg", (d / "text.jpg").write_text("hello"))[0],
                      ": not an image (no JPEG, PNG or other known image header)"),
     "missing": (lambda d: d / "missing.png", ": cannot read image (No such file or directory)"),
+    "fifo": (lambda d: (d / "pipe.jpg", os.mkfifo(d / "pipe.jpg"))[0], ": not a regular file (a FIFO); give an image file"),
+    "device": (lambda d: (d / "zero.jpg", (d / "zero.jpg").symlink_to("/dev/zero"))[0],
+               ": not a regular file (a character device); give an image file"),
+    "folder": (lambda d: (d / "dir.jpg", (d / "dir.jpg").mkdir())[0], ": not a regular file (a folder); give an image file"),
+    "sparse_40gb": (lambda d: _sparse(d / "huge.png", 40 << 30),
+                    ": 42,949,672,960 bytes, more than a 8x8 PNG image can hold; not read"),
 }
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """An 8x8 PNG's bytes, then holes up to `size` bytes (no disk used): only its start is a header."""
+    path.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    os.truncate(path, size)
+    return path
 
 
 @pytest.mark.parametrize("case", sorted(IMAGE_CASES))

@@ -21,7 +21,7 @@ from facemark.manifest import load_manifest, verify_artifact
 pytestmark = pytest.mark.slow
 
 CONFIG = """\
-_base_: {demo}
+_base_: facemark:demo.yaml
 data:
   input_size: 64
   workers: 0
@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     generate_dataset(root / "data", scheme="lapa106", counts={"train": 16, "val": 4, "test": 4}, seed=5)
     config = root / "pipeline.yaml"
-    config.write_text(CONFIG.format(demo=Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"))
+    config.write_text(CONFIG)
     return root, config
 
 
@@ -115,14 +115,20 @@ def test_changed_config_is_refused(reference, setup, tmp_path):
     assert result.returncode == 2 and "train.epochs" in result.stderr
 
 
-@pytest.mark.parametrize("moment", ["training", "export"])
+def _exported(run: Path) -> bool:
+    """The ONNX export is recorded: the pipeline is in its quantize stage."""
+    manifest = run / "export" / "manifest.json"
+    return manifest.is_file() and '"onnx_fp32"' in manifest.read_text()
+
+
+@pytest.mark.parametrize("moment", ["training", "export", "quantize"])
 def test_sigkill_then_rerun_matches_uninterrupted(reference, setup, moment):
+    """Killed at that moment, the rerun takes over the dead process's lock and ends with what an
+    uninterrupted run has: the same validation rows, every artifact matching its sha256."""
     root, config = setup
     run = root / f"killed_{moment}"
-    if moment == "training":
-        ready = lambda r: (r / "last.pt").is_file()  # noqa: E731  (after the first finished epoch)
-    else:
-        ready = lambda r: (r / "export").is_dir()  # noqa: E731
+    ready = {"training": lambda r: (r / "last.pt").is_file(),   # after the first finished epoch
+             "export": lambda r: (r / "export").is_dir(), "quantize": _exported}[moment]
     _kill_when(config, root / "data", run, ready)
     assert not (run / "validation" / "validation.json").exists()
     result = _run(config, root / "data", run)

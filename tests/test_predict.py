@@ -5,7 +5,10 @@ included); EXIF orientation; video with frame-to-frame motion; RUN resolution; o
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -225,13 +228,15 @@ def test_default_detector_finds_the_faces_and_its_score_bound_applies(validated_
 @pytest.mark.parametrize("argv_tail, needle", [
     (["notes.txt"], "not an image or video"),
     (["missing.png"], "no such file or folder"),
+    (["pipe.jpg"], "pipe.jpg: a FIFO, not an image, a video or a folder of them"),
     (["IMAGE", "--box", "10", "10", "5", "40"], "--box 10 10 5 40"),
     (["IMAGE", "--detector", "dlib"], "predict.detector"),
 ])
 def test_bad_predict_inputs_are_one_line_errors(validated_run, data_root, tmp_path, capsys, argv_tail, needle):
     (tmp_path / "notes.txt").write_text("hello")
+    os.mkfifo(tmp_path / "pipe.jpg")
     image = str(data_root / "test" / "images" / "test000.png")
-    tail = [image if item == "IMAGE" else (str(tmp_path / item) if item.endswith((".txt", ".png")) else item)
+    tail = [image if item == "IMAGE" else (str(tmp_path / item) if item.endswith((".txt", ".png", ".jpg")) else item)
             for item in argv_tail]
     assert main(["predict", validated_run, *tail, "--out", tmp_path / "out"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -397,3 +402,49 @@ def test_validation_reports_video_figures_for_every_row(validated_run):
     for key in ("jitter", "raw_jitter", "nme"):
         assert abs(videos["onnx_fp32"][key] - videos["pytorch"][key]) < 1e-4, key
     assert "## Video (tracked + filtered, drawn clip)" in (validated_run / "validation" / "validation.md").read_text()
+
+
+def test_a_folder_of_hostile_files_is_read_file_by_file(validated_run, data_root, tmp_path):
+    """A FIFO and a /dev/zero link named .jpg are not listed (opening either would block or never
+    end); a 40 GB sparse .jpg with a 64x64 header and a video with no frame are skipped with their
+    reason, from their size and first bytes (nothing read whole); the photo beside them is
+    predicted. In a child process with a timeout: a regression would hang, not fail."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copyfile(data_root / "test" / "images" / "test000.png", folder / "face.png")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    huge = folder / "huge.jpg"
+    huge.write_bytes(cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes())
+    os.truncate(huge, 40 << 30)   # sparse: 40 GB long, a few kB on disk
+    _write_video(folder / "empty.avi", [])
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "facemark", "predict", str(validated_run), str(folder),
+                           "--box", "20", "18", "76", "80", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert index["inputs"] == 3 and [Path(r["input"]).name for r in index["written"]] == ["face.png"]
+    reasons = {Path(item["input"]).name: item["reason"] for item in index["skipped"]}
+    assert set(reasons) == {"empty.avi", "huge.jpg"}
+    assert reasons["huge.jpg"] == "42,949,672,960 bytes, more than a 64x64 JPEG image can hold; not read"
+    assert reasons["empty.avi"].startswith(("OpenCV cannot open this video", "no frame could be decoded")), reasons
+    assert json.loads((out / "face.json").read_text())["faces"]
+
+
+def test_two_predicts_into_one_folder_both_finish_with_whole_files(validated_run, data_root, tmp_path):
+    """Two predict commands at once on the same inputs and --out: every file is written under a
+    temporary name and renamed, so both exit 0 and each JSON file is whole (either writer's)."""
+    images = sorted((data_root / "test" / "images").glob("*.png"))[:4]
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "facemark", "predict", str(validated_run), *map(str, images),
+            "--box", "20", "18", "76", "80", "--out", str(out)]
+    both = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in both:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    records = [json.loads((out / f"{image.stem}.json").read_text()) for image in images]
+    assert [len(record["faces"]) for record in records] == [1] * 4
+    assert json.loads((out / "index.json").read_text())["inputs"] == 4
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial") or p.name.startswith(".")]

@@ -4,6 +4,8 @@ in one line and records it; every "needs an earlier artifact" error names the co
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +45,9 @@ def test_missing_artifact_errors_name_the_command(tmp_path, trained_run):
     assert making_command("onnx_int8_qdq_u8s8_qat", "R") == "facemark qat R"
     export = tmp_path / "run" / "export"
     export.mkdir(parents=True)
-    (export / "manifest.json").write_text('{"schema": "facemark-manifest-v1", "artifacts": {}}')
+    (export / "manifest.json").write_text(json.dumps({
+        "schema": "facemark-manifest-v1", "scheme": {"name": "lapa106", "num_points": 106},
+        "input": {"size": 64}, "output": {"values": 212}, "crop": {"margin": 0.2}, "artifacts": {}}))
     with pytest.raises(ArtifactError, match=r"no artifact named 'coreml_fp32' \(known: none\); make it with: "
                                             rf"facemark export {tmp_path / 'run'} --format coreml$"):
         verify_artifact(export, "coreml_fp32")

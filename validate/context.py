@@ -57,7 +57,7 @@ class Context:
         (several at once), latency jobs `threads` (one at a time)."""
         stem = self.work_dir / f"{row['name']}.{mode}"
         job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
-               "norm": self.norm.to_dict(), "crops": str(crops_path or self.crops_path),
+               "values": 2 * self.scheme.num_points, "norm": self.norm.to_dict(), "crops": str(crops_path or self.crops_path),
                "threads": 1 if mode == "accuracy" else self.threads, "warmup": self.warmup, "runs": self.runs,
                "sequence": self.sequence, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
         started = time.perf_counter()

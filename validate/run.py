@@ -199,9 +199,10 @@ def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None
             check_value(dotted, value, source=f"{flag} {value}")
 
 
-def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, size: int,
+def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, cfg,
                     norm: Normalisation) -> None:
-    source = str(manifest_path(export_dir))
+    """The manifest describes this checkpoint: same file (sha256), crop size, scheme and normalisation."""
+    source, size = str(manifest_path(export_dir)), cfg.data.input_size
     if not manifest.get("artifacts"):
         raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
     if manifest.get("checkpoint", {}).get("sha256") != sha256_of(ckpt_path):
@@ -210,6 +211,9 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
     if manifest.get("input", {}).get("size") != size:
         raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
                             f"checkpoint's {size}")
+    if manifest["scheme"]["name"] != cfg.data.scheme:
+        raise ArtifactError(f"{source}: scheme {manifest['scheme']['name']} differs from the checkpoint's "
+                            f"{cfg.data.scheme}; re-run `facemark export`")
     check_normalisation(manifest, norm, source)
 
 
@@ -318,7 +322,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     model, cfg, ckpt = load_checkpoint(ckpt_path)
     manifest = load_manifest(export_dir)
     size, vcfg, norm = cfg.data.input_size, cfg.validate, weights_source(model).norm
-    _check_manifest(manifest, export_dir, ckpt_path, size, norm)
+    _check_manifest(manifest, export_dir, ckpt_path, cfg, norm)
     refinement = from_manifest(manifest, overrides, "validate", str(manifest_path(export_dir)))
     root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
                                                         cfg, ckpt)

@@ -8,10 +8,12 @@ ignored here. Every reader error is a DataError naming the file (and line) and w
 from __future__ import annotations
 
 import functools
-import io
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -156,19 +158,33 @@ def default_max_pixels() -> int:
 def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file -> (H, W, 3) uint8 RGB.
 
-    Grayscale is expanded to 3 channels, an alpha channel is dropped. Before anything is decoded:
-    an empty file, a truncated JPEG/PNG (which OpenCV would decode silently with a grey tail: its
-    end marker is checked), a file that is no image, and an image whose header claims more than
-    `max_pixels` (data.max_image_pixels; None: base.yaml's) are refused, each with a DataError
-    naming the file (see image_header).
+    Grayscale is expanded to 3 channels, an alpha channel is dropped. Before the file is read
+    whole, from its size and first bytes: something that is not a regular file (a FIFO would
+    block), an empty file, a file that is no image, an image whose header claims more than
+    `max_pixels` (data.max_image_pixels; None: base.yaml's) and a file larger than its header's
+    pixels can fill (a 40 GB sparse file named .jpg) are refused; then a truncated JPEG/PNG
+    (which OpenCV would decode silently with a grey tail: its end marker is checked). Each is a
+    DataError naming the file (see image_header).
     """
     path = Path(path)
+    limit = default_max_pixels() if max_pixels is None else max_pixels
     try:
-        data = path.read_bytes()
+        kind_of_file = path.stat().st_mode
+        if not stat.S_ISREG(kind_of_file):
+            raise DataError(f"{path}: not a regular file ({file_kind(kind_of_file)}); give an image file")
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise DataError(f"{path}: empty image file")
+            width, height, kind = image_header(path, handle, limit)
+            if size > MAX_BYTES_PER_PIXEL * width * height + MAX_METADATA_BYTES:
+                raise DataError(f"{path}: {size:,} bytes, more than a {width}x{height} {kind} image can hold; "
+                                f"not read")
+            handle.seek(0)
+            data = handle.read()
     except OSError as exc:
         raise DataError(f"{path}: cannot read image ({exc.strerror or exc.__class__.__name__})") from None
     _check_complete(path, data)
-    width, height, kind = image_header(path, data, default_max_pixels() if max_pixels is None else max_pixels)
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:   # an assertion inside a decoder (e.g. a side above its limit)
@@ -193,18 +209,33 @@ SIGNATURES = {b"\xff\xd8": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}   # the first by
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
-def image_header(path: Path, data: bytes, max_pixels: int) -> tuple[int, int, str]:
-    """The header of an image file's bytes, nothing decoded -> (width, height, format as Pillow
-    names it: "JPEG", "PNG", ...). DataError naming the file when it is no image Pillow
-    recognises, or when width x height exceeds `max_pixels` (a decompression bomb: a few kB that
-    claim gigapixels)."""
+# The most bytes an image file of W x H pixels can take: 16-bit RGBA stored raw (8 bytes a pixel)
+# plus metadata (EXIF, ICC profiles, an MPO's second picture is a JPEG, smaller than raw pixels)
+MAX_BYTES_PER_PIXEL, MAX_METADATA_BYTES = 8, 64 << 20
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its st_mode."""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((words for test, words in kinds if test(mode)), "not a regular file")
+
+
+def image_header(path: Path, handle: BinaryIO, max_pixels: int) -> tuple[int, int, str]:
+    """The header of an open image file, nothing decoded and the file not read whole (Pillow reads
+    the first bytes, seeking past metadata) -> (width, height, format as Pillow names it: "JPEG",
+    "PNG", ...). DataError naming the file when it is no image Pillow recognises, or when
+    width x height exceeds `max_pixels` (a decompression bomb: a few kB that claim gigapixels)."""
     from PIL import Image
 
     # Pillow's own bomb check (a warning above 89 MP, an error above 179 MP) would fire first,
     # with another limit and no file name: data.max_image_pixels replaces it
     Image.MAX_IMAGE_PIXELS = None
+    handle.seek(0)
+    data = handle.read(16)   # the signatures below
+    handle.seek(0)
     try:
-        with Image.open(io.BytesIO(data)) as opened:   # lazy: reads the header only
+        with Image.open(handle) as opened:   # lazy: reads the header only
             (width, height), kind = opened.size, str(opened.format)
     except (OSError, SyntaxError, ValueError):   # UnidentifiedImageError is an OSError
         if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
@@ -255,8 +286,6 @@ def _check_complete(path: Path, data: bytes) -> None:
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         if b"IEND" not in data[-32:]:
             raise DataError(f"{path}: truncated PNG (no IEND chunk)")
-    elif not data:
-        raise DataError(f"{path}: empty image file")
 
 
 def check_points_inside(path: Path, points: np.ndarray, width: int, height: int) -> None:

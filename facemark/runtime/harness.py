@@ -60,7 +60,7 @@ def run_job(job: dict[str, Any]) -> None:
     crops = np.load(job["crops"], mmap_mode="r")
     norm = Normalisation.from_dict(job["norm"], "validate job")
     runner = create_runner(job["format"], Path(job["artifact"]), job["entry"], int(job["size"]), norm,
-                           threads=int(job["threads"]))
+                           threads=int(job["threads"]), values=job.get("values"))
     result: dict[str, Any] = {"settings": runner.settings(), "io": runner.io()}
     if job["mode"] == "accuracy":
         np.save(job["predictions"], runner.predict(crops))

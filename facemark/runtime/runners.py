@@ -138,6 +138,28 @@ class Runner:
         """Input/output tensor facts as the runtime sees them; backends with more to say override it."""
         return {}
 
+    def shapes(self) -> tuple[list, list] | None:
+        """(input shape, output shape) as the artifact declares them (a dynamic dimension is not an
+        int), or None where the runtime does not say (Core ML)."""
+        return None
+
+    def check_shapes(self, values: int | None) -> None:
+        """The artifact's own tensors against the contract it is run under: S x S crops in its
+        layout, and `values` (2P, the manifest's scheme) outputs when given. A manifest that claims
+        another size or scheme than its artifact fails here, before a crop is cut."""
+        shapes = self.shapes()
+        if shapes is None:
+            return
+        inputs, outputs = shapes
+        spatial = inputs[2:4] if self.layout == "NCHW" else inputs[1:3]
+        if any(isinstance(side, int) and side != self.size for side in spatial):
+            raise ArtifactError(f"{self.path}: the artifact takes {inputs} ({self.layout}) inputs, its manifest "
+                                f"says input.size {self.size}")
+        found = int(np.prod([d for d in outputs[1:] if isinstance(d, int)])) if len(outputs) > 1 else None
+        if values is not None and found is not None and found != values:
+            raise ArtifactError(f"{self.path}: the artifact returns {found} values per face, its manifest's scheme "
+                                f"has {values // 2} points ({values} values)")
+
 
 class TorchRunner(Runner):
     """PyTorch eager: the reference every artifact is compared to, and the one way facemark runs a
@@ -229,6 +251,9 @@ class OnnxRunner(Runner):
     def invoke(self, inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: inputs})[0]
 
+    def shapes(self) -> tuple[list, list]:
+        return list(self.session.get_inputs()[0].shape), list(self.session.get_outputs()[0].shape)
+
     def settings(self) -> dict[str, Any]:
         return {"runtime": "onnxruntime", "version": _version("onnxruntime"),
                 "delegate": "CPUExecutionProvider", "threads": self.threads, "inter_op_threads": 1}
@@ -294,6 +319,9 @@ class LiteRTRunner(Runner):
         if np.issubdtype(raw.dtype, np.integer) and scale > 0:
             return (raw.astype(np.float32) - zero_point) * scale
         return raw
+
+    def shapes(self) -> tuple[list, list]:
+        return [int(d) for d in self.input["shape"]], [int(d) for d in self.output["shape"]]
 
     def settings(self) -> dict[str, Any]:
         return {"runtime": "litert", "version": _version("ai-edge-litert"),
@@ -372,9 +400,12 @@ def needs_macos(fmt: str) -> bool:
 
 
 def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
-                  threads: int = 1) -> Runner:
-    """The runner for an artifact format (float inputs normalised with `norm`, the manifest's);
+                  threads: int = 1, values: int | None = None) -> Runner:
+    """The runner for an artifact format (float inputs normalised with `norm`, the manifest's),
+    its tensors checked against S = `size` and, when given, `values` = 2P outputs (check_shapes);
     an unknown format raises ArtifactError listing the known."""
     if fmt not in RUNNERS:
         raise ArtifactError(f"{path}: no runner for format {fmt!r}; known: {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[fmt](path, entry, size, norm, threads)
+    runner = RUNNERS[fmt](path, entry, size, norm, threads)
+    runner.check_shapes(values)
+    return runner
