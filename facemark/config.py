@@ -35,14 +35,14 @@ import yaml
 from facemark.config_schema import (CALIBRATION_METHODS, DEVICES, EXPORT_FORMATS, HEADS, LOSSES, LR_UPDATES,
                                     ONNX_ACTIVATIONS, ON_MISS, OPSETS, QAT_FORMATS, QUANTIZE_FORMATS, SCHEDULERS,
                                     SEED_MAX, TFLITE_IO, AugmentConfig, Config, DataConfig, ExportConfig,
-                                    InferConfig, ModelConfig, PredictConfig, QuantizeConfig, RunsConfig, SynthConfig,
+                                    ExtraSet, InferConfig, ModelConfig, PredictConfig, QuantizeConfig, RunsConfig, SynthConfig,
                                     TrainConfig, ValidateConfig)
 from facemark.errors import ConfigError
 from facemark.io import file_inside
 
 __all__ = ["CALIBRATION_METHODS", "DEVICES", "EXPORT_FORMATS", "HEADS", "LOSSES", "LR_UPDATES", "ONNX_ACTIVATIONS",
            "ON_MISS", "OPSETS", "QAT_FORMATS", "QUANTIZE_FORMATS", "SCHEDULERS", "SEED_MAX", "TFLITE_IO",
-           "AugmentConfig", "Config", "DataConfig", "ExportConfig", "InferConfig", "ModelConfig", "PredictConfig",
+           "AugmentConfig", "Config", "DataConfig", "ExportConfig", "ExtraSet", "InferConfig", "ModelConfig", "PredictConfig",
            "QuantizeConfig", "RunsConfig", "SynthConfig", "TrainConfig", "ValidateConfig", "CROSS_RULES",
            "base_config_path", "base_value", "section_from_saved", "check_cross_rules", "check_value", "config_from_dict",
            "config_from_saved", "leaf_fields", "load_config", "override_section", "resolve_choices", "save_config"]
@@ -59,7 +59,21 @@ def _warmup_shorter_than_training(cfg: Config) -> tuple[str, str, tuple[str, ...
 
 # Rules that tie keys together: cfg -> (key, "must be ..., got ...", the other keys involved) or None.
 CrossRule = Callable[[Config], "tuple[str, str, tuple[str, ...]] | None"]
-CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training,)
+def _sets_need_the_integral_head(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
+    """data.sets trains one head per scheme on one backbone: the grid heads' GridHead, decoded to
+    points (the pip head's map loss and RLE's flow are one-scheme only), on another scheme than
+    data.scheme's."""
+    if not cfg.data.sets:
+        return None
+    if cfg.model.head != "integral" or cfg.train.loss == "rle":
+        return "data.sets", (f"needs model.head integral and a coordinate loss (one head per scheme), got "
+                             f"model.head {cfg.model.head}, train.loss {cfg.train.loss}"), ("model.head", "train.loss")
+    if cfg.data.scheme in {item.scheme for item in cfg.data.sets}:
+        return "data.sets", f"must not repeat data.scheme ({cfg.data.scheme}): --data trains that head", ("data.scheme",)
+    return None
+
+
+CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training, _sets_need_the_integral_head)
 
 
 # ---------------------------------------------------------------- loading
@@ -300,6 +314,10 @@ def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
         if option is float and isinstance(value, str) and _float_text(value) is not None:
             return _float_text(value)   # YAML 1.1 reads 1e-4 (no dot) as a string
         if option in (int, str, bool) and type(value) is option:
+            return value
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):   # a record in a list (data.sets)
+            return _build(option, value, f"{dotted}.", source, {})
+        if dataclasses.is_dataclass(option) and isinstance(value, option):
             return value
         if typing.get_origin(option) is list and isinstance(value, list):
             item_type = typing.get_args(option)[0]

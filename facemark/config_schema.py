@@ -16,8 +16,8 @@ from typing import Any
 
 from facemark.data.detectors import DETECTORS
 from facemark.filters import FILTERS
-from facemark.config_rules import (flag, folder_name, integer, named, number, off_or_at_least, one_of, optional,
-                                   probability, spec, subset_of, text)
+from facemark.config_rules import (Rule, flag, folder_name, integer, named, number, off_or_at_least, one_of,
+                                   optional, probability, spec, subset_of, text)
 
 
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
@@ -71,6 +71,12 @@ def _known_optimizer(name: str) -> bool:
     return not _timm_installed() or name in _timm_optimizers()
 
 
+def distinct_schemes() -> Rule:
+    """data.sets: each set with a scheme of its own (one head per scheme)."""
+    return Rule("a list of {root, scheme, weight} sets with distinct schemes",
+                lambda value: len({item.scheme for item in value}) == len(value))
+
+
 def _schemes() -> list[str]:
     from facemark.schemes import available_schemes
 
@@ -78,6 +84,17 @@ def _schemes() -> list[str]:
 
 
 # ---------------------------------------------------------------- the config
+@dataclass
+class ExtraSet:
+    """One more labelled dataset trained beside data.scheme's (data.sets): its own head."""
+
+    root: str = spec(text())        # a LaPa-layout folder (train/, val/; boxes of data.detector)
+    # its landmark scheme, other than data.scheme's and every other set's
+    scheme: str = spec(named("a shipped landmark scheme (facemark/schemes/*.yaml)", lambda v: v in _schemes(),
+                             _schemes))
+    weight: float = spec(number(0.0, 10.0, low_open=True, what="a loss weight"))   # its faces' loss x weight
+
+
 @dataclass
 class ModelConfig:
     arch: str = spec(named("a timm model name (see timm.list_models())", _timm_model, _timm_models))
@@ -137,6 +154,9 @@ class DataConfig:
     # an image (or video frame) whose header claims more pixels is refused before it is decoded;
     # OpenCV's own decoder limit (CV_IO_MAX_IMAGE_PIXELS) is 2^30
     max_image_pixels: int = spec(integer(1, 1 << 30, " (pixels; OpenCV's decoders stop at 2^30)"))
+    # more labelled datasets, one head each on the shared backbone (model.head integral); every
+    # face's loss is its own scheme's. [] trains on --data alone
+    sets: list[ExtraSet] = spec(distinct_schemes())
 
 
 @dataclass

@@ -148,6 +148,34 @@ class GridLandmarkNet(nn.Module):
         return self.head(*features)
 
 
+class SchemeHeadsNet(GridLandmarkNet):
+    """A GridLandmarkNet with one more GridHead per extra landmark scheme (data.sets) on the same
+    backbone taps. Eval mode returns the main head's (N, 2P) alone, so eval, validate and export
+    see the main scheme's model; training mode returns every head's coordinates concatenated,
+    main first, then `extra` in order: (N, 2P + sum 2P_extra), split by facemark.train.multiset.
+    `scheme_view(name)` is the GridLandmarkNet of one extra scheme, sharing these modules."""
+
+    def __init__(self, backbone: nn.Module, head: GridHead, indices: tuple[int, ...], extra_blocks: bool,
+                 extra: dict[str, GridHead]) -> None:
+        super().__init__(backbone, head, indices, extra_blocks)
+        self.extra_heads = nn.ModuleDict(extra)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True,
+                                                       **self.tap_options(self.extra_blocks))
+        main = self.head(*features)
+        if not self.training:
+            return main
+        return torch.cat([main, *(head(*features) for head in self.extra_heads.values())], dim=1)
+
+    def scheme_view(self, name: str | None = None) -> GridLandmarkNet:
+        """The one-scheme model of extra scheme `name` (None: the main scheme's), sharing modules."""
+        head = self.head if name is None else self.extra_heads[name]
+        view = GridLandmarkNet(self.backbone, head, tuple(self.indices), self.extra_blocks)
+        view.weights_source = getattr(self, "weights_source", None)
+        return view.train(self.training)
+
+
 class RealNVP(nn.Module):
     """A 2-D RealNVP normalising flow (Dinh et al. 2017), the residual density of RLE: three pairs of
     affine couplings, each scale/translation an MLP of 64 units, over a standard normal prior."""

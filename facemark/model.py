@@ -23,7 +23,7 @@ from torch import nn
 
 from facemark.config import Config, ModelConfig, config_from_saved
 from facemark.errors import ArtifactError, ConfigError
-from facemark.heads import GridHead, GridLandmarkNet, SpatialHead, with_rle
+from facemark.heads import GridHead, GridLandmarkNet, SchemeHeadsNet, SpatialHead, with_rle
 from facemark.weights import (IMAGENET, Normalisation, WeightsSource, hub_reachable, no_weights_error,
                               offline_source)
 
@@ -32,11 +32,13 @@ GRID_HEADS = ("pip", "integral")   # heads on the stride-16 grid (facemark.heads
 
 
 def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None,
-                input_size: int | None = None, rle: bool = False) -> nn.Module:
+                input_size: int | None = None, rle: bool = False, extra_points: dict[str, int] | None = None
+                ) -> nn.Module:
     """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, its head set by
     model.head (the spatial head is sized for (N, 3, input_size, input_size) inputs, so it needs
     `input_size`), blocks frozen. `rle` (train.loss rle): the regression Linear carries RLE's
-    training-only sigma and flow (facemark.heads.RleLinear).
+    training-only sigma and flow (facemark.heads.RleLinear). `extra_points` (data.sets: scheme ->
+    point count) adds one GridHead per extra scheme (facemark.heads.SchemeHeadsNet).
 
     The resolved WeightsSource (origin and input normalisation, see facemark.weights) is attached
     as `model.weights_source`, so checkpoint_dict records it. `source` given (rebuilding a saved
@@ -56,7 +58,7 @@ def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource |
         source = source or WeightsSource("none", "random init (model.pretrained: false)",
                                          Normalisation.of_timm_model(model))
     if model_cfg.head in GRID_HEADS:
-        model = _grid_model(model, model_cfg, num_points, input_size)
+        model = _grid_model(model, model_cfg, num_points, input_size, extra_points or {})
     elif model_cfg.head == "spatial":
         _use_spatial_head(model, model_cfg, 2 * num_points, input_size)
     model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
@@ -133,10 +135,10 @@ def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, in
     model.train()
 
 
-def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input_size: int | None
-                ) -> GridLandmarkNet:
+def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input_size: int | None,
+                extra_points: dict[str, int]) -> GridLandmarkNet:
     """The timm model cut after the block model.grid_coarse names, with a GridHead on its stride-16
-    [and stride-32] maps."""
+    [and stride-32] maps (and one more per scheme of `extra_points`: a SchemeHeadsNet)."""
     if input_size is None:
         raise ConfigError(f"model.head: {model_cfg.head} needs the input size (data.input_size) to size its grid")
     info = getattr(model, "feature_info", None)
@@ -151,9 +153,15 @@ def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input
         features = model.eval().forward_intermediates(torch.zeros(1, 3, input_size, input_size),
                                                       indices=list(indices), intermediates_only=True, **taps)
     fine, coarse = features[0], (features[1] if len(features) > 1 else None)
-    head = GridHead(fine.shape[1], None if coarse is None else coarse.shape[1], tuple(fine.shape[2:]),
-                    model_cfg.head_channels, num_points, decode=model_cfg.head)
-    return GridLandmarkNet(model.train(), head, indices, extra_blocks)
+
+    def head(points: int) -> GridHead:
+        return GridHead(fine.shape[1], None if coarse is None else coarse.shape[1], tuple(fine.shape[2:]),
+                        model_cfg.head_channels, points, decode=model_cfg.head)
+
+    if extra_points:
+        return SchemeHeadsNet(model.train(), head(num_points), indices, extra_blocks,
+                              {name: head(points) for name, points in extra_points.items()})
+    return GridLandmarkNet(model.train(), head(num_points), indices, extra_blocks)
 
 
 def _grid_taps(model: nn.Module, model_cfg: ModelConfig, reductions: list[int], input_size: int
@@ -281,6 +289,7 @@ def keep_frozen_eval(model: nn.Module) -> None:
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model of a facemark checkpoint -> (model in eval mode, its Config, the raw dict).
+    A multi-dataset run's model is its main scheme's (the one-scheme model of its data.scheme).
 
     Loads with weights_only=True; a missing, truncated or foreign file is an ArtifactError.
     """
@@ -296,14 +305,25 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
         raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     cfg = config_from_saved(ckpt["config"], source=str(path))
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "freeze_blocks": 0})
+    # a multi-dataset run's weights carry its extra heads (data.sets): loaded, then left out
+    extras = extra_points(cfg) if any(key.startswith("extra_heads.") for key in ckpt["model"]) else None
     model = build_model(model_cfg, ckpt["num_points"], source=checkpoint_source(ckpt, str(path)),
-                        input_size=cfg.data.input_size, rle=cfg.train.loss == "rle")
+                        input_size=cfg.data.input_size, rle=cfg.train.loss == "rle", extra_points=extras)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: weights do not fit {cfg.model.arch} with {ckpt['num_points']} points "
                             f"({str(exc).splitlines()[0][:100]})") from None
+    if isinstance(model, SchemeHeadsNet):
+        model = model.scheme_view()
     return model.eval(), cfg, ckpt
+
+
+def extra_points(cfg: Config) -> dict[str, int]:
+    """data.sets as {scheme: point count}, in order: the extra heads of a multi-dataset model."""
+    from facemark.schemes import load_scheme
+
+    return {item.scheme: load_scheme(item.scheme).num_points for item in cfg.data.sets}
 
 
 def checkpoint_dict(model: nn.Module, cfg: Config, **extra: Any) -> dict[str, Any]:

@@ -115,14 +115,15 @@ class FineTuner:
 
     def __init__(self, job: QuantJob, out_dir: Path, epochs: int):
         from facemark.schemes import load_scheme
-        from facemark.train.data import TrainLoader, training_dataset, validation_crops
+        from facemark.train.data import TrainLoader, scheme_faces, validation_crops
 
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
         self.settings = {"source_sha256": job.manifest["checkpoint"]["sha256"], "epochs": epochs,
                          "lr": job.cfg.quantize.qat_lr, "quantizer": QUANTIZER,
                          "ranges": f"{converter_ranges(job.cfg)} {RANGES}", "bn": BATCHNORM}
         self.scheme = load_scheme(job.cfg.data.scheme)
-        self.dataset = training_dataset(job.data_root, job.cfg, job.norm, log=lambda *args, **kwargs: None)
+        # the main scheme's faces: the graph is the one-scheme model (a multi-dataset run's main head)
+        self.dataset = scheme_faces(job.data_root, job.cfg, job.norm, log=lambda *args, **kwargs: None)
         self.val = validation_crops(job.data_root, job.cfg)
         torch.manual_seed(job.cfg.train.seed)
         self.graph, self.folds = prepare(job.model, job.size)
@@ -175,7 +176,7 @@ class FineTuner:
 
     def val_nme(self) -> float:
         """Inter-pupil NME of the fake-quantised graph on the val split (ranges not moved)."""
-        from facemark.train.engine import crop_set_nme
+        from facemark.train.validation import crop_set_nme
 
         return crop_set_nme(self.graph, self.val, self.scheme, self.job.cfg, torch.device("cpu"))
 

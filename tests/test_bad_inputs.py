@@ -570,6 +570,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "data.limit": ["0"],
     "data.workers": ["-1"],
     "data.max_image_pixels": ["0", "2000000000"],    # above 2^30, OpenCV's own decoder limit
+    "data.sets": ["data/dt", "[{root: data/dt}]", "[{root: data/dt, scheme: dlib5, weight: 1.0}]",
+                  "[{root: data/dt, scheme: ibug68, weight: 0}]",
+                  "[{root: a, scheme: ibug68, weight: 1}, {root: b, scheme: ibug68, weight: 1}]"],
     "augment.rotate": ["-5", "270"],
     "augment.box_shift": ["0.5"],
     "augment.brightness": ["1.5"],
@@ -677,7 +680,7 @@ def test_every_config_value_is_checked_before_data(capsys, tmp_path, key, value)
     refused before any data was read, and no run folder was made."""
     line = error_line(capsys, ["train", "--data", tmp_path / "no-such-data", "--run", tmp_path / "run",
                                "--set", f"{key}={value}"])
-    assert f"--set {key}={value}: '{key}" in line, line
+    assert f"--set {key}={value}: " in line and f"'{key}" in line, line   # 'data.sets[0].scheme' is about data.sets
     assert "no-such-data" not in line
     assert not (tmp_path / "run").exists()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from facemark.config import Config
 from facemark.data.boxes import read_split_boxes
@@ -42,10 +42,24 @@ def training_samples(root: Path, cfg: Config, log=print) -> list[Sample]:
     return samples
 
 
-def training_dataset(root: Path, cfg: Config, norm: Normalisation, log=print) -> TrainFaces:
-    """TrainFaces over ROOT/train with the cached detector boxes of data.detector (not needed
-    when data.landmark_box_prob is 1); detector misses fall back to the landmark box, counted.
-    `norm`: the model's input normalisation (facemark.weights)."""
+def training_dataset(root: Path, cfg: Config, norm: Normalisation, log=print) -> Dataset:
+    """The training faces: TrainFaces over ROOT/train, or with data.sets the faces of every set
+    (facemark.train.multiset.MixedFaces). `norm`: the model's input normalisation (facemark.weights)."""
+    main = scheme_faces(root, cfg, norm, log)
+    if not cfg.data.sets:
+        return main
+    from facemark.train.multiset import MixedFaces, set_config
+
+    parts = [main]
+    for item in cfg.data.sets:
+        parts.append(scheme_faces(Path(item.root), set_config(cfg, item), norm, log))
+        log(f"data.sets: {len(parts[-1])} {item.scheme} training faces from {item.root} (loss weight {item.weight:g})")
+    return MixedFaces(parts)
+
+
+def scheme_faces(root: Path, cfg: Config, norm: Normalisation, log=print) -> TrainFaces:
+    """TrainFaces over ROOT/train in data.scheme with the cached detector boxes of data.detector
+    (not needed when data.landmark_box_prob is 1); detector misses fall back to the landmark box, counted."""
     samples = training_samples(root, cfg, log)
     boxes = None
     if cfg.data.landmark_box_prob < 1.0:

@@ -29,28 +29,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from facemark import codec, interrupt
+from facemark import interrupt
 from facemark.config import Config, save_config
-from facemark.data.crops import CropSet
 from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
 from facemark.errors import ConfigError, DataError
 from facemark.io import atomic_write_text, sweep_partials
-from facemark.metrics import nme
-from facemark.model import build_model, checkpoint_dict, checkpoint_source, keep_frozen_eval, weights_source
+from facemark.model import (build_model, checkpoint_dict, checkpoint_source, extra_points, keep_frozen_eval,
+                            weights_source)
 from facemark.runlock import hold_run_lock
-from facemark.schemes import Scheme, load_scheme
+from facemark.schemes import load_scheme
 from facemark.train import checkpoint as ckpt_io
-from facemark.train.augment import mean_target
 from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
-from facemark.train.losses import build_training_loss
 from facemark.train.threads import thread_budget, training_threads
+from facemark.train.validation import crop_set_nme, mean_shape_nme, validate_epoch
+from facemark.train.multiset import ExtraSchemes, training_loss
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -146,7 +144,7 @@ def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict
     torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
     source = checkpoint_source(saved, "last.pt") if saved is not None else None
     model = build_model(cfg.model, num_points, source=source, input_size=cfg.data.input_size,
-                        rle=cfg.train.loss == "rle").to(device)
+                        rle=cfg.train.loss == "rle", extra_points=extra_points(cfg)).to(device)
     if cfg.train.channels_last:   # before the optimiser and EMA copy, so their tensors share the layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,
@@ -197,7 +195,10 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     if saved is not None:
         ckpt_io.restore(state, saved, changed)
     val_set = validation_crops(data_root, cfg) if process.is_main else None
-    baseline = _mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
+    extras = ExtraSchemes(cfg, process.is_main)   # data.sets: a head and a val split each
+    if saved is not None:
+        extras.restore(saved)
+    baseline = mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
     fingerprints = None
     if process.is_main:
         _prepare_run_dir(run_dir, cfg, state.epoch)
@@ -207,7 +208,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         log(f"threads: {torch.get_num_threads()} for the model, {cfg.data.workers} data workers "
             f"(train.threads, data.workers)")
     model = _wrap(state.model, process)
-    loss_fn = build_training_loss(cfg.train, state.model)
+    loss_fn = training_loss(cfg, state.model)
     writer = _tensorboard(run_dir) if process.is_main else None
     last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
@@ -221,17 +222,18 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
                 done.seconds += time.perf_counter() - start
                 if process.is_main:
-                    common = _common(state, record["val_nme"], data_root, fingerprints)
+                    common = _common(state, record["val_nme"], data_root, fingerprints, extras)
                     ckpt_io.save_interrupted(run_dir / ckpt_io.LAST, state, cfg, common, process.world_size, log)
                 raise
-            val_nme = _validate(state.eval_model, val_set, scheme, cfg, process)
+            val_nme = validate_epoch(state.eval_model, val_set, scheme, cfg, process)
             state.scheduler.step(epoch + 1, val_nme)
             state.epoch, state.progress = epoch + 1, EpochProgress()
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
                       "seconds": round(done.seconds + time.perf_counter() - start, 3),
                       "threads": torch.get_num_threads()}
             if process.is_main:
-                _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log)
+                extras.validate(state.eval_model, record, crop_set_nme, process.device)
+                _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log, extras)
     finally:
         loader.close()   # its persistent workers end now, whatever stopped the epochs
         if writer is not None:
@@ -301,35 +303,6 @@ def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targe
     return loss.item()
 
 
-def _validate(model: nn.Module, val_set: CropSet | None, scheme: Scheme, cfg: Config, process: Process) -> float:
-    """Mean inter-pupil NME on the validation crops (rank 0), shared with every process."""
-    value = torch.zeros(1, dtype=torch.float64, device=process.device)
-    if process.is_main:
-        value[0] = crop_set_nme(model, val_set, scheme, cfg, process.device)
-    if process.world_size > 1:
-        dist.broadcast(value, src=0)
-    return float(value[0])
-
-
-def crop_set_nme(model: nn.Module, crop_set: CropSet, scheme: Scheme, cfg: Config, device: torch.device) -> float:
-    """Mean inter-pupil NME of `model` on the faces of `crop_set` (landmarks mapped back to image pixels)."""
-    from facemark.runtime import TorchRunner
-
-    runner = TorchRunner(model, cfg.data.input_size, device=device, batch=2 * cfg.train.batch_size,
-                         amp=_use_amp(cfg, device))
-    preds = runner.predict(crop_set.crops)
-    pred_image = codec.to_image(preds, crop_set.matrices, cfg.data.input_size)
-    return float(nme(pred_image, crop_set.points, scheme, norm="pupil").mean())
-
-
-def _mean_shape_nme(samples, val_set: CropSet, scheme: Scheme, cfg: Config) -> float:
-    """Val NME of the mean training target placed in every validation crop."""
-    mean = mean_target(samples, scheme.num_points, cfg.data)
-    preds = codec.to_image(np.broadcast_to(mean, (len(val_set), *mean.shape)), val_set.matrices,
-                           cfg.data.input_size)
-    return float(nme(preds, val_set.points, scheme, norm="pupil").mean())
-
-
 def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
     """config.yaml beside the weights; on resume, drop metrics of epochs after the checkpoint and
     what a killed run left half-written."""
@@ -357,7 +330,7 @@ def _record_data(data_root: Path, run_dir: Path, samples, cfg: Config, saved: di
 
 
 def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: dict[str, Any], run_dir: Path,
-               record: dict[str, Any], writer, log) -> None:
+               record: dict[str, Any], writer, log, extras: ExtraSchemes) -> None:
     """Rank 0: the metrics.jsonl line, best.pt when val NME improved, last.pt always, TensorBoard.
 
     The metrics line comes first: a run interrupted before last.pt is saved drops it on resume
@@ -368,7 +341,8 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: di
         state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
     with open(run_dir / METRICS_FILE, "a") as handle:
         handle.write(json.dumps(record) + "\n")
-    common = _common(state, record["val_nme"], data_root, fingerprints)
+    extras_line = extras.save_best(state.eval_model, run_dir, record)
+    common = _common(state, record["val_nme"], data_root, fingerprints, extras)
     if improved:
         ckpt_io.save_checkpoint(run_dir / ckpt_io.BEST, checkpoint_dict(state.eval_model, cfg, **common))
     ckpt_io.save_last(run_dir / ckpt_io.LAST, state, cfg, common)
@@ -377,13 +351,15 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: di
             writer.add_scalar(key, record[key], record["epoch"])
     log(f"epoch {record['epoch']}/{cfg.train.epochs}  train_loss {record['train_loss']:.5f}  "
         f"val_nme {record['val_nme']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
-        + ("  (best)" if improved else ""))
+        + ("  (best)" if improved else "") + extras_line)
 
 
-def _common(state: TrainState, val_nme: float | None, data_root: Path, fingerprints: dict[str, Any] | None
-            ) -> dict[str, Any]:
-    """What best.pt and last.pt record beside the weights after state.epoch epochs."""
-    return {"epoch": state.epoch, "val_nme": val_nme, "data_root": str(data_root), "data_fingerprint": fingerprints}
+def _common(state: TrainState, val_nme: float | None, data_root: Path, fingerprints: dict[str, Any] | None,
+            extras: ExtraSchemes) -> dict[str, Any]:
+    """What best.pt and last.pt record beside the weights after state.epoch epochs (with
+    data.sets, each extra scheme's best val NME and epoch)."""
+    return {"epoch": state.epoch, "val_nme": val_nme, "data_root": str(data_root), "data_fingerprint": fingerprints,
+            **({"scheme_best": extras.state()} if extras.sets else {})}
 
 
 def _tensorboard(run_dir: Path):

@@ -1,0 +1,127 @@
+"""Multi-dataset training (data.sets, facemark.train.multiset): one backbone, one head per scheme,
+every face's loss from its own head; RUN/best.pt is the main scheme's model, RUN/schemes/SCHEME/ a
+run folder of each extra scheme's, both exportable with their own scheme in the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from facemark.cli import main
+from facemark.config import load_config
+from facemark.data.crops import load_crop_set
+from facemark.data.synth import generate_dataset
+from facemark.errors import ConfigError
+from facemark.heads import GridLandmarkNet
+from facemark.manifest import load_manifest
+from facemark.model import load_checkpoint
+from facemark.schemes import load_scheme
+from facemark.train.engine import train
+from facemark.train.losses import build_loss
+from facemark.train.multiset import SchemeLoss
+from facemark.train.validation import crop_set_nme
+
+SIZE = 64
+COMMON = ["model.arch=mobilenetv3_small_050", "model.pretrained=false", "model.head=integral", "data.detector=synth",
+          f"data.input_size={SIZE}", "data.workers=0", "train.warmup_epochs=0", "train.batch_size=8",
+          "train.device=cpu", "train.lr=0.003", "augment.rotate=0", "data.scheme=ibug68"]
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory) -> tuple[Path, Path]:
+    """A 68-point set and a 106-point set of different synthetic faces."""
+    root = tmp_path_factory.mktemp("sets")
+    generate_dataset(root / "ibug", scheme="ibug68", counts={"train": 24, "val": 6}, seed=5)
+    generate_dataset(root / "lapa", scheme="lapa106", counts={"train": 16, "val": 6}, seed=6)
+    return root / "ibug", root / "lapa"
+
+
+def _config(lapa: Path, epochs: int, weight: float = 1.0):
+    return load_config(overrides=COMMON + [f"train.epochs={epochs}",
+                                           f"data.sets=[{{root: '{lapa}', scheme: lapa106, weight: {weight}}}]"])
+
+
+@pytest.fixture(scope="module")
+def multi_run(two_sets, tmp_path_factory) -> Path:
+    ibug, lapa = two_sets
+    run = tmp_path_factory.mktemp("multi") / "run"
+    train(_config(lapa, epochs=3), ibug, run, resume=False)
+    return run
+
+
+def test_each_scheme_gets_its_head_its_validation_and_its_best_checkpoint(multi_run, two_sets):
+    ibug, lapa = two_sets
+    lines = [json.loads(line) for line in (multi_run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert all(0 < line["val_nme_lapa106"] < 10 for line in lines)
+    cfg = _config(lapa, epochs=3)
+    # RUN/best.pt: the 68-point model alone, reproducing its recorded val NME on the 68-point val split
+    model, saved_cfg, ckpt = load_checkpoint(multi_run / "best.pt")
+    assert type(model) is GridLandmarkNet and ckpt["num_points"] == 68 and saved_cfg.data.sets == cfg.data.sets
+    val = load_crop_set(ibug, "val", cfg.data)
+    assert crop_set_nme(model, val, load_scheme("ibug68"), cfg, torch.device("cpu")) == pytest.approx(
+        ckpt["val_nme"], abs=1e-5)
+    # RUN/schemes/lapa106/: a one-scheme run folder of the 106-point head, on the same backbone
+    extra, extra_cfg, extra_ckpt = load_checkpoint(multi_run / "schemes" / "lapa106" / "best.pt")
+    assert extra_ckpt["num_points"] == 106 and extra_cfg.data.scheme == "lapa106" and extra_cfg.data.sets == []
+    assert extra_ckpt["data_root"] == str(lapa)
+    best = min(line["val_nme_lapa106"] for line in lines)
+    assert extra_ckpt["val_nme"] == pytest.approx(best)
+    lapa_val = load_crop_set(lapa, "val", extra_cfg.data)
+    assert crop_set_nme(extra, lapa_val, load_scheme("lapa106"), extra_cfg, torch.device("cpu")) == pytest.approx(
+        best, abs=1e-5)
+    shared = {key: value for key, value in model.state_dict().items() if key.startswith("backbone.")}
+    if extra_ckpt["epoch"] == ckpt["epoch"]:   # saved at the same epoch: the very same backbone
+        assert all(torch.equal(value, extra.state_dict()[key]) for key, value in shared.items())
+
+
+def test_resume_keeps_each_schemes_best(two_sets, tmp_path, multi_run):
+    """Stopped after epoch 2 and resumed to 3: the same weights and the same per-scheme bests as
+    the uninterrupted run (the extra heads' best values travel in last.pt)."""
+    ibug, lapa = two_sets
+    run = tmp_path / "run"
+    train(_config(lapa, epochs=3), ibug, run, resume=False, stop_after=2)
+    train(_config(lapa, epochs=3), ibug, run, resume=True)
+    again, whole = (torch.load(r / "last.pt", weights_only=True) for r in (run, multi_run))
+    assert again["scheme_best"] == whole["scheme_best"]
+    for key, value in whole["model"].items():
+        assert torch.allclose(again["model"][key].float(), value.float(), atol=1e-5), key
+    assert (run / "metrics.jsonl").read_text().count("val_nme_lapa106") == 3
+
+
+def test_export_writes_each_scheme_its_own_artifact(multi_run):
+    assert main(["export", str(multi_run), "--format", "onnx"]) == 0
+    assert main(["export", str(multi_run / "schemes" / "lapa106"), "--format", "onnx"]) == 0
+    main_manifest = load_manifest(multi_run / "export")
+    extra_manifest = load_manifest(multi_run / "schemes" / "lapa106" / "export")
+    assert (main_manifest["scheme"]["name"], main_manifest["output"]["values"]) == ("ibug68", 136)
+    assert (extra_manifest["scheme"]["name"], extra_manifest["output"]["values"]) == ("lapa106", 212)
+
+
+def test_scheme_loss_is_each_faces_own_heads_loss():
+    """Rows of set k are scored against head k's slice only, weighted by the set's weight."""
+    cfg = load_config(overrides=["train.loss=l1"])
+    base = build_loss(cfg.train)
+    loss = SchemeLoss(base, sizes=[4, 6], weights=[1.0, 0.5])
+    preds = torch.arange(30, dtype=torch.float32).reshape(3, 10) / 10
+    packed = torch.zeros(3, 7)
+    packed[0, :4], packed[0, -1] = torch.tensor([0.1, 0.2, 0.3, 0.4]), 0
+    packed[1, :6], packed[1, -1] = torch.ones(6), 1
+    packed[2, :4], packed[2, -1] = torch.zeros(4), 0
+    main_rows = base(preds[[0, 2], :4], packed[[0, 2], :4])
+    extra_rows = base(preds[[1], 4:10], packed[[1], :6])
+    assert loss(preds, packed).item() == pytest.approx(((2 * main_rows + 0.5 * extra_rows) / 3).item())
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["model.head=pool"], "'data.sets' needs model.head integral"),
+    (["data.scheme=lapa106"], "'data.sets' must not repeat data.scheme (lapa106)"),
+])
+def test_sets_refuse_what_they_cannot_train(tmp_path, overrides, needle):
+    sets = "data.sets=[{root: elsewhere, scheme: lapa106, weight: 1.0}]"
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_config(overrides=[o for o in COMMON if not o.startswith(("model.head", "data.scheme"))]
+                    + ["model.head=integral", "data.scheme=ibug68"] + overrides + [sets])

@@ -1,0 +1,157 @@
+"""Training on several labelled datasets at once (data.sets): one backbone, one head per scheme.
+
+--data and data.scheme are the main set; every entry of data.sets adds a dataset in another
+landmark scheme with its own GridHead (facemark.heads.SchemeHeadsNet). An epoch sees every face of
+every set once, shuffled together; each face's loss is its own scheme's head's, times its set's
+weight. Batches mix schemes, so a face travels with a packed target: its (2P,) normalised crop
+coordinates, zero-padded to the longest scheme, then its set's index (0: the main set).
+
+RUN/best.pt is the main scheme's model (the run's val NME), so export, quantize and validate work
+as for any run. Each extra scheme is validated on its own val split every epoch (metrics.jsonl:
+`val_nme_SCHEME`) and, when that improves, its head and the shared backbone are saved as a
+one-scheme run folder, RUN/schemes/SCHEME/ (best.pt, config.yaml): `facemark export
+RUN/schemes/SCHEME` writes its artifacts, whose manifest says that scheme.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from facemark.config import Config, ExtraSet, save_config
+from facemark.data.crops import CropSet, load_crop_set
+from facemark.heads import SchemeHeadsNet
+from facemark.model import checkpoint_dict
+from facemark.schemes import Scheme, load_scheme
+from facemark.train.augment import TrainFaces
+from facemark.train.checkpoint import save_checkpoint
+from facemark.train.losses import build_training_loss
+
+SCHEMES_DIR = "schemes"   # RUN/schemes/SCHEME/: the one-scheme run folder of each extra set
+
+
+def set_config(cfg: Config, item: ExtraSet) -> Config:
+    """The one-scheme config of an extra set: data.scheme its scheme, no further sets (what its
+    RUN/schemes/SCHEME/best.pt records, and what reads its faces)."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, scheme=item.scheme, sets=[]))
+
+
+class MixedFaces(Dataset):
+    """The faces of several TrainFaces (the main set first) as one dataset: item -> (normalised
+    (3, S, S) crop, packed target (2 * max P + 1,): coordinates, zero padding, set index)."""
+
+    def __init__(self, parts: list[TrainFaces]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(part) for part in parts])
+        self.width = 2 * max(part.num_points for part in parts)
+        self.samples = parts[0].samples   # the main set's: its mean shape and fingerprint
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        which = int(np.searchsorted(self.starts, index, side="right") - 1)
+        local = index - int(self.starts[which])
+        image, target = self.parts[which][(epoch, local) if epoch is not None else local]
+        packed = torch.zeros(self.width + 1)
+        packed[:len(target)], packed[-1] = target, which
+        return image, packed
+
+
+class SchemeLoss(nn.Module):
+    """The coordinate loss per scheme on SchemeHeadsNet's training output (N, sum 2P_k): the rows of
+    set k against head k's slice, weighted by the set's weight and its share of the batch."""
+
+    def __init__(self, base: nn.Module, sizes: list[int], weights: list[float]) -> None:
+        super().__init__()
+        self.base, self.sizes, self.weights = base, sizes, weights
+
+    def forward(self, preds: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        sets = packed[:, -1].round().long()
+        total, start = preds.new_zeros(()), 0
+        for k, (size, weight) in enumerate(zip(self.sizes, self.weights)):
+            rows = sets == k
+            if rows.any():
+                total = total + weight * rows.sum() * self.base(preds[rows, start:start + size], packed[rows, :size])
+            start += size
+        return total / len(packed)
+
+
+def training_loss(cfg: Config, model: nn.Module) -> nn.Module:
+    """train.loss for `model`: per scheme (SchemeLoss) when data.sets adds heads."""
+    base = build_training_loss(cfg.train, model)
+    if not cfg.data.sets:
+        return base
+    sizes = [2 * load_scheme(name).num_points for name in [cfg.data.scheme, *(s.scheme for s in cfg.data.sets)]]
+    return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)])
+
+
+@dataclasses.dataclass
+class ExtraScheme:
+    """An extra set while training: its config, scheme, val crops and best val NME so far."""
+
+    item: ExtraSet
+    cfg: Config
+    scheme: Scheme
+    val: CropSet | None
+    best: float = float("inf")
+    best_epoch: int = 0
+
+
+class ExtraSchemes:
+    """The extra sets of a run (none without data.sets): per-epoch validation, their best
+    checkpoints in RUN/schemes/SCHEME/, and the best values last.pt keeps for --resume."""
+
+    def __init__(self, cfg: Config, is_main: bool) -> None:
+        self.sets = []
+        for item in cfg.data.sets:
+            one = set_config(cfg, item)
+            val = load_crop_set(Path(item.root), "val", one.data, workers=max(1, cfg.data.workers)) if is_main else None
+            self.sets.append(ExtraScheme(item, one, load_scheme(item.scheme), val))
+
+    def validate(self, model: nn.Module, record: dict[str, Any], nme_of, device: torch.device) -> None:
+        """Add val_nme_SCHEME of each extra head of `model` (a SchemeHeadsNet) to the epoch's record;
+        `nme_of(model, crop_set, scheme, cfg, device)` is the engine's val NME."""
+        for extra in self.sets:
+            view = model.scheme_view(extra.item.scheme)
+            record[f"val_nme_{extra.item.scheme}"] = nme_of(view, extra.val, extra.scheme, extra.cfg, device)
+
+    def save_best(self, model: SchemeHeadsNet, run_dir: Path, record: dict[str, Any]) -> str:
+        """RUN/schemes/SCHEME/best.pt (and its config.yaml) for each extra scheme whose val NME
+        improved -> the epoch line's words for them ("  datatang106 0.0612 (best)")."""
+        words = ""
+        for extra in self.sets:
+            value = record[f"val_nme_{extra.item.scheme}"]
+            words += f"  {extra.item.scheme} {value:.4f}"
+            if value >= extra.best:
+                continue
+            words += " (best)"
+            extra.best, extra.best_epoch = value, record["epoch"]
+            folder = run_dir / SCHEMES_DIR / extra.item.scheme
+            folder.mkdir(parents=True, exist_ok=True)
+            save_config(extra.cfg, folder / "config.yaml")
+            save_checkpoint(folder / "best.pt", checkpoint_dict(
+                model.scheme_view(extra.item.scheme), extra.cfg, epoch=record["epoch"], val_nme=value,
+                data_root=extra.item.root, data_fingerprint=None))
+        return words
+
+    def state(self) -> dict[str, list[float]]:
+        """{scheme: [best val NME, its epoch]}: what last.pt keeps of them."""
+        return {extra.item.scheme: [extra.best, extra.best_epoch] for extra in self.sets}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        kept = saved.get("scheme_best") or {}
+        for extra in self.sets:
+            extra.best, extra.best_epoch = kept.get(extra.item.scheme, [float("inf"), 0])
+            extra.best_epoch = int(extra.best_epoch)
