@@ -73,7 +73,21 @@ def _sets_need_the_integral_head(cfg: Config) -> tuple[str, str, tuple[str, ...]
     return None
 
 
-CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training, _sets_need_the_integral_head)
+def _transfer_needs_sets_and_time(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
+    """Label transfer maps one set's labels into another's scheme, fitted before the run ends."""
+    if cfg.train.transfer_weight == 0:
+        return None
+    if not cfg.data.sets:
+        return "train.transfer_weight", f"needs data.sets (labels to map between schemes), got {cfg.train.transfer_weight}", \
+            ("data.sets",)
+    if cfg.train.transfer_epoch >= cfg.train.epochs:
+        return "train.transfer_epoch", (f"must be less than train.epochs ({cfg.train.epochs}) for label transfer, "
+                                        f"got {cfg.train.transfer_epoch}"), ("train.epochs", "train.transfer_weight")
+    return None
+
+
+CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training, _sets_need_the_integral_head,
+                                      _transfer_needs_sets_and_time)
 
 
 # ---------------------------------------------------------------- loading

@@ -185,6 +185,10 @@ class TrainConfig:
     channels_last: bool = spec(flag())           # NHWC model and batches while training
     seed: int = spec(integer(0, SEED_MAX))
     device: str = spec(one_of(*DEVICES))
+    # label transfer between data.sets' schemes: the mapped labels' loss weight (0: off) and the
+    # epoch after which the maps are fitted (< epochs; CROSS_RULES)
+    transfer_weight: float = spec(number(0.0, 10.0))
+    transfer_epoch: int = spec(integer(1))
     threads: int | None = spec(optional(integer(1)))   # null: cores left after data.workers
 
 

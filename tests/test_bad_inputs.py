@@ -602,6 +602,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "train.seed": ["-1"],
     "train.device": ["tpu"],
     "train.threads": ["0", "two"],
+    "train.transfer_weight": ["-0.1", "11"],
+    "train.transfer_epoch": ["0"],
     "export.formats": ["[tensorrt]", "[]"],
     "export.opset": ["9", "99"],
     "export.dynamic_batch": ["perhaps"],

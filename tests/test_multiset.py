@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from facemark.schemes import load_scheme
 from facemark.train.engine import train
 from facemark.train.losses import build_loss
 from facemark.train.multiset import SchemeLoss
+from facemark.train.transfer import apply_map, fit_map
 from facemark.train.validation import crop_set_nme
 
 SIZE = 64
@@ -125,3 +127,55 @@ def test_sets_refuse_what_they_cannot_train(tmp_path, overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         load_config(overrides=[o for o in COMMON if not o.startswith(("model.head", "data.scheme"))]
                     + ["model.head=integral", "data.scheme=ibug68"] + overrides + [sets])
+
+
+def test_a_fitted_map_recovers_weighted_means_and_commutes_with_similarities():
+    """Target points that are weighted means of source points (weights summing to 1) are recovered
+    from noisy faces; the map then commutes with rotation, scale and shift, so it can be applied to
+    augmented targets."""
+    rng = np.random.default_rng(0)
+    true = rng.dirichlet(np.ones(5), size=3).T                     # (5 source, 3 target) columns sum to 1
+    source = rng.normal(0, 0.4, (200, 5, 2))
+    target = np.einsum("npc,pq->nqc", source, true) + rng.normal(0, 1e-3, (200, 3, 2))
+    weights = fit_map(source, target)
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-9)
+    np.testing.assert_allclose(weights, true, atol=0.02)
+    angle, scale, shift = 0.6, 1.3, np.array([0.1, -0.2])
+    turn = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    face = source[0]
+    moved = apply_map(torch.tensor((face @ turn.T + shift).reshape(1, -1)), torch.tensor(weights)).numpy()
+    expected = (np.einsum("pc,pq->qc", face, weights) @ turn.T + shift).reshape(1, -1)
+    np.testing.assert_allclose(moved, expected, atol=1e-9)
+
+
+def test_label_transfer_fits_maps_trains_every_head_on_every_face_and_resumes(two_sets, tmp_path, multi_run):
+    ibug, lapa = two_sets
+    overrides = ["train.transfer_weight=0.5", "train.transfer_epoch=1"]
+    cfg = load_config(overrides=COMMON + overrides + ["train.epochs=3",
+                                                      f"data.sets=[{{root: '{lapa}', scheme: lapa106, weight: 1.0}}]"])
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(cfg, ibug, whole, resume=False)
+    report = json.loads((whole / "transfer.json").read_text())
+    assert set(report["fit"]) == {"ibug68->lapa106", "lapa106->ibug68"}
+    assert np.asarray(report["maps"]["0->1"]).shape == (68, 106) and np.asarray(report["maps"]["1->0"]).shape == (106, 68)
+    assert report["fit"]["ibug68->lapa106"]["train_faces"] == 24
+    # epoch 1 is the same as without transfer; from epoch 2 the mapped labels add to the loss
+    plain = [json.loads(line) for line in (multi_run / "metrics.jsonl").read_text().splitlines()]
+    mapped = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert mapped[0]["train_loss"] == pytest.approx(plain[0]["train_loss"], rel=1e-6)
+    assert mapped[1]["train_loss"] != pytest.approx(plain[1]["train_loss"], rel=1e-3)
+    # stopped after epoch 2 (maps fitted after 1) and resumed: the maps come back from last.pt
+    train(cfg, ibug, split, resume=False, stop_after=2)
+    train(cfg, ibug, split, resume=True)
+    a, b = (torch.load(r / "last.pt", weights_only=True) for r in (whole, split))
+    assert a["transfer_maps"].keys() == b["transfer_maps"].keys() == {"0->1", "1->0"}
+    for key, value in a["model"].items():
+        assert torch.allclose(b["model"][key].float(), value.float(), atol=1e-5), key
+
+
+def test_transfer_needs_sets_and_an_epoch_before_the_end():
+    with pytest.raises(ConfigError, match="'train.transfer_weight' needs data.sets"):
+        load_config(overrides=COMMON + ["train.transfer_weight=0.5"])
+    with pytest.raises(ConfigError, match="'train.transfer_epoch' must be less than train.epochs"):
+        load_config(overrides=COMMON + ["train.transfer_weight=0.5", "train.transfer_epoch=3", "train.epochs=3",
+                                        "data.sets=[{root: x, scheme: lapa106, weight: 1.0}]"])

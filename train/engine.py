@@ -208,7 +208,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         log(f"threads: {torch.get_num_threads()} for the model, {cfg.data.workers} data workers "
             f"(train.threads, data.workers)")
     model = _wrap(state.model, process)
-    loss_fn = training_loss(cfg, state.model)
+    loss_fn = training_loss(cfg, state.model, extras.maps)
     writer = _tensorboard(run_dir) if process.is_main else None
     last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
     record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
@@ -233,7 +233,11 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
                       "threads": torch.get_num_threads()}
             if process.is_main:
                 extras.validate(state.eval_model, record, crop_set_nme, process.device)
+                if extras.transfer_due(state.epoch):   # before last.pt, which keeps the maps
+                    extras.fit_transfer(state.eval_model, data_root, val_set, process.device, run_dir, log)
                 _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log, extras)
+            if extras.transfer_due(state.epoch) and process.world_size > 1:
+                extras.share_maps(process.device)
     finally:
         loader.close()   # its persistent workers end now, whatever stopped the epochs
         if writer is not None:
@@ -359,7 +363,7 @@ def _common(state: TrainState, val_nme: float | None, data_root: Path, fingerpri
     """What best.pt and last.pt record beside the weights after state.epoch epochs (with
     data.sets, each extra scheme's best val NME and epoch)."""
     return {"epoch": state.epoch, "val_nme": val_nme, "data_root": str(data_root), "data_fingerprint": fingerprints,
-            **({"scheme_best": extras.state()} if extras.sets else {})}
+            **extras.state()}
 
 
 def _tensorboard(run_dir: Path):

@@ -32,6 +32,7 @@ from facemark.schemes import Scheme, load_scheme
 from facemark.train.augment import TrainFaces
 from facemark.train.checkpoint import save_checkpoint
 from facemark.train.losses import build_training_loss
+from facemark.train.transfer import TransferMaps, apply_map, fit_transfer
 
 SCHEMES_DIR = "schemes"   # RUN/schemes/SCHEME/: the one-scheme run folder of each extra set
 
@@ -71,30 +72,41 @@ class MixedFaces(Dataset):
 
 class SchemeLoss(nn.Module):
     """The coordinate loss per scheme on SchemeHeadsNet's training output (N, sum 2P_k): the rows of
-    set k against head k's slice, weighted by the set's weight and its share of the batch."""
+    set k against head k's slice, weighted by the set's weight and its share of the batch; once
+    `maps` holds label-transfer maps (facemark.train.transfer), also every other head h against the
+    rows' labels mapped into h's scheme, times `transfer_weight`."""
 
-    def __init__(self, base: nn.Module, sizes: list[int], weights: list[float]) -> None:
+    def __init__(self, base: nn.Module, sizes: list[int], weights: list[float], maps: TransferMaps | None = None,
+                 transfer_weight: float = 0.0) -> None:
         super().__init__()
         self.base, self.sizes, self.weights = base, sizes, weights
+        self.maps, self.transfer_weight = maps or TransferMaps(), transfer_weight
 
     def forward(self, preds: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         sets = packed[:, -1].round().long()
-        total, start = preds.new_zeros(()), 0
+        heads = preds.split(self.sizes, dim=1)
+        total = preds.new_zeros(())
         for k, (size, weight) in enumerate(zip(self.sizes, self.weights)):
             rows = sets == k
-            if rows.any():
-                total = total + weight * rows.sum() * self.base(preds[rows, start:start + size], packed[rows, :size])
-            start += size
+            if not rows.any():
+                continue
+            truth = packed[rows, :size]
+            total = total + weight * rows.sum() * self.base(heads[k][rows], truth)
+            for (source, h), mapping in self.maps.maps.items():
+                if source == k and self.transfer_weight > 0:
+                    mapped = apply_map(truth, mapping.to(truth.device))
+                    total = total + self.transfer_weight * weight * rows.sum() * self.base(heads[h][rows], mapped)
         return total / len(packed)
 
 
-def training_loss(cfg: Config, model: nn.Module) -> nn.Module:
-    """train.loss for `model`: per scheme (SchemeLoss) when data.sets adds heads."""
+def training_loss(cfg: Config, model: nn.Module, maps: TransferMaps) -> nn.Module:
+    """train.loss for `model`: per scheme (SchemeLoss, with `maps` once label transfer fits them)
+    when data.sets adds heads."""
     base = build_training_loss(cfg.train, model)
     if not cfg.data.sets:
         return base
     sizes = [2 * load_scheme(name).num_points for name in [cfg.data.scheme, *(s.scheme for s in cfg.data.sets)]]
-    return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)])
+    return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)], maps, cfg.train.transfer_weight)
 
 
 @dataclasses.dataclass
@@ -111,9 +123,11 @@ class ExtraScheme:
 
 class ExtraSchemes:
     """The extra sets of a run (none without data.sets): per-epoch validation, their best
-    checkpoints in RUN/schemes/SCHEME/, and the best values last.pt keeps for --resume."""
+    checkpoints in RUN/schemes/SCHEME/, the label-transfer maps, and what last.pt keeps of them
+    for --resume."""
 
     def __init__(self, cfg: Config, is_main: bool) -> None:
+        self.cfg, self.maps = cfg, TransferMaps()
         self.sets = []
         for item in cfg.data.sets:
             one = set_config(cfg, item)
@@ -146,12 +160,38 @@ class ExtraSchemes:
                 data_root=extra.item.root, data_fingerprint=None))
         return words
 
-    def state(self) -> dict[str, list[float]]:
-        """{scheme: [best val NME, its epoch]}: what last.pt keeps of them."""
-        return {extra.item.scheme: [extra.best, extra.best_epoch] for extra in self.sets}
+    def transfer_due(self, epoch: int) -> bool:
+        """Whether the label-transfer maps are fitted after `epoch` (train.transfer_epoch)."""
+        return bool(self.sets) and self.cfg.train.transfer_weight > 0 and epoch == self.cfg.train.transfer_epoch
+
+    def fit_transfer(self, model: SchemeHeadsNet, main_root: Path, main_val: CropSet, device: torch.device,
+                     run_dir: Path, log) -> None:
+        """Fit the maps from `model` (train.transfer) into self.maps, which the loss holds."""
+        sets = [(self.cfg.data.scheme, Path(main_root), self.cfg)]
+        sets += [(extra.item.scheme, Path(extra.item.root), extra.cfg) for extra in self.sets]
+        self.maps.update(fit_transfer(model, sets, [main_val, *(extra.val for extra in self.sets)], device,
+                                      run_dir, log))
+
+    def share_maps(self, device: torch.device) -> None:
+        """DDP: every process takes rank 0's maps (fitted there), pair by pair in a fixed order."""
+        import torch.distributed as dist
+
+        points = [load_scheme(name).num_points for name in [self.cfg.data.scheme, *(e.item.scheme for e in self.sets)]]
+        for k, h in ((k, h) for k in range(len(points)) for h in range(len(points)) if k != h):
+            tensor = self.maps.maps.get((k, h), torch.zeros(points[k], points[h])).to(device)
+            dist.broadcast(tensor, src=0)
+            self.maps.maps[(k, h)] = tensor.cpu()
+
+    def state(self) -> dict[str, Any]:
+        """What last.pt keeps: {"scheme_best": {scheme: [best val NME, its epoch]}, "transfer_maps"}."""
+        if not self.sets:
+            return {}
+        return {"scheme_best": {extra.item.scheme: [extra.best, extra.best_epoch] for extra in self.sets},
+                "transfer_maps": self.maps.saved()}
 
     def restore(self, saved: dict[str, Any]) -> None:
         kept = saved.get("scheme_best") or {}
         for extra in self.sets:
             extra.best, extra.best_epoch = kept.get(extra.item.scheme, [float("inf"), 0])
             extra.best_epoch = int(extra.best_epoch)
+        self.maps.update(TransferMaps.from_saved(saved.get("transfer_maps")))
