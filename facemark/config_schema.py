@@ -129,6 +129,11 @@ class AugmentConfig:
     scale: float = spec(number(0.0, 1.0, high_open=True, what="a fraction of the crop side"))
     # crop centre moved by U[-t, t] * box width/height; 0 disables
     translate: float = spec(number(0.0, 1.0, what="a fraction of the box size"))
+    # P(one random-noise rectangle over the crop), its area up to occlusion_area of the crop; 0 disables
+    occlusion: float = spec(probability())
+    occlusion_area: float = spec(number(0.0, 1.0, low_open=True, what="a fraction of the crop area"))
+    # P(Gaussian or motion blur of the crop); 0 disables
+    blur: float = spec(probability())
 
 
 @dataclass

@@ -137,6 +137,32 @@ def test_scale_and_translate_live_in_the_one_crop_warp(tmp_path):
     assert np.ptp(np.array(offsets), axis=0).min() > 5.0   # and so does the face's place in the crop
 
 
+def test_occlusion_covers_part_of_the_crop_and_leaves_the_labels(tmp_path):
+    """augment.occlusion 1: every crop has one noise rectangle of at most occlusion_area of it
+    (the rest is the unoccluded crop, pixel for pixel), and the targets do not move."""
+    sample, image, points = _drawn_sample(tmp_path)
+    plain = _faces(sample, *STILL)
+    hidden = _faces(sample, *STILL, "augment.occlusion=1.0", "augment.occlusion_area=0.25")
+    covered = []
+    for epoch in range(20):
+        for faces in (plain, hidden):
+            faces.set_epoch(epoch)
+        clean, occluded = plain.face(0), hidden.face(0)
+        assert np.array_equal(clean.crop_points, occluded.crop_points)
+        changed = (clean.crop != occluded.crop).any(axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        assert rows.size and (np.ptp(rows) + 1) * (np.ptp(cols) + 1) <= 0.25 * SIZE * SIZE + 2 * SIZE
+        covered.append(changed.mean())
+    assert 0.001 < min(covered) and max(covered) <= 0.26
+
+
+def test_blur_softens_the_crop(tmp_path):
+    sample, _, _ = _drawn_sample(tmp_path)
+    plain, blurred = _faces(sample, *STILL), _faces(sample, *STILL, "augment.blur=1.0")
+    sharpness = [cv2.Laplacian(faces.face(0).crop, cv2.CV_64F).var() for faces in (plain, blurred)]
+    assert sharpness[1] < 0.8 * sharpness[0]
+
+
 def test_defaults_keep_the_old_matrices_and_random_draws(tmp_path):
     """Switches at 0: the matrix is crop_matrix(shift_box(box)) as before, and exactly the old
     draws were consumed (the next number from the generator is the same)."""

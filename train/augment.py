@@ -21,6 +21,7 @@ at 0 draws nothing, so the paper's recipe (all three at 0) gets exactly the draw
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,13 @@ def build_crop_augment(aug: AugmentConfig) -> A.Compose:
     if max(aug.brightness, aug.contrast, aug.saturation, aug.hue) > 0:
         colour.append(A.ColorJitter(brightness=aug.brightness, contrast=aug.contrast,
                                     saturation=aug.saturation, hue=aug.hue, p=1.0))
+    if aug.occlusion > 0:   # sides up to sqrt(area) each: the rectangle covers up to occlusion_area
+        side = math.sqrt(aug.occlusion_area)
+        colour.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1 * side, side),
+                                      hole_width_range=(0.1 * side, side), fill="random_uniform", p=aug.occlusion))
+    if aug.blur > 0:
+        colour.append(A.OneOf([A.GaussianBlur(sigma_limit=(0.5, 2.0), p=1.0), A.MotionBlur(blur_limit=(3, 7), p=1.0)],
+                              p=aug.blur))
     if not geometric:   # keypoints stay put (and albumentations warns about an unused keypoint processor)
         return A.Compose(colour)
     return A.Compose(geometric + colour,
