@@ -5,6 +5,7 @@ run folder of each extra scheme's, both exportable with their own scheme in the 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from facemark.cli import main
 from facemark.config import load_config
 from facemark.data.crops import load_crop_set
 from facemark.data.synth import generate_dataset
-from facemark.errors import ConfigError
+from facemark.errors import ConfigError, FacemarkError
 from facemark.heads import GridLandmarkNet
 from facemark.manifest import load_manifest
 from facemark.model import load_checkpoint
@@ -179,3 +180,12 @@ def test_transfer_needs_sets_and_an_epoch_before_the_end():
     with pytest.raises(ConfigError, match="'train.transfer_epoch' must be less than train.epochs"):
         load_config(overrides=COMMON + ["train.transfer_weight=0.5", "train.transfer_epoch=3", "train.epochs=3",
                                         "data.sets=[{root: x, scheme: lapa106, weight: 1.0}]"])
+
+
+def test_resume_with_other_sets_is_refused_in_one_line(multi_run, two_sets):
+    """Another scheme list means other heads: --resume names the change; a moved root is fine."""
+    ibug, lapa = two_sets
+    cfg = load_config(overrides=COMMON + ["train.epochs=4", f"data.sets=[{{root: '{lapa}', scheme: wflw98, weight: 1.0}}]"])
+    with pytest.raises(FacemarkError, match=re.escape("cannot resume, the config changed (data.sets: ['lapa106'] -> "
+                                                      "['wflw98'])")):
+        train(cfg, ibug, multi_run, resume=True)

@@ -140,6 +140,13 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         raise FacemarkError(f"{run_dir / LAST}: nothing to resume (no last.pt); start the run without --resume")
 
 
+def _show(values: dict[str, Any], dotted: str) -> str:
+    """A config value for the resume error: data.sets by its schemes."""
+    if dotted == "data.sets":
+        return repr([item["scheme"] for item in values["data"]["sets"]])
+    return repr(_lookup(values, dotted))
+
+
 def _lookup(values: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         values = values[part]
@@ -153,8 +160,11 @@ def check_resume_config(saved: dict[str, Any], cfg: Config, path: Path) -> list[
     saved = config_from_saved(saved, source=str(path)).to_dict()
     current = cfg.to_dict()
     blocking = [key for key in RESUME_KEYS if _lookup(saved, key) != _lookup(current, key)]
+    schemes = [[item["scheme"] for item in values["data"]["sets"]] for values in (saved, current)]
+    if schemes[0] != schemes[1]:   # one head per set's scheme: other schemes, other weights
+        blocking.append("data.sets")
     if blocking:
-        changes = ", ".join(f"{k}: {_lookup(saved, k)!r} -> {_lookup(current, k)!r}" for k in blocking)
+        changes = ", ".join(f"{k}: {_show(saved, k)} -> {_show(current, k)}" for k in blocking)
         raise FacemarkError(f"{path}: cannot resume, the config changed ({changes}); restore those "
                             f"values or start a new --run folder")
     return [f"{section}.{key}" for section, values in current.items() for key, value in values.items()
