@@ -22,10 +22,9 @@ from facemark.errors import ArtifactError, DataError
 from facemark.io import sweep_partials
 from facemark.manifest import artifact_entry, load_manifest, manifest_path, new_manifest, record_artifact, \
     save_manifest
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 
-CHECKPOINT_NAME = "best.pt"
-EXPORT_DIR = "export"
 PARITY_SPLITS = ("val", "test")
 
 
@@ -58,14 +57,14 @@ def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: 
     from facemark.config import override_section
     from facemark.model import load_checkpoint
 
-    checkpoint = run / CHECKPOINT_NAME
+    folder = RunDir(run)
+    checkpoint, export_dir = folder.best, folder.export
     model, cfg, ckpt = load_checkpoint(checkpoint)
     cfg = override_section(cfg, overrides, "infer", "export")
-    sweep_partials(run / EXPORT_DIR)
+    sweep_partials(export_dir)
     chosen = resolve_formats(formats, cfg.export.formats)
     bake = bake or cfg.export.bake_preprocessing
-    crop_set = load_parity_crops(data_root if data_root is not None else ckpt.get("data_root"), cfg, checkpoint)
-    export_dir = run / EXPORT_DIR
+    crop_set = load_parity_crops(folder.data_root(data_root, ckpt), cfg)
     contract = prepare_manifest(export_dir, cfg, checkpoint, ckpt)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="facemark-export-") as work:
@@ -81,17 +80,14 @@ def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: 
     return 1 if any(o.error for o in outcomes) else 0
 
 
-def load_parity_crops(data_root: Path | str | None, cfg: Config, checkpoint: Path):
-    """cfg.export.parity_images real crops of the first split of PARITY_SPLITS that exists.
+def load_parity_crops(root: Path, cfg: Config):
+    """cfg.export.parity_images real crops of the first split of PARITY_SPLITS that exists in the
+    dataset `root` (never the training split, which calibrates int8): export's and quantize's parity.
 
-    A missing dataset is a DataError: no artifact is declared written without real-face parity.
+    A missing split is a DataError: no artifact is declared written without real-face parity.
     """
     from facemark.data.crops import load_crop_set
 
-    if data_root is None:
-        raise DataError(f"{checkpoint}: the checkpoint records no data_root; pass --data ROOT (real crops "
-                        f"are needed for the parity check)")
-    root = Path(data_root)
     for split in PARITY_SPLITS:
         if (root / split / "images").is_dir():
             return load_crop_set(root, split, cfg.data, limit=cfg.export.parity_images,

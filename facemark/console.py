@@ -36,7 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-LOG_NAME = "facemark.log"
 _log_stream: TextIO | None = None   # the active log, for captured()
 
 

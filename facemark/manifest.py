@@ -36,9 +36,9 @@ from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_write_text, file_inside, read_json_document, sha256_of
 from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
+from facemark.rundir import MANIFEST_NAME
 
 MANIFEST_SCHEMA = "facemark-manifest-v1"
-MANIFEST_NAME = "manifest.json"
 TOOLS = ("facemark", "torch", "timm", "onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu",
          "ai-edge-litert", "coremltools", "numpy")
 

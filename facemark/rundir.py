@@ -9,6 +9,10 @@
     RUN/validation/       validation.json/.md, plots, landmarks (validate)
     RUN/facemark.log      third-party output of every verb      (all)
     RUN/.facemark.lock    one writer at a time                  (all)
+    RUN/schemes/SCHEME/   a run folder of each extra scheme     (train with data.sets)
+
+A leaf: it imports nothing of facemark but the errors (the modules that write these files import
+their names from here), so any module may use it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facemark.console import LOG_NAME
-from facemark.manifest import MANIFEST_NAME
-from facemark.runlock import LOCK_NAME
+from typing import Any
+
+from facemark.errors import DataError
+
+LOG_NAME = "facemark.log"
+LOCK_NAME = ".facemark.lock"
+MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -69,3 +77,18 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.root / LOCK_NAME
+
+    def scheme_run(self, scheme: str) -> RunDir:
+        """The one-scheme run folder of extra scheme `scheme` (facemark.train.multiset)."""
+        return RunDir(self.root / "schemes" / scheme)
+
+    def data_root(self, given: Path | str | None, checkpoint: dict[str, Any]) -> Path:
+        """The dataset a verb reads: `--data` when given, else the one best.pt recorded at training;
+        DataError naming the checkpoint when neither says, or naming the folder when it is missing."""
+        root = given if given is not None else checkpoint.get("data_root")
+        if not root:
+            raise DataError(f"{self.best}: the checkpoint records no dataset root; pass --data ROOT")
+        if not Path(root).is_dir():
+            raise DataError(f"{root}: dataset root not found (pass --data ROOT of the dataset this run was "
+                            f"trained on)")
+        return Path(root)

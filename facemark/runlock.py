@@ -28,8 +28,8 @@ from typing import Any
 
 from facemark.errors import FacemarkError
 from facemark.interrupt import deferred
+from facemark.rundir import LOCK_NAME
 
-LOCK_NAME = ".facemark.lock"
 # A lock file is written right after it is created; one still empty after this long was left
 # by a process killed in between.
 UNREADABLE_GRACE_S = 2.0

@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facemark.config import Config, config_from_saved, override_section, resolve_choices
-from facemark.data.crops import CropSet, load_crop_set
-from facemark.data.layout import present_splits
-from facemark.errors import ArtifactError, ConfigError, DataError
+from facemark.config import config_from_saved, override_section, resolve_choices
+from facemark.convert.export import load_parity_crops
+from facemark.errors import ArtifactError
 from facemark.io import sha256_of, sweep_partials
 from facemark.manifest import artifact_entry, check_normalisation, load_manifest, manifest_path, record_artifact
 from facemark.model import checkpoint_source, load_checkpoint
@@ -32,7 +31,6 @@ from facemark.runtime.machine import is_x86
 
 BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
             "coreml": "facemark.quantize.coreml_int8"}
-PARITY_SPLITS = ("val", "test")
 SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 
 
@@ -117,13 +115,13 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     model, cfg, ckpt = load_checkpoint(checkpoint)
     cfg = override_section(cfg, overrides or [], "quantize", verb)
     norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
-    root = _data_root(data_root, ckpt)
+    root = RunDir(run).data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if is_x86():
         print(f"facemark {verb}: note: int8 speed on x86 does not predict ARM phones (quantising on "
               f"{platform.machine()})")
     calibration = load_calibration(root, cfg.data, count, cfg.quantize.calibration_seed, norm)
-    parity = parity_crops(root, cfg)
+    parity = load_parity_crops(root, cfg)
     # named .partial so that a killed run's work folder is swept like any other temporary; made
     # before the line that says the verb is under way, so an interruption after it finds it
     work_dir = Path(tempfile.mkdtemp(prefix=f".{verb}-work-", suffix=".partial", dir=run))
@@ -164,24 +162,6 @@ def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:
         raise ArtifactError(f"{path}: sha256 differs from the export manifest's checkpoint (trained again after "
                             f"export?); run `facemark export {run}` again first")
     return path
-
-
-def _data_root(data_root: Path | None, ckpt: dict[str, Any]) -> Path:
-    root = data_root if data_root is not None else ckpt.get("data_root")
-    if root is None:
-        raise ConfigError("the checkpoint does not record its dataset: pass --data ROOT for calibration crops")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset root not found (pass --data ROOT)")
-    return root
-
-
-def parity_crops(root: Path, cfg: Config) -> CropSet:
-    """Held-out crops for parity: the first export.parity_images faces of val (else test)."""
-    split = next((s for s in PARITY_SPLITS if s in present_splits(root)), None)
-    if split is None:
-        raise DataError(f"{root}: no val or test split for the parity check (never the calibration split)")
-    return load_crop_set(root, split, cfg.data, limit=cfg.export.parity_images)
 
 
 def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:

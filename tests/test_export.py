@@ -197,12 +197,16 @@ def test_user_errors(tmp_path):
     with pytest.raises(ArtifactError, match="checkpoint not found"):
         export_run(tmp_path / "nothing", formats=["onnx"], data_root=None, bake=False, golden=False)
     run = make_run(tmp_path)
+    with pytest.raises(DataError, match="elsewhere: dataset root not found"):
+        export_run(run, formats=["onnx"], data_root=tmp_path / "elsewhere", bake=False, golden=False)
+    (tmp_path / "elsewhere").mkdir()
     with pytest.raises(DataError, match="no val or test split"):
         export_run(run, formats=["onnx"], data_root=tmp_path / "elsewhere", bake=False, golden=False)
     export_dir = run / "export"
     assert export_run(run, formats=["onnx"], data_root=None, bake=False, golden=False) == 0
     manifest = load_manifest(export_dir)
-    manifest["scheme"]["name"] = "ibug68"
+    manifest["scheme"].update(name="ibug68", num_points=68)   # a whole 68-point contract
+    manifest["output"]["values"] = 136
     save_manifest(export_dir, manifest)
     with pytest.raises(ArtifactError, match="made for scheme 'ibug68'"):
         export_run(run, formats=["onnx"], data_root=None, bake=False, golden=False)

@@ -62,3 +62,28 @@ def test_the_cli_and_the_api_start_without_the_training_stack():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_the_run_folder_is_a_leaf_that_names_every_file():
+    """facemark.rundir imports nothing heavier than the errors, so every module can use it."""
+    code = "import sys, facemark.rundir; print(sorted(m for m in sys.modules if m.startswith('facemark')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.stdout.strip() == "['facemark', 'facemark.errors', 'facemark.rundir']", done.stdout + done.stderr
+
+
+def test_a_verb_finds_its_dataset_one_way(tmp_path):
+    """`--data`, else the checkpoint's recorded root: the same answer and the same errors for
+    export, quantize and validate (RunDir.data_root)."""
+    import pytest
+
+    from facemark.errors import DataError
+    from facemark.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    (tmp_path / "data").mkdir()
+    assert run.data_root(None, {"data_root": str(tmp_path / "data")}) == tmp_path / "data"
+    assert run.data_root(tmp_path / "data", {"data_root": "/moved/away"}) == tmp_path / "data"
+    with pytest.raises(DataError, match=f"{run.best}: the checkpoint records no dataset root; pass --data ROOT"):
+        run.data_root(None, {})
+    with pytest.raises(DataError, match="gone: dataset root not found"):
+        run.data_root(tmp_path / "gone", {})

@@ -41,6 +41,7 @@ from facemark.errors import ConfigError, DataError
 from facemark.io import atomic_write_text, sweep_partials
 from facemark.model import (build_model, checkpoint_dict, checkpoint_source, extra_points, keep_frozen_eval,
                             weights_source)
+from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.schemes import load_scheme
 from facemark.train import checkpoint as ckpt_io
@@ -50,7 +51,6 @@ from facemark.train.threads import thread_budget, training_threads
 from facemark.train.validation import crop_set_nme, mean_shape_nme, validate_epoch
 from facemark.train.multiset import ExtraSchemes, training_loss
 
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
@@ -179,8 +179,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     ckpt_io.check_run_dir(run_dir, resume)
     saved, changed = None, []
     if resume:
-        saved = ckpt_io.load_checkpoint_file(run_dir / ckpt_io.LAST)
-        changed = ckpt_io.check_resume_config(saved["config"], cfg, run_dir / ckpt_io.LAST)
+        saved = ckpt_io.load_checkpoint_file(RunDir(run_dir).last)
+        changed = ckpt_io.check_resume_config(saved["config"], cfg, RunDir(run_dir).last)
         steps = ckpt_io.interrupted_progress(saved, changed).steps
         log(f"resuming {run_dir} after epoch {saved['epoch']}" + (f", step {steps}" if steps else "")
             + (f" (changed: {', '.join(changed)})" if changed else ""))
@@ -223,7 +223,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
                 done.seconds += time.perf_counter() - start
                 if process.is_main:
                     common = _common(state, record["val_nme"], data_root, fingerprints, extras)
-                    ckpt_io.save_interrupted(run_dir / ckpt_io.LAST, state, cfg, common, process.world_size, log)
+                    ckpt_io.save_interrupted(RunDir(run_dir).last, state, cfg, common, process.world_size, log)
                 raise
             val_nme = validate_epoch(state.eval_model, val_set, scheme, cfg, process)
             state.scheduler.step(epoch + 1, val_nme)
@@ -312,8 +312,8 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
     what a killed run left half-written."""
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep_partials(run_dir)
-    save_config(cfg, run_dir / "config.yaml")
-    metrics = run_dir / METRICS_FILE
+    save_config(cfg, RunDir(run_dir).config)
+    metrics = RunDir(run_dir).metrics
     if metrics.is_file():
         kept = [line for line in metrics.read_text().splitlines()
                 if line.strip() and json.loads(line)["epoch"] <= completed]
@@ -343,13 +343,13 @@ def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: di
     improved = record["val_nme"] < state.best_val_nme
     if improved:
         state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
-    with open(run_dir / METRICS_FILE, "a") as handle:
+    with open(RunDir(run_dir).metrics, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     extras_line = extras.save_best(state.eval_model, run_dir, record)
     common = _common(state, record["val_nme"], data_root, fingerprints, extras)
     if improved:
-        ckpt_io.save_checkpoint(run_dir / ckpt_io.BEST, checkpoint_dict(state.eval_model, cfg, **common))
-    ckpt_io.save_last(run_dir / ckpt_io.LAST, state, cfg, common)
+        ckpt_io.save_checkpoint(RunDir(run_dir).best, checkpoint_dict(state.eval_model, cfg, **common))
+    ckpt_io.save_last(RunDir(run_dir).last, state, cfg, common)
     if writer is not None:
         for key in ("train_loss", "val_nme", "lr"):
             writer.add_scalar(key, record[key], record["epoch"])

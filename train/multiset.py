@@ -28,13 +28,12 @@ from facemark.config import Config, ExtraSet, save_config
 from facemark.data.crops import CropSet, load_crop_set
 from facemark.heads import SchemeHeadsNet
 from facemark.model import checkpoint_dict
+from facemark.rundir import RunDir
 from facemark.schemes import Scheme, load_scheme
 from facemark.train.augment import TrainFaces
 from facemark.train.checkpoint import save_checkpoint
 from facemark.train.losses import build_training_loss
 from facemark.train.transfer import TransferMaps, apply_map, fit_transfer
-
-SCHEMES_DIR = "schemes"   # RUN/schemes/SCHEME/: the one-scheme run folder of each extra set
 
 
 def set_config(cfg: Config, item: ExtraSet) -> Config:
@@ -152,10 +151,10 @@ class ExtraSchemes:
                 continue
             words += " (best)"
             extra.best, extra.best_epoch = value, record["epoch"]
-            folder = run_dir / SCHEMES_DIR / extra.item.scheme
-            folder.mkdir(parents=True, exist_ok=True)
-            save_config(extra.cfg, folder / "config.yaml")
-            save_checkpoint(folder / "best.pt", checkpoint_dict(
+            folder = RunDir(run_dir).scheme_run(extra.item.scheme)
+            folder.root.mkdir(parents=True, exist_ok=True)
+            save_config(extra.cfg, folder.config)
+            save_checkpoint(folder.best, checkpoint_dict(
                 model.scheme_view(extra.item.scheme), extra.cfg, epoch=record["epoch"], val_nme=value,
                 data_root=extra.item.root, data_fingerprint=None))
         return words

@@ -41,7 +41,7 @@ import numpy as np
 from facemark import __version__
 from facemark.config import check_value
 from facemark.data.crops import SplitImages
-from facemark.errors import ArtifactError, ConfigError
+from facemark.errors import ArtifactError
 from facemark.io import atomic_path, sha256_of, sweep_partials
 from facemark.manifest import artifact_path, check_normalisation, load_manifest, manifest_path, verify_artifact
 from facemark.rundir import RunDir
@@ -250,9 +250,7 @@ def _data_section(root: Path, crop_set, fingerprint: dict[str, Any]) -> dict[str
 def _resolve(run: Path, data_root: Path | None, threads: int | None, max_nme_increase: float | None,
              max_nme: float | None, cfg, ckpt: dict[str, Any]) -> tuple[Path, int, float | None, float | None]:
     """CLI values over the checkpoint config's validate section -> (data root, threads, bounds)."""
-    if data_root is None and not ckpt.get("data_root"):
-        raise ConfigError(f"{run / 'best.pt'}: no data_root recorded in the checkpoint; pass --data ROOT")
-    root = Path(data_root if data_root is not None else ckpt["data_root"])
+    root = RunDir(run).data_root(data_root, ckpt)
     vcfg = cfg.validate
     return (root, threads or vcfg.threads, vcfg.max_nme_increase if max_nme_increase is None else max_nme_increase,
             vcfg.max_nme if max_nme is None else max_nme)
