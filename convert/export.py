@@ -20,8 +20,8 @@ from facemark.config import Config
 from facemark.convert.formats import ExportJob, Format, Written, resolve_formats
 from facemark.errors import ArtifactError, DataError
 from facemark.io import sweep_partials
-from facemark.manifest import artifact_entry, load_manifest, manifest_path, new_manifest, record_artifact, \
-    save_manifest
+from facemark.manifest import (artifact_entry, exported_from, load_manifest, manifest_path, new_manifest,
+                               record_artifact, save_manifest)
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 
@@ -116,7 +116,7 @@ def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict
                 raise ArtifactError(f"{manifest_path(export_dir)}: made for {label} {before!r}, but {checkpoint} "
                                     f"has {label} {now!r}; export into another run folder or delete "
                                     f"{export_dir}")
-        if old["checkpoint"]["sha256"] == fresh["checkpoint"]["sha256"]:
+        if exported_from(old, checkpoint):
             fresh["artifacts"] = old["artifacts"]
         elif old["artifacts"]:
             print(f"{checkpoint} changed since the last export: dropping {len(old['artifacts'])} stale "

@@ -88,6 +88,26 @@ def check_normalisation(manifest: dict[str, Any], expected: Normalisation, sourc
     return declared
 
 
+def exported_from(manifest: dict[str, Any], checkpoint: Path) -> bool:
+    """Whether the manifest's artifacts were exported from `checkpoint` (its sha256 is the one recorded)."""
+    return (manifest.get("checkpoint") or {}).get("sha256") == sha256_of(checkpoint)
+
+
+def check_exported_from(manifest: dict[str, Any], run: Path) -> Path:
+    """RUN/best.pt after checking that the manifest was exported from it -> its path; ArtifactError
+    naming the command that brings them together again otherwise (quantize, qat and validate)."""
+    from facemark.rundir import RunDir
+
+    best = RunDir(run).best
+    if not best.is_file():
+        raise ArtifactError(f"{best}: checkpoint not found (the run folder's artifacts need the checkpoint they "
+                            f"were exported from)")
+    if not exported_from(manifest, best):
+        raise ArtifactError(f"{best}: sha256 differs from the export manifest's checkpoint (trained again after "
+                            f"export?); run `facemark export {run}` again first")
+    return best
+
+
 def load_manifest(export_dir: Path) -> dict[str, Any]:
     """The manifest of `export_dir`, every file an artifact entry names checked to stay inside the
     folder (io.file_inside): a hostile or hand-edited manifest fails here, before anything is read."""

@@ -21,7 +21,7 @@ import yaml
 from facemark.config import EXPORT_FORMATS, Config, resolve_choices, save_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
-from facemark.manifest import load_manifest, manifest_path, verify_artifact
+from facemark.manifest import exported_from, load_manifest, manifest_path, verify_artifact
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 
@@ -119,7 +119,7 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
     if not manifest_path(export_dir).is_file():
         return False
     manifest = load_manifest(export_dir)
-    if manifest["checkpoint"]["sha256"] != sha256_of(RunDir(run_dir).best):
+    if not exported_from(manifest, RunDir(run_dir).best):
         return False
     for fmt in formats:
         names = [name for name, entry in manifest["artifacts"].items()

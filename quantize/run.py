@@ -18,8 +18,9 @@ from typing import Any
 from facemark.config import config_from_saved, override_section, resolve_choices
 from facemark.convert.export import load_parity_crops
 from facemark.errors import ArtifactError
-from facemark.io import sha256_of, sweep_partials
-from facemark.manifest import artifact_entry, check_normalisation, load_manifest, manifest_path, record_artifact
+from facemark.io import sweep_partials
+from facemark.manifest import (artifact_entry, check_exported_from, check_normalisation, load_manifest, manifest_path,
+                               record_artifact)
 from facemark.model import checkpoint_source, load_checkpoint
 from facemark.quantize.calibration import load_calibration
 from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
@@ -111,7 +112,7 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     export_dir = RunDir(run).export
     manifest = load_manifest(export_dir)  # ArtifactError naming `facemark export` if missing
     sweep_partials(run)
-    checkpoint = verified_checkpoint(run, manifest)
+    checkpoint = check_exported_from(manifest, run)
     model, cfg, ckpt = load_checkpoint(checkpoint)
     cfg = override_section(cfg, overrides or [], "quantize", verb)
     norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
@@ -148,20 +149,6 @@ def finish_job(job: QuantJob, results: list[QuantResult]) -> int:
 def resolve_backends(names: list[str] | None, default: list[str]) -> list[str]:
     """Requested formats ("all" = every one; None = quantize.formats) -> backend names in table order."""
     return resolve_choices(names, default, list(BACKENDS), "quantize.formats")
-
-
-def verified_checkpoint(run: Path, manifest: dict[str, Any]) -> Path:
-    """The checkpoint the manifest was exported from, after checking its sha256."""
-    recorded = manifest.get("checkpoint", {})
-    best = RunDir(run).best
-    candidates = [Path(recorded.get("file", "")), run / Path(recorded.get("file", best.name)).name, best]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise ArtifactError(f"{run}: checkpoint {recorded.get('file')!r} named in the export manifest not found")
-    if sha256_of(path) != recorded.get("sha256"):
-        raise ArtifactError(f"{path}: sha256 differs from the export manifest's checkpoint (trained again after "
-                            f"export?); run `facemark export {run}` again first")
-    return path
 
 
 def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:

@@ -177,7 +177,7 @@ def test_bad_input_exits_2(good_run, tmp_path, capsys):
     assert "no artifacts" in capsys.readouterr().err
     save_manifest(run / "export", {**manifest, "checkpoint": {"file": "best.pt", "sha256": "0" * 64}})
     assert main(["validate", str(run)]) == 2
-    assert "exported from another checkpoint" in capsys.readouterr().err
+    assert "sha256 differs from the export manifest's checkpoint" in capsys.readouterr().err
     save_manifest(run / "export", {**manifest, "input": {**manifest["input"], "mean": [0.5] * 3, "std": [0.5] * 3}})
     assert main(["validate", str(run)]) == 2   # artifacts fed other statistics than the model learned with
     assert "input mean (0.5, 0.5, 0.5) std (0.5, 0.5, 0.5) differs from the checkpoint's" in capsys.readouterr().err

@@ -42,8 +42,9 @@ from facemark import __version__
 from facemark.config import check_value
 from facemark.data.crops import SplitImages
 from facemark.errors import ArtifactError
-from facemark.io import atomic_path, sha256_of, sweep_partials
-from facemark.manifest import artifact_path, check_normalisation, load_manifest, manifest_path, verify_artifact
+from facemark.io import atomic_path, sweep_partials
+from facemark.manifest import (artifact_path, check_exported_from, check_normalisation, load_manifest, manifest_path,
+                               verify_artifact)
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.validate import latency as lat
@@ -205,9 +206,7 @@ def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path,
     source, size = str(manifest_path(export_dir)), cfg.data.input_size
     if not manifest.get("artifacts"):
         raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
-    if manifest.get("checkpoint", {}).get("sha256") != sha256_of(ckpt_path):
-        raise ArtifactError(f"{source}: artifacts were exported from another checkpoint than {ckpt_path} "
-                            f"(sha256 differs); re-run `facemark export`")
+    check_exported_from(manifest, ckpt_path.parent)
     if manifest.get("input", {}).get("size") != size:
         raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
                             f"checkpoint's {size}")
