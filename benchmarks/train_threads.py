@@ -37,7 +37,9 @@ def run_once(args: argparse.Namespace, threads: str, busy: bool, run: Path) -> t
     try:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:   # the child's progress bars are noise; its last lines say why it failed
+            raise SystemExit(f"{' '.join(command)} failed:\n" + "\n".join(done.stderr.splitlines()[-5:]))
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)   # before the neighbour is reaped
     finally:
