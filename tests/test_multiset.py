@@ -89,7 +89,9 @@ def test_resume_keeps_each_schemes_best(two_sets, tmp_path, multi_run):
     train(_config(lapa, epochs=3), ibug, run, resume=False, stop_after=2)
     train(_config(lapa, epochs=3), ibug, run, resume=True)
     again, whole = (torch.load(r / "last.pt", weights_only=True) for r in (run, multi_run))
-    assert again["scheme_best"] == whole["scheme_best"]
+    assert again["scheme_best"].keys() == whole["scheme_best"].keys()
+    for scheme, (value, epoch) in whole["scheme_best"].items():
+        assert again["scheme_best"][scheme][0] == pytest.approx(value, rel=1e-5) and again["scheme_best"][scheme][1] == epoch
     for key, value in whole["model"].items():
         assert torch.allclose(again["model"][key].float(), value.float(), atol=1e-5), key
     assert (run / "metrics.jsonl").read_text().count("val_nme_lapa106") == 3

@@ -48,7 +48,7 @@ from facemark.train import checkpoint as ckpt_io
 from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.threads import thread_budget, training_threads
-from facemark.train.validation import crop_set_nme, mean_shape_nme, validate_epoch
+from facemark.train.validation import mean_shape_nme, validate_epoch
 from facemark.train.multiset import ExtraSchemes, training_loss
 
 
@@ -232,7 +232,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
                       "seconds": round(done.seconds + time.perf_counter() - start, 3),
                       "threads": torch.get_num_threads()}
             if process.is_main:
-                extras.validate(state.eval_model, record, crop_set_nme, process.device)
+                extras.validate(state.eval_model, record, process.device)
                 if extras.transfer_due(state.epoch):   # before last.pt, which keeps the maps
                     extras.fit_transfer(state.eval_model, data_root, val_set, process.device, run_dir, log)
                 _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log, extras)

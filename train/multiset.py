@@ -34,6 +34,12 @@ from facemark.train.augment import TrainFaces
 from facemark.train.checkpoint import save_checkpoint
 from facemark.train.losses import build_training_loss
 from facemark.train.transfer import TransferMaps, apply_map, fit_transfer
+from facemark.train.validation import crop_set_nme
+
+
+def scheme_points(cfg: Config) -> list[int]:
+    """The point count of each set's scheme, the main set first (the heads' order)."""
+    return [load_scheme(name).num_points for name in [cfg.data.scheme, *(item.scheme for item in cfg.data.sets)]]
 
 
 def set_config(cfg: Config, item: ExtraSet) -> Config:
@@ -104,7 +110,7 @@ def training_loss(cfg: Config, model: nn.Module, maps: TransferMaps) -> nn.Modul
     base = build_training_loss(cfg.train, model)
     if not cfg.data.sets:
         return base
-    sizes = [2 * load_scheme(name).num_points for name in [cfg.data.scheme, *(s.scheme for s in cfg.data.sets)]]
+    sizes = [2 * points for points in scheme_points(cfg)]
     return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)], maps, cfg.train.transfer_weight)
 
 
@@ -133,12 +139,11 @@ class ExtraSchemes:
             val = load_crop_set(Path(item.root), "val", one.data, workers=max(1, cfg.data.workers)) if is_main else None
             self.sets.append(ExtraScheme(item, one, load_scheme(item.scheme), val))
 
-    def validate(self, model: nn.Module, record: dict[str, Any], nme_of, device: torch.device) -> None:
-        """Add val_nme_SCHEME of each extra head of `model` (a SchemeHeadsNet) to the epoch's record;
-        `nme_of(model, crop_set, scheme, cfg, device)` is the engine's val NME."""
+    def validate(self, model: nn.Module, record: dict[str, Any], device: torch.device) -> None:
+        """Add val_nme_SCHEME of each extra head of `model` (a SchemeHeadsNet) to the epoch's record."""
         for extra in self.sets:
             view = model.scheme_view(extra.item.scheme)
-            record[f"val_nme_{extra.item.scheme}"] = nme_of(view, extra.val, extra.scheme, extra.cfg, device)
+            record[f"val_nme_{extra.item.scheme}"] = crop_set_nme(view, extra.val, extra.scheme, extra.cfg, device)
 
     def save_best(self, model: SchemeHeadsNet, run_dir: Path, record: dict[str, Any]) -> str:
         """RUN/schemes/SCHEME/best.pt (and its config.yaml) for each extra scheme whose val NME
@@ -175,7 +180,7 @@ class ExtraSchemes:
         """DDP: every process takes rank 0's maps (fitted there), pair by pair in a fixed order."""
         import torch.distributed as dist
 
-        points = [load_scheme(name).num_points for name in [self.cfg.data.scheme, *(e.item.scheme for e in self.sets)]]
+        points = scheme_points(self.cfg)
         for k, h in ((k, h) for k in range(len(points)) for h in range(len(points)) if k != h):
             tensor = self.maps.maps.get((k, h), torch.zeros(points[k], points[h])).to(device)
             dist.broadcast(tensor, src=0)
