@@ -86,8 +86,29 @@ def _transfer_needs_sets_and_time(cfg: Config) -> tuple[str, str, tuple[str, ...
     return None
 
 
+def _pseudo_needs_sets_a_teacher_and_time(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
+    """Self-training labels one set's faces in the other sets' schemes with the run's EMA model,
+    from an epoch before the run ends; label transfer gives the same heads other targets, so the
+    two are measured apart."""
+    if cfg.train.pseudo_weight == 0:
+        return None
+    if not cfg.data.sets:
+        return "train.pseudo_weight", f"needs data.sets (faces that lack a scheme), got {cfg.train.pseudo_weight}", \
+            ("data.sets",)
+    if not cfg.train.ema:
+        return "train.pseudo_weight", "needs train.ema true (the EMA model is the teacher), got train.ema false", \
+            ("train.ema",)
+    if cfg.train.transfer_weight > 0:
+        return "train.pseudo_weight", (f"and train.transfer_weight ({cfg.train.transfer_weight}) both give the heads "
+                                       f"other sets' targets; use one"), ("train.transfer_weight",)
+    if cfg.train.pseudo_epoch >= cfg.train.epochs:
+        return "train.pseudo_epoch", (f"must be less than train.epochs ({cfg.train.epochs}) for self-training, "
+                                      f"got {cfg.train.pseudo_epoch}"), ("train.epochs", "train.pseudo_weight")
+    return None
+
+
 CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training, _sets_need_the_integral_head,
-                                      _transfer_needs_sets_and_time)
+                                      _transfer_needs_sets_and_time, _pseudo_needs_sets_a_teacher_and_time)
 
 
 # ---------------------------------------------------------------- loading

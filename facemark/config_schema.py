@@ -194,6 +194,11 @@ class TrainConfig:
     # epoch after which the maps are fitted (< epochs; CROSS_RULES)
     transfer_weight: float = spec(number(0.0, 10.0))
     transfer_epoch: int = spec(integer(1))
+    # self-training with data.sets: the pseudo-labels' loss weight (0: off), the epochs before the
+    # EMA teacher starts labelling (< epochs; CROSS_RULES), the fraction of its points kept
+    pseudo_weight: float = spec(number(0.0, 10.0))
+    pseudo_epoch: int = spec(integer(1))
+    pseudo_keep: float = spec(number(0.0, 1.0, low_open=True))
     threads: int | None = spec(optional(integer(1)))   # null: cores left after data.workers
 
 

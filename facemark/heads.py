@@ -115,6 +115,15 @@ class GridHead(nn.Module):
         y = (weights * (self.centre_y + off_y * self.cell[1])).sum(dim=2)
         return torch.stack([x, y], dim=2).flatten(1)
 
+    def spread(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
+        """(N, P, K) maps -> (N, P): the root-mean-square distance, in normalised crop units, of the
+        integral decoding's cell points (centre plus offsets, softmax-weighted) from the decoded
+        point. Small when the head puts its mass on one place: its confidence in that point."""
+        weights = torch.softmax(scores, dim=2)
+        x, y = self.centre_x + off_x * self.cell[0], self.centre_y + off_y * self.cell[1]
+        mean_x, mean_y = (weights * x).sum(dim=2, keepdim=True), (weights * y).sum(dim=2, keepdim=True)
+        return (weights * ((x - mean_x) ** 2 + (y - mean_y) ** 2)).sum(dim=2).sqrt()
+
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         scores, off_x, off_y = self.maps(fine, coarse)
         coords = self.points(scores, off_x, off_y)
@@ -167,6 +176,17 @@ class SchemeHeadsNet(GridLandmarkNet):
         if not self.training:
             return main
         return torch.cat([main, *(head(*features) for head in self.extra_heads.values())], dim=1)
+
+    def read_heads(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every head's (N, 2P) points and (N, P) spread (GridHead.spread), the main head first,
+        then the extra heads in order, from one pass of the backbone (what a self-training teacher reads)."""
+        features = self.backbone.forward_intermediates(images, indices=self.indices, intermediates_only=True,
+                                                       **self.tap_options(self.extra_blocks))
+        read = []
+        for head in (self.head, *self.extra_heads.values()):
+            maps = head.maps(*features)
+            read.append((head.points(*maps), head.spread(*maps)))
+        return read
 
     def scheme_view(self, name: str | None = None) -> GridLandmarkNet:
         """The one-scheme model of extra scheme `name` (None: the main scheme's), sharing modules."""

@@ -88,6 +88,15 @@ def test_pip_decodes_the_best_cell_plus_its_offsets_and_integral_its_soft_mean()
     torch.testing.assert_close(uniform, torch.zeros(3, 2))   # the mean of every cell centre
 
 
+def test_spread_is_zero_on_one_cell_and_the_cells_rms_radius_on_a_flat_map():
+    head = _head("integral")                     # a 4x4 grid: centres at +-0.25 and +-0.75
+    scores, offsets = torch.zeros(1, 2, 16), torch.zeros(1, 2, 16)
+    scores[0, 0, 5] = 1000.0
+    spread = head.spread(scores, offsets, offsets)
+    # flat: mean squared distance from (0, 0) is 2 * mean(c^2) over c in +-0.25, +-0.75 = 2 * 0.3125
+    torch.testing.assert_close(spread, torch.tensor([[0.0, (2 * 0.3125) ** 0.5]]))
+
+
 def test_pip_map_loss_is_zero_on_the_maps_it_asks_for():
     loss = PipMapLoss(num_points=2, grid=(4, 4), map_weight=10.0)
     target = torch.tensor([[-0.3, -0.1, 0.9, 0.6]])   # cells (col 1, row 1) and (col 3, row 3)

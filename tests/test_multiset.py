@@ -24,6 +24,7 @@ from facemark.schemes import load_scheme
 from facemark.train.engine import train
 from facemark.train.losses import build_loss
 from facemark.train.multiset import SchemeLoss
+from facemark.train.selftrain import PseudoLabels, Teacher
 from facemark.train.transfer import apply_map, fit_map
 from facemark.train.validation import crop_set_nme
 
@@ -191,3 +192,81 @@ def test_resume_with_other_sets_is_refused_in_one_line(multi_run, two_sets):
     with pytest.raises(FacemarkError, match=re.escape("cannot resume, the config changed (data.sets: ['lapa106'] -> "
                                                       "['wflw98'])")):
         train(cfg, ibug, multi_run, resume=True)
+
+
+class _FixedHeads(torch.nn.Module):
+    """A stand-in teacher model whose heads read fixed points and spreads (Teacher's interface)."""
+
+    def __init__(self, heads: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__()
+        self.heads = heads
+
+    def read_heads(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        assert not self.training, "the teacher reads its heads in eval mode"
+        return self.heads
+
+
+def test_teacher_keeps_the_surest_fraction_of_the_points_a_face_lacks_and_restores_the_mode():
+    spread_main = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]])      # 2-point scheme
+    spread_extra = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10            # 3-point scheme
+    model = _FixedHeads([(torch.zeros(4, 4), spread_main), (torch.zeros(4, 6), spread_extra)]).train()
+    sets = torch.tensor([0, 1, 1, 0])
+    main, extra = Teacher(model, keep=0.5)(torch.zeros(4, 3, 8, 8), sets)
+    assert model.training
+    # the main head labels rows 1 and 2 (set 1): its 2 surest of their 4 points, 0.3 and 0.4
+    assert main.kept.tolist() == [[False, False], [True, True], [False, False], [False, False]]
+    # the extra head labels rows 0 and 3 (set 0): spreads 0.0-0.2 and 0.9-1.1, the 3 lowest kept
+    assert extra.kept.tolist() == [[True, True, True], [False] * 3, [False] * 3, [False] * 3]
+
+
+def test_pseudo_labels_train_the_heads_a_face_lacks_on_kept_points_only():
+    cfg = load_config(overrides=["train.loss=l1"])
+    base = build_loss(cfg.train)
+    loss = SchemeLoss(base, sizes=[4, 6], weights=[1.0, 1.0], pseudo_weight=0.5)
+    preds = torch.arange(20, dtype=torch.float32).reshape(2, 10) / 10
+    packed = torch.zeros(2, 7)
+    packed[0, -1], packed[1, -1] = 0, 1
+    plain = loss(preds, packed)
+    # pseudo-labels equal to the student's own points add nothing
+    same = [PseudoLabels(preds[:, :4].clone(), torch.ones(2, 2, dtype=torch.bool)),
+            PseudoLabels(preds[:, 4:].clone(), torch.ones(2, 3, dtype=torch.bool))]
+    assert loss(preds, packed, same).item() == pytest.approx(plain.item())
+    # row 0 (set 0) lacks the 3-point scheme: pseudo-label 0 everywhere, only point 1 kept
+    kept = torch.tensor([[False, True, False], [True, True, True]])
+    extra = PseudoLabels(torch.zeros(2, 6), kept)
+    main = PseudoLabels(preds[:, :4].clone(), torch.ones(2, 2, dtype=torch.bool))
+    added = 0.5 * base(preds[[0], 4:], torch.tensor([[0.4, 0.5, 0.0, 0.0, 0.8, 0.9]]))
+    assert loss(preds, packed, [main, extra]).item() == pytest.approx((plain * 2 + added).item() / 2)
+
+
+def test_self_training_labels_from_its_epoch_on_and_resumes(two_sets, tmp_path):
+    ibug, lapa = two_sets
+    sets = f"data.sets=[{{root: '{lapa}', scheme: lapa106, weight: 1.0}}]"
+    plain_cfg = load_config(overrides=COMMON + ["train.ema=true", "train.epochs=3", sets])
+    cfg = load_config(overrides=COMMON + ["train.ema=true", "train.epochs=3", sets, "train.pseudo_weight=0.5",
+                                          "train.pseudo_epoch=1", "train.pseudo_keep=0.5"])
+    plain, whole, split = tmp_path / "plain", tmp_path / "whole", tmp_path / "split"
+    train(plain_cfg, ibug, plain, resume=False, stop_after=2)
+    train(cfg, ibug, whole, resume=False)
+    a, b = ([json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (plain, whole))
+    assert b[0]["train_loss"] == pytest.approx(a[0]["train_loss"], rel=1e-6)      # epoch 1: no teacher yet
+    assert b[1]["train_loss"] != pytest.approx(a[1]["train_loss"], rel=1e-3)
+    train(cfg, ibug, split, resume=False, stop_after=2)
+    train(cfg, ibug, split, resume=True)
+    x, y = (torch.load(r / "last.pt", weights_only=True) for r in (whole, split))
+    for key, value in x["model"].items():
+        assert torch.allclose(y["model"][key].float(), value.float(), atol=1e-5), key
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["train.pseudo_weight=0.5"], "'train.pseudo_weight' needs data.sets"),
+    (["train.pseudo_weight=0.5", "SETS", "train.ema=false"], "'train.pseudo_weight' needs train.ema true"),
+    (["train.pseudo_weight=0.5", "SETS", "train.ema=true", "train.transfer_weight=0.3"],
+     "'train.pseudo_weight' and train.transfer_weight (0.3) both give"),
+    (["train.pseudo_weight=0.5", "SETS", "train.ema=true", "train.pseudo_epoch=3", "train.epochs=3"],
+     "'train.pseudo_epoch' must be less than train.epochs (3)"),
+])
+def test_self_training_refuses_what_it_cannot_do(overrides, needle):
+    sets = "data.sets=[{root: x, scheme: lapa106, weight: 1.0}]"
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(overrides=COMMON + [sets if o == "SETS" else o for o in overrides])

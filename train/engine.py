@@ -49,7 +49,8 @@ from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.threads import thread_budget, training_threads
 from facemark.train.validation import mean_shape_nme, validate_epoch
-from facemark.train.multiset import ExtraSchemes, training_loss
+from facemark.train.multiset import ExtraSchemes, teacher, training_loss
+from facemark.train.selftrain import Teacher
 
 
 
@@ -218,7 +219,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
             try:
                 train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process,
-                                          epoch)
+                                          epoch, teacher(cfg, state.eval_model, epoch))
             except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
                 done.seconds += time.perf_counter() - start
                 if process.is_main:
@@ -257,9 +258,9 @@ def _wrap(model: nn.Module, process: Process) -> nn.Module:
 
 
 def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module, cfg: Config,
-                 process: Process, epoch: int) -> float:
+                 process: Process, epoch: int, teacher: Teacher | None) -> float:
     """One pass over this process's shard (the steps after state.progress's, which it advances)
-    -> mean training loss over all processes."""
+    -> mean training loss over all processes. `teacher`: self-training's, labelling each batch."""
     model.train()
     keep_frozen_eval(state.model)
     use_amp = _use_amp(cfg, process.device)
@@ -275,7 +276,7 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
             with interrupt.deferred():
                 done.in_step = True
                 loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
-                                   step=state.updates + done.steps + 1)
+                                   step=state.updates + done.steps + 1, teacher=teacher)
                 done.steps, done.loss_sum, done.faces = done.steps + 1, done.loss_sum + loss * len(images), \
                     done.faces + len(images)
                 done.in_step = False
@@ -289,14 +290,17 @@ def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module
 
 
 def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targets: torch.Tensor,
-                loss_fn: nn.Module, device: torch.device, use_amp: bool, step: int) -> float:
+                loss_fn: nn.Module, device: torch.device, use_amp: bool, step: int, teacher: Teacher | None = None
+                ) -> float:
     """Optimiser step number `step` (counted from 1 over the run) on a batch, then the schedule's
-    per-step update (a no-op when train.lr_update is epoch) and the EMA's -> the batch's loss."""
+    per-step update (a no-op when train.lr_update is epoch) and the EMA's -> the batch's loss.
+    With a `teacher` (data.sets' packed targets), the loss also reads its pseudo-labels of the batch."""
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
         preds = model(images)
-    loss = loss_fn(preds.float(), targets)
+        pseudo = teacher(images, targets[:, -1].round().long()) if teacher is not None else None
+    loss = loss_fn(preds.float(), targets) if pseudo is None else loss_fn(preds.float(), targets, pseudo)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)

@@ -33,6 +33,7 @@ from facemark.schemes import Scheme, load_scheme
 from facemark.train.augment import TrainFaces
 from facemark.train.checkpoint import save_checkpoint
 from facemark.train.losses import build_training_loss
+from facemark.train.selftrain import PseudoLabels, Teacher, pseudo_targets
 from facemark.train.transfer import TransferMaps, apply_map, fit_transfer
 from facemark.train.validation import crop_set_nme
 
@@ -79,15 +80,18 @@ class SchemeLoss(nn.Module):
     """The coordinate loss per scheme on SchemeHeadsNet's training output (N, sum 2P_k): the rows of
     set k against head k's slice, weighted by the set's weight and its share of the batch; once
     `maps` holds label-transfer maps (facemark.train.transfer), also every other head h against the
-    rows' labels mapped into h's scheme, times `transfer_weight`."""
+    rows' labels mapped into h's scheme, times `transfer_weight`; given a teacher's `pseudo` labels
+    (facemark.train.selftrain), every other head h against its pseudo-labels of the rows, times
+    `pseudo_weight`."""
 
     def __init__(self, base: nn.Module, sizes: list[int], weights: list[float], maps: TransferMaps | None = None,
-                 transfer_weight: float = 0.0) -> None:
+                 transfer_weight: float = 0.0, pseudo_weight: float = 0.0) -> None:
         super().__init__()
         self.base, self.sizes, self.weights = base, sizes, weights
-        self.maps, self.transfer_weight = maps or TransferMaps(), transfer_weight
+        self.maps, self.transfer_weight, self.pseudo_weight = maps or TransferMaps(), transfer_weight, pseudo_weight
 
-    def forward(self, preds: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    def forward(self, preds: torch.Tensor, packed: torch.Tensor,
+                pseudo: list[PseudoLabels] | None = None) -> torch.Tensor:
         sets = packed[:, -1].round().long()
         heads = preds.split(self.sizes, dim=1)
         total = preds.new_zeros(())
@@ -101,17 +105,31 @@ class SchemeLoss(nn.Module):
                 if source == k and self.transfer_weight > 0:
                     mapped = apply_map(truth, mapping.to(truth.device))
                     total = total + self.transfer_weight * weight * rows.sum() * self.base(heads[h][rows], mapped)
+            for h, labels in enumerate(pseudo or []):
+                if h != k:
+                    student = heads[h][rows]
+                    target = pseudo_targets(student, labels, rows)
+                    total = total + self.pseudo_weight * weight * rows.sum() * self.base(student, target)
         return total / len(packed)
 
 
 def training_loss(cfg: Config, model: nn.Module, maps: TransferMaps) -> nn.Module:
-    """train.loss for `model`: per scheme (SchemeLoss, with `maps` once label transfer fits them)
-    when data.sets adds heads."""
+    """train.loss for `model`: per scheme (SchemeLoss, with `maps` once label transfer fits them,
+    and pseudo-labels when self-training) when data.sets adds heads."""
     base = build_training_loss(cfg.train, model)
     if not cfg.data.sets:
         return base
     sizes = [2 * points for points in scheme_points(cfg)]
-    return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)], maps, cfg.train.transfer_weight)
+    return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)], maps, cfg.train.transfer_weight,
+                      cfg.train.pseudo_weight)
+
+
+def teacher(cfg: Config, eval_model: nn.Module, epoch: int) -> Teacher | None:
+    """The self-training teacher for `epoch` (0-based, the one about to run): the run's EMA model
+    once train.pseudo_epoch epochs are done, when train.pseudo_weight > 0; else None."""
+    if cfg.train.pseudo_weight == 0 or epoch < cfg.train.pseudo_epoch:
+        return None
+    return Teacher(eval_model, cfg.train.pseudo_keep)
 
 
 @dataclasses.dataclass
