@@ -1,7 +1,6 @@
 """`facemark VERB ...`: argparse -> one library call per verb.
 
-Each verb imports its stage lazily, so `facemark --help` and `facemark synth` start fast and a
-missing optional toolchain is reported only by the verb that needs it. Known user errors
+The verbs, each one entry of one table, are in facemark/verbs.py. Known user errors
 (FacemarkError) become one line on stderr and exit code 2; third-party output goes to the run's
 facemark.log (facemark.console); Ctrl-C and SIGTERM (facemark.interrupt) become one line saying what
 was interrupted and how to resume, and exit code 130 or 143 (files are written atomically, so nothing
@@ -14,7 +13,6 @@ import argparse
 import contextlib
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from facemark import __version__
@@ -22,350 +20,16 @@ from facemark.console import quiet_console
 from facemark.errors import FacemarkError
 from facemark.interrupt import EXIT_CODES, NAMES, handled, signal_of
 from facemark.rundir import RunDir
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="experiment YAML (merged over configs/base.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=3 (repeatable)")
-
-
-def _add_quantize_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="quantize.KEY=VALUE",
-                        help="override a quantize.* value of the run's config, e.g. --set "
-                             "quantize.calibration_method=minmax (repeatable)")
-
-
-def _add_infer_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="infer.KEY=VALUE",
-                        help="override an infer.* value (test-time refinement) of the run's config or "
-                             "manifest, e.g. --set infer.flip=true --set infer.passes=2 (repeatable)")
-
-
-def _add_study(parser: argparse.ArgumentParser, configs_flag: str, default_out: Path) -> None:
-    """Arguments shared by benchmark and ablate: many configs, one data root, budget flags."""
-    parser.add_argument(configs_flag, type=Path, nargs="+", required=True,
-                        help="config files and/or folders of *.yaml (one run per file)")
-    parser.add_argument("--data", type=Path, required=True, help="dataset root in LaPa layout")
-    parser.add_argument("--out", type=Path, default=default_out,
-                        help="output folder; finished runs in OUT/runs/<config name>/ are reused")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value in every config (repeatable)")
-    parser.add_argument("--epochs", type=_positive_int, help="reduced budget: train.epochs of every config")
-    parser.add_argument("--input-size", type=_positive_int, help="reduced budget: data.input_size of every config")
-    parser.add_argument("--limit", type=_positive_int, help="reduced budget: data.limit (first N faces per split)")
-
-
-def _add_max_pixels(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-image-pixels", type=_positive_int, metavar="N",
-                        help="refuse images (and video frames) whose header claims more pixels, before "
-                             "decoding (default: data.max_image_pixels)")
-
-
-def _max_pixels(args: argparse.Namespace) -> int | None:
-    """--max-image-pixels checked by the data.max_image_pixels rule; None: the base.yaml value."""
-    from facemark.config import check_value
-
-    value = args.max_image_pixels
-    return None if value is None else check_value("data.max_image_pixels", value, f"--max-image-pixels {value}")
-
-
-def _config(args: argparse.Namespace):
-    from facemark.config import load_config
-
-    return load_config(args.config, args.overrides)
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from facemark.data.synth import generate_dataset
-
-    generate_dataset(args.out, scheme=args.scheme, counts={"train": args.n_train, "val": args.n_val,
-                     "test": args.n_test}, seed=args.seed, workers=args.workers)
-    return 0
-
-
-def cmd_check_data(args: argparse.Namespace) -> int:
-    from facemark.data.check import check_dataset, print_report
-
-    problems = check_dataset(args.root, args.scheme, args.split, _max_pixels(args))
-    print_report(problems)
-    return 1 if problems else 0
-
-
-def cmd_boxes(args: argparse.Namespace) -> int:
-    from facemark.data.boxes import cache_boxes
-
-    results = cache_boxes(args.root, detector=args.detector, splits=args.split, overwrite=args.overwrite,
-                          strict=args.strict, max_pixels=_max_pixels(args))
-    return 1 if any(summary["unreadable"] for summary in results.values()) else 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from facemark.train.engine import train
-
-    train(_config(args), data_root=args.data, run_dir=args.run, resume=args.resume)
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from facemark.train.evaluate import evaluate_checkpoint
-
-    evaluate_checkpoint(args.ckpt, data_root=args.data, split=args.split, out_dir=args.out, overrides=args.overrides)
-    return 0
-
-
-def _budget(args: argparse.Namespace):
-    from facemark.train.experiments import Budget
-
-    return Budget(epochs=args.epochs, input_size=args.input_size, limit=args.limit)
-
-
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    from facemark.config import check_value
-    from facemark.train.benchmark import run_benchmark
-
-    for flag, name in (("--threads", "threads"), ("--warmup", "warmup"), ("--runs", "runs")):
-        if getattr(args, name) is not None:
-            check_value(f"validate.{name}", getattr(args, name), source=f"{flag} {getattr(args, name)}")
-
-    return run_benchmark(args.configs, data_root=args.data, out_dir=args.out, budget=_budget(args),
-                         overrides=args.overrides, split=args.split, threads=args.threads, warmup=args.warmup,
-                         runs=args.runs)
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from facemark.train.ablate import run_ablation
-
-    return run_ablation(args.config, data_root=args.data, out_dir=args.out, budget=_budget(args),
-                        overrides=args.overrides, split=args.split)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from facemark.convert.export import export_run
-
-    return export_run(args.run, formats=args.format, data_root=args.data, bake=args.bake_preprocessing,
-                      golden=args.golden, overrides=args.overrides)
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    from facemark.quantize.run import quantize_run
-
-    return quantize_run(args.run, formats=args.format, data_root=args.data,
-                        calibration_count=args.calibration_count, explain=args.explain, overrides=args.overrides)
-
-
-def cmd_qat(args: argparse.Namespace) -> int:
-    from facemark.quantize.qat import qat_run
-
-    return qat_run(args.run, data_root=args.data, epochs=args.epochs, overrides=args.overrides)
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from facemark.validate.run import validate_run
-
-    return validate_run(args.run, data_root=args.data, split=args.split, threads=args.threads,
-                        max_nme_increase=args.max_nme_increase, max_nme=args.max_nme,
-                        baseline=args.baseline, limit=args.limit, overrides=args.overrides)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from facemark.predict import run_predict, split_model
-
-    model, inputs = split_model(args.paths)
-    return run_predict(model, inputs, args.out, detector=args.detector, min_score=args.min_score,
-                       box=args.box, boxes_dir=args.boxes, overrides=args.overrides, strict=args.strict,
-                       max_pixels=_max_pixels(args))
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from facemark.package import print_models
-
-    return print_models()
-
-
-def cmd_package(args: argparse.Namespace) -> int:
-    from facemark.package import package_run
-
-    out = package_run(args.run, args.name, args.out, artifacts=args.artifact, licence=args.licence,
-                      recipe=args.recipe, commands=args.command)
-    print(f"packaged {args.name} into {out}: Landmarker({str(out)!r})")
-    return 0
-
-
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    from facemark.pipeline import run_pipeline
-
-    return run_pipeline(_config(args), config_path=args.config, data_root=args.data, run_dir=args.run)
-
-
-VERBS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "synth": ("generate a synthetic LaPa-layout face dataset", cmd_synth),
-    "check-data": ("report every problem of a LaPa-layout dataset", cmd_check_data),
-    "boxes": ("run a face detector once and cache its boxes", cmd_boxes),
-    "train": ("train a landmark regressor (torchrun for several GPUs)", cmd_train),
-    "eval": ("evaluate a checkpoint: NME, FR, AUC, CED plot", cmd_eval),
-    "benchmark": ("paper figure: train and time several architectures (NME vs latency, GFLOPs, params)",
-                  cmd_benchmark),
-    "ablate": ("paper table: train the training-recipe variants, NME beside the paper's", cmd_ablate),
-    "export": ("export a run to ONNX, TFLite and CoreML with a manifest", cmd_export),
-    "quantize": ("write int8 artifacts calibrated on training crops", cmd_quantize),
-    "qat": ("quantisation-aware fine-tuning of an exported run; its int8 ONNX and TFLite artifacts", cmd_qat),
-    "validate": ("NME and latency of every artifact vs PyTorch; regression gate", cmd_validate),
-    "predict": ("landmarks of every face on photos, folders and videos with an artifact or a run", cmd_predict),
-    "pipeline": ("train -> export -> quantize -> validate, resumable", cmd_pipeline),
-    "models": ("the shipped pretrained models: points, size, test NME, latency, licence", cmd_models),
-    "package": ("a validated run's shipped artifacts -> a model folder with manifest and model card",
-                cmd_package),
-}
+from facemark.verbs import VERBS, log_path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`facemark VERB ...`: one subparser per entry of VERBS, its flags added by the entry."""
     parser = argparse.ArgumentParser(prog="facemark", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"facemark {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    verbs = {name: sub.add_parser(name, help=text, description=text) for name, (text, _) in VERBS.items()}
-
-    p = verbs["synth"]
-    p.add_argument("--out", type=Path, help="output folder (default: synth.out)")
-    p.add_argument("--scheme", help="landmark scheme (default: data.scheme)")
-    p.add_argument("--n-train", type=int, help="training faces (default: synth.train)")
-    p.add_argument("--n-val", type=int, help="validation faces (default: synth.val)")
-    p.add_argument("--n-test", type=int, help="test faces (default: synth.test)")
-    p.add_argument("--seed", type=int, help="default: synth.seed")
-    p.add_argument("--workers", type=int, help="processes (default: synth.workers)")
-
-    p = verbs["check-data"]
-    p.add_argument("root", type=Path)
-    p.add_argument("--scheme", help="landmark scheme (default: data.scheme)")
-    p.add_argument("--split", action="append", help="split to check (repeatable; default: all present)")
-    _add_max_pixels(p)
-
-    p = verbs["boxes"]
-    p.description = ("Run a face detector once over every image and cache one box per image under "
-                     "ROOT/<split>/boxes/<detector>/ (a miss is written as 'miss'). With several "
-                     "detections the cache keeps, among the boxes with at least 25% of the largest "
-                     "box's area and at least 95% of the best score, the one nearest the image "
-                     "centre (ties: larger box). Already cached images are skipped, so an "
-                     "interrupted run resumes. An unreadable image is skipped with one line on "
-                     "stderr (exit code 1 at the end); --strict stops at the first (exit code 2).")
-    p.add_argument("root", type=Path)
-    p.add_argument("--detector",
-                   help="mtcnn (facenet-pytorch, CPU) or haar (OpenCV cascade); 'synth' boxes come "
-                        "from `facemark synth`, not from a detector (default: data.detector)")
-    p.add_argument("--split", action="append", help="split to process (repeatable; default: all present)")
-    p.add_argument("--overwrite", action="store_true", help="re-run the detector on cached images")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit code 2)")
-    _add_max_pixels(p)
-
-    p = verbs["train"]
-    _add_config(p)
-    p.add_argument("--data", type=Path, required=True, help="dataset root in LaPa layout")
-    p.add_argument("--run", type=Path, help="run folder: checkpoints, logs (default: runs.train)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
-
-    p = verbs["eval"]
-    p.add_argument("--ckpt", type=Path, required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", type=Path,
-                   help="folder for metrics_<split>.json and ced_<split>.png (default: beside the checkpoint)")
-    _add_infer_overrides(p)
-
-    _add_study(verbs["benchmark"], "--configs", Path("runs/benchmark"))
-    _add_study(verbs["ablate"], "--config", Path("runs/ablation"))
-    p = verbs["benchmark"]
-    p.add_argument("--threads", type=_positive_int, help="CPU latency threads (default: validate.threads)")
-    p.add_argument("--warmup", type=int, help="untimed runs before timing (default: validate.warmup)")
-    p.add_argument("--runs", type=_positive_int, help="timed runs, median reported (default: validate.runs)")
-
-    p = verbs["export"]
-    p.add_argument("run", type=Path)
-    p.add_argument("--format", action="append", choices=["onnx", "tflite", "coreml", "all"],
-                   help="format to write (repeatable; default: export.formats of the run's config)")
-    p.add_argument("--data", type=Path, help="dataset root for real parity crops (default: the run's)")
-    p.add_argument("--bake-preprocessing", action="store_true",
-                   help="graph takes uint8 RGB and returns landmarks in crop pixels")
-    p.add_argument("--golden", action="store_true", help="also write golden vectors for the Android core")
-    _add_infer_overrides(p)
-
-    p = verbs["quantize"]
-    p.add_argument("run", type=Path)
-    p.add_argument("--format", action="append", choices=["onnx", "tflite", "coreml", "all"])
-    p.add_argument("--data", type=Path, help="dataset root for calibration crops (default: the run's)")
-    p.add_argument("--calibration-count", type=_positive_int)
-    p.add_argument("--explain", action="store_true",
-                   help="per-layer int8 sensitivity report (RUN/export/sensitivity/: JSON, markdown, plot)")
-    _add_quantize_overrides(p)
-
-    p = verbs["qat"]
-    p.add_argument("run", type=Path, help="an exported run (RUN/export/manifest.json); fine-tunes in RUN/qat/")
-    p.add_argument("--data", type=Path, help="dataset root for training, calibration and val crops (default: the run's)")
-    p.add_argument("--epochs", type=_positive_int, help="fine-tuning epochs (default: quantize.qat_epochs)")
-    _add_quantize_overrides(p)
-
-    p = verbs["validate"]
-    p.add_argument("run", type=Path)
-    p.add_argument("--data", type=Path, help="dataset root (default: the run's)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--threads", type=_positive_int)
-    p.add_argument("--max-nme-increase", type=float, help="relative, e.g. 0.01 = +1 %% allowed")
-    p.add_argument("--max-nme", type=float, help="absolute inter-pupil NME ceiling")
-    p.add_argument("--baseline", type=Path, help="a previous validation.json to compare against")
-    p.add_argument("--limit", type=_positive_int, help="use only the first N test faces")
-    _add_infer_overrides(p)
-
-    p = verbs["predict"]
-    p.add_argument("paths", type=Path, nargs="+", metavar="[MODEL] INPUT",
-                   help="MODEL (optional; default: predict.model, the shipped ibug68): a shipped model's name "
-                        "(facemark models), an artifact file listed in its folder's manifest.json (e.g. "
-                        "runs/demo/export/model_int8_full.tflite), or a RUN folder (its export's onnx_fp32 when "
-                        "verified, else RUN/best.pt in PyTorch); then INPUTs: images (.jpg/.png, EXIF "
-                        "orientation honoured), videos (.mp4/.mov/.avi/...) or folders")
-    p.add_argument("--out", type=Path, required=True, help="folder for STEM.json and STEM.overlay.jpg/.mp4")
-    faces = p.add_mutually_exclusive_group()
-    faces.add_argument("--detector", help="face detector: mtcnn_onnx (onnxruntime), mtcnn (PyTorch) or haar "
-                                          "(default: predict.detector, mtcnn_onnx)")
-    faces.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
-                       help="one face box in image pixels for every input instead of a detector")
-    faces.add_argument("--boxes", type=Path, metavar="FOLDER",
-                       help="cached boxes (STEM.txt as `facemark boxes` writes) instead of a detector")
-    p.add_argument("--min-score", type=float, help="lowest detection score kept (default: predict.min_score)")
-    p.add_argument("--no-track", dest="overrides", action="append_const", const="predict.track=false", default=[],
-                   help="videos: run the detector on every frame instead of tracking (predict.track)")
-    p.add_argument("--filter", dest="overrides", action="append", type=lambda name: f"predict.filter={name}",
-                   metavar="one_euro|none", help="videos: the landmarks' temporal filter (default: predict.filter)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="infer.KEY=VALUE|predict.KEY=VALUE",
-                   help="override an infer.* value (test-time refinement, e.g. infer.passes=2) or a predict.* "
-                        "value (tracking and filter on videos, e.g. predict.redetect_every=10; docs/streaming.md) "
-                        "(repeatable)")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable input (exit code 2) instead of skipping it (exit code 1)")
-    _add_max_pixels(p)
-
-    p = verbs["package"]
-    p.add_argument("run", type=Path, help="a validated run (RUN/validation/validation.json, gate passed)")
-    p.add_argument("--name", required=True, help="the model's name (Landmarker(NAME) when shipped in facemark/pretrained)")
-    p.add_argument("--out", type=Path, required=True, help="the model folder to write")
-    p.add_argument("--artifact", action="append",
-                   help="an artifact of the manifest to include (repeatable; default: the int8 TFLite that "
-                        "ships and onnx_fp32; the first is the model's default)")
-    p.add_argument("--licence", default="", help="the licence that follows from the training data, for the card")
-    p.add_argument("--recipe", default="", help="the training config, for the card")
-    p.add_argument("--command", action="append", help="a command that built it, for the card (repeatable)")
-
-    p = verbs["pipeline"]
-    _add_config(p)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--run", type=Path, help="run folder (default: runs.pipeline)")
+    for name, verb in VERBS.items():
+        verb.arguments(sub.add_parser(name, help=verb.help, description=verb.description or verb.help))
     return parser
 
 
@@ -382,31 +46,15 @@ def resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     return f"run the same command again to resume: {command}"
 
 
-def _log_path(args: argparse.Namespace) -> Path | None:
-    """Where a verb's third-party output is logged (facemark.console): the run's or output folder's
-    facemark.log; None for verbs without one (synth, check-data, boxes print only their own lines)."""
-    folder = {"train": "run", "export": "run", "quantize": "run", "qat": "run", "validate": "run", "pipeline": "run",
-              "predict": "out", "benchmark": "out", "ablate": "out"}.get(args.verb)
-    if args.verb == "eval":
-        return RunDir(Path(args.ckpt).parent).log
-    return None if folder is None else RunDir(getattr(args, folder)).log
-
-
-# verb -> {argument: the base.yaml key that is its default}; "(default: KEY)" in the help says so
-BASE_DEFAULTS = {"synth": {"out": "synth.out", "scheme": "data.scheme", "n_train": "synth.train",
-                           "n_val": "synth.val", "n_test": "synth.test", "seed": "synth.seed",
-                           "workers": "synth.workers"},
-                 "check-data": {"scheme": "data.scheme"}, "boxes": {"detector": "data.detector"},
-                 "train": {"run": "runs.train"}, "pipeline": {"run": "runs.pipeline"}}
 PATH_ARGUMENTS = ("out", "run")
 
 
 def fill_defaults(args: argparse.Namespace) -> None:
-    """Arguments left out take their base.yaml default (given ones are checked by the verb, as
-    everything else it reads)."""
+    """Arguments left out take their base.yaml default (Verb.defaults; given ones are checked by the
+    verb, as everything else it reads)."""
     from facemark.config import base_value
 
-    for attr, dotted in BASE_DEFAULTS.get(args.verb, {}).items():
+    for attr, dotted in VERBS[args.verb].defaults.items():
         if getattr(args, attr) is None:
             value = base_value(dotted)
             setattr(args, attr, Path(value) if attr in PATH_ARGUMENTS else value)
@@ -416,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parser.parse_args(argv)
-    handler = VERBS[args.verb][1]
     try:
         fill_defaults(args)
-        log_path = _log_path(args)
-        with handled(), quiet_console(log_path, argv) if log_path is not None else contextlib.nullcontext():
-            return handler(args)
+        log = log_path(args)
+        with handled(), quiet_console(log, argv) if log is not None else contextlib.nullcontext():
+            return VERBS[args.verb].run(args)
     except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (facemark.interrupt.Terminated)
         return _interrupted(args, argv, exc)
     except Exception as exc:

@@ -31,18 +31,19 @@ def test_wheel_install_imports_every_stage(tmp_path):
 
 
 def test_cli_lists_every_verb_of_its_table(capsys):
-    """`facemark --help` names every verb of cli.VERBS with its description, and each verb's own
+    """`facemark --help` names every verb of verbs.VERBS with its description, and each verb's own
     --help runs (exit 0): the verbs are read from the table, so a new one is covered here."""
     import re
 
-    from facemark.cli import VERBS, main
+    from facemark.cli import main
+    from facemark.verbs import VERBS
 
     out = subprocess.run([sys.executable, "-m", "facemark", "--help"], capture_output=True, text=True,
                          check=True).stdout
     listed = dict(re.findall(r"^ {4}(\S+)\s+(\S.*)$", out, flags=re.M))
     assert {"qat", "predict", "benchmark", "ablate", "pipeline"} <= set(VERBS)
-    for verb, (text, _) in VERBS.items():
-        assert listed.get(verb, "").startswith(text[:30]), (verb, listed.get(verb))
+    for verb, entry in VERBS.items():
+        assert listed.get(verb, "").startswith(entry.help[:30]), (verb, listed.get(verb))
         with pytest.raises(SystemExit) as done:
             main([verb, "--help"])
         assert done.value.code == 0 and f"usage: facemark {verb}" in capsys.readouterr().out, verb
@@ -58,3 +59,22 @@ def test_make_install_pins_dlib_as_the_peers_extra_does():
     assert runtime in peers and runtime.startswith("dlib-bin==")
     core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not any("dlib" in dep or "face-recognition" in dep for dep in core)   # never a core dependency
+
+
+def test_a_verbs_base_defaults_name_its_own_arguments_and_real_keys():
+    """Verb.defaults (facemark/verbs.py) fill arguments the verb's parser has and leaves None, from
+    keys base.yaml has: one table entry holds every fact of a verb."""
+    from facemark.cli import build_parser, fill_defaults
+    from facemark.config import base_value
+    from facemark.verbs import VERBS
+
+    parser = build_parser()
+    required = {"check-data": ["root"], "boxes": ["root"], "train": ["--data", "d"], "pipeline": ["--data", "d"]}
+    for verb, entry in VERBS.items():
+        if not entry.defaults:
+            continue
+        args = parser.parse_args([verb, *required.get(verb, [])])
+        assert all(getattr(args, attr) is None for attr in entry.defaults), verb
+        fill_defaults(args)
+        for attr, key in entry.defaults.items():
+            assert str(getattr(args, attr)) == str(base_value(key)), (verb, attr)

@@ -178,13 +178,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
            process: Process) -> dict:
     log = print if process.is_main else (lambda *args, **kwargs: None)
     ckpt_io.check_run_dir(run_dir, resume)
-    saved, changed = None, []
-    if resume:
-        saved = ckpt_io.load_checkpoint_file(RunDir(run_dir).last)
-        changed = ckpt_io.check_resume_config(saved["config"], cfg, RunDir(run_dir).last)
-        steps = ckpt_io.interrupted_progress(saved, changed).steps
-        log(f"resuming {run_dir} after epoch {saved['epoch']}" + (f", step {steps}" if steps else "")
-            + (f" (changed: {', '.join(changed)})" if changed else ""))
+    saved, changed = _resumed(run_dir, cfg, log) if resume else (None, [])
     scheme = load_scheme(cfg.data.scheme)
     # the model first: a bad arch, weights file or freeze count is reported before data is read
     state = _build_state(cfg, scheme.num_points, process.device, saved)
@@ -200,14 +194,8 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     if saved is not None:
         extras.restore(saved)
     baseline = mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
-    fingerprints = None
-    if process.is_main:
-        _prepare_run_dir(run_dir, cfg, state.epoch)
-        fingerprints = _record_data(data_root, run_dir, dataset.samples, cfg, saved)
-        log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
-            f"{baseline:.4f} (the score of predicting the mean training face)")
-        log(f"threads: {torch.get_num_threads()} for the model, {cfg.data.workers} data workers "
-            f"(train.threads, data.workers)")
+    fingerprints = _open_run(run_dir, cfg, data_root, dataset, val_set, baseline, saved, state.epoch, log) \
+        if process.is_main else None
     model = _wrap(state.model, process)
     loss_fn = training_loss(cfg, state.model, extras.maps)
     writer = _tensorboard(run_dir) if process.is_main else None
@@ -229,9 +217,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             val_nme = validate_epoch(state.eval_model, val_set, scheme, cfg, process)
             state.scheduler.step(epoch + 1, val_nme)
             state.epoch, state.progress = epoch + 1, EpochProgress()
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
-                      "seconds": round(done.seconds + time.perf_counter() - start, 3),
-                      "threads": torch.get_num_threads()}
+            record = _epoch_record(epoch, train_loss, val_nme, done, start)
             if process.is_main:
                 extras.validate(state.eval_model, record, process.device)
                 if extras.transfer_due(state.epoch):   # before last.pt, which keeps the maps
@@ -243,9 +229,43 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
         loader.close()   # its persistent workers end now, whatever stopped the epochs
         if writer is not None:
             writer.close()
+    return _summary(state, record, baseline, run_dir)
+
+
+def _epoch_record(epoch: int, train_loss: float, val_nme: float, done: EpochProgress, start: float) -> dict[str, Any]:
+    """Epoch `epoch` (0-based)'s line of RUN/metrics.jsonl (extra schemes add val_nme_SCHEME)."""
+    return {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
+            "seconds": round(done.seconds + time.perf_counter() - start, 3), "threads": torch.get_num_threads()}
+
+
+def _summary(state: TrainState, record: dict[str, Any], baseline: float, run_dir: Path) -> dict[str, Any]:
+    """What train() returns: where the run stands after its last epoch."""
     return {"epoch": state.epoch, "train_loss": record.get("train_loss"), "val_nme": record.get("val_nme"),
             "best_val_nme": state.best_val_nme, "best_epoch": state.best_epoch,
             "mean_shape_val_nme": baseline, "run_dir": str(run_dir)}
+
+
+def _resumed(run_dir: Path, cfg: Config, log) -> tuple[dict[str, Any], list[str]]:
+    """RUN/last.pt, checked against `cfg` -> (the checkpoint, the config keys that changed)."""
+    saved = ckpt_io.load_checkpoint_file(RunDir(run_dir).last)
+    changed = ckpt_io.check_resume_config(saved["config"], cfg, RunDir(run_dir).last)
+    steps = ckpt_io.interrupted_progress(saved, changed).steps
+    log(f"resuming {run_dir} after epoch {saved['epoch']}" + (f", step {steps}" if steps else "")
+        + (f" (changed: {', '.join(changed)})" if changed else ""))
+    return saved, changed
+
+
+def _open_run(run_dir: Path, cfg: Config, data_root: Path, dataset, val_set, baseline: float,
+              saved: dict[str, Any] | None, completed: int, log) -> dict[str, Any]:
+    """The main process's start: the run folder and its data record written, what the run trains
+    on said -> the data fingerprints (_record_data)."""
+    _prepare_run_dir(run_dir, cfg, completed)
+    fingerprints = _record_data(data_root, run_dir, dataset.samples, cfg, saved)
+    log(f"{len(dataset)} training faces, {len(val_set)} validation faces; mean-shape val NME "
+        f"{baseline:.4f} (the score of predicting the mean training face)")
+    log(f"threads: {torch.get_num_threads()} for the model, {cfg.data.workers} data workers "
+        f"(train.threads, data.workers)")
+    return fingerprints
 
 
 def _wrap(model: nn.Module, process: Process) -> nn.Module:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,6 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
     fingerprint differs from the one the checkpoint recorded at training time (facemark.data.fingerprint).
     """
     from facemark.model import load_checkpoint, weights_source
-    from facemark.plots import plot_ced
     from facemark.runtime import TorchRunner
     from facemark.runtime.refine import from_config
     from facemark.train.engine import resolve_device
@@ -110,15 +110,25 @@ def evaluate_checkpoint(ckpt: Path, data_root: Path, split: str, out_dir: Path |
                       "infer": refinement.record()},
         "per_face": {"stems": crop_set.stems, "nme_pupil": [float(v) for v in per_face]},
     }
+    _write_outputs(result, ckpt, out_dir, cfg.model.arch, refinement.label, crop_set)
+    return result
+
+
+def _write_outputs(result: dict[str, Any], ckpt: Path, out_dir: Path | None, arch: str, refined_label: str,
+                   crop_set) -> None:
+    """OUT/metrics_<split>.json, OUT/ced_<split>.png (OUT: `out_dir`, else the checkpoint's folder)
+    and the table on the terminal."""
+    from facemark.plots import plot_ced
+
+    split, refined = result["data"]["split"], result["refined"]
     out_dir = Path(out_dir) if out_dir is not None else ckpt.parent
     metrics_path = out_dir / f"metrics_{split}.json"
     atomic_write_text(metrics_path, json.dumps(result, indent=2) + "\n")
-    curves = {f"{cfg.model.arch} ({split})": per_face}
+    curves = {f"{arch} ({split})": np.asarray(result["per_face"]["nme_pupil"])}
     if refined is not None:
-        curves[f"{cfg.model.arch} ({split}, {refinement.label})"] = np.asarray(refined["nme_pupil"])
+        curves[f"{arch} ({split}, {refined_label})"] = np.asarray(refined["nme_pupil"])
     plot_path = plot_ced(curves, CED_THRESHOLD, out_dir / f"ced_{split}.png")
-    title = (f"{ckpt} on {Path(data_root) / split} (detector {crop_set.detector}: {len(crop_set.misses)} misses, "
-             f"{len(crop_set.skipped)} skipped)")
-    print(format_table(summary, title, None if refined is None else (refinement.label, refined["metrics"])))
+    title = (f"{ckpt} on {Path(result['data']['root']) / split} (detector {crop_set.detector}: "
+             f"{len(crop_set.misses)} misses, {len(crop_set.skipped)} skipped)")
+    print(format_table(result["metrics"], title, None if refined is None else (refined_label, refined["metrics"])))
     print(f"wrote {metrics_path} and {plot_path}")
-    return result
