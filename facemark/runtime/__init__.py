@@ -1,7 +1,7 @@
 """The runtime layer: every model and artifact invocation in facemark, behind one contract.
 
 face box -> square crop (facemark.codec) -> the artifact's own normalisation, layout and integer
-I/O (runners.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
+I/O (runner.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
 image pixels (codec.to_image). Entry points:
 - `create_runner(fmt, path, entry, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml);
   `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
