@@ -27,10 +27,10 @@ from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_m
 from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.runtime import TorchRunner, create_runner, needs_macos
+from facemark.status import Status
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "landmarks"
-NOT_RUN = "written, not run on this host"
 
 
 def export_coreml(model: nn.Module, package_path: Path, input_size: int, precision: str, *,
@@ -111,5 +111,5 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
             actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
             facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
-    facts["status"] = "verified" if can_predict() else NOT_RUN
+    facts["status"] = Status.VERIFIED if can_predict() else Status.WRITTEN
     return Written(name, file, facts)

@@ -24,6 +24,7 @@ from facemark.manifest import (artifact_entry, exported_from, load_manifest, man
                                record_artifact, save_manifest)
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
+from facemark.status import Status
 
 PARITY_SPLITS = ("val", "test")
 
@@ -135,7 +136,7 @@ def run_format(fmt: Format, job: ExportJob) -> list[Outcome]:
         message = (str(exc).strip().splitlines() or [""])[0][:200]
         missing = isinstance(exc, ImportError)
         error = (f"{type(exc).__name__}: {message}" + (f" (install the '{fmt.extra}' extra)" if missing else ""))
-        return [Outcome(fmt.name, fmt.name, "-", "failed", None, None, time.perf_counter() - start, error)]
+        return [Outcome(fmt.name, fmt.name, "-", Status.FAILED, None, None, time.perf_counter() - start, error)]
     seconds = (time.perf_counter() - start) / max(len(written), 1)
     outcomes = []
     for item in written:

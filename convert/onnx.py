@@ -21,6 +21,7 @@ from facemark.convert.formats import ExportJob, Written, float_artifact
 from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
 from facemark.runtime import TorchRunner, create_runner
 from facemark.io import atomic_path
+from facemark.status import Status
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "landmarks"
@@ -86,5 +87,5 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
         actual = create_runner("onnx", tmp, facts, job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
-    facts["status"] = "verified"
+    facts["status"] = Status.VERIFIED
     return Written(name, file, facts)

@@ -34,6 +34,7 @@ from facemark.interrupt import run_child
 from facemark.io import atomic_path
 from facemark.runtime import TorchRunner, create_runner
 from facemark.weights import Normalisation
+from facemark.status import Status
 
 METADATA_NAME = "facemark_manifest"
 # onnx2tf downloads this MS-COCO sample from GitHub for its own output check (even for float32)
@@ -187,5 +188,5 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
         actual = create_runner("tflite", tmp, facts, job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
-    facts["status"] = "verified"
+    facts["status"] = Status.VERIFIED
     return Written(name, file, facts)

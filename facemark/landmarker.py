@@ -31,6 +31,7 @@ from facemark.runtime import Runner
 from facemark.rundir import RunDir
 from facemark.runtime.refine import Refinement, from_config, from_manifest
 from facemark.schemes import Scheme, load_scheme
+from facemark.status import Status
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
         exported = manifest_path(export_dir).is_file()
         manifest = load_manifest(export_dir) if exported else {"artifacts": {}}
-        if (manifest["artifacts"].get("onnx_fp32") or {}).get("status") == "verified":
+        if (manifest["artifacts"].get("onnx_fp32") or {}).get("status") == Status.VERIFIED:
             onnx = artifact_path(export_dir, "onnx_fp32", manifest)
             if onnx.is_file():
                 return _load_artifact(onnx, overrides)

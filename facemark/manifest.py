@@ -37,6 +37,7 @@ from facemark.io import atomic_write_text, file_inside, read_json_document, sha2
 from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
 from facemark.rundir import MANIFEST_NAME
+from facemark.status import Status
 
 MANIFEST_SCHEMA = "facemark-manifest-v1"
 TOOLS = ("facemark", "torch", "timm", "onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu",
@@ -118,6 +119,11 @@ def load_manifest(export_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{manifest_path(export_dir)}: 'artifacts' must be a mapping of name to entry")
     check_contract(manifest, manifest_path(export_dir))
     for name, entry in artifacts.items():
+        if isinstance(entry, dict) and "status" in entry:
+            try:
+                Status.of(entry["status"])
+            except ValueError as exc:
+                raise ArtifactError(f"{manifest_path(export_dir)}: artifacts.{name}.status: {exc}") from None
         if not isinstance(entry, dict) or "file" in entry:   # an entry without a file has nothing to load
             artifact_path(export_dir, name, manifest)
     return manifest

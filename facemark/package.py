@@ -32,6 +32,7 @@ from facemark.errors import ArtifactError
 from facemark.io import atomic_path, atomic_write_text
 from facemark.pretrained import CARD_NAME, CARD_SCHEMA
 from facemark.rundir import RunDir
+from facemark.status import Status
 
 ACCURACY_KEYS = ("nme_pupil", "nme_corner", "fr@0.1", "auc@0.1")
 
@@ -44,7 +45,7 @@ def default_artifacts(manifest: dict[str, Any]) -> list[str]:
     entries = manifest["artifacts"]
     tflite = [name for name, entry in entries.items()
               if name in ARTIFACTS and ARTIFACTS[name].competes and ARTIFACTS[name].format == "tflite"
-              and entry.get("status") == "verified" and not entry.get("superseded_by")]
+              and entry.get("status") == Status.VERIFIED and not entry.get("superseded_by")]
     return tflite[:1] + (["onnx_fp32"] if "onnx_fp32" in entries else [])
 
 
@@ -61,7 +62,7 @@ def _accuracy(row: dict[str, Any]) -> dict[str, float]:
 
 
 def _artifact_card(name: str, entry: dict[str, Any], row: dict[str, Any] | None, run: RunDir) -> dict[str, Any]:
-    if row is None or row.get("status") != "ok" or not row.get("accuracy"):
+    if row is None or row.get("status") != Status.OK or not row.get("accuracy"):
         raise ArtifactError(f"{run.validation / 'validation.json'}: no validated row for {name!r}; run "
                             f"`facemark validate {run.root}` after exporting it")
     if not row.get("gate", {}).get("passed", False):

@@ -25,6 +25,7 @@ from facemark.quantize.calibration import Calibration
 from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
+from facemark.status import Status
 
 # A quantised artifact whose mean landmark error against PyTorch exceeds this fraction of the
 # inter-pupil distance is broken (wrong ranges, wrong layout), not merely less accurate; the
@@ -83,7 +84,7 @@ class QuantResult:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        return self.status == Status.FAILED
 
 
 def attempt(row: Artifact, work: Callable[[], QuantResult]) -> QuantResult:
@@ -94,7 +95,7 @@ def attempt(row: Artifact, work: Callable[[], QuantResult]) -> QuantResult:
         result = work()
     except Exception as exc:  # a converter bug, a crash in a child process, a refused output step
         message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        result = QuantResult(row.name, row.mode, "failed", error=f"{type(exc).__name__}: {message}")
+        result = QuantResult(row.name, row.mode, Status.FAILED, error=f"{type(exc).__name__}: {message}")
     result.seconds = time.perf_counter() - start
     return result
 

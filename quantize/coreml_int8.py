@@ -33,6 +33,7 @@ from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       load_torch_before_tensorflow, parity_figures)
 from facemark.runtime import TorchRunner, create_runner
+from facemark.status import Status
 
 SOURCE = "coreml_fp32"
 CALIBRATION_BATCH = 16
@@ -169,7 +170,7 @@ def output_fake_quant_scale(prepared: torch.nn.Module) -> float | None:
 
 def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> QuantResult:
     """Embed the contract, save atomically, reload and check the spec (and run it on macOS)."""
-    from facemark.convert.coreml import NOT_RUN, can_predict, check_spec
+    from facemark.convert.coreml import can_predict, check_spec
     from facemark.convert.parity import embedded_metadata
 
     metadata = embedded_metadata(job.contract, facts)
@@ -186,9 +187,9 @@ def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> Quant
             actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.parity.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
             facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
-            facts["status"] = "verified"
+            facts["status"] = Status.VERIFIED
         else:
-            facts["status"] = NOT_RUN
+            facts["status"] = Status.WRITTEN
     return QuantResult(row.name, row.mode, facts["status"], row.file, facts)
 
 

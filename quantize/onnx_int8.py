@@ -29,6 +29,7 @@ from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       decode_note, parity_figures, ranges_label)
 from facemark.runtime import TorchRunner, create_runner
+from facemark.status import Status
 
 SOURCE = "onnx_fp32"
 DYNAMIC = ARTIFACTS["onnx_int8_dynamic"]
@@ -138,7 +139,7 @@ def _static(job: QuantJob, row: Artifact, activation: str) -> QuantResult:
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         finish(job, tmp, facts)
-    return QuantResult(row.name, row.mode, "verified", row.file, facts)
+    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
 
 
 def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activation: str) -> QuantResult:
@@ -156,7 +157,7 @@ def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activ
         shutil.copyfile(chosen.path, tmp)
         facts["output_step"] = output_step(job, tmp)
         finish(job, tmp, facts)
-    return QuantResult(row.name, row.mode, "verified", row.file, facts)
+    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
 
 
 def _dynamic(job: QuantJob) -> QuantResult:
@@ -170,7 +171,7 @@ def _dynamic(job: QuantJob) -> QuantResult:
     with atomic_path(job.export_dir / DYNAMIC.file) as tmp:
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finish(job, tmp, facts)
-    return QuantResult(DYNAMIC.name, DYNAMIC.mode, "verified", DYNAMIC.file, facts)
+    return QuantResult(DYNAMIC.name, DYNAMIC.mode, Status.VERIFIED, DYNAMIC.file, facts)
 
 
 def output_scale(onnx_path: Path) -> float:
@@ -196,7 +197,7 @@ def finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     actual = create_runner("onnx", onnx_path, facts, job.size, job.norm).predict(job.parity.crops)
     facts["parity"] = parity_figures(actual, TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops), job.size,
                                      job.parity_ipd_px(), job.parity.split)
-    facts["status"] = "verified"
+    facts["status"] = Status.VERIFIED
 
 
 def _embed(onnx_path: Path, metadata: dict[str, str]) -> None:

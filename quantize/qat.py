@@ -59,6 +59,7 @@ from facemark.quantize.common import (QuantJob, QuantResult, attempt, int8_facts
 from facemark.quantize.qat_graph import RANGE_BATCH, UNFOLD_TOLERANCE, measure_ranges, prepare, unfold_batchnorm
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
+from facemark.status import Status
 
 
 QAT_DIR = "qat"
@@ -284,7 +285,7 @@ def write_onnx(job: QuantJob, tuner: FineTuner) -> QuantResult:
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = round(int8_mac_fraction(onnx_macs(tmp), onnx_int8_nodes(tmp)), 4)
         finish(job, tmp, facts)
-    return QuantResult(row.name, row.mode, "verified", row.file, facts)
+    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
 
 
 def _export_dynamo(graph: nn.Module, path: Path, size: int, input_name: str, output_name: str) -> None:

@@ -29,6 +29,7 @@ from facemark.quantize.sensitivity_report import write_explain
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.runtime.machine import is_x86
+from facemark.status import Status
 
 BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
             "coreml": "facemark.quantize.coreml_int8"}
@@ -159,7 +160,7 @@ def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
         results = module.quantize(job)
     except Exception as exc:
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-        results = [QuantResult(row.name, row.mode, "failed", error=message) for row in module.planned(job)]
+        results = [QuantResult(row.name, row.mode, Status.FAILED, error=message) for row in module.planned(job)]
     record_results(job, results)
     return results
 

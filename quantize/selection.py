@@ -21,13 +21,14 @@ from facemark.errors import DataError
 from facemark.manifest import load_manifest, record_artifact
 from facemark.quantize.common import QuantJob
 from facemark.runtime import needs_macos
+from facemark.status import Status
 
 def candidates(manifest: dict[str, Any]) -> dict[str, list[str]]:
     """format -> the verified competing rows of the manifest (two or more per format only)."""
     groups: dict[str, list[str]] = {}
     for name, entry in manifest["artifacts"].items():
         row = ARTIFACTS.get(name)
-        if row is not None and row.competes and entry.get("status") == "verified" and not needs_macos(row.format):
+        if row is not None and row.competes and entry.get("status") == Status.VERIFIED and not needs_macos(row.format):
             groups.setdefault(row.format, []).append(name)
     return {fmt: sorted(names) for fmt, names in groups.items() if len(names) > 1}
 

@@ -32,6 +32,7 @@ from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_outp
                                       range_percentile)
 from facemark.runtime import TorchRunner
 from facemark.weights import Normalisation
+from facemark.status import Status
 
 SOURCE = "onnx_fp32"
 SAME_SCALE_OPS = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
@@ -57,7 +58,7 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     results = []
     for row, kind in KINDS.items():
         if conversion.failed:
-            results.append(QuantResult(row.name, row.mode, "failed", error=conversion.error,
+            results.append(QuantResult(row.name, row.mode, Status.FAILED, error=conversion.error,
                                        seconds=conversion.seconds))
             continue
         result = attempt(row, lambda: _finish(job, row, _produced(job, kind, files, calibration), io_type))
@@ -226,8 +227,8 @@ def write_tflite(job: QuantJob, row: Artifact, produced: Path, description: str,
                                                      job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
         facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
-        facts["status"] = "verified"
-    return QuantResult(row.name, row.mode, "verified", row.file, facts)
+        facts["status"] = Status.VERIFIED
+    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
 
 
 def description(full: bool, io_type: str, job: QuantJob) -> str:

@@ -21,7 +21,7 @@ from margins import DATA_SEED, below
 
 from facemark.codec import denormalise
 from facemark.config import load_config, save_config
-from facemark.convert.coreml import NOT_RUN
+from facemark.status import Status
 from facemark.convert.export import export_run
 from facemark.convert.formats import FORMATS, PARITY_BOUND, resolve_formats
 from facemark.convert.onnx import read_onnx_metadata
@@ -108,7 +108,7 @@ def test_onnx_and_coreml_artifacts_are_recorded(exported):
     below("export: onnx_fp32 recorded parity", onnx_entry["parity"]["max_abs"], PARITY_BOUND["float32"])
     baked = manifest["artifacts"]["onnx_fp32_baked"]
     assert baked["layout"] == "NHWC" and baked["input"]["shape"] == [1, SIZE, SIZE, 3] and baked["input_dtype"] == "uint8"
-    assert manifest["artifacts"]["coreml_fp16"]["status"] == NOT_RUN  # Linux: no CoreML runtime
+    assert manifest["artifacts"]["coreml_fp16"]["status"] == Status.WRITTEN  # Linux: no CoreML runtime
 
 
 def test_onnx_parity_recomputed_from_the_file(exported):

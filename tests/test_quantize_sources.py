@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from drawn_faces import make_drawn_root, perturbed_model
-from convert.coreml import NOT_RUN
+from facemark.status import Status
 from facemark.artifacts import making_command
 from facemark.cli import main
 from facemark.config import load_config
@@ -83,7 +83,7 @@ def test_export_then_quantize_the_same_format(trained_run, tmp_path, fmt, int8):
     artifacts = load_manifest(run / "export")["artifacts"]
     assert {entry["format"] for entry in artifacts.values()} == {fmt}
     for name in int8:
-        expected = NOT_RUN if fmt == "coreml" and sys.platform != "darwin" else "verified"
+        expected = Status.WRITTEN if fmt == "coreml" and sys.platform != "darwin" else "verified"
         assert artifacts[name]["status"] == expected, name
         assert (run / "export" / artifacts[name]["file"]).exists(), name   # a CoreML .mlpackage is a folder
 
@@ -102,7 +102,7 @@ def test_make_export_tflite_then_make_quantize(trained_run, tmp_path):
     for name in ("onnx_fp32", "tflite_int8_full", "onnx_int8_qdq_u8s8"):
         assert artifacts[name]["status"] == "verified", name
     # CoreML runs on macOS only: elsewhere its artifacts are written and checked, not run
-    coreml_status = "verified" if sys.platform == "darwin" else NOT_RUN
+    coreml_status = "verified" if sys.platform == "darwin" else Status.WRITTEN
     for name in ("coreml_fp32", "coreml_int8_w8", "coreml_int8_w8a8"):
         assert artifacts[name]["status"] == coreml_status, name
         assert (run / "export" / artifacts[name]["file"]).exists(), name

@@ -35,6 +35,7 @@ from facemark.data.fingerprint import difference
 from facemark.errors import ArtifactError
 from facemark.io import read_json_document
 from facemark.validate.accuracy import delta
+from facemark.status import Status
 
 PYTORCH = "pytorch"
 
@@ -56,7 +57,7 @@ def load_baseline(path: Path, data: dict[str, Any], schema: str) -> dict[str, An
             raise ArtifactError(f"{path}: baseline was measured on other faces ({key}: {theirs.get(key)!r} "
                                 f"there, {data.get(key)!r} here); NMEs on different faces do not compare")
     rows = {row["name"]: row for row in report.get("rows", [])}
-    if rows.get(PYTORCH, {}).get("status") != "ok":
+    if rows.get(PYTORCH, {}).get("status") != Status.OK:
         raise ArtifactError(f"{path}: baseline has no evaluated PyTorch row")
     return {"file": str(path), "rows": rows}
 
@@ -66,7 +67,7 @@ def reference_nme(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str
     if baseline is None:
         return PYTORCH, rows[PYTORCH]["accuracy"]["nme_pupil"]
     theirs = baseline["rows"].get(name)
-    if theirs is None or theirs.get("status") != "ok":
+    if theirs is None or theirs.get("status") != Status.OK:
         theirs, name = baseline["rows"][PYTORCH], PYTORCH
     return f"baseline:{name}", theirs["accuracy"]["nme_pupil"]
 
@@ -77,7 +78,7 @@ def refined_reference(name: str, rows: dict[str, dict[str, Any]], baseline: dict
     (else its PyTorch row) when it ran the same refinement `infer`, else this run's PyTorch row."""
     def same(row: dict[str, Any] | None) -> bool:
         refined = (row or {}).get("refined") or {}
-        return row is not None and row.get("status") == "ok" and (refined.get("infer") or {}).get("label") == \
+        return row is not None and row.get("status") == Status.OK and (refined.get("infer") or {}).get("label") == \
             infer["label"]
 
     if baseline is not None:
@@ -102,9 +103,9 @@ def _nme_reasons(nme: float, change: dict[str, Any], max_nme_increase: float | N
 def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
                  max_stability: float | None = None) -> list[str]:
     status = row["status"]
-    if status.startswith(("refused", "failed")):
+    if Status.of(status) in (Status.REFUSED, Status.FAILED):
         return [f"{status} ({row['error']})" if row.get("error") else status]
-    if status != "ok":
+    if status != Status.OK:
         return []
     reasons = _nme_reasons(row["accuracy"]["nme_pupil"], row["delta"], max_nme_increase, max_nme)
     refined = row.get("refined")
@@ -126,7 +127,7 @@ def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_n
     by_name = {row["name"]: row for row in rows}
     failures, not_run = [], []
     for row in rows:
-        if row["status"] == "ok":
+        if row["status"] == Status.OK:
             label, ref = reference_nme(row["name"], by_name, baseline)
             row["delta"] = delta(row["accuracy"]["nme_pupil"], ref, label)
             if row.get("refined"):
@@ -135,7 +136,7 @@ def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_n
         reasons = _row_reasons(row, max_nme_increase, max_nme, max_stability)
         row["gate"] = {"passed": not reasons, "reasons": reasons}
         failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]
-        if row["status"].startswith(("not run", "not exported")):
+        if Status.of(row["status"]) in (Status.NOT_RUN, Status.NOT_EXPORTED):
             not_run.append({"artifact": row["name"], "status": row["status"]})
     superseded = _superseded(rows, by_name)
     failures = [f for f in failures if f["artifact"] not in superseded]
@@ -154,7 +155,7 @@ def _superseded(rows: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) 
         successor = by_name.get(row.get("superseded_by") or "")
         if row["gate"]["passed"] or successor is None:
             continue
-        if successor["status"] == "ok" and successor["gate"]["passed"]:
+        if successor["status"] == Status.OK and successor["gate"]["passed"]:
             row["gate"]["superseded_by"] = successor["name"]
             result[row["name"]] = successor["name"]
     return result

@@ -21,7 +21,7 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "quantization" (manifest's, null for float), "mode" (display label: how it is quantised, or its
     precision), "layout", "input_dtype",
     "baked_preprocessing", "size_bytes", "sha256": "ok" | "mismatch" | "missing" | "n/a",
-    "status": "ok" | "not run: needs macOS" | "not exported: ..." | "refused: sha256 mismatch" |
+    "status": (facemark.status.Status) "ok" | "not run: needs macOS" | "not exported: ..." | "refused: sha256 mismatch" |
               "refused: file missing" | "failed: ...",
     "error": message or null,
     "runtime": {"runtime", "version", "delegate", "threads", ...} or null,
@@ -60,6 +60,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from facemark.io import atomic_write_text
+from facemark.status import Status
 
 SCHEMA = "facemark-validation-v1"
 COLUMNS = ("", "format", "artifact", "mode", "status", "size MB", "NME", "dNME%", "max px dev",
@@ -75,7 +76,7 @@ def _mark(row: dict[str, Any]) -> str:
         return "sup"   # failed, but replaced by a passing mixed-precision artifact
     if not row["gate"]["passed"]:
         return "FAIL"
-    return "ok" if row["status"] == "ok" else "--"
+    return "ok" if row["status"] == Status.OK else "--"
 
 
 def refined_label(report: dict[str, Any]) -> str | None:
@@ -278,10 +279,10 @@ def write_report(report: dict[str, Any], out_dir: Path, per_face_nme: dict[str, 
     atomic_write_text(paths["md"], markdown(report))
     plot_ced(per_face_nme, 0.1, paths["ced"], title="CED of every artifact")
     points = [(row["name"], row["latency"]["median_ms"], row["accuracy"]["nme_pupil"])
-              for row in report["rows"] if row["status"] == "ok"]
+              for row in report["rows"] if row["status"] == Status.OK]
     points += [(f"{row['name']} ({row['refined']['infer']['label']})", row["refined"]["latency"]["median_ms"],
                 row["refined"]["accuracy"]["nme_pupil"]) for row in report["rows"]
-               if row["status"] == "ok" and row.get("refined")]
+               if row["status"] == Status.OK and row.get("refined")]
     threads = report["settings"]["threads"]
     plot_scatter(points, f"latency median, ms (batch 1, {threads} thread(s))", "NME (inter-pupil)",
                  paths["scatter"], title="NME vs latency")

@@ -58,6 +58,7 @@ from facemark.runtime.harness import WorkerFailed
 from facemark.runtime.machine import machine_settings, x86_banner
 from facemark.runtime.refine import from_manifest
 from facemark.weights import Normalisation
+from facemark.status import Status
 
 
 
@@ -72,7 +73,7 @@ def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[
             "precision": entry.get("precision"), "quantization": entry.get("quantization"),
             "mode": _mode_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
             "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
-            "sha256": "n/a", "status": "ok", "error": None, "runtime": None, "accuracy": None, "delta": None,
+            "sha256": "n/a", "status": Status.OK, "error": None, "runtime": None, "accuracy": None, "delta": None,
             "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "video": None,
             "seconds": 0.0,
             # the row that ships instead of this one (quantize.selection), and the int8 share
@@ -98,24 +99,24 @@ def _size_on_disk(path: Path) -> int:
 def _check_artifact(name: str, entry: dict[str, Any], export_dir: Path, manifest: dict[str, Any]
                     ) -> tuple[dict[str, Any], Path | None]:
     """Row of one manifest artifact and its path when it is to be run (None: the row is final)."""
-    if not entry.get("file") or str(entry.get("status", "ok")).startswith("failed"):
+    if not entry.get("file") or Status.of(entry.get("status", Status.VERIFIED)) == Status.FAILED:
         row = _base_row(name, entry, entry.get("size_bytes"))
-        row["status"] = f"not exported: {entry.get('status', 'no file')}"
+        row["status"] = Status.NOT_EXPORTED.because(entry.get("status", "no file"))
         return row, None
     path = artifact_path(export_dir, name, manifest)
     row = _base_row(name, entry, _size_on_disk(path) if path.exists() else entry.get("size_bytes"))
     if not path.exists():
-        row.update(sha256="missing", status="refused: file missing",
+        row.update(sha256="missing", status=Status.REFUSED.because("file missing"),
                    error=f"{path}: listed in the manifest, not on disk")
         return row, None
     try:
         verify_artifact(export_dir, name, manifest)
     except ArtifactError as exc:
-        row.update(sha256="mismatch", status="refused: sha256 mismatch", error=str(exc))
+        row.update(sha256="mismatch", status=Status.REFUSED.because("sha256 mismatch"), error=str(exc))
         return row, None
     row["sha256"] = "ok"
     if needs_macos(row["format"]):
-        row["status"] = "not run: needs macOS"
+        row["status"] = Status.NOT_RUN.because("needs macOS")
         return row, None
     return row, path
 
@@ -133,7 +134,7 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
         except WorkerFailed as exc:
             row["status"] = exc.status
         except ArtifactError as exc:   # NaN/inf landmarks leave a later refinement pass no box to crop
-            row.update(status="failed: invalid predictions", error=str(exc))
+            row.update(status=Status.FAILED.because("invalid predictions"), error=str(exc))
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.eval_workers)) as pool:   # threads only wait on children
@@ -148,7 +149,7 @@ def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], 
         except WorkerFailed as exc:
             row["status"] = exc.status
         except ArtifactError as exc:   # e.g. NaN/inf predictions refused by facemark.metrics
-            row.update(status="failed: invalid predictions", error=str(exc))
+            row.update(status=Status.FAILED.because("invalid predictions"), error=str(exc))
     return per_face
 
 

@@ -38,6 +38,7 @@ from facemark.errors import FacemarkError
 from facemark.interrupt import run_child
 from facemark.io import atomic_write_text
 from facemark.weights import Normalisation
+from facemark.status import Status
 
 EXIT_USER_ERROR = 3   # a FacemarkError inside the child: its message is the last stderr line
 # A child that runs longer is stopped: int16-activation TFLite files ran 25-35x slower than int8
@@ -86,14 +87,14 @@ def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
         proc = run_child([sys.executable, "-m", "facemark.runtime.harness", str(job_path)],
                          capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise WorkerFailed(f"failed: timed out after {timeout:.0f} s") from None
+        raise WorkerFailed(Status.FAILED.because(f"timed out after {timeout:.0f} s")) from None
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else "?"
-        raise WorkerFailed(f"failed: process aborted (signal {-proc.returncode}, {name})")
+        raise WorkerFailed(Status.FAILED.because(f"process aborted (signal {-proc.returncode}, {name})"))
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         detail = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-        raise WorkerFailed(f"failed: {detail.removeprefix('error: ')[:300]}")
+        raise WorkerFailed(Status.FAILED.because(detail.removeprefix('error: ')[:300]))
     result = json.loads(Path(job["result"]).read_text())
     if job["mode"] == "accuracy":
         result["predictions"] = np.load(job["predictions"])
