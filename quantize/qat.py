@@ -62,8 +62,8 @@ from facemark.runlock import hold_run_lock
 from facemark.status import Status
 
 
-QAT_DIR = "qat"
-LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
+# where the QAT artifacts' float checkpoint lies, relative to RUN (the manifest's `checkpoint` facts)
+QAT_CHECKPOINT = RunDir(RunDir(Path()).qat).best.as_posix()
 RANGES = "over the calibration crops, measured at every epoch start and at the end"
 BATCHNORM = "folded into the convolutions before fine-tuning (running statistics)"
 QUANTIZER = ("u8 per-tensor affine activations, s8 per-channel symmetric weights (torchao XNNPACKQuantizer, "
@@ -200,7 +200,7 @@ class FineTuner:
     def record(self) -> dict[str, Any]:
         """The `qat` fact of every QAT artifact."""
         return {**self.settings, "best_epoch": self.best_epoch, "val_nme_int8_sim": round(self.best_nme, 6),
-                "checkpoint": f"{QAT_DIR}/{BEST}"}
+                "checkpoint": QAT_CHECKPOINT}
 
     # ------------------------------------------------------------ internals
 
@@ -225,7 +225,7 @@ class FineTuner:
     def _resume(self) -> None:
         from facemark.train import checkpoint as ckpt_io
 
-        path = self.out_dir / LAST
+        path = RunDir(self.out_dir).last
         if not path.is_file():
             return
         saved = ckpt_io.load_checkpoint_file(path)
@@ -244,11 +244,11 @@ class FineTuner:
 
     def _save(self, record: dict[str, Any], ckpt_io) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        metrics = self.out_dir / METRICS
+        metrics = RunDir(self.out_dir).metrics
         kept = metrics.read_text().splitlines() if metrics.is_file() and self.epoch > 1 else []
         kept = [line for line in kept if line.strip() and json.loads(line)["epoch"] < self.epoch]
         atomic_write_text(metrics, "".join(f"{line}\n" for line in [*kept, json.dumps(record)]))
-        ckpt_io.save_checkpoint(self.out_dir / LAST, {
+        ckpt_io.save_checkpoint(RunDir(self.out_dir).last, {
             "settings": self.settings, "epoch": self.epoch, "graph": self.graph.state_dict(),
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "rng": ckpt_io.rng_state(), "best_nme": self.best_nme, "best_epoch": self.best_epoch,
@@ -256,7 +256,7 @@ class FineTuner:
 
     def _write_float_checkpoint(self, ckpt_io) -> None:
         model = self.float_model()
-        ckpt_io.save_checkpoint(self.out_dir / BEST, checkpoint_dict(
+        ckpt_io.save_checkpoint(RunDir(self.out_dir).best, checkpoint_dict(
             model, self.job.cfg, epoch=self.best_epoch, val_nme=self.best_nme, data_root=str(self.job.data_root),
             qat=self.record()))
 
@@ -277,7 +277,7 @@ def write_onnx(job: QuantJob, tuner: FineTuner) -> QuantResult:
     move_exported_model_to_eval(converted)
     description = ("quantisation-aware fine-tuned: int8 per-channel weights, uint8 activations with the "
                    f"{converter_ranges(job.cfg)} ranges it was fine-tuned against, QDQ format; float32 I/O")
-    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, f"{QAT_DIR}/{BEST}")
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, QAT_CHECKPOINT)
     facts["calibration"].update(method="qat", detail=tuner.settings["ranges"])
     facts["qat"] = tuner.record()
     with atomic_path(job.export_dir / row.file) as tmp:
@@ -317,7 +317,7 @@ def write_tflite(job: QuantJob, tuner: FineTuner) -> QuantResult:
         True, job.cfg.quantize.tflite_io, job)
     extra = {"int8_macs": tflite_int8.int8_macs(produced), "qat": tuner.record()}
     return tflite_int8.write_tflite(job, ROWS["tflite"], produced, description, job.cfg.quantize.tflite_io,
-                                    calibrated=True, extra=extra, source=f"{QAT_DIR}/{BEST}")
+                                    calibrated=True, extra=extra, source=QAT_CHECKPOINT)
 
 
 WRITERS = {"onnx": write_onnx, "tflite": write_tflite}

@@ -26,7 +26,8 @@ from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import load_manifest, record_artifact
 from facemark.model import checkpoint_dict, load_checkpoint
-from facemark.quantize.qat import LAST, QAT_DIR, ROWS, FineTuner, qat_run
+from facemark.quantize.qat import ROWS, FineTuner, qat_run
+from facemark.rundir import RunDir
 from facemark.quantize.run import build_job, quantize_run
 from facemark.runtime import TorchRunner, create_runner
 from facemark.pipeline import check_plan, qat_current
@@ -70,7 +71,7 @@ def qat_done(dataset, tmp_path_factory) -> tuple[Path, int]:
 def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     run, code = qat_done
     assert code == 0
-    model, _, ckpt = load_checkpoint(run / QAT_DIR / "best.pt")
+    model, _, ckpt = load_checkpoint(RunDir(RunDir(run).qat).best)
     original, _, _ = load_checkpoint(run / "best.pt")
     record = ckpt["qat"]
     assert record["source_sha256"] == sha256_of(run / "best.pt") and record["epochs"] == 2
@@ -78,14 +79,14 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     moved = [(a - b).abs().max().item() for a, b in zip(model.state_dict().values(), original.state_dict().values())
              if a.is_floating_point()]
     assert max(moved) > 0   # fine-tuning changed the weights
-    lines = (run / QAT_DIR / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(RunDir(run).qat).metrics.read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     manifest = load_manifest(run / "export")
     for fmt, row in ROWS.items():
         name, entry = row.name, manifest["artifacts"][row.name]
         assert entry["file"] == row.file and entry["format"] == fmt and entry["precision"] == "int8"
         assert entry["status"] == "verified" and entry["qat"]["source_sha256"] == record["source_sha256"]
-        assert entry["source"] == f"{QAT_DIR}/best.pt"
+        assert entry["source"] == "qat/best.pt"
         assert 0.1 < entry["int8_macs"] <= 1.0, entry["int8_macs"]   # measured, not assumed (0.27 for ONNX here)
         below(f"{name} parity vs the original model", entry["parity"]["nme_ipd"], 0.25)
 
@@ -102,7 +103,7 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     assert sum(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer) >= 10   # conv and Linear weights
     job = build_job(run, dataset, None, verb="qat")
-    tuner = FineTuner(job, run / QAT_DIR, 2)
+    tuner = FineTuner(job, RunDir(run).qat, 2)
     tuner.train(None)   # finished: loads the best epoch's state, trains nothing
     crops = job.parity.crops
     # in a Sequential: the QAT graph's own eval() (torchao's override) returns None, not the module
@@ -166,12 +167,12 @@ def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
     assert qat_run(straight, data_root=dataset) == 0
     resumed = exported_run(dataset, tmp_path / "b", "[onnx]")
     assert qat_run(resumed, data_root=dataset, stop_after=1) == 0
-    saved = torch.load(resumed / QAT_DIR / LAST, weights_only=True)
-    assert saved["epoch"] == 1 and not (resumed / QAT_DIR / "best.pt").exists()
+    saved = torch.load(RunDir(RunDir(resumed).qat).last, weights_only=True)
+    assert saved["epoch"] == 1 and not RunDir(RunDir(resumed).qat).best.exists()
     assert ROWS["onnx"].name not in load_manifest(resumed / "export")["artifacts"]
     assert qat_run(resumed, data_root=dataset) == 0
-    first = torch.load(straight / QAT_DIR / "best.pt", weights_only=True)["model"]
-    second = torch.load(resumed / QAT_DIR / "best.pt", weights_only=True)["model"]
+    first = torch.load(RunDir(RunDir(straight).qat).best, weights_only=True)["model"]
+    second = torch.load(RunDir(RunDir(resumed).qat).best, weights_only=True)["model"]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
 
