@@ -49,7 +49,7 @@ from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
 from facemark.train.threads import thread_budget, training_threads
 from facemark.train.validation import mean_shape_nme, validate_epoch
-from facemark.train.multiset import ExtraSchemes, teacher, training_loss
+from facemark.train.multiset import ExtraSchemes, epoch_teacher, training_loss
 from facemark.train.selftrain import Teacher
 
 
@@ -207,7 +207,7 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
             done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
             try:
                 train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process,
-                                          epoch, teacher(cfg, state.eval_model, epoch))
+                                          epoch, epoch_teacher(cfg, state.eval_model, epoch))
             except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
                 done.seconds += time.perf_counter() - start
                 if process.is_main:

@@ -124,7 +124,7 @@ def training_loss(cfg: Config, model: nn.Module, maps: TransferMaps) -> nn.Modul
                       cfg.train.pseudo_weight)
 
 
-def teacher(cfg: Config, eval_model: nn.Module, epoch: int) -> Teacher | None:
+def epoch_teacher(cfg: Config, eval_model: nn.Module, epoch: int) -> Teacher | None:
     """The self-training teacher for `epoch` (0-based, the one about to run): the run's EMA model
     once train.pseudo_epoch epochs are done, when train.pseudo_weight > 0; else None."""
     if cfg.train.pseudo_weight == 0 or epoch < cfg.train.pseudo_epoch:

@@ -21,8 +21,8 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
     "quantization" (manifest's, null for float), "mode" (display label: how it is quantised, or its
     precision), "layout", "input_dtype",
     "baked_preprocessing", "size_bytes", "sha256": "ok" | "mismatch" | "missing" | "n/a",
-    "status": (facemark.status.Status) "ok" | "not run: needs macOS" | "not exported: ..." | "refused: sha256 mismatch" |
-              "refused: file missing" | "failed: ...",
+    "status": a facemark.status.Status word, "ok" | "not run: needs macOS" | "not exported: ..." |
+              "refused: sha256 mismatch" | "refused: file missing" | "failed: ...",
     "error": message or null,
     "runtime": {"runtime", "version", "delegate", "threads", ...} or null,
     "accuracy": facemark.metrics.summarize in image pixels (nme_pupil, nme_corner, fr@0.1,
