@@ -29,7 +29,7 @@ MEDIAPIPE := mediapipe==0.10.21
 
 .PHONY: install test demo synth check-data boxes train eval export export-onnx export-tflite \
         export-coreml quantize qat validate predict pipeline release paper-figure paper-table peers android-assets \
-        models clean
+        models schema clean
 
 install: $(BIN)/.installed
 
@@ -49,6 +49,10 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 test: install
 	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
+
+# docs/manifest.schema.json, generated from facemark/contract.py (tests/test_contract.py says when it is stale)
+schema: install
+	$(BIN)/python -m facemark.contract > docs/manifest.schema.json
 
 # The main job: synthetic data -> train MobileNetV2 (offline ImageNet weights) briefly -> export -> quantize -> validate.
 # The gate's verdict (exit 1: an artifact regressed) is the demo's

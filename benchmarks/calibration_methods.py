@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def parse_method(text: str) -> tuple[str, float | None]:
     """"minmax", "entropy" or "percentile:99.99" -> (method, percentile)."""
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from facemark.quantize.mixed import EvalFaces
     from facemark.quantize.onnx_int8 import preprocessed_source, write_qdq
     from facemark.quantize.run import build_job
-    from facemark.runtime import create_runner
+    from facemark.runtime import Feed, create_runner
 
     job = build_job(args.run, args.data, None, verb="benchmark")
     try:
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 path, started = Path(work) / f"{method}_{percentile}.onnx", time.perf_counter()
                 write_qdq(source, path, job.calibration.inputs("NCHW"), job.cfg.quantize.onnx_activation, method,
                           float_decode=job.cfg.quantize.float_decode, percentile=percentile)
-                runner = create_runner("onnx", path, {"layout": "NCHW"}, job.size, job.norm, threads=1)
+                runner = create_runner("onnx", path, Feed("NCHW"), job.size, job.norm, threads=1)
                 cells = []
                 for faces in splits.values():
                     value = faces.nme(runner.predict(faces.crops.crops).reshape(len(faces.crops), -1))

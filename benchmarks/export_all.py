@@ -92,7 +92,7 @@ def export_arch(arch: str, data_root: Path, base: Path, args: argparse.Namespace
     start = time.perf_counter()
     code = export_run(run, formats=args.format, data_root=None, bake=args.bake, golden=False)
     print(f"{arch}: exit code {code}, {time.perf_counter() - start:.0f} s in all")
-    return load_manifest(run / "export")["artifacts"]
+    return load_manifest(run / "export").artifacts
 
 
 def print_table(results: dict[str, dict]) -> None:
@@ -101,15 +101,15 @@ def print_table(results: dict[str, dict]) -> None:
     print(f"\n{header}\n{'-' * len(header)}")
     for arch, artifacts in results.items():
         for name, entry in artifacts.items():
-            parity = entry.get("parity")
+            parity = entry.parity
             if parity is None:
                 figures = f"{'-':>9} {'-':>9} {'-':>7} {'-':>7} {'-':>3}"
             else:
-                bound = PARITY_BOUND[entry["precision"]]
+                bound = PARITY_BOUND[entry.precision]
                 ok = "yes" if parity["max_abs"] <= bound else "NO"
                 figures = (f"{parity['max_abs']:>9.2e} {parity['mean_abs']:>9.2e} {parity['max_abs_px']:>7.4f} "
                            f"{bound:>7.0e} {ok:>3}")
-            print(f"{arch:<22} {name:<18} {entry['size_bytes'] / 1e6:>7.2f} {entry['seconds']:>6.1f} {figures}")
+            print(f"{arch:<22} {name:<18} {entry.size_bytes / 1e6:>7.2f} {entry.seconds or 0:>6.1f} {figures}")
     print("errors: normalised crop units vs PyTorch (max px: crop pixels); sec: format time / artifacts")
 
 

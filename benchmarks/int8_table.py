@@ -18,22 +18,26 @@ from pathlib import Path
 
 import yaml
 
+from facemark.contract import ArtifactEntry
+from facemark.manifest import load_manifest
+from facemark.validation_row import ValidationRow, read_rows
+
 HEADER = ("model", "artifact", "method", "NME", "dNME %", "p99 px", "max px", "int8 MACs", "MB", "ms", "gate")
 
 
-def method(name: str, entry: dict) -> str:
-    """What kind of row an artifact is, from its name and manifest entry."""
-    if entry.get("precision") != "int8" and "int8" not in name:
+def method(entry: ArtifactEntry) -> str:
+    """What kind of row an artifact is, from its manifest entry."""
+    if not entry.is_int8:
         return "float"
-    if "qat" in entry:
+    if "qat" in entry.details:
         return "QAT"
-    if entry.get("float_layers"):
+    if entry.details.get("float_layers"):
         return "mixed"
-    return "PTQ" if "calibration" in entry else "dynamic"
+    return "PTQ" if "calibration" in entry.details else "dynamic"
 
 
-def verdict(row: dict) -> str:
-    gate = row.get("gate") or {}
+def verdict(row: ValidationRow) -> str:
+    gate = row.gate or {}
     if gate.get("passed"):
         return "ok"
     return "sup" if gate.get("superseded_by") else "FAIL"
@@ -41,22 +45,23 @@ def verdict(row: dict) -> str:
 
 def run_rows(run: Path) -> list[tuple[str, ...]]:
     """The table lines of one validated run (rows that ran; PyTorch first)."""
-    report = json.loads((run / "validation" / "validation.json").read_text())
-    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    path = run / "validation" / "validation.json"
+    rows = read_rows(json.loads(path.read_text()), path)
+    artifacts = load_manifest(run / "export").artifacts
     config = run / "config.yaml"
     model = yaml.safe_load(config.read_text())["model"]["arch"] if config.is_file() else run.name
     lines = []
-    for row in report["rows"]:
-        if row["status"] != "ok":
+    for row in rows:
+        if not row.evaluated:
             continue
-        entry = manifest["artifacts"].get(row["name"], {})
-        parity = row.get("parity") or {}
-        macs = entry.get("int8_macs")
-        lines.append((model, row["name"], "float" if row["name"] == "pytorch" else method(row["name"], entry),
-                      f"{row['accuracy']['nme_pupil']:.5f}", f"{100 * row['delta']['rel']:+.2f}",
+        entry = artifacts.get(row.name)
+        parity = row.parity or {}
+        macs = entry.details.get("int8_macs") if entry else None
+        lines.append((model, row.name, method(entry) if entry else "float",
+                      f"{row.nme:.5f}", f"{100 * row.delta['rel']:+.2f}",
                       _num(parity.get("p99_px")), _num(parity.get("max_px")),
-                      "-" if macs is None else f"{100 * macs:.1f} %", f"{row['size_bytes'] / 1e6:.2f}",
-                      f"{row['latency']['median_ms']:.2f}", verdict(row)))
+                      "-" if macs is None else f"{100 * macs:.1f} %", f"{row.size_bytes / 1e6:.2f}",
+                      f"{row.latency['median_ms']:.2f}", verdict(row)))
     return lines
 
 

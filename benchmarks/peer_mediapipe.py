@@ -37,7 +37,7 @@ import numpy as np
 from facemark import codec
 from facemark.data.crops import choose_box
 from facemark.errors import ArtifactError, ConfigError, FacemarkError
-from facemark.runtime.runners import LiteRTRunner
+from facemark.runtime.runners import Feed, LiteRTRunner
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
 from peer_rows import INNER, SCHEME, Faces, Row, file_mb, inner_errors, load_faces
@@ -94,7 +94,7 @@ def load_mesh_runner(path: Path, threads: int) -> LiteRTRunner:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: MediaPipe face landmark model not found; {INSTALL_HINT}")
-    runner = LiteRTRunner(path, {}, INPUT_SIZE, UNIT_RANGE, threads)
+    runner = LiteRTRunner(path, Feed("NHWC"), INPUT_SIZE, UNIT_RANGE, threads)
     inputs, outputs = [int(v) for v in runner.input["shape"]], [int(v) for v in runner.output["shape"]]
     if inputs != [1, INPUT_SIZE, INPUT_SIZE, 3] or int(np.prod(outputs)) != MESH_POINTS * 3:
         raise ArtifactError(f"{path}: input {inputs}, first output {outputs}; MediaPipe's face mesh takes "

@@ -188,19 +188,15 @@ def _artifact_runner(export_dir: Path, name: str, size: int, norm, threads: int)
     """One exported artifact's runner (None off macOS for Core ML), verified against its manifest
     as `facemark validate` does, and its size in MB."""
     from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
-    from facemark.runtime.runners import create_runner, needs_macos
+    from facemark.runtime.runners import Feed, create_runner, needs_macos
 
     manifest = load_manifest(export_dir)
-    check_normalisation(manifest, norm, str(manifest_path(export_dir)))
-    if name not in manifest.get("artifacts", {}):
-        raise ArtifactError(f"{export_dir}/manifest.json: no artifact {name!r}; listed: "
-                            f"{', '.join(manifest.get('artifacts', {}))}")
-    entry = manifest["artifacts"][name]
-    path = export_dir / entry["file"]
-    if needs_macos(entry.get("format", "")):
+    check_normalisation(manifest.contract, norm, str(manifest_path(export_dir)))
+    path = verify_artifact(export_dir, name, manifest)
+    entry = manifest.artifacts[name]
+    if needs_macos(entry.format):
         return None, file_mb(path)
-    verify_artifact(export_dir, name, manifest)
-    return create_runner(entry["format"], path, entry, size, norm, threads), file_mb(path)
+    return create_runner(entry.format, path, Feed.of(entry), size, norm, threads), file_mb(path)
 
 
 # -- the table ------------------------------------------------------------------------------------

@@ -75,13 +75,16 @@ def main() -> None:
         build_run(work, args.faces, args.size, args.arch, args.runs, args.warmup)
         print(f"setup (synth, export, quantize): {time.perf_counter() - started:.0f} s")
     from facemark.validate.run import validate_run
+    from facemark.validation_row import read_rows
 
     cpu_before, started = _cpu_seconds(), time.perf_counter()
     code = validate_run(run, None, "test", threads=1, max_nme_increase=None, max_nme=None, baseline=None, limit=None)
     total, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
-    report = json.loads((run / "validation" / "validation.json").read_text())
-    evaluated = [row for row in report["rows"] if row["status"] == "ok" and row["name"] != "pytorch"]
-    print(f"\nper row: " + ", ".join(f"{row['name']} {row['seconds']:.1f} s" for row in report["rows"]))
+    path = run / "validation" / "validation.json"
+    report = json.loads(path.read_text())
+    rows = read_rows(report, path)
+    evaluated = [row for row in rows if row.evaluated and row.name != "pytorch"]
+    print("\nper row: " + ", ".join(f"{row.name} {row.seconds:.1f} s" for row in rows))
     print(f"validate: {len(report['rows']) - 1} artifacts ({len(evaluated)} evaluated) on "
           f"{report['data']['count']} faces at {args.size} px, {args.arch}, {args.cores} cores, "
           f"{args.runs} latency runs: {total:.1f} s wall, {cpu:.1f} s CPU incl. workers (exit {code}); "

@@ -26,7 +26,7 @@ from facemark.convert.formats import FORMATS, ExportJob, Written, float_artifact
 from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
 from facemark.console import captured
 from facemark.io import atomic_path
-from facemark.runtime import TorchRunner, create_runner, needs_macos
+from facemark.runtime import Feed, TorchRunner, create_runner, needs_macos
 from facemark.status import Status
 
 INPUT_NAME = "input"
@@ -95,7 +95,7 @@ def convert(job: ExportJob) -> list[Written]:
 def _write(job: ExportJob, precision: str, baked: bool) -> Written:
     row = float_artifact("coreml", precision, baked)
     name, file = row.name, row.file
-    facts = io_facts("coreml", precision, baked, job.size, job.contract["scheme"]["num_points"], "NCHW",
+    facts = io_facts("coreml", precision, baked, job.size, job.contract.scheme.num_points, "NCHW",
                      "uint8" if baked else "float32")
     if baked:  # an ImageType: the app hands over an RGB pixel buffer, CoreML feeds it as 0-255 floats
         facts["input"].update(shape=[job.size, job.size], dtype="RGB image (CVPixelBuffer)")
@@ -108,7 +108,7 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
         shutil.copytree(staged, tmp)
         facts["spec"] = check_spec(tmp, job.size, baked, metadata)
         if can_predict():
-            actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.crops)
+            actual = create_runner("coreml", tmp, Feed(facts["layout"], baked), job.size, job.norm).predict(job.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
             facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = Status.VERIFIED if can_predict() else Status.WRITTEN

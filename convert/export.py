@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from facemark.config import Config
+from facemark.contract import RunContract
 from facemark.convert.formats import ExportJob, Format, Written, resolve_formats
 from facemark.errors import ArtifactError, DataError
 from facemark.io import sweep_partials
@@ -97,7 +98,7 @@ def load_parity_crops(root: Path, cfg: Config):
                     f"(pass --data ROOT of the dataset this run was trained on)")
 
 
-def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict[str, Any]) -> RunContract:
     """Create RUN/export/manifest.json or reuse it; return the run-level contract.
 
     An existing manifest for another scheme or input size is refused (ArtifactError): its
@@ -108,22 +109,22 @@ def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict
     from facemark.schemes import load_scheme
 
     scheme = load_scheme(ckpt["scheme"])
-    fresh = new_manifest(cfg, scheme.to_dict(), checkpoint, checkpoint_source(ckpt, str(checkpoint)).norm)
+    fresh = new_manifest(cfg, scheme.facts(), checkpoint, checkpoint_source(ckpt, str(checkpoint)).norm)
     if manifest_path(export_dir).is_file():
         old = load_manifest(export_dir)
-        for key, label in ((("scheme", "name"), "scheme"), (("input", "size"), "input size")):
-            before, now = old[key[0]][key[1]], fresh[key[0]][key[1]]
+        for label, before, now in (("scheme", old.contract.scheme.name, fresh.contract.scheme.name),
+                                   ("input size", old.contract.size, fresh.contract.size)):
             if before != now:
                 raise ArtifactError(f"{manifest_path(export_dir)}: made for {label} {before!r}, but {checkpoint} "
                                     f"has {label} {now!r}; export into another run folder or delete "
                                     f"{export_dir}")
         if exported_from(old, checkpoint):
-            fresh["artifacts"] = old["artifacts"]
-        elif old["artifacts"]:
-            print(f"{checkpoint} changed since the last export: dropping {len(old['artifacts'])} stale "
+            fresh.artifacts = old.artifacts
+        elif old.artifacts:
+            print(f"{checkpoint} changed since the last export: dropping {len(old.artifacts)} stale "
                   f"manifest entries")
     save_manifest(export_dir, fresh)
-    return fresh
+    return fresh.contract
 
 
 def run_format(fmt: Format, job: ExportJob) -> list[Outcome]:
@@ -142,8 +143,8 @@ def run_format(fmt: Format, job: ExportJob) -> list[Outcome]:
     for item in written:
         entry = artifact_entry(job.export_dir, Path(item.file), **item.facts, seconds=round(seconds, 2))
         record_artifact(job.export_dir, item.name, entry)
-        outcomes.append(Outcome(fmt.name, item.name, item.file, entry["status"], entry["size_bytes"],
-                                entry.get("parity", {}).get("max_abs"), seconds))
+        outcomes.append(Outcome(fmt.name, item.name, item.file, entry.status, entry.size_bytes,
+                                (entry.parity or {}).get("max_abs"), seconds))
     return outcomes
 
 

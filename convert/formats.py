@@ -18,6 +18,7 @@ from torch import nn
 
 from facemark.artifacts import ARTIFACTS, FLOAT_PRECISIONS, SUFFIX, Artifact, float_name
 from facemark.config import Config, resolve_choices
+from facemark.contract import RunContract
 from facemark.manifest import manifest_normalisation
 from facemark.weights import Normalisation
 
@@ -77,7 +78,7 @@ class ExportJob:
     crops: np.ndarray
     crop_split: str
     bake: bool
-    contract: dict[str, Any]
+    contract: RunContract
 
     @property
     def size(self) -> int:

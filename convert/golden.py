@@ -103,8 +103,9 @@ def _contract(export_dir: Path, cfg: Config, norm: Normalisation) -> dict[str, A
     contract = {"size": cfg.data.input_size, "margin": cfg.data.margin, **norm.to_dict()}
     if manifest_path(export_dir).is_file():
         manifest = load_manifest(export_dir)
-        found = {"size": manifest["input"]["size"], "margin": manifest["crop"]["margin"],
-                 "mean": list(manifest["input"]["mean"]), "std": list(manifest["input"]["std"])}
+        declared = manifest.contract
+        found = {"size": declared.input.size, "margin": declared.crop.margin, "mean": list(declared.input.mean),
+                 "std": list(declared.input.std)}
         if found != contract:
             raise ArtifactError(f"{manifest_path(export_dir)}: input/crop contract {found} differs from the "
                                 f"run's config and checkpoint {contract}; re-export before writing golden vectors")
@@ -117,7 +118,9 @@ def _infer(export_dir: Path, cfg: Config):
     from facemark.runtime.refine import infer_settings
 
     if manifest_path(export_dir).is_file():
-        return infer_settings(load_manifest(export_dir).get("infer"), [], "export", str(manifest_path(export_dir)))
+        recorded = load_manifest(export_dir).contract.infer
+        return infer_settings(None if recorded is None else recorded.to_json(), [], "export",
+                              str(manifest_path(export_dir)))
     return cfg.infer
 
 

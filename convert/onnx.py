@@ -19,7 +19,7 @@ from torch import nn
 
 from facemark.convert.formats import ExportJob, Written, float_artifact
 from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.io import atomic_path
 from facemark.status import Status
 
@@ -75,7 +75,7 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
     row = float_artifact("onnx", precision, baked)
     name, file = row.name, row.file
     layout = "NHWC" if baked else "NCHW"
-    facts: dict[str, Any] = io_facts("onnx", precision, baked, job.size, job.contract["scheme"]["num_points"],
+    facts: dict[str, Any] = io_facts("onnx", precision, baked, job.size, job.contract.scheme.num_points,
                                      layout, "uint8" if baked else "float32")
     facts["opset"], facts["dynamic_batch"] = job.cfg.export.opset, job.cfg.export.dynamic_batch
     facts["embedded"] = "metadata_props: facemark_manifest (JSON contract) + flat keys"
@@ -84,7 +84,7 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
         export_onnx(module, tmp, job.size, job.cfg.export.opset, dynamic_batch=job.cfg.export.dynamic_batch,
                     metadata=embedded_metadata(job.contract, facts), input_layout=layout,
                     input_dtype=torch.uint8 if baked else torch.float32)
-        actual = create_runner("onnx", tmp, facts, job.size, job.norm).predict(job.crops)
+        actual = create_runner("onnx", tmp, Feed(layout, baked), job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = Status.VERIFIED

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facemark.contract import MANIFEST_SCHEMA, RunContract
 from facemark.convert.formats import PARITY_BOUND
 from facemark.weights import Normalisation
 
@@ -90,16 +91,16 @@ def io_facts(fmt: str, precision: str, baked: bool, size: int, num_points: int, 
                        "crop px = value", "order": "x0, y0, x1, y1, ..."}}
 
 
-def contract_payload(contract: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+def contract_payload(contract: RunContract, facts: dict[str, Any]) -> dict[str, Any]:
     """What an artifact embeds: the run-level contract plus its own facts (no sha256 of itself)."""
-    return {**{k: v for k, v in contract.items() if k != "artifacts"}, "artifact": facts}
+    return {"schema": MANIFEST_SCHEMA, **contract.to_json(), "artifact": facts}
 
 
-def embedded_metadata(contract: dict[str, Any], facts: dict[str, Any]) -> dict[str, str]:
+def embedded_metadata(contract: RunContract, facts: dict[str, Any]) -> dict[str, str]:
     """String key/values embedded in ONNX metadata_props and CoreML user_defined_metadata:
     the full contract as JSON under `facemark_manifest`, plus flat keys for quick inspection."""
     return {"facemark_manifest": json.dumps(contract_payload(contract, facts), sort_keys=True),
-            "scheme": str(contract["scheme"]["name"]), "num_points": str(contract["scheme"]["num_points"]),
-            "input_size": str(contract["input"]["size"]), "input_layout": facts["layout"],
+            "scheme": contract.scheme.name, "num_points": str(contract.scheme.num_points),
+            "input_size": str(contract.size), "input_layout": facts["layout"],
             "input_dtype": facts["input_dtype"], "output_space": facts["output"]["space"],
-            "precision": facts["precision"], "checkpoint_sha256": contract["checkpoint"]["sha256"]}
+            "precision": facts["precision"], "checkpoint_sha256": contract.checkpoint.sha256}

@@ -32,7 +32,7 @@ from facemark.convert.onnx import export_onnx
 from facemark.convert.parity import BakedPreprocessing, check_parity, contract_payload, io_facts
 from facemark.interrupt import run_child
 from facemark.io import atomic_path
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.weights import Normalisation
 from facemark.status import Status
 
@@ -112,7 +112,7 @@ def _batch_args(onnx_path: Path, extra_args: list[str]) -> list[str]:
 
 def tflite_io(tflite_path: Path, size: int, norm: Normalisation) -> dict[str, Any]:
     """Input/output names, shapes and dtypes as LiteRT sees them (through its Runner)."""
-    io = create_runner("tflite", tflite_path, {}, size, norm).io()
+    io = create_runner("tflite", tflite_path, Feed("NHWC"), size, norm).io()
     return {"input_name": io["input"]["name"], "input_shape": io["input"]["shape"],
             "input_dtype": io["input"]["dtype"], "output_name": io["output"]["name"],
             "output_shape": io["output"]["shape"]}
@@ -173,7 +173,7 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
     """Copy onnx2tf's file under a temporary name, embed metadata, check parity, then rename."""
     row = float_artifact("tflite", precision, baked)
     name, file = row.name, row.file
-    facts = io_facts("tflite", precision, baked, job.size, job.contract["scheme"]["num_points"], "NHWC",
+    facts = io_facts("tflite", precision, baked, job.size, job.contract.scheme.num_points, "NHWC",
                      "uint8" if baked else "float32")
     facts["embedded"] = f"Model.metadata entry {METADATA_NAME!r}: buffer of UTF-8 JSON (contract)"
     with atomic_path(job.export_dir / file) as tmp:
@@ -185,7 +185,7 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
                                f"expected {expected_shape} {facts['input_dtype']}")
         facts["input"]["name"], facts["output"]["name"] = seen["input_name"], seen["output_name"]
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
-        actual = create_runner("tflite", tmp, facts, job.size, job.norm).predict(job.crops)
+        actual = create_runner("tflite", tmp, Feed("NHWC", baked), job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
         facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
     facts["status"] = Status.VERIFIED

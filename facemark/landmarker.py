@@ -179,9 +179,9 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
     if source.is_dir() and run.best.is_file():
         export_dir = run.export
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
-        exported = manifest_path(export_dir).is_file()
-        manifest = load_manifest(export_dir) if exported else {"artifacts": {}}
-        if (manifest["artifacts"].get("onnx_fp32") or {}).get("status") == Status.VERIFIED:
+        manifest = load_manifest(export_dir) if manifest_path(export_dir).is_file() else None
+        float_onnx = manifest.artifacts.get("onnx_fp32") if manifest else None
+        if float_onnx is not None and float_onnx.status == Status.VERIFIED:
             onnx = artifact_path(export_dir, "onnx_fp32", manifest)
             if onnx.is_file():
                 return _load_artifact(onnx, overrides)
@@ -196,24 +196,24 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
 
 def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:
     from facemark.manifest import load_manifest, manifest_normalisation, manifest_path, verify_artifact
-    from facemark.runtime import create_runner, needs_macos
+    from facemark.runtime import Feed, create_runner, needs_macos
 
     export_dir = path.parent
     manifest = load_manifest(export_dir)
-    names = [name for name, entry in manifest["artifacts"].items() if entry.get("file") == path.name]
+    contract = manifest.contract
+    names = [name for name, entry in manifest.artifacts.items() if entry.file == path.name]
     if not names:
         raise ArtifactError(f"{path}: not listed in {manifest_path(export_dir)} (the artifact's contract)")
-    name, entry = names[0], manifest["artifacts"][names[0]]
+    name, entry = names[0], manifest.artifacts[names[0]]
     verify_artifact(export_dir, name, manifest)
-    if needs_macos(entry.get("format", "")):
+    if needs_macos(entry.format):
         raise ArtifactError(f"{path}: Core ML runs only on macOS")
-    size = int(manifest["input"]["size"])
-    norm = manifest_normalisation(manifest, str(manifest_path(export_dir)))
-    scheme = load_scheme(manifest["scheme"]["name"])
-    runner = create_runner(entry.get("format", "?"), path, entry, size, norm, values=2 * scheme.num_points)
-    identity = {"name": name, "file": str(path), "format": entry["format"], "sha256": entry["sha256"]}
-    refinement = from_manifest(manifest, overrides, "predict", str(manifest_path(export_dir)))
-    return runner, identity, size, float(manifest["crop"]["margin"]), scheme, refinement
+    norm = manifest_normalisation(contract, str(manifest_path(export_dir)))
+    scheme = load_scheme(contract.scheme.name)
+    runner = create_runner(entry.format, path, Feed.of(entry), contract.size, norm, values=2 * scheme.num_points)
+    identity = {"name": name, "file": str(path), "format": entry.format, "sha256": entry.sha256}
+    refinement = from_manifest(contract, overrides, "predict", str(manifest_path(export_dir)))
+    return runner, identity, contract.size, contract.crop.margin, scheme, refinement
 
 
 def _load_checkpoint(ckpt_path: Path, overrides: list[str] | None) -> Loaded:

@@ -1,26 +1,13 @@
-"""The artifact contract: `RUN/export/manifest.json`, one entry per exported or quantised file.
+"""The artifact contract on disk: `RUN/export/manifest.json`, one entry per exported or quantised file.
 
-Schema (version MANIFEST_SCHEMA):
-{
-  "schema": "facemark-manifest-v1",
-  "scheme": {"name", "num_points", "pupils", "corners"},
-  "input": {"size", "mean", "std", "color": "RGB", "scale": "pixels/255, then (x - mean) / std"},
-  "output": {"space": "normalised crop", "formula": "(P - S/2) / (S/2)", "values": 2P,
-             "order": "x0, y0, x1, y1, ..."},
-  "crop": {"margin", "detector"},
-  "infer": {"flip", "passes", "model_calls", "flip_permutation", "later_crops"}  (test-time refinement,
-           facemark/runtime/refine.py; absent in manifests from before it: the single pass),
-  "checkpoint": {"file", "sha256"},
-  "artifacts": {ARTIFACT_NAME: {"file", "format", "precision", "quantization", "layout",
-                "input_dtype", "baked_preprocessing", "sha256", "size_bytes", "tools",
-                "created", "parity": {...}, "status", ...}}
-}
-Files are relative to the export folder. Later stages refuse an artifact whose sha256 differs.
-input.mean/std are the model's own (facemark.weights: 0.5/0.5 for EfficientNet-Lite, 0/1 for
-MobileViT, ImageNet's for most others); every stage reads them from here or from the checkpoint.
-`infer` is the run config's infer section at export (`facemark export --set infer.KEY=VALUE`
-changes it without retraining); validate, predict and the Android app apply it, each command can
-override it with `--set infer.KEY=VALUE`.
+The document is `facemark.contract.Manifest` (its dataclasses give the fields, their types and the
+JSON Schema in docs/manifest.schema.json): the run-level contract (scheme, input, output, crop,
+infer, checkpoint) and `artifacts`, name -> ArtifactEntry. Files are relative to the export folder;
+later stages refuse an artifact whose sha256 differs. input.mean/std are the model's own
+(facemark.weights); every stage reads them from here or from the checkpoint. `infer` is the run
+config's infer section at export (`facemark export --set infer.KEY=VALUE` changes it without
+retraining); validate, predict and the Android app apply it, each command can override it with
+`--set infer.KEY=VALUE`.
 """
 
 from __future__ import annotations
@@ -32,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from facemark.config import Config, check_value
+from facemark.contract import (MANIFEST_SCHEMA, ArtifactEntry, CheckpointRef, CropSpec, InferSpec, InputSpec,
+                               Manifest, OutputSpec, RunContract, SchemeFacts)
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import atomic_write_text, file_inside, read_json_document, sha256_of
 from facemark.runtime.refine import from_config
 from facemark.weights import Normalisation
 from facemark.rundir import MANIFEST_NAME
-from facemark.status import Status
 
-MANIFEST_SCHEMA = "facemark-manifest-v1"
 TOOLS = ("facemark", "torch", "timm", "onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu",
          "ai-edge-litert", "coremltools", "numpy")
 
@@ -54,47 +41,43 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def new_manifest(cfg: Config, scheme: dict[str, Any], checkpoint: Path, norm: Normalisation) -> dict[str, Any]:
+def new_manifest(cfg: Config, scheme: SchemeFacts, checkpoint: Path, norm: Normalisation) -> Manifest:
     """The run-level part of the contract, shared by every artifact of the run; `norm` is the
     checkpoint's input normalisation (facemark.model.checkpoint_source)."""
     size = cfg.data.input_size
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "scheme": scheme,
-        "input": {"size": size, **norm.to_dict(), "color": "RGB", "scale": "pixels/255, then (x - mean) / std"},
-        "output": {"space": "normalised crop", "formula": f"(P - {size / 2:g}) / {size / 2:g}",
-                   "values": 2 * scheme["num_points"], "order": "x0, y0, x1, y1, ..."},
-        "crop": {"margin": cfg.data.margin, "detector": cfg.data.detector},
-        "infer": from_config(cfg).manifest_record(),
-        "checkpoint": {"file": str(checkpoint), "sha256": sha256_of(checkpoint)},
-        "artifacts": {},
-    }
+    return Manifest(RunContract(
+        scheme=scheme,
+        input=InputSpec(size, norm.mean, norm.std),
+        output=OutputSpec("normalised crop", f"(P - {size / 2:g}) / {size / 2:g}", 2 * scheme.num_points),
+        crop=CropSpec(cfg.data.margin, cfg.data.detector),
+        checkpoint=CheckpointRef(str(checkpoint), sha256_of(checkpoint)),
+        infer=InferSpec.from_json(from_config(cfg).manifest_record(), "infer")))
 
 
 def manifest_path(export_dir: Path) -> Path:
     return Path(export_dir) / MANIFEST_NAME
 
 
-def manifest_normalisation(manifest: dict[str, Any], source: str) -> Normalisation:
-    """The input normalisation a manifest declares (ArtifactError if malformed)."""
-    return Normalisation.from_dict(manifest.get("input", {}), f"{source}: input")
+def manifest_normalisation(contract: RunContract, source: str) -> Normalisation:
+    """The input normalisation a contract declares (ArtifactError if not 3 values each, std > 0)."""
+    return Normalisation.from_dict({"mean": contract.input.mean, "std": contract.input.std}, f"{source}: input")
 
 
-def check_normalisation(manifest: dict[str, Any], expected: Normalisation, source: str) -> Normalisation:
-    """The manifest's normalisation after checking it is the checkpoint's `expected` one."""
-    declared = manifest_normalisation(manifest, source)
+def check_normalisation(contract: RunContract, expected: Normalisation, source: str) -> Normalisation:
+    """The contract's normalisation after checking it is the checkpoint's `expected` one."""
+    declared = manifest_normalisation(contract, source)
     if not declared.same_as(expected):
         raise ArtifactError(f"{source}: input {declared} differs from the checkpoint's {expected}; "
                             f"re-run `facemark export`")
     return declared
 
 
-def exported_from(manifest: dict[str, Any], checkpoint: Path) -> bool:
+def exported_from(manifest: Manifest, checkpoint: Path) -> bool:
     """Whether the manifest's artifacts were exported from `checkpoint` (its sha256 is the one recorded)."""
-    return (manifest.get("checkpoint") or {}).get("sha256") == sha256_of(checkpoint)
+    return manifest.contract.checkpoint.sha256 == sha256_of(checkpoint)
 
 
-def check_exported_from(manifest: dict[str, Any], run: Path) -> Path:
+def check_exported_from(manifest: Manifest, run: Path) -> Path:
     """RUN/best.pt after checking that the manifest was exported from it -> its path; ArtifactError
     naming the command that brings them together again otherwise (quantize, qat and validate)."""
     from facemark.rundir import RunDir
@@ -109,23 +92,17 @@ def check_exported_from(manifest: dict[str, Any], run: Path) -> Path:
     return best
 
 
-def load_manifest(export_dir: Path) -> dict[str, Any]:
-    """The manifest of `export_dir`, every file an artifact entry names checked to stay inside the
-    folder (io.file_inside): a hostile or hand-edited manifest fails here, before anything is read."""
-    manifest = read_json_document(manifest_path(export_dir), MANIFEST_SCHEMA, "manifest",
+def load_manifest(export_dir: Path) -> Manifest:
+    """The manifest of `export_dir`, read field by field (facemark.contract), its values within their
+    config rules, and every file an artifact entry names checked to stay inside the folder
+    (io.file_inside): a hostile or hand-edited manifest fails here, before anything is read."""
+    path = manifest_path(export_dir)
+    document = read_json_document(path, MANIFEST_SCHEMA, "manifest",
                                   missing=f"manifest missing (run `facemark export {Path(export_dir).parent}` first)")
-    artifacts = manifest.get("artifacts")
-    if not isinstance(artifacts, dict):
-        raise ArtifactError(f"{manifest_path(export_dir)}: 'artifacts' must be a mapping of name to entry")
-    check_contract(manifest, manifest_path(export_dir))
-    for name, entry in artifacts.items():
-        if isinstance(entry, dict) and "status" in entry:
-            try:
-                Status.of(entry["status"])
-            except ValueError as exc:
-                raise ArtifactError(f"{manifest_path(export_dir)}: artifacts.{name}.status: {exc}") from None
-        if not isinstance(entry, dict) or "file" in entry:   # an entry without a file has nothing to load
-            artifact_path(export_dir, name, manifest)
+    manifest = Manifest.from_json(document, str(path))
+    check_contract(manifest.contract, path)
+    for name in manifest.artifacts:
+        artifact_path(export_dir, name, manifest)
     return manifest
 
 
@@ -133,7 +110,7 @@ def load_manifest(export_dir: Path) -> dict[str, Any]:
 CONTRACT_RULES = {"input.size": "data.input_size", "crop.margin": "data.margin"}
 
 
-def check_contract(manifest: dict[str, Any], source: Path) -> None:
+def check_contract(contract: RunContract, source: Path) -> None:
     """The run-level contract's values within their config rules, and its scheme one facemark
     ships with its own point count: an edited `input.size: 100000` or `num_points: 106` on a
     68-point model fails here in one line, not as a 30 GB allocation or mislabelled points. The
@@ -142,47 +119,44 @@ def check_contract(manifest: dict[str, Any], source: Path) -> None:
 
     for key, config_key in CONTRACT_RULES.items():
         section, _, name = key.partition(".")
-        value = (manifest.get(section) or {}).get(name)
         try:
-            check_value(config_key, value, str(source))
+            check_value(config_key, getattr(getattr(contract, section), name), str(source))
         except ConfigError as exc:
             raise ArtifactError(str(exc).replace(f"{config_key!r}", f"{key} (bounded as {config_key})")) from None
-    scheme = manifest.get("scheme") or {}
     try:
-        known = load_scheme(str(scheme.get("name")))
+        known = load_scheme(contract.scheme.name)
     except ConfigError as exc:
         raise ArtifactError(f"{source}: scheme.name: {exc}") from None
-    output_values = (manifest.get("output") or {}).get("values", 2 * known.num_points)
-    if scheme.get("num_points") != known.num_points or output_values != 2 * known.num_points:
+    if contract.scheme.num_points != known.num_points or contract.output.values != 2 * known.num_points:
         raise ArtifactError(f"{source}: scheme {known.name} has {known.num_points} points ({2 * known.num_points} "
-                            f"output values), the manifest says scheme.num_points {scheme.get('num_points')!r} "
-                            f"and output.values {output_values!r}")
+                            f"output values), the manifest says scheme.num_points {contract.scheme.num_points!r} "
+                            f"and output.values {contract.output.values!r}")
 
 
-def artifact_path(export_dir: Path, name: str, manifest: dict[str, Any]) -> Path:
+def artifact_path(export_dir: Path, name: str, manifest: Manifest) -> Path:
     """The file of artifact `name` as its manifest entry names it, inside `export_dir` (io.file_inside)."""
-    entry = manifest["artifacts"][name]
-    if not isinstance(entry, dict):
-        raise ArtifactError(f"{manifest_path(export_dir)}: artifacts.{name} must be a mapping, got {entry!r}")
-    return file_inside(export_dir, entry.get("file"), manifest_path(export_dir), f"artifacts.{name}.file")
+    return file_inside(export_dir, manifest.artifacts[name].file, manifest_path(export_dir),
+                       f"artifacts.{name}.file")
 
 
-def save_manifest(export_dir: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(manifest_path(export_dir), json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+def save_manifest(export_dir: Path, manifest: Manifest) -> None:
+    atomic_write_text(manifest_path(export_dir), json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
-def artifact_entry(export_dir: Path, file: Path, **facts: Any) -> dict[str, Any]:
-    """Describe a written artifact: its sha256, size, tool versions and date, plus `facts`."""
+def artifact_entry(export_dir: Path, file: Path, **facts: Any) -> ArtifactEntry:
+    """Describe a written artifact: its sha256, size, tool versions and date, plus the converter's
+    `facts` (ArtifactEntry's fields; format-specific ones land in its details)."""
     path = Path(export_dir) / file
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-    return {"file": str(file), "sha256": sha256_of(path), "size_bytes": size, "tools": tool_versions(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **facts}
+    return ArtifactEntry.from_json(
+        {"file": str(file), "sha256": sha256_of(path), "size_bytes": size, "tools": tool_versions(),
+         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **facts}, f"artifact {file}")
 
 
-def record_artifact(export_dir: Path, name: str, entry: dict[str, Any]) -> None:
+def record_artifact(export_dir: Path, name: str, entry: ArtifactEntry) -> None:
     """Add or replace one artifact entry in the manifest (atomic rewrite)."""
     manifest = load_manifest(export_dir)
-    manifest["artifacts"][name] = entry
+    manifest.artifacts[name] = entry
     save_manifest(export_dir, manifest)
 
 
@@ -190,30 +164,30 @@ def drop_artifact(export_dir: Path, name: str) -> None:
     """Remove artifact `name` (entry, then file) when the manifest lists it: a re-run that no longer
     writes it must not leave an old one to be validated beside the new rows."""
     manifest = load_manifest(export_dir)
-    if name not in manifest["artifacts"]:
+    if name not in manifest.artifacts:
         return
     path = artifact_path(export_dir, name, manifest)
-    del manifest["artifacts"][name]
+    del manifest.artifacts[name]
     save_manifest(export_dir, manifest)
     if path.is_file():
         path.unlink()
 
 
-def verify_artifact(export_dir: Path, name: str, manifest: dict[str, Any] | None = None) -> Path:
+def verify_artifact(export_dir: Path, name: str, manifest: Manifest | None = None) -> Path:
     """Path of artifact `name` after checking it exists and its sha256 matches the manifest."""
     from facemark.artifacts import making_command
 
     manifest = manifest or load_manifest(export_dir)
-    entry = manifest["artifacts"].get(name)
+    entry = manifest.artifacts.get(name)
     make = making_command(name, str(Path(export_dir).parent))
     if entry is None:
         raise ArtifactError(f"{manifest_path(export_dir)}: no artifact named {name!r} (known: "
-                            f"{', '.join(sorted(manifest['artifacts'])) or 'none'}); make it with: {make}")
+                            f"{', '.join(sorted(manifest.artifacts)) or 'none'}); make it with: {make}")
     path = artifact_path(export_dir, name, manifest)
     if not path.exists():
         raise ArtifactError(f"{path}: artifact listed in the manifest is missing; make it again with: {make}")
     actual = sha256_of(path)
-    if actual != entry["sha256"]:
+    if actual != entry.sha256:
         raise ArtifactError(f"{path}: sha256 {actual[:12]}... does not match the manifest's "
-                            f"{entry['sha256'][:12]}... (modified or replaced after export)")
+                            f"{entry.sha256[:12]}... (modified or replaced after export)")
     return path

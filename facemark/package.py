@@ -20,6 +20,7 @@ the folder's files.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -27,51 +28,53 @@ from pathlib import Path
 from typing import Any
 
 from facemark import __version__, pretrained
+from facemark.contract import ArtifactEntry, CheckpointRef, Manifest
 from facemark.data.fingerprint import FINGERPRINT_FILE
 from facemark.errors import ArtifactError
 from facemark.io import atomic_path, atomic_write_text
 from facemark.pretrained import CARD_NAME, CARD_SCHEMA
 from facemark.rundir import RunDir
+from facemark.validation_row import ValidationRow, read_rows
 from facemark.status import Status
 
 ACCURACY_KEYS = ("nme_pupil", "nme_corner", "fr@0.1", "auc@0.1")
 
 
-def default_artifacts(manifest: dict[str, Any]) -> list[str]:
+def default_artifacts(manifest: Manifest) -> list[str]:
     """The int8 TFLite artifact that ships (a calibrated row, verified, not superseded: what
     quantize.selection chose) and the float ONNX, those the manifest has."""
     from facemark.artifacts import ARTIFACTS
 
-    entries = manifest["artifacts"]
+    entries = manifest.artifacts
     tflite = [name for name, entry in entries.items()
               if name in ARTIFACTS and ARTIFACTS[name].competes and ARTIFACTS[name].format == "tflite"
-              and entry.get("status") == Status.VERIFIED and not entry.get("superseded_by")]
+              and entry.status == Status.VERIFIED and not entry.superseded_by]
     return tflite[:1] + (["onnx_fp32"] if "onnx_fp32" in entries else [])
 
 
-def _validation_rows(run: RunDir) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _validation_rows(run: RunDir) -> tuple[dict[str, Any], dict[str, ValidationRow]]:
     path = run.validation / "validation.json"
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; package a validated run (facemark validate {run.root})")
     report = json.loads(path.read_text())
-    return report, {row["name"]: row for row in report["rows"]}
+    return report, {row.name: row for row in read_rows(report, path)}
 
 
-def _accuracy(row: dict[str, Any]) -> dict[str, float]:
-    return {key: row["accuracy"][key] for key in ACCURACY_KEYS}
+def _accuracy(row: ValidationRow) -> dict[str, float]:
+    return {key: row.accuracy[key] for key in ACCURACY_KEYS}
 
 
-def _artifact_card(name: str, entry: dict[str, Any], row: dict[str, Any] | None, run: RunDir) -> dict[str, Any]:
-    if row is None or row.get("status") != Status.OK or not row.get("accuracy"):
+def _artifact_card(name: str, entry: ArtifactEntry, row: ValidationRow | None, run: RunDir) -> dict[str, Any]:
+    if row is None or not row.evaluated:
         raise ArtifactError(f"{run.validation / 'validation.json'}: no validated row for {name!r}; run "
                             f"`facemark validate {run.root}` after exporting it")
-    if not row.get("gate", {}).get("passed", False):
+    if not (row.gate or {}).get("passed", False):
         raise ArtifactError(f"{name}: failed the gate in {run.validation / 'validation.md'}; not packaged")
-    return {"file": entry["file"], "format": entry["format"], "precision": entry["precision"],
-            "mode": row.get("mode"), "size_bytes": entry["size_bytes"], "sha256": entry["sha256"],
-            "accuracy": _accuracy(row), "delta_rel": (row.get("delta") or {}).get("rel"),
-            "latency_ms": (row.get("latency") or {}).get("median_ms"),
-            "threads": (row.get("runtime") or {}).get("threads")}
+    return {"file": entry.file, "format": entry.format, "precision": entry.precision,
+            "mode": row.mode, "size_bytes": entry.size_bytes, "sha256": entry.sha256,
+            "accuracy": _accuracy(row), "delta_rel": (row.delta or {}).get("rel"),
+            "latency_ms": (row.latency or {}).get("median_ms"),
+            "threads": (row.runtime or {}).get("threads")}
 
 
 def _fingerprint(run: RunDir) -> dict[str, Any] | None:
@@ -95,16 +98,17 @@ def package_run(run_dir: Path, name: str, out: Path, artifacts: list[str] | None
     cards = {}
     for artifact in chosen:
         verify_artifact(run.export, artifact, manifest)
-        cards[artifact] = _artifact_card(artifact, manifest["artifacts"][artifact], rows.get(artifact), run)
+        cards[artifact] = _artifact_card(artifact, manifest.artifacts[artifact], rows.get(artifact), run)
     out.mkdir(parents=True, exist_ok=True)
     for artifact in chosen:
-        with atomic_path(out / manifest["artifacts"][artifact]["file"]) as tmp:
-            shutil.copyfile(run.export / manifest["artifacts"][artifact]["file"], tmp)
-    packaged = {**manifest, "artifacts": {key: manifest["artifacts"][key] for key in chosen},
-                "checkpoint": {"file": "best.pt", "sha256": manifest["checkpoint"]["sha256"]}}
+        with atomic_path(out / manifest.artifacts[artifact].file) as tmp:
+            shutil.copyfile(run.export / manifest.artifacts[artifact].file, tmp)
+    contract = manifest.contract
+    packaged = Manifest(dataclasses.replace(contract, checkpoint=CheckpointRef("best.pt", contract.checkpoint.sha256)),
+                        {key: manifest.artifacts[key] for key in chosen})
     save_manifest(out, packaged)
-    card = {"schema": CARD_SCHEMA, "name": name, "scheme": manifest["scheme"]["name"],
-            "points": manifest["scheme"]["num_points"], "input_size": manifest["input"]["size"],
+    card = {"schema": CARD_SCHEMA, "name": name, "scheme": contract.scheme.name,
+            "points": contract.scheme.num_points, "input_size": contract.size,
             "default": chosen[0], "licence": licence, "recipe": recipe, "commands": commands or [],
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "facemark": __version__,
             "data": _fingerprint(run),

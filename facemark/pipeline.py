@@ -122,8 +122,8 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
     if not exported_from(manifest, RunDir(run_dir).best):
         return False
     for fmt in formats:
-        names = [name for name, entry in manifest["artifacts"].items()
-                 if entry.get("format") == fmt and _is_int8(entry) == quantized]
+        names = [name for name, entry in manifest.artifacts.items()
+                 if entry.format == fmt and entry.is_int8 == quantized]
         if not names:
             return False
         try:
@@ -144,18 +144,14 @@ def qat_current(run_dir: Path, cfg: Config) -> bool:
     export_dir = RunDir(run_dir).export
     manifest, source = load_manifest(export_dir), sha256_of(RunDir(run_dir).best)
     for fmt in qat_formats(cfg):
-        entry = manifest["artifacts"].get(ROWS[fmt].name)
-        if entry is None or entry.get("qat", {}).get("source_sha256") != source:
+        entry = manifest.artifacts.get(ROWS[fmt].name)
+        if entry is None or entry.details.get("qat", {}).get("source_sha256") != source:
             return False
         try:
             verify_artifact(export_dir, ROWS[fmt].name, manifest)
         except ArtifactError:
             return False
     return True
-
-
-def _is_int8(entry: dict) -> bool:
-    return "int8" in str(entry.get("precision", "")) or "int8" in str(entry.get("quantization", ""))
 
 
 def _export(run_dir: Path, data_root: Path) -> None:

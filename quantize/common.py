@@ -22,6 +22,7 @@ from facemark.config import Config
 from facemark.data.crops import CropSet
 from facemark.errors import ArtifactError
 from facemark.quantize.calibration import Calibration
+from facemark.contract import Manifest, RunContract
 from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
@@ -42,7 +43,7 @@ class QuantJob:
     cfg: Config
     export_dir: Path
     work_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     calibration: Calibration
     parity: CropSet
     data_root: Path | None = None   # the dataset (mixed-precision recovery reads its val split)
@@ -57,12 +58,12 @@ class QuantJob:
     @property
     def norm(self) -> Normalisation:
         """The input normalisation of the manifest (checked against the checkpoint's by quantize_run)."""
-        return manifest_normalisation(self.manifest, "export manifest")
+        return manifest_normalisation(self.contract, "export manifest")
 
     @property
-    def contract(self) -> dict[str, Any]:
+    def contract(self) -> RunContract:
         """The run-level half of the contract (everything but the artifacts table)."""
-        return {k: v for k, v in self.manifest.items() if k != "artifacts"}
+        return self.manifest.contract
 
     def parity_ipd_px(self) -> np.ndarray:
         """(N,) ground-truth inter-pupil distance of each parity face, in crop pixels."""
@@ -146,7 +147,7 @@ def int8_facts(row: Artifact, quantization: str, layout: str, input_dtype: str, 
                job: QuantJob, source: str | None) -> dict[str, Any]:
     """The per-artifact contract of the int8 file of registry row `row` (the run-level half is the
     manifest's top level)."""
-    size, points = job.size, job.contract["scheme"]["num_points"]
+    size, points = job.size, job.contract.scheme.num_points
     shape = [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size]
     return {"format": row.format, "precision": "int8", "mode": row.mode, "quantization": quantization,
             "layout": layout, "input_dtype": input_dtype, "baked_preprocessing": False, "source": source,

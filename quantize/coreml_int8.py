@@ -32,7 +32,7 @@ from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       load_torch_before_tensorflow, parity_figures)
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
 SOURCE = "coreml_fp32"
@@ -175,7 +175,7 @@ def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> Quant
 
     metadata = embedded_metadata(job.contract, facts)
     mlmodel.user_defined_metadata.update(metadata)
-    mlmodel.short_description = f"facemark {job.contract['scheme']['name']} landmarks, {facts['quantization']}"
+    mlmodel.short_description = f"facemark {job.contract.scheme.name} landmarks, {facts['quantization']}"
     with atomic_path(job.export_dir / row.file) as tmp:
         staging = job.work_dir / row.file  # coremltools insists on the .mlpackage suffix
         shutil.rmtree(staging, ignore_errors=True)
@@ -184,7 +184,7 @@ def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> Quant
         facts["spec"] = {**check_spec(tmp, job.size, False, metadata), "reloaded": True,
                          "quantised_ops": quantised_ops(tmp)}
         if can_predict():
-            actual = create_runner("coreml", tmp, facts, job.size, job.norm).predict(job.parity.crops)
+            actual = create_runner("coreml", tmp, Feed("NCHW"), job.size, job.norm).predict(job.parity.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
             facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
             facts["status"] = Status.VERIFIED

@@ -28,7 +28,7 @@ from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
 from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
                                       decode_note, parity_figures, ranges_label)
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
 SOURCE = "onnx_fp32"
@@ -194,7 +194,7 @@ def finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
     from facemark.convert.parity import embedded_metadata
 
     _embed(onnx_path, embedded_metadata(job.contract, facts))
-    actual = create_runner("onnx", onnx_path, facts, job.size, job.norm).predict(job.parity.crops)
+    actual = create_runner("onnx", onnx_path, Feed(facts["layout"]), job.size, job.norm).predict(job.parity.crops)
     facts["parity"] = parity_figures(actual, TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops), job.size,
                                      job.parity_ipd_px(), job.parity.split)
     facts["status"] = Status.VERIFIED

@@ -119,7 +119,7 @@ class FineTuner:
         from facemark.train.data import TrainLoader, scheme_faces, validation_crops
 
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
-        self.settings = {"source_sha256": job.manifest["checkpoint"]["sha256"], "epochs": epochs,
+        self.settings = {"source_sha256": job.contract.checkpoint.sha256, "epochs": epochs,
                          "lr": job.cfg.quantize.qat_lr, "quantizer": QUANTIZER,
                          "ranges": f"{converter_ranges(job.cfg)} {RANGES}", "bn": BATCHNORM}
         self.scheme = load_scheme(job.cfg.data.scheme)

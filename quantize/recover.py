@@ -19,7 +19,7 @@ from facemark.artifacts import Artifact, mixed_of
 from facemark.errors import DataError
 from facemark.manifest import drop_artifact
 from facemark.quantize.common import QuantJob, QuantResult, attempt, converter_ranges
-from facemark.runtime import WorkerFailed, create_runner, run_artifact
+from facemark.runtime import Feed, WorkerFailed, create_runner, run_artifact
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
 from facemark.quantize.sensitivity import recovery_order
 from facemark.quantize.sensitivity_onnx import onnx_layer_errors, onnx_macs
@@ -108,7 +108,7 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact
 
     def searcher(faces: EvalFaces) -> Recovery:
         def score(path: Path) -> float:   # in-process: onnxruntime does not abort on int8 graphs
-            runner = create_runner("onnx", path, {"layout": "NCHW"}, job.size, job.norm)
+            runner = create_runner("onnx", path, Feed("NCHW"), job.size, job.norm)
             return faces.nme(runner.raw_outputs(faces.crops.crops))
 
         return search(ranking, build, score,
@@ -160,7 +160,7 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, ca
     def searcher(faces: EvalFaces) -> Recovery:
         def score(path: Path) -> float:   # LiteRT in the runtime layer's child harness (int8 kernels may abort)
             try:
-                points, _ = run_artifact("tflite", path, {"layout": "NHWC"}, job.size, job.norm, faces.crops.crops,
+                points, _ = run_artifact("tflite", path, Feed("NHWC"), job.size, job.norm, faces.crops.crops,
                                          job.work_dir / "litert-search")
             except WorkerFailed as exc:
                 raise RuntimeError(f"{path.name}: LiteRT {exc.status}") from None

@@ -92,12 +92,12 @@ def export_missing_sources(run: Path, formats: list[str] | None, data_root: Path
         saved = load_checkpoint_file(folder.best)
         cfg = config_from_saved(saved["config"], source=str(folder.best))
         formats = override_section(cfg, overrides, "quantize", "quantize").quantize.formats
-    have = load_manifest(folder.export)["artifacts"] if folder.manifest.is_file() else {}
+    have = load_manifest(folder.export).artifacts if folder.manifest.is_file() else {}
     missing: dict[str, list[str]] = {}
     for name in resolve_backends(formats, []):
         source = importlib.import_module(BACKENDS[name]).SOURCE
         entry = have.get(source)
-        if entry is None or not (folder.export / str(entry.get("file"))).exists():
+        if entry is None or not (folder.export / entry.file).exists():
             missing.setdefault(source, []).append(name)
     for source, users in missing.items():
         print(f"facemark quantize: {' and '.join(users)} int8 start from {source}, which {folder.export} lacks: "
@@ -116,7 +116,7 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     checkpoint = check_exported_from(manifest, run)
     model, cfg, ckpt = load_checkpoint(checkpoint)
     cfg = override_section(cfg, overrides or [], "quantize", verb)
-    norm = check_normalisation(manifest, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
+    norm = check_normalisation(manifest.contract, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
     root = RunDir(run).data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if is_x86():
@@ -170,8 +170,9 @@ def record_results(job: QuantJob, results: list[QuantResult]) -> None:
     for result in results:
         if not result.failed:
             result.facts["seconds"] = round(result.seconds, 1)
-            result.facts = artifact_entry(job.export_dir, Path(result.file), **result.facts)
-            record_artifact(job.export_dir, result.name, result.facts)
+            entry = artifact_entry(job.export_dir, Path(result.file), **result.facts)
+            record_artifact(job.export_dir, result.name, entry)
+            result.facts = entry.to_json()   # what the summary prints: the recorded facts
 
 
 def summary_table(results: list[QuantResult]) -> str:

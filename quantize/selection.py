@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from facemark.artifacts import ARTIFACTS
+from facemark.contract import ArtifactEntry, Manifest
 from facemark.errors import DataError
 from facemark.manifest import load_manifest, record_artifact
 from facemark.quantize.common import QuantJob
 from facemark.runtime import needs_macos
 from facemark.status import Status
 
-def candidates(manifest: dict[str, Any]) -> dict[str, list[str]]:
+def candidates(manifest: Manifest) -> dict[str, list[str]]:
     """format -> the verified competing rows of the manifest (two or more per format only)."""
     groups: dict[str, list[str]] = {}
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in manifest.artifacts.items():
         row = ARTIFACTS.get(name)
-        if row is not None and row.competes and entry.get("status") == Status.VERIFIED and not needs_macos(row.format):
+        if row is not None and row.competes and entry.status == Status.VERIFIED and not needs_macos(row.format):
             groups.setdefault(row.format, []).append(name)
     return {fmt: sorted(names) for fmt, names in groups.items() if len(names) > 1}
 
@@ -50,8 +51,8 @@ def select_shipped(job: QuantJob, verb: str) -> dict[str, str]:
                   f"{exc}", file=sys.stderr)
             groups = {}
     for fmt, names in groups.items():
-        scores = {name: _val_nme(job, faces, manifest["artifacts"][name]) for name in names}
-        ships = choose(scores, {n for n in names if manifest["artifacts"][n].get("int8_macs", 0.0) >= 1.0},
+        scores = {name: _val_nme(job, faces, manifest.artifacts[name]) for name in names}
+        ships = choose(scores, {n for n in names if manifest.artifacts[n].details.get("int8_macs", 0.0) >= 1.0},
                        faces.float_nme, job.cfg.quantize.all_int8_margin)
         comparisons[fmt] = {"split": EVAL_SPLIT, "faces": len(faces.crops), "float_nme": round(faces.float_nme, 6),
                             "nme": {name: round(value, 6) for name, value in scores.items()}, "ships": ships}
@@ -72,30 +73,27 @@ def choose(scores: dict[str, float], all_int8: set[str], float_nme: float, margi
     return min(within or sorted(scores), key=scores.get)
 
 
-def _record(export_dir: Path, manifest: dict[str, Any], comparisons: dict[str, dict[str, Any]]) -> None:
+def _record(export_dir: Path, manifest: Manifest, comparisons: dict[str, dict[str, Any]]) -> None:
     """superseded_by and val_comparison on each compared row; both removed from every other entry
     (stale ones from an earlier selection)."""
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in manifest.artifacts.items():
         row = ARTIFACTS.get(name)
         comparison = comparisons.get(row.format) if row is not None else None
         comparison = comparison if comparison is not None and name in comparison["nme"] else None
-        updated = {k: v for k, v in entry.items() if k not in ("superseded_by", "val_comparison")}
-        if comparison is not None:
-            updated["val_comparison"] = comparison
-            if comparison["ships"] != name:
-                updated["superseded_by"] = comparison["ships"]
+        ships = comparison["ships"] if comparison is not None else None
+        updated = entry.replaced(val_comparison=comparison, superseded_by=ships if ships != name else None)
         if updated != entry:
             record_artifact(export_dir, name, updated)
 
 
-def _val_nme(job: QuantJob, faces, entry: dict[str, Any]) -> float:
+def _val_nme(job: QuantJob, faces, entry: ArtifactEntry) -> float:
     """NME of one artifact on the eval faces, run in the runtime layer's child harness (LiteRT's
     int8 kernels may abort the process)."""
-    from facemark.runtime import WorkerFailed, run_artifact
+    from facemark.runtime import Feed, WorkerFailed, run_artifact
 
-    path = job.export_dir / entry["file"]
+    path = job.export_dir / entry.file
     try:
-        points, _ = run_artifact(entry["format"], path, entry, job.size, job.norm, faces.crops.crops,
+        points, _ = run_artifact(entry.format, path, Feed.of(entry), job.size, job.norm, faces.crops.crops,
                                  job.work_dir / "selection")
     except WorkerFailed as exc:
         raise RuntimeError(f"{path.name}: {exc.status}") from None

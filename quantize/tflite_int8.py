@@ -253,11 +253,11 @@ def run_litert(tflite_path: Path, facts: dict[str, Any], job: QuantJob) -> tuple
     """The .tflite on the parity crops in a child process (facemark.runtime.harness) -> ((N, 2P)
     float64 normalised outputs, LiteRTRunner.io()). A crash (abort, segfault) or a timeout raises
     RuntimeError naming the file and the status."""
-    from facemark.runtime import WorkerFailed, run_artifact
+    from facemark.runtime import Feed, WorkerFailed, run_artifact
 
     crops = job.parity.crops
     try:
-        predictions, result = run_artifact("tflite", tflite_path, facts, job.size, job.norm, crops,
+        predictions, result = run_artifact("tflite", tflite_path, Feed("NHWC"), job.size, job.norm, crops,
                                            job.work_dir / "litert")
     except WorkerFailed as exc:
         raise RuntimeError(f"{tflite_path.name}: LiteRT {exc.status}") from None

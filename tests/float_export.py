@@ -18,6 +18,6 @@ def assert_float_exports_verified(model: torch.nn.Module, cfg: Config, data_root
     torch.save(checkpoint_dict(model.eval(), cfg, data_root=str(data_root)), run / "best.pt")
     save_config(cfg, run / "config.yaml")
     assert export_run(run, formats=["onnx", "tflite"], data_root=None, bake=False, golden=False) == 0
-    artifacts = load_manifest(run / "export")["artifacts"]
+    artifacts = load_manifest(run / "export").artifacts
     for name in ("onnx_fp32", "tflite_fp32"):
-        assert artifacts[name]["status"] == "verified", (name, artifacts[name].get("status"))
+        assert artifacts[name].status == "verified", (name, artifacts[name].status)

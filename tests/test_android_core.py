@@ -54,7 +54,7 @@ def golden_run(tmp_path_factory) -> Path:
     export_dir.mkdir(parents=True)
     ckpt = run / "best.pt"
     torch.save(checkpoint_dict(model, cfg), ckpt)
-    save_manifest(export_dir, new_manifest(cfg, scheme.to_dict(), ckpt, weights_source(model).norm))
+    save_manifest(export_dir, new_manifest(cfg, scheme.facts(), ckpt, weights_source(model).norm))
     crop_set = load_crop_set(root / "data", "test", cfg.data, workers=1)
     golden = write_golden(run, export_dir, crop_set, model, cfg, weights_source(model).norm)
     assert golden == export_dir / "golden"
@@ -319,10 +319,11 @@ def _fake_export(run: Path, cfg_overrides: list[str]) -> Path:
     export_dir.mkdir(parents=True)
     ckpt = run / "best.pt"
     ckpt.write_bytes(b"checkpoint")
-    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), ckpt, IMAGENET))
+    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).facts(), ckpt, IMAGENET))
     (export_dir / "model_fp32.tflite").write_bytes(b"TFL3 not a real model")
     record_artifact(export_dir, "tflite_fp32", artifact_entry(export_dir, Path("model_fp32.tflite"),
-                                                              format="tflite", layout="NHWC"))
+                                                              format="tflite", layout="NHWC",
+                                                              precision="float32", status="verified"))
     return export_dir
 
 

@@ -9,6 +9,7 @@ fixtures export once; the TFLite path (two onnx2tf runs) is marked slow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +26,7 @@ from facemark.status import Status
 from facemark.convert.export import export_run
 from facemark.convert.formats import FORMATS, PARITY_BOUND, resolve_formats
 from facemark.convert.onnx import read_onnx_metadata
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.data.crops import load_crop_set
 from facemark.errors import ArtifactError, ConfigError, DataError
 from facemark.io import sha256_of
@@ -91,24 +92,24 @@ def test_onnx_and_coreml_artifacts_are_recorded(exported):
     manifest = load_manifest(exported / "export")
     expected = {"onnx_fp32", "onnx_fp32_baked", "coreml_fp32", "coreml_fp16", "coreml_fp32_baked",
                 "coreml_fp16_baked"}
-    assert set(manifest["artifacts"]) == expected
-    assert manifest["checkpoint"]["sha256"] == sha256_of(exported / "best.pt")
-    assert manifest["scheme"]["name"] == "lapa106" and manifest["output"]["values"] == 212
+    assert set(manifest.artifacts) == expected
+    assert manifest.contract.checkpoint.sha256 == sha256_of(exported / "best.pt")
+    assert manifest.contract.scheme.name == "lapa106" and manifest.contract.output.values == 212
     for name in expected:
         path = verify_artifact(exported / "export", name, manifest)
-        entry = manifest["artifacts"][name]
-        assert entry["size_bytes"] > 100_000 and entry["sha256"] == sha256_of(path)
-        assert entry["tools"]["torch"] and entry["quantization"] == "none"
-        assert entry["baked_preprocessing"] == name.endswith("_baked")
-        assert entry["output"]["space"] == ("crop pixels" if name.endswith("_baked") else "normalised crop")
-    onnx_entry = manifest["artifacts"]["onnx_fp32"]
-    assert onnx_entry["status"] == "verified" and onnx_entry["layout"] == "NCHW"
-    assert onnx_entry["input"]["shape"] == [1, 3, SIZE, SIZE] and onnx_entry["input_dtype"] == "float32"
-    assert onnx_entry["parity"]["images"] == CROPS and onnx_entry["parity"]["split"] == "val"
-    below("export: onnx_fp32 recorded parity", onnx_entry["parity"]["max_abs"], PARITY_BOUND["float32"])
-    baked = manifest["artifacts"]["onnx_fp32_baked"]
-    assert baked["layout"] == "NHWC" and baked["input"]["shape"] == [1, SIZE, SIZE, 3] and baked["input_dtype"] == "uint8"
-    assert manifest["artifacts"]["coreml_fp16"]["status"] == Status.WRITTEN  # Linux: no CoreML runtime
+        entry = manifest.artifacts[name]
+        assert entry.size_bytes > 100_000 and entry.sha256 == sha256_of(path)
+        assert entry.tools["torch"] and entry.quantization == "none"
+        assert entry.baked_preprocessing == name.endswith("_baked")
+        assert entry.output.space == ("crop pixels" if name.endswith("_baked") else "normalised crop")
+    onnx_entry = manifest.artifacts["onnx_fp32"]
+    assert onnx_entry.status == Status.VERIFIED and onnx_entry.layout == "NCHW"
+    assert onnx_entry.input.shape == (1, 3, SIZE, SIZE) and onnx_entry.input_dtype == "float32"
+    assert onnx_entry.parity["images"] == CROPS and onnx_entry.parity["split"] == "val"
+    below("export: onnx_fp32 recorded parity", onnx_entry.parity["max_abs"], PARITY_BOUND["float32"])
+    baked = manifest.artifacts["onnx_fp32_baked"]
+    assert baked.layout == "NHWC" and baked.input.shape == (1, SIZE, SIZE, 3) and baked.input_dtype == "uint8"
+    assert manifest.artifacts["coreml_fp16"].status == Status.WRITTEN  # Linux: no CoreML runtime
 
 
 def test_onnx_parity_recomputed_from_the_file(exported):
@@ -116,8 +117,8 @@ def test_onnx_parity_recomputed_from_the_file(exported):
     crops = crops_of(exported)
     norm = weights_source(model).norm
     expected = TorchRunner(model, crops.shape[1], norm).predict(crops)
-    entry = load_manifest(exported / "export")["artifacts"]["onnx_fp32"]
-    actual = create_runner("onnx", exported / "export" / "model_fp32.onnx", entry, SIZE, norm).predict(crops)
+    entry = load_manifest(exported / "export").artifacts["onnx_fp32"]
+    actual = create_runner("onnx", exported / "export" / "model_fp32.onnx", Feed.of(entry), SIZE, norm).predict(crops)
     assert actual.shape == (CROPS, 106, 2)
     assert np.abs(expected).max() > 0.05 and np.std(expected, axis=0).mean() > 1e-3  # not a constant model
     below("export: onnx_fp32 parity from the file", np.abs(actual - expected).max(), PARITY_BOUND["float32"])
@@ -126,9 +127,10 @@ def test_onnx_parity_recomputed_from_the_file(exported):
 def test_baked_onnx_equals_float_path_plus_arithmetic(exported):
     """The baked file's raw output (crop pixels) is the float file's output denormalised."""
     crops = crops_of(exported)
-    artifacts = load_manifest(exported / "export")["artifacts"]
-    plain = create_runner("onnx", exported / "export" / "model_fp32.onnx", artifacts["onnx_fp32"], SIZE, IMAGENET)
-    baked = create_runner("onnx", exported / "export" / "model_fp32_baked.onnx", artifacts["onnx_fp32_baked"],
+    artifacts = load_manifest(exported / "export").artifacts
+    plain = create_runner("onnx", exported / "export" / "model_fp32.onnx", Feed.of(artifacts["onnx_fp32"]), SIZE,
+                          IMAGENET)
+    baked = create_runner("onnx", exported / "export" / "model_fp32_baked.onnx", Feed.of(artifacts["onnx_fp32_baked"]),
                           SIZE, IMAGENET)
     raw = baked.raw_outputs(crops)   # uint8 NHWC in, crop pixels out
     assert raw.dtype == np.float32 and baked.prepare(crops[:1]).dtype == np.uint8
@@ -139,8 +141,9 @@ def test_onnx_metadata_embeds_the_contract(exported):
     manifest = load_manifest(exported / "export")
     metadata = read_onnx_metadata(exported / "export" / "model_fp32.onnx")
     embedded = json.loads(metadata["facemark_manifest"])
-    assert embedded["checkpoint"]["sha256"] == manifest["checkpoint"]["sha256"]
-    assert embedded["input"] == manifest["input"] and embedded["scheme"] == manifest["scheme"]
+    assert embedded["checkpoint"]["sha256"] == manifest.contract.checkpoint.sha256
+    assert embedded["input"] == manifest.contract.input.to_json()
+    assert embedded["scheme"] == manifest.contract.scheme.to_json()
     assert embedded["artifact"]["layout"] == "NCHW" and metadata["num_points"] == "106"
 
 
@@ -180,7 +183,7 @@ def test_failing_format_leaves_no_file_and_others_continue(tmp_path, monkeypatch
     assert export_run(run, formats=["coreml", "onnx"], data_root=None, bake=False, golden=False) == 1
     export_dir = run / "export"
     assert sorted(p.name for p in export_dir.iterdir()) == ["manifest.json", "model_fp32.onnx"]
-    assert set(load_manifest(export_dir)["artifacts"]) == {"onnx_fp32"}
+    assert set(load_manifest(export_dir).artifacts) == {"onnx_fp32"}
     out = capsys.readouterr().out
     assert "RuntimeError: spec check exploded on purpose" in out and "second line" not in out
     assert "FAILED: coreml" in out
@@ -205,8 +208,9 @@ def test_user_errors(tmp_path):
     export_dir = run / "export"
     assert export_run(run, formats=["onnx"], data_root=None, bake=False, golden=False) == 0
     manifest = load_manifest(export_dir)
-    manifest["scheme"].update(name="ibug68", num_points=68)   # a whole 68-point contract
-    manifest["output"]["values"] = 136
+    contract = manifest.contract   # made a whole 68-point contract
+    manifest.contract = dataclasses.replace(contract, scheme=load_scheme("ibug68").facts(),
+                                            output=dataclasses.replace(contract.output, values=136))
     save_manifest(export_dir, manifest)
     with pytest.raises(ArtifactError, match="made for scheme 'ibug68'"):
         export_run(run, formats=["onnx"], data_root=None, bake=False, golden=False)
@@ -241,29 +245,29 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
 
     export_dir = exported_tflite / "export"
     manifest = load_manifest(export_dir)
-    assert set(manifest["artifacts"]) == {"tflite_fp32", "tflite_fp16", "tflite_fp32_baked", "tflite_fp16_baked"}
+    assert set(manifest.artifacts) == {"tflite_fp32", "tflite_fp16", "tflite_fp32_baked", "tflite_fp16_baked"}
     model, _, _ = load_checkpoint(exported_tflite / "best.pt")
     crops = crops_of(exported_tflite)
     norm = weights_source(model).norm
     expected = TorchRunner(model, crops.shape[1], norm).predict(crops)
     for precision, tag in (("float32", "fp32"), ("float16", "fp16")):
-        entry = manifest["artifacts"][f"tflite_{tag}"]
-        assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, SIZE, SIZE, 3]
-        assert entry["status"] == "verified"
-        below(f"export: tflite_{tag} recorded parity", entry["parity"]["max_abs"], PARITY_BOUND[precision])
+        entry = manifest.artifacts[f"tflite_{tag}"]
+        assert entry.layout == "NHWC" and entry.input.shape == (1, SIZE, SIZE, 3)
+        assert entry.status == Status.VERIFIED
+        below(f"export: tflite_{tag} recorded parity", entry.parity["max_abs"], PARITY_BOUND[precision])
         path = verify_artifact(export_dir, f"tflite_{tag}", manifest)
-        actual = create_runner("tflite", path, entry, SIZE, norm).predict(crops)
+        actual = create_runner("tflite", path, Feed.of(entry), SIZE, norm).predict(crops)
         below(f"export: tflite_{tag} parity from the file", np.abs(actual - expected).max(), PARITY_BOUND[precision])
-        baked_entry = manifest["artifacts"][f"tflite_{tag}_baked"]
-        baked = create_runner("tflite", verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), baked_entry,
+        baked_entry = manifest.artifacts[f"tflite_{tag}_baked"]
+        baked = create_runner("tflite", verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), Feed.of(baked_entry),
                               SIZE, norm)
         raw = baked.raw_outputs(crops).reshape(len(crops), -1, 2)   # crop pixels
         np.testing.assert_allclose(raw, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)
         embedded = read_tflite_metadata(path)
-        assert embedded["checkpoint"]["sha256"] == manifest["checkpoint"]["sha256"]
+        assert embedded["checkpoint"]["sha256"] == manifest.contract.checkpoint.sha256
         assert embedded["artifact"]["precision"] == precision
-    fp32 = manifest["artifacts"]["tflite_fp32"]["size_bytes"]
-    assert manifest["artifacts"]["tflite_fp16"]["size_bytes"] < 0.6 * fp32
+    fp32 = manifest.artifacts["tflite_fp32"].size_bytes
+    assert manifest.artifacts["tflite_fp16"].size_bytes < 0.6 * fp32
 
 
 def test_dynamic_batch_onnx_and_onnx2tf_shape_argument(tmp_path):

@@ -103,8 +103,8 @@ def test_export_writes_each_scheme_its_own_artifact(multi_run):
     assert main(["export", str(multi_run / "schemes" / "lapa106"), "--format", "onnx"]) == 0
     main_manifest = load_manifest(multi_run / "export")
     extra_manifest = load_manifest(multi_run / "schemes" / "lapa106" / "export")
-    assert (main_manifest["scheme"]["name"], main_manifest["output"]["values"]) == ("ibug68", 136)
-    assert (extra_manifest["scheme"]["name"], extra_manifest["output"]["values"]) == ("lapa106", 212)
+    assert (main_manifest.contract.scheme.name, main_manifest.contract.output.values) == ("ibug68", 136)
+    assert (extra_manifest.contract.scheme.name, extra_manifest.contract.output.values) == ("lapa106", 212)
 
 
 def test_scheme_loss_is_each_faces_own_heads_loss():

@@ -22,7 +22,7 @@ from facemark.data.crops import load_crop_set, to_input
 from facemark.manifest import MANIFEST_NAME, load_manifest
 from facemark.model import build_model, checkpoint_dict, load_checkpoint
 from facemark.schemes import load_scheme
-from facemark.runtime.runners import create_runner
+from facemark.runtime.runners import Feed, create_runner
 from facemark.weights import HALF, IMAGENET, Normalisation
 
 SIZE = 64
@@ -69,9 +69,9 @@ def test_checkpoint_and_manifest_say_the_arch_normalisation(norm_run):
     expected = _norm(norm_run).to_dict()
     assert torch.load(norm_run / "best.pt", weights_only=True)["input"] == expected
     manifest = load_manifest(norm_run / "export")
-    assert {key: manifest["input"][key] for key in ("mean", "std")} == expected
+    assert {"mean": list(manifest.contract.input.mean), "std": list(manifest.contract.input.std)} == expected
     for name in ("onnx_fp32", "onnx_fp32_baked"):   # the contract embedded in each file
-        embedded = json.loads(read_onnx_metadata(norm_run / "export" / manifest["artifacts"][name]["file"])
+        embedded = json.loads(read_onnx_metadata(norm_run / "export" / manifest.artifacts[name].file)
                               ["facemark_manifest"])
         assert {key: embedded["input"][key] for key in ("mean", "std")} == expected
 
@@ -80,8 +80,8 @@ def test_baked_onnx_normalises_like_the_model(norm_run):
     """uint8 in, crop pixels out: equal to PyTorch fed (x/255 - mean)/std, far from ImageNet's stats."""
     model, _, _ = load_checkpoint(norm_run / "best.pt")
     crops = _crops(norm_run)
-    entry = load_manifest(norm_run / "export")["artifacts"]["onnx_fp32_baked"]
-    runner = create_runner("onnx", norm_run / "export" / "model_fp32_baked.onnx", entry, SIZE, _norm(norm_run))
+    entry = load_manifest(norm_run / "export").artifacts["onnx_fp32_baked"]
+    runner = create_runner("onnx", norm_run / "export" / "model_fp32_baked.onnx", Feed.of(entry), SIZE, _norm(norm_run))
     baked = runner.raw_outputs(crops).astype(np.float64)   # uint8 in, crop pixels out
 
     def torch_px(norm):
@@ -94,14 +94,14 @@ def test_baked_onnx_normalises_like_the_model(norm_run):
 
 def test_validate_runner_feeds_the_manifest_normalisation(norm_run):
     manifest = load_manifest(norm_run / "export")
-    entry = manifest["artifacts"]["onnx_fp32"]
+    entry = manifest.artifacts["onnx_fp32"]
     crops = _crops(norm_run)
     model, _, _ = load_checkpoint(norm_run / "best.pt")
     with torch.no_grad():
         expected = model(torch.from_numpy(to_input(crops, _norm(norm_run)))).numpy().reshape(len(crops), -1, 2)
-    path = norm_run / "export" / entry["file"]
-    right = create_runner("onnx", path, entry, SIZE, _norm(norm_run), threads=1).predict(crops)
-    wrong = create_runner("onnx", path, entry, SIZE, IMAGENET, threads=1).predict(crops)
+    path = norm_run / "export" / entry.file
+    right = create_runner("onnx", path, Feed.of(entry), SIZE, _norm(norm_run), threads=1).predict(crops)
+    wrong = create_runner("onnx", path, Feed.of(entry), SIZE, IMAGENET, threads=1).predict(crops)
     assert np.abs(right - expected).max() < 1e-4 < np.abs(wrong - expected).max() / 10
 
 

@@ -87,7 +87,7 @@ def reference(setup):
 def test_uninterrupted_run_writes_everything(reference, setup):
     run, stdout = reference
     manifest = load_manifest(run / "export")
-    names = set(manifest["artifacts"])
+    names = set(manifest.artifacts)
     assert {"onnx_fp32", "onnx_int8_qdq_u8s8"} <= names
     for name in names:
         verify_artifact(run / "export", name, manifest)
@@ -138,6 +138,6 @@ def test_sigkill_then_rerun_matches_uninterrupted(reference, setup, moment):
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-4), name
     manifest = load_manifest(run / "export")
-    for name in manifest["artifacts"]:
+    for name in manifest.artifacts:
         verify_artifact(run / "export", name, manifest)
     assert not list(run.rglob("*.partial"))

@@ -44,14 +44,15 @@ def test_the_shipped_models_are_listed():
 def test_files_match_manifest_and_card(name):
     folder = pretrained.ROOT / name
     card, manifest = pretrained.read_card(folder), load_manifest(folder)
-    assert set(card["artifacts"]) == set(manifest["artifacts"]) and card["default"] in card["artifacts"]
-    assert card["scheme"] == manifest["scheme"]["name"] and card["points"] == manifest["scheme"]["num_points"]
+    assert set(card["artifacts"]) == set(manifest.artifacts) and card["default"] in card["artifacts"]
+    scheme = manifest.contract.scheme
+    assert card["scheme"] == scheme.name and card["points"] == scheme.num_points
     for artifact, facts in card["artifacts"].items():
-        entry = manifest["artifacts"][artifact]
-        path = folder / entry["file"]
-        assert path.parent == folder and facts["file"] == entry["file"]
-        assert sha256_of(path) == entry["sha256"] == facts["sha256"]
-        assert path.stat().st_size == entry["size_bytes"] == facts["size_bytes"]
+        entry = manifest.artifacts[artifact]
+        path = folder / entry.file
+        assert path.parent == folder and facts["file"] == entry.file
+        assert sha256_of(path) == entry.sha256 == facts["sha256"]
+        assert path.stat().st_size == entry.size_bytes == facts["size_bytes"]
         assert facts["accuracy"]["nme_pupil"] > 0 and facts["latency_ms"] > 0
     assert card["licence"] and card["data"]["splits"]["train"]["count"] > 500
 

@@ -29,7 +29,7 @@ from facemark.model import checkpoint_dict, load_checkpoint
 from facemark.quantize.qat import ROWS, FineTuner, qat_run
 from facemark.rundir import RunDir
 from facemark.quantize.run import build_job, quantize_run
-from facemark.runtime import TorchRunner, create_runner
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.pipeline import check_plan, qat_current
 
 # timm's tiny ConvNeXt (no BatchNorm): perturbed, its outputs vary with the input (std 0.14 across
@@ -83,12 +83,13 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     manifest = load_manifest(run / "export")
     for fmt, row in ROWS.items():
-        name, entry = row.name, manifest["artifacts"][row.name]
-        assert entry["file"] == row.file and entry["format"] == fmt and entry["precision"] == "int8"
-        assert entry["status"] == "verified" and entry["qat"]["source_sha256"] == record["source_sha256"]
-        assert entry["source"] == "qat/best.pt"
-        assert 0.1 < entry["int8_macs"] <= 1.0, entry["int8_macs"]   # measured, not assumed (0.27 for ONNX here)
-        below(f"{name} parity vs the original model", entry["parity"]["nme_ipd"], 0.25)
+        name, entry = row.name, manifest.artifacts[row.name]
+        assert entry.file == row.file and entry.format == fmt and entry.precision == "int8"
+        assert entry.status == "verified" and entry.details["qat"]["source_sha256"] == record["source_sha256"]
+        assert entry.source == "qat/best.pt"
+        macs = entry.details["int8_macs"]
+        assert 0.1 < macs <= 1.0, macs   # measured, not assumed (0.27 for ONNX here)
+        below(f"{name} parity vs the original model", entry.parity["nme_ipd"], 0.25)
 
 
 @pytest.mark.slow
@@ -108,8 +109,8 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     crops = job.parity.crops
     # in a Sequential: the QAT graph's own eval() (torchao's override) returns None, not the module
     fake = TorchRunner(torch.nn.Sequential(tuner.graph), SIZE, job.norm).predict(crops)
-    entry = load_manifest(run / "export")["artifacts"][ROWS["onnx"].name]
-    real = create_runner("onnx", path, entry, SIZE, job.norm).predict(crops)
+    entry = load_manifest(run / "export").artifacts[ROWS["onnx"].name]
+    real = create_runner("onnx", path, Feed.of(entry), SIZE, job.norm).predict(crops)
     distance = np.linalg.norm((fake - real).reshape(len(crops), -1, 2), axis=-1) * SIZE / 2
     # 0.22-0.29 on AVX-512/VNNI Xeons (seeds 0-2), 0.83 on an AVX2-only EPYC, whose int8 kernels
     # round differently from torchao's fake quantisation; a wrong range or layout moves points by crops
@@ -118,9 +119,9 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
 
 def _shipping(run: Path) -> dict[str, tuple[str | None, dict | None]]:
     """int8 row -> (superseded_by, val_comparison) of the run's manifest."""
-    artifacts = load_manifest(run / "export")["artifacts"]
-    return {name: (entry.get("superseded_by"), entry.get("val_comparison")) for name, entry in artifacts.items()
-            if entry.get("precision") == "int8"}
+    artifacts = load_manifest(run / "export").artifacts
+    return {name: (entry.superseded_by, entry.details.get("val_comparison")) for name, entry in artifacts.items()
+            if entry.precision == "int8"}
 
 
 @pytest.mark.slow
@@ -136,8 +137,8 @@ def test_one_calibrated_row_per_format_ships(qat_done):
     plain, qat = "onnx_int8_qdq_u8s8", ROWS["onnx"].name
     comparison = shipping[qat][1]
     assert comparison == shipping[plain][1] and sorted(comparison["nme"]) == sorted([plain, qat])
-    artifacts = load_manifest(run / "export")["artifacts"]
-    all_int8 = {name for name in (plain, qat) if artifacts[name].get("int8_macs", 0.0) >= 1.0}
+    artifacts = load_manifest(run / "export").artifacts
+    all_int8 = {name for name in (plain, qat) if artifacts[name].details.get("int8_macs", 0.0) >= 1.0}
     assert plain in all_int8
     ships = choose(comparison["nme"], all_int8, comparison["float_nme"], load_config().quantize.all_int8_margin)
     assert comparison["ships"] == ships and comparison["split"] == "val" and comparison["faces"] == 8
@@ -169,7 +170,7 @@ def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
     assert qat_run(resumed, data_root=dataset, stop_after=1) == 0
     saved = torch.load(RunDir(RunDir(resumed).qat).last, weights_only=True)
     assert saved["epoch"] == 1 and not RunDir(RunDir(resumed).qat).best.exists()
-    assert ROWS["onnx"].name not in load_manifest(resumed / "export")["artifacts"]
+    assert ROWS["onnx"].name not in load_manifest(resumed / "export").artifacts
     assert qat_run(resumed, data_root=dataset) == 0
     first = torch.load(RunDir(RunDir(straight).qat).best, weights_only=True)["model"]
     second = torch.load(RunDir(RunDir(resumed).qat).best, weights_only=True)["model"]
@@ -194,8 +195,9 @@ def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
     cfg = load_config(overrides=[*OVERRIDES, "quantize.formats=[onnx,tflite]", "quantize.qat=true"])
     assert qat_current(run, cfg)
     manifest = load_manifest(run / "export")
-    entry = manifest["artifacts"][ROWS["tflite"].name]
-    record_artifact(run / "export", ROWS["tflite"].name, {**entry, "qat": {**entry["qat"], "source_sha256": "0" * 64}})
+    entry = manifest.artifacts[ROWS["tflite"].name]
+    record_artifact(run / "export", ROWS["tflite"].name,
+                    entry.replaced(qat={**entry.details["qat"], "source_sha256": "0" * 64}))
     try:
         assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
     finally:

@@ -9,6 +9,7 @@ distance to PyTorch stays under PARITY_BOUND_IPD of the inter-pupil distance (me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from drawn_faces import make_drawn_root, perturbed_model
 from margins import below
 
 from facemark.config import load_config
+from facemark.contract import CheckpointRef
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import (artifact_entry, load_manifest, manifest_normalisation, new_manifest, record_artifact,
@@ -29,6 +31,7 @@ from facemark.quantize.common import check_output_step
 from facemark.artifacts import ARTIFACTS, SUFFIX, artifact, onnx_static
 from facemark.quantize.run import quantize_run, resolve_backends, summary_table
 from facemark.schemes import load_scheme
+from facemark.status import Status
 from facemark.weights import IMAGENET
 
 SIZE = 64
@@ -52,9 +55,11 @@ def export_float(run: Path, root: Path, model: torch.nn.Module, cfg) -> None:
     from facemark.quantize.coreml_int8 import import_coremltools
 
     export_dir = run / "export"
-    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).to_dict(), run / "best.pt", IMAGENET))
+    save_manifest(export_dir, new_manifest(cfg, load_scheme(cfg.data.scheme).facts(), run / "best.pt", IMAGENET))
     export_onnx(model, export_dir / "model_fp32.onnx", SIZE, cfg.export.opset)
-    record_artifact(export_dir, "onnx_fp32", artifact_entry(export_dir, Path("model_fp32.onnx"), format="onnx"))
+    record_artifact(export_dir, "onnx_fp32", artifact_entry(export_dir, Path("model_fp32.onnx"), format="onnx",
+                                                                  precision="float32", layout="NCHW",
+                                                                  status=Status.VERIFIED))
     ct = import_coremltools()
     traced = torch.jit.trace(model, torch.zeros(1, 3, SIZE, SIZE))
     mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=(1, 3, SIZE, SIZE))],
@@ -62,7 +67,8 @@ def export_float(run: Path, root: Path, model: torch.nn.Module, cfg) -> None:
                          compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS17)
     mlmodel.save(str(export_dir / "model_fp32.mlpackage"))
     record_artifact(export_dir, "coreml_fp32", artifact_entry(export_dir, Path("model_fp32.mlpackage"),
-                                                              format="coreml"))
+                                                              format="coreml", precision="float32",
+                                                              layout="NCHW", status=Status.WRITTEN))
 
 
 @pytest.fixture(scope="module")
@@ -158,26 +164,27 @@ def test_every_int8_path_is_written_named_and_close(quantized_run, dataset):
     manifest = load_manifest(export_dir)
     draw = draw_ids([f"train{i:03d}" for i in range(40)], 24, seed=0)
     for name, (file, mode, words) in EXPECTED.items():
-        entry = manifest["artifacts"][name]
-        assert entry["file"] == file and entry["mode"] == mode and words in entry["quantization"]
-        assert entry["precision"] == "int8" and entry["size_bytes"] > 0
+        entry = manifest.artifacts[name]
+        assert entry.file == file and entry.mode == mode and words in entry.quantization
+        assert entry.precision == "int8" and entry.size_bytes > 0
         verify_artifact(export_dir, name, manifest)  # sha256 recorded matches the file
-        if "calibration" in entry:
-            assert entry["calibration"]["ids"] == draw and entry["calibration"]["ids_sha256"] == ids_sha256(draw)
-        parity = entry.get("parity") or entry.get("simulated_parity")
+        calibration = entry.details.get("calibration")
+        if calibration is not None:
+            assert calibration["ids"] == draw and calibration["ids_sha256"] == ids_sha256(draw)
+        parity = entry.parity or entry.details.get("simulated_parity")
         if name == "coreml_int8_w8":  # weight-only and CoreML cannot predict on Linux: nothing to compare
             assert parity is None
             continue
         assert parity["split"] == "val" and parity["images"] == 6
         below(f"quantize: {name} mean distance to PyTorch / IPD", parity["nme_ipd"], PARITY_BOUND_IPD)
     for name in ("tflite_int8_full", "onnx_int8_qdq_u8s8", "coreml_int8_w8a8"):
-        step = manifest["artifacts"][name]["output_step"]
+        step = manifest.artifacts[name].details["output_step"]
         assert step["step_ipd"] > 0
         below(f"quantize: {name} output step / IPD", step["step_ipd"], 0.02)
     for name in ("coreml_int8_w8", "coreml_int8_w8a8"):
-        entry = manifest["artifacts"][name]
-        assert entry["status"] == "written, not run on this host" and entry["spec"]["reloaded"]
-    assert manifest["artifacts"]["coreml_int8_w8"]["spec"]["quantised_ops"]
+        entry = manifest.artifacts[name]
+        assert entry.status == "written, not run on this host" and entry.details["spec"]["reloaded"]
+    assert manifest.artifacts["coreml_int8_w8"].details["spec"]["quantised_ops"]
     assert not list(export_dir.glob("*int16*")) and not list(run.glob(".quantize-work-*"))
 
 
@@ -186,19 +193,20 @@ def test_int8_artifacts_run_again_from_disk(quantized_run):
     """The written files, reopened through the runtime layer: LiteRT (in the child harness) and
     onnxruntime (in-process) take crops and return landmarks, and the TFLite file carries the contract."""
     from facemark.convert.tflite import read_tflite_metadata
-    from facemark.runtime import create_runner, run_artifact
+    from facemark.runtime import Feed, create_runner, run_artifact
 
     run, _ = quantized_run
     export_dir = run / "export"
     manifest = load_manifest(export_dir)
-    norm = manifest_normalisation(manifest, "test")
+    norm = manifest_normalisation(manifest.contract, "test")
     crops = np.random.default_rng(0).integers(0, 256, size=(2, SIZE, SIZE, 3), dtype=np.uint8)
     outputs, result = run_artifact("tflite", export_dir / "model_int8_full.tflite",
-                                   manifest["artifacts"]["tflite_int8_full"], SIZE, norm, crops, run / "harness")
+                                   Feed.of(manifest.artifacts["tflite_int8_full"]), SIZE, norm, crops,
+                                   run / "harness")
     io = result["io"]
     assert outputs.shape == (2, 106, 2) and io["output_step_scale"] > 0 and np.all(np.isfinite(outputs))
     onnx_out = create_runner("onnx", export_dir / "model_int8_qdq_u8s8.onnx",
-                             manifest["artifacts"]["onnx_int8_qdq_u8s8"], SIZE, norm).predict(crops)
+                             Feed.of(manifest.artifacts["onnx_int8_qdq_u8s8"]), SIZE, norm).predict(crops)
     assert onnx_out.shape == (2, 106, 2)
     embedded = read_tflite_metadata(export_dir / "model_int8_full.tflite")
     assert embedded["artifact"]["mode"] == "full integer"
@@ -219,8 +227,9 @@ def _copy_run(run: Path, target: Path, **quantize_overrides) -> Path:
     ckpt["config"]["quantize"].update(quantize_overrides)
     torch.save(ckpt, target / "best.pt")
     manifest = load_manifest(target / "export")
-    manifest["checkpoint"] = {"file": str(target / "best.pt"), "sha256": sha256_of(target / "best.pt")}
-    manifest["artifacts"] = {k: v for k, v in manifest["artifacts"].items() if "int8" not in k}
+    manifest.contract = dataclasses.replace(
+        manifest.contract, checkpoint=CheckpointRef(str(target / "best.pt"), sha256_of(target / "best.pt")))
+    manifest.artifacts = {k: v for k, v in manifest.artifacts.items() if "int8" not in k}
     save_manifest(target / "export", manifest)
     return target
 
@@ -235,7 +244,7 @@ def test_coarse_output_step_and_tampered_source_are_failed_rows(quantized_run, d
     row = next(line for line in table.splitlines() if line.startswith("onnx_int8_qdq_u8s8"))
     assert row.split()[1:5] == ["static", "QDQ", "u8s8", "failed"] and "  onnx_int8_qdq_u8s8: ArtifactError: " \
         "int8 output step" in table
-    assert "onnx_int8_qdq_u8s8" not in load_manifest(strict / "export")["artifacts"]
+    assert "onnx_int8_qdq_u8s8" not in load_manifest(strict / "export").artifacts
     assert not (strict / "export" / "model_int8_qdq_u8s8.onnx").exists()
 
     tampered = _copy_run(run, tmp_path / "tampered", onnx_activation="int8", onnx_dynamic=False)
@@ -243,7 +252,7 @@ def test_coarse_output_step_and_tampered_source_are_failed_rows(quantized_run, d
         handle.write(b"\0")
     assert quantize_run(tampered, formats=["onnx"], data_root=dataset, calibration_count=None) == 1
     assert "onnx_int8_qdq_s8s8" in capsys.readouterr().out  # the s8s8 name, refused for the sha256
-    assert load_manifest(tampered / "export")["artifacts"].keys() == {"onnx_fp32", "coreml_fp32", "coreml_fp16"}
+    assert load_manifest(tampered / "export").artifacts.keys() == {"onnx_fp32", "coreml_fp32", "coreml_fp16"}
 
 
 @pytest.mark.slow

@@ -25,8 +25,9 @@ from facemark.quantize.onnx_int8 import int8_macs, write_qdq
 from facemark.quantize.sensitivity import sqnr_db
 from facemark.quantize.sensitivity_onnx import onnx_layer_errors, onnx_macs
 from facemark.quantize.sensitivity_report import write_explain
-from facemark.runtime import create_runner
+from facemark.runtime import Feed, create_runner
 from facemark.validate.gate import apply_gate
+from facemark.validation_row import ValidationRow
 from facemark.weights import IMAGENET
 
 SIZE = 32
@@ -72,7 +73,7 @@ def fragile(tmp_path_factory) -> dict:
 def _invoke(fmt: str, path: Path, inputs: np.ndarray) -> np.ndarray:
     """The runtime layer's model call on already prepared float inputs (this model takes any floats)."""
     layout = "NCHW" if fmt == "onnx" else "NHWC"
-    runner = create_runner(fmt, path, {"layout": layout}, SIZE, IMAGENET)
+    runner = create_runner(fmt, path, Feed(layout), SIZE, IMAGENET)
     return np.concatenate([runner.invoke(inputs[i:i + 1]) for i in range(len(inputs))])
 
 
@@ -136,8 +137,9 @@ def test_explain_report_files(tmp_path):
     assert "## onnx" in paths[1].read_text() and "## tflite" in paths[1].read_text()   # merged, not replaced
 
 
-def _row(name: str, nme: float, superseded_by: str | None = None) -> dict:
-    return {"name": name, "status": "ok", "accuracy": {"nme_pupil": nme}, "superseded_by": superseded_by}
+def _row(name: str, nme: float, superseded_by: str | None = None) -> ValidationRow:
+    return ValidationRow(name, "tflite", None, "int8", None, "int8", "NHWC", "float32", False, None,
+                         accuracy={"nme_pupil": nme}, superseded_by=superseded_by)
 
 
 def test_an_all_int8_row_ships_over_a_mixed_one_only_within_the_margin():
@@ -157,7 +159,7 @@ def test_gate_passes_a_superseded_row_only_when_its_successor_passes():
             _row("tflite_int8_full_mixed", 0.1005)]
     gate = apply_gate(rows, 0.01, None)
     assert gate["passed"] and gate["superseded"][0]["artifact"] == "tflite_int8_full"
-    assert rows[1]["gate"]["superseded_by"] == "tflite_int8_full_mixed"
+    assert rows[1].gate["superseded_by"] == "tflite_int8_full_mixed"
     rows = [_row("pytorch", 0.10), _row("tflite_int8_full", 0.102, "tflite_int8_full_mixed"),
             _row("tflite_int8_full_mixed", 0.1015)]
     gate = apply_gate(rows, 0.01, None)

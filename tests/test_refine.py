@@ -4,6 +4,8 @@ perfect predictor, the settings' rules and where they are recorded."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -159,13 +161,14 @@ def test_manifest_records_the_settings_and_reads_them_back(tmp_path):
     cfg = load_config(overrides=["data.scheme=ibug68", "infer.flip=true", "infer.passes=2", "model.pretrained=false"])
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"weights")
-    manifest = new_manifest(cfg, SCHEME.to_dict(), checkpoint, IMAGENET)
-    assert manifest["infer"]["flip"] is True and manifest["infer"]["passes"] == 2
-    assert manifest["infer"]["model_calls"] == 4 and manifest["infer"]["flip_permutation"] == list(SCHEME.flip)
-    assert from_manifest(manifest, None, "validate", "m") == from_config(cfg)
-    assert from_manifest(manifest, ["infer.flip=false"], "validate", "m").label == "2 passes"
-    del manifest["infer"]   # a manifest from before the refinement: the single pass
-    assert from_manifest(manifest, None, "predict", "m").label == "1 pass"
+    manifest = new_manifest(cfg, SCHEME.facts(), checkpoint, IMAGENET)
+    infer = manifest.contract.infer
+    assert infer.flip is True and infer.passes == 2
+    assert infer.model_calls == 4 and infer.flip_permutation == tuple(SCHEME.flip)
+    assert from_manifest(manifest.contract, None, "validate", "m") == from_config(cfg)
+    assert from_manifest(manifest.contract, ["infer.flip=false"], "validate", "m").label == "2 passes"
+    before = dataclasses.replace(manifest.contract, infer=None)   # a manifest from before the refinement
+    assert from_manifest(before, None, "predict", "m").label == "1 pass"
 
 
 def test_non_finite_landmarks_stop_a_later_pass_with_a_clear_error():

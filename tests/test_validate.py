@@ -4,6 +4,7 @@ checked for the report's numbers, the gate's exit codes, tamper refusal and --ba
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -18,6 +19,8 @@ from drawn_faces import face_dependent_model, make_validation_root
 from margins import above, below
 from facemark.cli import main
 from facemark.config import load_config
+from facemark.contract import CheckpointRef, Manifest
+from facemark.validation_row import ValidationRow
 from facemark.convert.export import export_run
 from facemark.convert.onnx import export_onnx
 from facemark.manifest import artifact_entry, load_manifest, save_manifest
@@ -33,7 +36,7 @@ def _add_onnx(export_dir: Path, name: str, model: torch.nn.Module) -> None:
     file = Path(f"{name}.onnx")
     export_onnx(model, export_dir / file, SIZE, opset=17)
     manifest = load_manifest(export_dir)
-    manifest["artifacts"][name] = artifact_entry(
+    manifest.artifacts[name] = artifact_entry(
         export_dir, file, format="onnx", precision="float32", quantization="none", layout="NCHW",
         input_dtype="float32", baked_preprocessing=False, status="verified")
     save_manifest(export_dir, manifest)
@@ -153,8 +156,11 @@ def test_tampered_and_unloadable_artifacts_are_refused(good_run, tmp_path, capsy
     garbage = run / "export" / "garbage.onnx"
     garbage.write_bytes(b"not an onnx graph")
     manifest = load_manifest(run / "export")
-    manifest["artifacts"]["garbage"] = {**copy.deepcopy(manifest["artifacts"]["onnx_fp32"]),
-                                        **artifact_entry(run / "export", Path("garbage.onnx"))}
+    garbage_entry = artifact_entry(run / "export", Path("garbage.onnx"), format="onnx", precision="float32",
+                                   layout="NCHW", status="verified")
+    manifest.artifacts["garbage"] = dataclasses.replace(manifest.artifacts["onnx_fp32"], file=garbage_entry.file,
+                                                        sha256=garbage_entry.sha256,
+                                                        size_bytes=garbage_entry.size_bytes)
     save_manifest(run / "export", manifest)
     assert main(["validate", str(run)]) == 1
     err = capsys.readouterr().err
@@ -172,13 +178,16 @@ def test_bad_input_exits_2(good_run, tmp_path, capsys):
     assert main(["validate", str(run)]) == 2
     assert "manifest missing" in capsys.readouterr().err
     manifest = load_manifest(good_run / "export")
-    save_manifest(run / "export", {**manifest, "artifacts": {}})
+    save_manifest(run / "export", Manifest(manifest.contract, {}))
     assert main(["validate", str(run)]) == 2
     assert "no artifacts" in capsys.readouterr().err
-    save_manifest(run / "export", {**manifest, "checkpoint": {"file": "best.pt", "sha256": "0" * 64}})
+    contract = manifest.contract
+    save_manifest(run / "export", Manifest(dataclasses.replace(contract, checkpoint=CheckpointRef("best.pt", "0" * 64)),
+                                           manifest.artifacts))
     assert main(["validate", str(run)]) == 2
     assert "sha256 differs from the export manifest's checkpoint" in capsys.readouterr().err
-    save_manifest(run / "export", {**manifest, "input": {**manifest["input"], "mean": [0.5] * 3, "std": [0.5] * 3}})
+    other_stats = dataclasses.replace(contract.input, mean=(0.5,) * 3, std=(0.5,) * 3)
+    save_manifest(run / "export", Manifest(dataclasses.replace(contract, input=other_stats), manifest.artifacts))
     assert main(["validate", str(run)]) == 2   # artifacts fed other statistics than the model learned with
     assert "input mean (0.5, 0.5, 0.5) std (0.5, 0.5, 0.5) differs from the checkpoint's" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -249,18 +258,19 @@ def test_gate_judges_the_refined_figures_too():
 
     infer = {"flip": True, "passes": 2, "model_calls": 4, "label": "flip + 2 passes"}
 
-    def row(name: str, nme: float, refined_nme: float) -> dict:
-        return {"name": name, "status": "ok", "accuracy": {"nme_pupil": nme}, "delta": None, "stability": None,
-                "refined": {"infer": infer, "accuracy": {"nme_pupil": refined_nme}, "delta": None}}
+    def row(name: str, nme: float, refined_nme: float) -> ValidationRow:
+        return ValidationRow(name, "onnx", None, "int8", None, "int8", "NCHW", "float32", False, None,
+                             accuracy={"nme_pupil": nme},
+                             refined={"infer": infer, "accuracy": {"nme_pupil": refined_nme}, "delta": None})
 
     rows = [row("pytorch", 0.100, 0.090), row("onnx_int8", 0.1005, 0.0950)]
     gate = apply_gate(rows, max_nme_increase=0.01, max_nme=None)
     assert not gate["passed"] and [f["artifact"] for f in gate["failures"]] == ["onnx_int8"]
     assert gate["failures"][0]["reason"].startswith("NME flip + 2 passes 0.09500 is +5.56% vs pytorch 0.09000")
-    assert rows[1]["delta"]["rel"] == pytest.approx(0.005)
-    assert rows[1]["refined"]["delta"]["rel"] == pytest.approx(0.05 / 0.9)
+    assert rows[1].delta["rel"] == pytest.approx(0.005)
+    assert rows[1].refined["delta"]["rel"] == pytest.approx(0.05 / 0.9)
     other = copy.deepcopy(rows[0])
-    other["refined"]["infer"] = {**infer, "label": "flip"}
+    other.refined["infer"] = {**infer, "label": "flip"}
     baseline = {"file": "old.json", "rows": {"pytorch": other}}
     apply_gate(rows, max_nme_increase=None, max_nme=None, baseline=baseline)
-    assert rows[1]["delta"]["reference"] == "baseline:pytorch" and rows[1]["refined"]["delta"]["reference"] == "pytorch"
+    assert rows[1].delta["reference"] == "baseline:pytorch" and rows[1].refined["delta"]["reference"] == "pytorch"

@@ -18,9 +18,11 @@ import numpy as np
 from facemark.runtime.harness import run_isolated
 from facemark.runtime.machine import available_cores
 from facemark.runtime.refine import Refinement
+from facemark.runtime.runner import Feed
 from facemark.validate import accuracy as acc
 from facemark.validate import latency as lat
 from facemark.validate import stability as stab
+from facemark.validation_row import ValidationRow
 from facemark.validate.stability import Perturbations
 from facemark.weights import Normalisation
 
@@ -50,13 +52,13 @@ class Context:
         # the first crop (and its mirror) once per pass: the refinement's batch-1 calls, timed
         self.sequence = [0, len(crop_set)] * refinement.passes if refinement.flip else [0] * refinement.passes
 
-    def run(self, mode: str, row: dict[str, Any], path: Path, entry: dict[str, Any],
+    def run(self, mode: str, row: ValidationRow, path: Path, feed: Feed,
             crops_path: Path | None = None) -> dict[str, Any]:
         """One harness job for artifact `row` on the shared .npy (or `crops_path`) -> its result
         (raises WorkerFailed); see facemark.runtime.harness. Accuracy jobs run one thread each
         (several at once), latency jobs `threads` (one at a time)."""
-        stem = self.work_dir / f"{row['name']}.{mode}"
-        job = {"mode": mode, "format": row["format"], "artifact": str(path), "entry": entry, "size": self.size,
+        stem = self.work_dir / f"{row.name}.{mode}"
+        job = {"mode": mode, "format": row.format, "artifact": str(path), "feed": vars(feed), "size": self.size,
                "values": 2 * self.scheme.num_points, "norm": self.norm.to_dict(), "crops": str(crops_path or self.crops_path),
                "threads": 1 if mode == "accuracy" else self.threads, "warmup": self.warmup, "runs": self.runs,
                "sequence": self.sequence, "predictions": f"{stem}.npy", "result": f"{stem}.json"}
@@ -64,7 +66,7 @@ class Context:
         try:
             return run_isolated(job, Path(f"{stem}.job.json"))
         finally:
-            row["seconds"] += time.perf_counter() - started
+            row.seconds += time.perf_counter() - started
 
     def refine(self, predictions: np.ndarray, predict) -> np.ndarray | None:
         """The refined (N, P, 2) normalised landmarks from a row's predictions on the .npy's crops
@@ -74,16 +76,16 @@ class Context:
         return self.refinement.run(predict, self.crop_set.crops, self.crop_set.matrices, self.images,
                                    first=predictions[:self.first_count])
 
-    def artifact_predict(self, row: dict[str, Any], path: Path, entry: dict[str, Any]):
+    def artifact_predict(self, row: ValidationRow, path: Path, feed: Feed):
         """A later pass's predict for an artifact: one accuracy child process on the given crops."""
         def predict(crops: np.ndarray) -> np.ndarray:
-            crops_path = self.work_dir / f"{row['name']}.pass.npy"
+            crops_path = self.work_dir / f"{row.name}.pass.npy"
             np.save(crops_path, crops)
-            return self.run("accuracy", row, path, entry, crops_path)["predictions"]
+            return self.run("accuracy", row, path, feed, crops_path)["predictions"]
 
         return predict
 
-    def measure(self, row: dict[str, Any], predictions: np.ndarray, refined: np.ndarray | None, times_ms,
+    def measure(self, row: ValidationRow, predictions: np.ndarray, refined: np.ndarray | None, times_ms,
                 runtime: dict[str, Any]) -> np.ndarray:
         """Fill accuracy, parity, stability, latency, infer, refined and runtime of an evaluated row
         from its predictions on the .npy's crops, its refined landmarks (None: single pass) and its
@@ -93,20 +95,20 @@ class Context:
         if self.perturbations is not None:
             faces = self.perturbations.settings["faces"]
             ipd = self.scheme.interpupil(self.crop_set.points[:faces])
-            row["stability"] = stab.stability(pred[:faces], self.crop_set.matrices[:faces],
+            row.stability = stab.stability(pred[:faces], self.crop_set.matrices[:faces],
                                               predictions[self.first_count:], self.perturbations, ipd, self.size)
-        self.landmarks[row["name"]] = acc.image_points(pred, self.crop_set, self.size).astype(np.float32)
-        row["accuracy"], per_face = acc.accuracy(pred, self.crop_set, self.scheme, self.size)
-        row["parity"] = acc.parity(pred, self.reference, self.crop_set.stems, self.size)
+        self.landmarks[row.name] = acc.image_points(pred, self.crop_set, self.size).astype(np.float32)
+        row.accuracy, per_face = acc.accuracy(pred, self.crop_set, self.scheme, self.size)
+        row.parity = acc.parity(pred, self.reference, self.crop_set.stems, self.size)
         times = np.asarray(times_ms, dtype=np.float64).reshape(self.runs, -1)
-        row["latency"] = {**lat.stats(times[:, 0]), "warmup": self.warmup}
-        row["runtime"] = runtime
-        row["infer"] = self.refinement.record()
+        row.latency = {**lat.stats(times[:, 0]), "warmup": self.warmup}
+        row.runtime = runtime
+        row.infer = self.refinement.record()
         if refined is not None:
-            self.landmarks[f"{row['name']}_refined"] = acc.image_points(refined, self.crop_set,
+            self.landmarks[f"{row.name}_refined"] = acc.image_points(refined, self.crop_set,
                                                                         self.size).astype(np.float32)
             reference = refined if self.refined_reference is None else self.refined_reference
-            row["refined"] = {"infer": self.refinement.record(),
+            row.refined = {"infer": self.refinement.record(),
                               "accuracy": acc.accuracy(refined, self.crop_set, self.scheme, self.size)[0],
                               "delta": None,
                               "parity": acc.parity(refined, reference, self.crop_set.stems, self.size),

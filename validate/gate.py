@@ -35,6 +35,7 @@ from facemark.data.fingerprint import difference
 from facemark.errors import ArtifactError
 from facemark.io import read_json_document
 from facemark.validate.accuracy import delta
+from facemark.validation_row import ValidationRow, read_rows
 from facemark.status import Status
 
 PYTORCH = "pytorch"
@@ -56,36 +57,36 @@ def load_baseline(path: Path, data: dict[str, Any], schema: str) -> dict[str, An
         if key in data and theirs.get(key) != data.get(key):
             raise ArtifactError(f"{path}: baseline was measured on other faces ({key}: {theirs.get(key)!r} "
                                 f"there, {data.get(key)!r} here); NMEs on different faces do not compare")
-    rows = {row["name"]: row for row in report.get("rows", [])}
-    if rows.get(PYTORCH, {}).get("status") != Status.OK:
+    rows = {row.name: row for row in read_rows(report, path)}
+    if PYTORCH not in rows or not rows[PYTORCH].evaluated:
         raise ArtifactError(f"{path}: baseline has no evaluated PyTorch row")
     return {"file": str(path), "rows": rows}
 
 
-def reference_nme(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str, Any] | None) -> tuple[str, float]:
+def reference_nme(name: str, rows: dict[str, ValidationRow], baseline: dict[str, Any] | None) -> tuple[str, float]:
     """(label, NME) of the row that artifact `name` is compared with."""
     if baseline is None:
-        return PYTORCH, rows[PYTORCH]["accuracy"]["nme_pupil"]
+        return PYTORCH, rows[PYTORCH].nme
     theirs = baseline["rows"].get(name)
-    if theirs is None or theirs.get("status") != Status.OK:
+    if theirs is None or theirs.status != Status.OK:
         theirs, name = baseline["rows"][PYTORCH], PYTORCH
-    return f"baseline:{name}", theirs["accuracy"]["nme_pupil"]
+    return f"baseline:{name}", theirs.nme
 
 
-def refined_reference(name: str, rows: dict[str, dict[str, Any]], baseline: dict[str, Any] | None,
+def refined_reference(name: str, rows: dict[str, ValidationRow], baseline: dict[str, Any] | None,
                       infer: dict[str, Any]) -> tuple[str, float]:
     """(label, NME) the refined figures of artifact `name` are compared with: the baseline's row
     (else its PyTorch row) when it ran the same refinement `infer`, else this run's PyTorch row."""
-    def same(row: dict[str, Any] | None) -> bool:
-        refined = (row or {}).get("refined") or {}
-        return row is not None and row.get("status") == Status.OK and (refined.get("infer") or {}).get("label") == \
+    def same(row: ValidationRow | None) -> bool:
+        refined = (row.refined if row is not None else None) or {}
+        return row is not None and row.status == Status.OK and (refined.get("infer") or {}).get("label") == \
             infer["label"]
 
     if baseline is not None:
         for candidate in (name, PYTORCH):
             if same(baseline["rows"].get(candidate)):
-                return f"baseline:{candidate}", baseline["rows"][candidate]["refined"]["accuracy"]["nme_pupil"]
-    return PYTORCH, rows[PYTORCH]["refined"]["accuracy"]["nme_pupil"]
+                return f"baseline:{candidate}", baseline["rows"][candidate].refined["accuracy"]["nme_pupil"]
+    return PYTORCH, rows[PYTORCH].refined["accuracy"]["nme_pupil"]
 
 
 def _nme_reasons(nme: float, change: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
@@ -100,62 +101,62 @@ def _nme_reasons(nme: float, change: dict[str, Any], max_nme_increase: float | N
     return reasons
 
 
-def _row_reasons(row: dict[str, Any], max_nme_increase: float | None, max_nme: float | None,
+def _row_reasons(row: ValidationRow, max_nme_increase: float | None, max_nme: float | None,
                  max_stability: float | None = None) -> list[str]:
-    status = row["status"]
+    status = row.status
     if Status.of(status) in (Status.REFUSED, Status.FAILED):
-        return [f"{status} ({row['error']})" if row.get("error") else status]
+        return [f"{status} ({row.error})" if row.error else status]
     if status != Status.OK:
         return []
-    reasons = _nme_reasons(row["accuracy"]["nme_pupil"], row["delta"], max_nme_increase, max_nme)
-    refined = row.get("refined")
+    reasons = _nme_reasons(row.nme, row.delta, max_nme_increase, max_nme)
+    refined = row.refined
     if refined:
         reasons += _nme_reasons(refined["accuracy"]["nme_pupil"], refined["delta"], max_nme_increase, max_nme,
                                 f"NME {refined['infer']['label']}")
-    jitter = (row.get("stability") or {}).get("stability")
+    jitter = (row.stability or {}).get("stability")
     if max_stability is not None and jitter is not None and jitter > max_stability:
         reasons.append(f"stability {jitter:.5f} > max {max_stability:g} (RMS movement / inter-pupil distance)")
     return reasons
 
 
-def apply_gate(rows: list[dict[str, Any]], max_nme_increase: float | None, max_nme: float | None,
+def apply_gate(rows: list[ValidationRow], max_nme_increase: float | None, max_nme: float | None,
                baseline: dict[str, Any] | None = None, max_stability: float | None = None) -> dict[str, Any]:
     """Fill each row's "delta" and "gate" ({"passed", "reasons"}) -> the report's gate section:
     {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures":
     [{"artifact", "reason"}], "not_run": [{"artifact", "status"}]}. A row without a stability
     figure (validate.stability_faces: 0) is not judged on it."""
-    by_name = {row["name"]: row for row in rows}
+    by_name = {row.name: row for row in rows}
     failures, not_run = [], []
     for row in rows:
-        if row["status"] == Status.OK:
-            label, ref = reference_nme(row["name"], by_name, baseline)
-            row["delta"] = delta(row["accuracy"]["nme_pupil"], ref, label)
-            if row.get("refined"):
-                label, ref = refined_reference(row["name"], by_name, baseline, row["refined"]["infer"])
-                row["refined"]["delta"] = delta(row["refined"]["accuracy"]["nme_pupil"], ref, label)
+        if row.status == Status.OK:
+            label, ref = reference_nme(row.name, by_name, baseline)
+            row.delta = delta(row.nme, ref, label)
+            if row.refined:
+                label, ref = refined_reference(row.name, by_name, baseline, row.refined["infer"])
+                row.refined["delta"] = delta(row.refined["accuracy"]["nme_pupil"], ref, label)
         reasons = _row_reasons(row, max_nme_increase, max_nme, max_stability)
-        row["gate"] = {"passed": not reasons, "reasons": reasons}
-        failures += [{"artifact": row["name"], "reason": reason} for reason in reasons]
-        if Status.of(row["status"]) in (Status.NOT_RUN, Status.NOT_EXPORTED):
-            not_run.append({"artifact": row["name"], "status": row["status"]})
+        row.gate = {"passed": not reasons, "reasons": reasons}
+        failures += [{"artifact": row.name, "reason": reason} for reason in reasons]
+        if Status.of(row.status) in (Status.NOT_RUN, Status.NOT_EXPORTED):
+            not_run.append({"artifact": row.name, "status": row.status})
     superseded = _superseded(rows, by_name)
     failures = [f for f in failures if f["artifact"] not in superseded]
     return {"passed": not failures, "max_nme_increase": max_nme_increase, "max_nme": max_nme,
             "max_stability": max_stability,
             "reference": f"baseline {baseline['file']}" if baseline else "this run's PyTorch row",
             "failures": failures, "not_run": not_run,
-            "superseded": [{"artifact": name, "by": by, "reasons": by_name[name]["gate"]["reasons"]}
+            "superseded": [{"artifact": name, "by": by, "reasons": by_name[name].gate["reasons"]}
                            for name, by in superseded.items()]}
 
 
-def _superseded(rows: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _superseded(rows: list[ValidationRow], by_name: dict[str, ValidationRow]) -> dict[str, str]:
     """{failing row: the passing row that supersedes it}; marks those rows' gate entries."""
     result = {}
     for row in rows:
-        successor = by_name.get(row.get("superseded_by") or "")
-        if row["gate"]["passed"] or successor is None:
+        successor = by_name.get(row.superseded_by or "")
+        if row.gate["passed"] or successor is None:
             continue
-        if successor["status"] == Status.OK and successor["gate"]["passed"]:
-            row["gate"]["superseded_by"] = successor["name"]
-            result[row["name"]] = successor["name"]
+        if successor.status == Status.OK and successor.gate["passed"]:
+            row.gate["superseded_by"] = successor.name
+            result[row.name] = successor.name
     return result

@@ -16,38 +16,9 @@ validation.json, schema "facemark-validation-v1" (keys only ever added, never re
   "gate": {"passed", "max_nme_increase", "max_nme", "max_stability", "reference", "failures": [{"artifact", "reason"}],
            "not_run": [{"artifact", "status"}], "superseded": [{"artifact", "by", "reasons"}]},
   "sensitivity": {"file", "formats": {fmt: {"artifact", "worst": [layer rows]}}} or null (quantize --explain),
-  "rows": [{
-    "name" ("pytorch" or the manifest's artifact name), "format", "file", "precision",
-    "quantization" (manifest's, null for float), "mode" (display label: how it is quantised, or its
-    precision), "layout", "input_dtype",
-    "baked_preprocessing", "size_bytes", "sha256": "ok" | "mismatch" | "missing" | "n/a",
-    "status": a facemark.status.Status word, "ok" | "not run: needs macOS" | "not exported: ..." |
-              "refused: sha256 mismatch" | "refused: file missing" | "failed: ...",
-    "error": message or null,
-    "runtime": {"runtime", "version", "delegate", "threads", ...} or null,
-    "accuracy": facemark.metrics.summarize in image pixels (nme_pupil, nme_corner, fr@0.1,
-                auc@0.1, fr@0.08, auc@0.08, p50, p90, p95, p99, regions, count) or null,
-    "delta": {"reference", "reference_nme", "abs", "rel"} or null,
-    "parity": {"mean_px", "p99_px", "max_px", "worst": [{"stem", "max_px", "mean_px"}]} (crop pixels vs
-              PyTorch) or null,
-    "latency": {"median_ms", "p90_ms", "mean_ms", "min_ms", "runs", "warmup"} or null,
-    "stability": {"stability" (the jitter column), "shift", "noise", "p90", "faces", "draws", "shift_fraction",
-                  "noise_sigma", "seed", "units"} (validate/stability.py) or null,
-    "infer": the report's "infer" (what this row ran), or null when the row was not evaluated,
-    "video": tracked + filtered figures on a drawn clip (validate/video.py: jitter, raw_jitter, lag,
-             nme, found, detector_calls, frames, filter, units; {"error"} when the tracker failed), or
-             null (not evaluated, validate.video_frames 0, or a scheme the face generator lacks),
-    "refined": the refined figures beside the single pass's above, null without refinement:
-               {"infer", "accuracy", "delta", "parity" (vs PyTorch's refined landmarks; null on the
-               PyTorch row), "latency" (model time of all "calls" batch-1 model calls of one face,
-               each timed, summed per run: median_ms, p90_ms, mean_ms, min_ms, runs, warmup, calls)},
-    "gate": {"passed", "reasons": [...], "superseded_by" (only on a failing row a passing one replaces)},
-    "superseded_by": the mixed-precision artifact recovering this one or null, "int8_macs": share of
-               multiply-adds in int8 or null, "float_layers": how many layers stay float,
-    "seconds": wall time of the row's child processes (accuracy + latency; accuracy passes of
-               several rows overlap), for the PyTorch row its latency runs only
-  }]
+  "rows": [ValidationRow.to_json() of each row: facemark/validation_row.py names and explains its fields]
 }
+In memory `report["rows"]` holds the ValidationRow objects; write_report writes their JSON.
 """
 
 from __future__ import annotations
@@ -61,6 +32,7 @@ import numpy as np
 
 from facemark.io import atomic_write_text
 from facemark.status import Status
+from facemark.validation_row import ValidationRow
 
 SCHEMA = "facemark-validation-v1"
 COLUMNS = ("", "format", "artifact", "mode", "status", "size MB", "NME", "dNME%", "max px dev",
@@ -71,12 +43,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _mark(row: dict[str, Any]) -> str:
-    if row["gate"].get("superseded_by"):
+def _mark(row: ValidationRow) -> str:
+    if row.gate.get("superseded_by"):
         return "sup"   # failed, but replaced by a passing mixed-precision artifact
-    if not row["gate"]["passed"]:
+    if not row.gate["passed"]:
         return "FAIL"
-    return "ok" if row["status"] == Status.OK else "--"
+    return "ok" if row.status == Status.OK else "--"
 
 
 def refined_label(report: dict[str, Any]) -> str | None:
@@ -103,15 +75,15 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     """One tuple of display strings per row, in columns(report) order."""
     lines = []
     for row in report["rows"]:
-        acc, change, par, lat = row["accuracy"] or {}, row["delta"] or {}, row["parity"] or {}, row["latency"] or {}
-        jitter = (row.get("stability") or {}).get("stability")
-        line = (_mark(row), row["format"], row["name"], row["mode"], row["status"],
-                _fmt(row["size_bytes"] / 1e6 if row["size_bytes"] is not None else None, ".2f"),
+        acc, change, par, lat = row.accuracy or {}, row.delta or {}, row.parity or {}, row.latency or {}
+        jitter = (row.stability or {}).get("stability")
+        line = (_mark(row), row.format, row.name, row.mode, row.status,
+                _fmt(row.size_bytes / 1e6 if row.size_bytes is not None else None, ".2f"),
                 _fmt(acc.get("nme_pupil"), ".5f"), _fmt(_percent(change), "+.2f"),
                 _fmt(par.get("max_px"), ".3f"), _fmt(jitter, ".5f"), _fmt(lat.get("median_ms"), ".2f"),
                 _fmt(lat.get("p90_ms"), ".2f"))
         if refined_label(report) is not None:
-            refined = row.get("refined") or {}
+            refined = row.refined or {}
             line += (_fmt((refined.get("accuracy") or {}).get("nme_pupil"), ".5f"),
                      _fmt(_percent(refined.get("delta") or {}), "+.2f"),
                      _fmt((refined.get("latency") or {}).get("median_ms"), ".2f"))
@@ -182,15 +154,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| " + " | ".join(c or "gate" for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table_rows(report)]
     lines += ["", "## Gate", "", *[f"- {line.strip()}" for line in gate_summary(report)], "", "## Runtimes", ""]
-    lines += [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in row["runtime"].items())
-              for row in report["rows"] if row["runtime"]]
+    lines += [f"- {row.name}: " + ", ".join(f"{k} {v}" for k, v in row.runtime.items())
+              for row in report["rows"] if row.runtime]
     lines += _stability_lines(report)
     video = video_lines(report)
     if video:
         lines += ["", "## Video (tracked + filtered, drawn clip)", "", *[f"- {line}" for line in video]]
     lines += ["", "## Largest deviations from PyTorch (crop pixels)", ""]
-    lines += [f"- {row['name']}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row["parity"]["worst"])
-              for row in report["rows"] if row["parity"]]
+    lines += [f"- {row.name}: " + ", ".join(f"{w['stem']} {w['max_px']:.3f}" for w in row.parity["worst"])
+              for row in report["rows"] if row.parity]
     lines += _region_table(report)
     lines += _int8_section(report)
     return "\n".join(lines) + "\n"
@@ -200,14 +172,14 @@ def video_lines(report: dict[str, Any]) -> list[str]:
     """One line per row with video figures (validate/video.py); none in reports from before them."""
     lines = []
     for row in report["rows"]:
-        video = row.get("video")
+        video = row.video
         if not video:
             continue
         if "error" in video:
-            lines.append(f"video {row['name']}: failed: {video['error']}")
+            lines.append(f"video {row.name}: failed: {video['error']}")
             continue
         lag = "-" if video["lag"] is None else f"{video['lag']:+.2f}"
-        lines.append(f"video {row['name']}: jitter {_fmt(video['jitter'], '.5f')} "
+        lines.append(f"video {row.name}: jitter {_fmt(video['jitter'], '.5f')} "
                      f"(raw {_fmt(video['raw_jitter'], '.5f')}), "
                      f"lag {lag} frames, NME {_fmt(video['nme'], '.5f')}, detector on {video['detector_calls']}/"
                      f"{video['frames']} frames ({video['filter']})")
@@ -216,29 +188,29 @@ def video_lines(report: dict[str, Any]) -> list[str]:
 
 def _stability_lines(report: dict[str, Any]) -> list[str]:
     """The stability section: definition, settings and each row's figures by kind."""
-    rows = [row for row in report["rows"] if row.get("stability")]
+    rows = [row for row in report["rows"] if row.stability]
     if not rows:
         return []
-    first = rows[0]["stability"]
+    first = rows[0].stability
     lines = ["", "## Stability (jitter column)", "",
              f"RMS landmark movement / inter-pupil distance, median over {first['faces']} faces, under "
              f"{first['draws']} box shifts (up to {first['shift_fraction']:.0%} of the box) and "
              f"{first['draws']} sensor-noise draws (sigma {first['noise_sigma']:g}/255) per face, seed "
              f"{first['seed']}; lower is steadier.", "",
              "| artifact | jitter | shift | noise | p90 |", "|---|---|---|---|---|"]
-    lines += [f"| {row['name']} | {row['stability']['stability']:.5f} | {row['stability']['shift']:.5f} | "
-              f"{row['stability']['noise']:.5f} | {row['stability']['p90']:.5f} |" for row in rows]
+    lines += [f"| {row.name} | {row.stability['stability']:.5f} | {row.stability['shift']:.5f} | "
+              f"{row.stability['noise']:.5f} | {row.stability['p90']:.5f} |" for row in rows]
     return lines
 
 
 def _int8_section(report: dict[str, Any]) -> list[str]:
     """int8 share of each quantised row and, after `quantize --explain`, the worst layers per format."""
-    rows = [row for row in report["rows"] if row.get("int8_macs") is not None]
+    rows = [row for row in report["rows"] if row.int8_macs is not None]
     lines = []
     if rows:
         lines += ["", "## int8 share (multiply-adds computed in int8)", "",
                   "| artifact | int8 MACs | float layers | superseded by |", "|---|---|---|---|"]
-        lines += [f"| {row['name']} | {row['int8_macs']:.1%} | {row['float_layers']} | {row['superseded_by'] or '-'} |"
+        lines += [f"| {row.name} | {row.int8_macs:.1%} | {row.float_layers} | {row.superseded_by or '-'} |"
                   for row in rows]
     sensitivity = report.get("sensitivity")
     if sensitivity:
@@ -250,18 +222,18 @@ def _int8_section(report: dict[str, Any]) -> list[str]:
 
 
 def _region_table(report: dict[str, Any]) -> list[str]:
-    rows = [row for row in report["rows"] if row["accuracy"]]
+    rows = [row for row in report["rows"] if row.accuracy]
     if not rows:
         return []
-    regions = list(rows[0]["accuracy"]["regions"])
+    regions = list(rows[0].accuracy["regions"])
     lines = ["", "## Accuracy details (inter-pupil NME unless noted)", "",
              "| artifact | NME corner | FR@0.1 | AUC@0.1 | P90 | P95 | P99 | " + " | ".join(regions) + " |",
              "|" + "---|" * (7 + len(regions))]
     for row in rows:
-        acc = row["accuracy"]
+        acc = row.accuracy
         cells = [acc["nme_corner"], acc["fr@0.1"], acc["auc@0.1"], acc["p90"], acc["p95"], acc["p99"],
                  *(acc["regions"][r] for r in regions)]
-        lines.append(f"| {row['name']} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        lines.append(f"| {row.name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     return lines
 
 
@@ -275,14 +247,15 @@ def write_report(report: dict[str, Any], out_dir: Path, per_face_nme: dict[str, 
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "validation.json", "md": out_dir / "validation.md",
              "ced": out_dir / "ced.png", "scatter": out_dir / "nme_vs_latency.png"}
-    atomic_write_text(paths["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+    document = {**report, "rows": [row.to_json() for row in report["rows"]]}
+    atomic_write_text(paths["json"], json.dumps(document, indent=2, allow_nan=False) + "\n")
     atomic_write_text(paths["md"], markdown(report))
     plot_ced(per_face_nme, 0.1, paths["ced"], title="CED of every artifact")
-    points = [(row["name"], row["latency"]["median_ms"], row["accuracy"]["nme_pupil"])
-              for row in report["rows"] if row["status"] == Status.OK]
-    points += [(f"{row['name']} ({row['refined']['infer']['label']})", row["refined"]["latency"]["median_ms"],
-                row["refined"]["accuracy"]["nme_pupil"]) for row in report["rows"]
-               if row["status"] == Status.OK and row.get("refined")]
+    points = [(row.name, row.latency["median_ms"], row.accuracy["nme_pupil"])
+              for row in report["rows"] if row.status == Status.OK]
+    points += [(f"{row.name} ({row.refined['infer']['label']})", row.refined["latency"]["median_ms"],
+                row.refined["accuracy"]["nme_pupil"]) for row in report["rows"]
+               if row.status == Status.OK and row.refined]
     threads = report["settings"]["threads"]
     plot_scatter(points, f"latency median, ms (batch 1, {threads} thread(s))", "NME (inter-pupil)",
                  paths["scatter"], title="NME vs latency")

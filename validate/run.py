@@ -40,6 +40,7 @@ import numpy as np
 
 from facemark import __version__
 from facemark.config import check_value
+from facemark.contract import ArtifactEntry, Manifest
 from facemark.data.crops import SplitImages
 from facemark.errors import ArtifactError
 from facemark.io import atomic_path, sweep_partials
@@ -52,7 +53,9 @@ from facemark.validate import stability as stab
 from facemark.validate.context import Context
 from facemark.validate.gate import apply_gate, load_baseline
 from facemark.validate.report import SCHEMA, print_report, write_report
+from facemark.validation_row import ValidationRow
 from facemark.validate.stability import Perturbations
+from facemark.runtime.runner import Feed
 from facemark.runtime.runners import TorchRunner, needs_macos
 from facemark.runtime.harness import WorkerFailed
 from facemark.runtime.machine import machine_settings, x86_banner
@@ -62,23 +65,14 @@ from facemark.status import Status
 
 
 
-def _mode_label(entry: dict[str, Any]) -> str:
-    """Display label of an artifact: how it is quantised (its `mode`, facemark.artifacts), or its
-    precision for a float one."""
-    return str(entry.get("mode") or entry.get("precision", "?"))
-
-
-def _base_row(name: str, entry: dict[str, Any], size_bytes: int | None) -> dict[str, Any]:
-    return {"name": name, "format": entry.get("format", "?"), "file": entry.get("file"),
-            "precision": entry.get("precision"), "quantization": entry.get("quantization"),
-            "mode": _mode_label(entry), "layout": entry.get("layout"), "input_dtype": entry.get("input_dtype"),
-            "baked_preprocessing": bool(entry.get("baked_preprocessing", False)), "size_bytes": size_bytes,
-            "sha256": "n/a", "status": Status.OK, "error": None, "runtime": None, "accuracy": None, "delta": None,
-            "parity": None, "latency": None, "stability": None, "infer": None, "refined": None, "video": None,
-            "seconds": 0.0,
-            # the row that ships instead of this one (quantize.selection), and the int8 share
-            "superseded_by": entry.get("superseded_by"), "int8_macs": entry.get("int8_macs"),
-            "float_layers": len(entry.get("float_layers", []))}
+def _base_row(name: str, entry: ArtifactEntry, size_bytes: int | None) -> ValidationRow:
+    """The row of a manifest entry before anything is checked or measured."""
+    return ValidationRow(name=name, format=entry.format, file=entry.file, precision=entry.precision,
+                         quantization=entry.quantization, mode=entry.mode or entry.precision, layout=entry.layout,
+                         input_dtype=entry.input_dtype, baked_preprocessing=entry.baked_preprocessing,
+                         size_bytes=size_bytes, superseded_by=entry.superseded_by,
+                         int8_macs=entry.details.get("int8_macs"),
+                         float_layers=len(entry.details.get("float_layers", [])))
 
 
 def sensitivity_summary(export_dir: Path, top: int = 5) -> dict[str, Any] | None:
@@ -96,69 +90,70 @@ def _size_on_disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def _check_artifact(name: str, entry: dict[str, Any], export_dir: Path, manifest: dict[str, Any]
-                    ) -> tuple[dict[str, Any], Path | None]:
+def _check_artifact(name: str, entry: ArtifactEntry, export_dir: Path, manifest: Manifest
+                    ) -> tuple[ValidationRow, Path | None]:
     """Row of one manifest artifact and its path when it is to be run (None: the row is final)."""
-    if not entry.get("file") or Status.of(entry.get("status", Status.VERIFIED)) == Status.FAILED:
-        row = _base_row(name, entry, entry.get("size_bytes"))
-        row["status"] = Status.NOT_EXPORTED.because(entry.get("status", "no file"))
+    if entry.status == Status.FAILED:
+        row = _base_row(name, entry, entry.size_bytes)
+        row.status = Status.NOT_EXPORTED.because(entry.status)
         return row, None
     path = artifact_path(export_dir, name, manifest)
-    row = _base_row(name, entry, _size_on_disk(path) if path.exists() else entry.get("size_bytes"))
+    row = _base_row(name, entry, _size_on_disk(path) if path.exists() else entry.size_bytes)
     if not path.exists():
-        row.update(sha256="missing", status=Status.REFUSED.because("file missing"),
-                   error=f"{path}: listed in the manifest, not on disk")
+        row.sha256, row.status = "missing", Status.REFUSED.because("file missing")
+        row.error = f"{path}: listed in the manifest, not on disk"
         return row, None
     try:
         verify_artifact(export_dir, name, manifest)
     except ArtifactError as exc:
-        row.update(sha256="mismatch", status=Status.REFUSED.because("sha256 mismatch"), error=str(exc))
+        row.sha256, row.status, row.error = "mismatch", Status.REFUSED.because("sha256 mismatch"), str(exc)
         return row, None
-    row["sha256"] = "ok"
-    if needs_macos(row["format"]):
-        row["status"] = Status.NOT_RUN.because("needs macOS")
+    row.sha256 = "ok"
+    if needs_macos(row.format):
+        row.status = Status.NOT_RUN.because("needs macOS")
         return row, None
     return row, path
 
 
-def _run_artifacts(runnable: list[tuple[dict[str, Any], Path, dict[str, Any]]], ctx: Context
+def _run_artifacts(runnable: list[tuple[ValidationRow, Path, Feed]], ctx: Context
                    ) -> dict[str, np.ndarray]:
-    """Accuracy of every (row, path, entry) in parallel child processes, then latency one at a
+    """Accuracy of every (row, path, feed) in parallel child processes, then latency one at a
     time; fills each row (or its failure status) -> {row name: (N,) per-face NME}."""
     def accuracy_job(item):
-        row, path, entry = item
-        print(f"validating {row['name']} ...", file=sys.stderr, flush=True)
+        row, path, feed = item
+        print(f"validating {row.name} ...", file=sys.stderr, flush=True)
         try:
-            predictions = ctx.run("accuracy", row, path, entry)["predictions"]
-            return predictions, ctx.refine(predictions, ctx.artifact_predict(row, path, entry))
+            predictions = ctx.run("accuracy", row, path, feed)["predictions"]
+            return predictions, ctx.refine(predictions, ctx.artifact_predict(row, path, feed))
         except WorkerFailed as exc:
-            row["status"] = exc.status
+            row.status = exc.status
         except ArtifactError as exc:   # NaN/inf landmarks leave a later refinement pass no box to crop
-            row.update(status=Status.FAILED.because("invalid predictions"), error=str(exc))
+            row.status, row.error = Status.FAILED.because("invalid predictions"), str(exc)
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.eval_workers)) as pool:   # threads only wait on children
         outcomes = list(pool.map(accuracy_job, runnable))
     per_face = {}
-    for (row, path, entry), outcome in zip(runnable, outcomes):
+    for (row, path, feed), outcome in zip(runnable, outcomes):
         if outcome is None:
             continue
         try:
-            result = ctx.run("latency", row, path, entry)
-            per_face[row["name"]] = ctx.measure(row, *outcome, result["latency_ms"], result["settings"])
+            result = ctx.run("latency", row, path, feed)
+            per_face[row.name] = ctx.measure(row, *outcome, result["latency_ms"], result["settings"])
         except WorkerFailed as exc:
-            row["status"] = exc.status
+            row.status = exc.status
         except ArtifactError as exc:   # e.g. NaN/inf predictions refused by facemark.metrics
-            row.update(status=Status.FAILED.because("invalid predictions"), error=str(exc))
+            row.status, row.error = Status.FAILED.because("invalid predictions"), str(exc)
     return per_face
 
 
-def _torch_row(model, ckpt_path: Path, ctx: Context, predict) -> tuple[dict[str, Any], np.ndarray]:
+def _torch_row(model, ckpt_path: Path, ctx: Context, predict) -> tuple[ValidationRow, np.ndarray]:
     """The PyTorch row; `predict` is the reference's (_reference_predictor). Sets ctx.refined_reference."""
     runner = TorchRunner(model, ctx.size, ctx.norm, ctx.threads)
-    entry = {"format": "pytorch", "file": str(ckpt_path), "precision": "float32", "layout": "NCHW",
-             "input_dtype": "float32"}
-    row = _base_row("pytorch", entry, ckpt_path.stat().st_size)
+    # the checkpoint described as the artifacts are, so that its row has the same columns
+    entry = ArtifactEntry(file=str(ckpt_path), format="pytorch", precision="float32", layout="NCHW", sha256="n/a",
+                          size_bytes=ckpt_path.stat().st_size, status=Status.OK)
+    row = _base_row("pytorch", entry, entry.size_bytes)
     sequence = np.load(ctx.crops_path, mmap_mode="r")[ctx.sequence]
     times = runner.latency_calls(np.asarray(sequence), ctx.warmup, ctx.runs)
     mirrored = [predict(ctx.refinement.mirror(ctx.crop_set.crops))] if ctx.refinement.flip else []
@@ -166,9 +161,9 @@ def _torch_row(model, ckpt_path: Path, ctx: Context, predict) -> tuple[dict[str,
     predictions = np.concatenate([ctx.reference, *mirrored, *perturbed])
     ctx.refined_reference = ctx.refine(predictions, predict)
     per_face = ctx.measure(row, predictions, ctx.refined_reference, times, runner.settings())
-    row["parity"] = None   # it is the reference
-    if row["refined"] is not None:
-        row["refined"]["parity"] = None
+    row.parity = None   # it is the reference
+    if row.refined is not None:
+        row.refined["parity"] = None
     return row, per_face
 
 
@@ -201,20 +196,18 @@ def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None
             check_value(dotted, value, source=f"{flag} {value}")
 
 
-def _check_manifest(manifest: dict[str, Any], export_dir: Path, ckpt_path: Path, cfg,
-                    norm: Normalisation) -> None:
+def _check_manifest(manifest: Manifest, export_dir: Path, ckpt_path: Path, cfg, norm: Normalisation) -> None:
     """The manifest describes this checkpoint: same file (sha256), crop size, scheme and normalisation."""
-    source, size = str(manifest_path(export_dir)), cfg.data.input_size
-    if not manifest.get("artifacts"):
+    source, size, contract = str(manifest_path(export_dir)), cfg.data.input_size, manifest.contract
+    if not manifest.artifacts:
         raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
     check_exported_from(manifest, ckpt_path.parent)
-    if manifest.get("input", {}).get("size") != size:
-        raise ArtifactError(f"{source}: input size {manifest.get('input', {}).get('size')} differs from the "
-                            f"checkpoint's {size}")
-    if manifest["scheme"]["name"] != cfg.data.scheme:
-        raise ArtifactError(f"{source}: scheme {manifest['scheme']['name']} differs from the checkpoint's "
+    if contract.size != size:
+        raise ArtifactError(f"{source}: input size {contract.size} differs from the checkpoint's {size}")
+    if contract.scheme.name != cfg.data.scheme:
+        raise ArtifactError(f"{source}: scheme {contract.scheme.name} differs from the checkpoint's "
                             f"{cfg.data.scheme}; re-run `facemark export`")
-    check_normalisation(manifest, norm, source)
+    check_normalisation(contract, norm, source)
 
 
 def write_landmarks(out_dir: Path, stems: list[str], landmarks: dict[str, np.ndarray]) -> Path:
@@ -256,39 +249,39 @@ def _resolve(run: Path, data_root: Path | None, threads: int | None, max_nme_inc
             vcfg.max_nme if max_nme is None else max_nme)
 
 
-def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: dict[str, Any], ctx: Context, predict
-                  ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+def _evaluate_all(model, ckpt_path: Path, export_dir: Path, manifest: Manifest, ctx: Context, predict
+                  ) -> tuple[list[ValidationRow], dict[str, np.ndarray]]:
     """The PyTorch row, then one row per manifest artifact -> (rows, {row name: (N,) NME})."""
     started = time.perf_counter()
     row, nmes = _torch_row(model, ckpt_path, ctx, predict)
-    row["seconds"] = time.perf_counter() - started   # latency only: its predictions are the reference
+    row.seconds = time.perf_counter() - started   # latency only: its predictions are the reference
     rows, per_face, runnable = [row], {"pytorch": nmes}, []
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in manifest.artifacts.items():
         row, path = _check_artifact(name, entry, export_dir, manifest)
         rows.append(row)
         if path is not None:
-            runnable.append((row, path, entry))
+            runnable.append((row, path, Feed.of(entry)))
     per_face.update(_run_artifacts(runnable, ctx))
     return rows, per_face
 
 
-def _add_video(rows: list[dict[str, Any]], export_dir: Path, ckpt_path: Path, cfg, overrides: list[str],
+def _add_video(rows: list[ValidationRow], export_dir: Path, ckpt_path: Path, cfg, overrides: list[str],
                work: Path) -> None:
-    """row["video"] of every evaluated row (validate/video.py); none at validate.video_frames 0 or
+    """row.video of every evaluated row (validate/video.py); none at validate.video_frames 0 or
     for a scheme the face generator lacks. Runs each artifact in-process through the Landmarker."""
     from facemark.landmarker import Landmarker
     from facemark.validate.video import drawn_clips, video_figures
 
     clips = drawn_clips(cfg.data.scheme, cfg.validate.video_frames, work) if cfg.validate.video_frames else None
     for row in rows if clips is not None else []:
-        if row["accuracy"] is None:
+        if row.accuracy is None:
             continue
-        source = ckpt_path if row["name"] == "pytorch" else export_dir / row["file"]
-        print(f"video figures of {row['name']} ...", file=sys.stderr, flush=True)
+        source = ckpt_path if row.name == "pytorch" else export_dir / row.file
+        print(f"video figures of {row.name} ...", file=sys.stderr, flush=True)
         try:
-            row["video"] = video_figures(Landmarker(source, overrides=overrides), clips, cfg.predict)
+            row.video = video_figures(Landmarker(source, overrides=overrides), clips, cfg.predict)
         except ArtifactError as exc:   # NaN/inf landmarks: the tracker has no box to follow
-            row["video"] = {"error": str(exc)}
+            row.video = {"error": str(exc)}
 
 
 def validate_run(run: Path, data_root: Path | None, split: str, threads: int | None,
@@ -321,7 +314,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     manifest = load_manifest(export_dir)
     size, vcfg, norm = cfg.data.input_size, cfg.validate, weights_source(model).norm
     _check_manifest(manifest, export_dir, ckpt_path, cfg, norm)
-    refinement = from_manifest(manifest, overrides, "validate", str(manifest_path(export_dir)))
+    refinement = from_manifest(manifest.contract, overrides, "validate", str(manifest_path(export_dir)))
     root, threads, max_nme_increase, max_nme = _resolve(run, data_root, threads, max_nme_increase, max_nme,
                                                         cfg, ckpt)
     fingerprint = fingerprint_split(root, split, cfg.data, limit)
@@ -342,7 +335,7 @@ def _validate(run: Path, data_root: Path | None, split: str, threads: int | None
     gate = apply_gate(rows, max_nme_increase, max_nme, reference_baseline, vcfg.max_stability)
     report = {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "facemark": __version__, "run": str(run),
-              "checkpoint": {"file": str(ckpt_path), "sha256": manifest["checkpoint"]["sha256"]},
+              "checkpoint": {"file": str(ckpt_path), "sha256": manifest.contract.checkpoint.sha256},
               "manifest": {"file": str(manifest_path(export_dir))}, "scheme": cfg.data.scheme,
               "input_size": size, "data": data,
               "settings": {**machine_settings(), "threads": threads, "eval_workers": ctx.eval_workers,

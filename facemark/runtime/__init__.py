@@ -3,7 +3,7 @@
 face box -> square crop (facemark.codec) -> the artifact's own normalisation, layout and integer
 I/O (runner.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
 image pixels (codec.to_image). Entry points:
-- `create_runner(fmt, path, entry, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml);
+- `create_runner(fmt, path, feed, size, norm)` (feed: runner.Feed, the layout and baked flag) -> a Runner of RUNNERS (onnx, tflite, coreml);
   `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
 - `run_artifact(...)` / `run_isolated(job, ...)`: the same runners in a child process
   (harness.py), for runtimes that may abort the process (LiteRT int8 kernels);
@@ -11,10 +11,11 @@ image pixels (codec.to_image). Entry points:
   crop; configs/base.yaml `infer:`) around any of them, given as a function of crops.
 """
 
+from facemark.runtime.runner import Feed
 from facemark.runtime.runners import (RUNNERS, CoreMLRunner, LiteRTRunner, OnnxRunner, Runner, TorchRunner,
                                       create_runner, needs_macos)
 
-__all__ = ["RUNNERS", "CoreMLRunner", "LiteRTRunner", "OnnxRunner", "Runner", "TorchRunner", "WorkerFailed",
+__all__ = ["RUNNERS", "CoreMLRunner", "Feed", "LiteRTRunner", "OnnxRunner", "Runner", "TorchRunner", "WorkerFailed",
            "create_runner", "needs_macos", "run_artifact", "run_isolated"]
 
 

@@ -15,7 +15,7 @@ A job has a mode:
   refinement's calls, facemark.runtime.refine.Refinement.latency_crops); the parent runs these one
   at a time, so nothing else of ours competes for the cores.
 
-Job file (JSON): {"mode", "format", "artifact", "entry" (its manifest entry), "size", "crops"
+Job file (JSON): {"mode", "format", "artifact", "feed" (runner.Feed: layout, baked), "size", "crops"
 (.npy of (N, S, S, 3) uint8), "threads", "warmup", "runs", "predictions" (.npy written in
 accuracy mode: (N, P, 2) float32 normalised), "result" (.json written: {"settings", "io"} plus
 "latency_ms" in latency mode: runs x len(sequence) nested lists), "sequence" (latency mode,
@@ -36,6 +36,7 @@ import numpy as np
 
 from facemark.errors import FacemarkError
 from facemark.interrupt import run_child
+from facemark.runtime.runner import Feed
 from facemark.io import atomic_write_text
 from facemark.weights import Normalisation
 from facemark.status import Status
@@ -60,7 +61,7 @@ def run_job(job: dict[str, Any]) -> None:
 
     crops = np.load(job["crops"], mmap_mode="r")
     norm = Normalisation.from_dict(job["norm"], "validate job")
-    runner = create_runner(job["format"], Path(job["artifact"]), job["entry"], int(job["size"]), norm,
+    runner = create_runner(job["format"], Path(job["artifact"]), Feed(**job["feed"]), int(job["size"]), norm,
                            threads=int(job["threads"]), values=job.get("values"))
     result: dict[str, Any] = {"settings": runner.settings(), "io": runner.io()}
     if job["mode"] == "accuracy":
@@ -101,7 +102,7 @@ def run_isolated(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     return result
 
 
-def run_artifact(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
+def run_artifact(fmt: str, path: Path, feed: Feed, size: int, norm: Normalisation,
                  crops: np.ndarray, work_dir: Path, threads: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
     """Predict (N, S, S, 3) uint8 crops with one artifact in a child process -> ((N, P, 2) float32
     normalised crop coordinates, {"settings", "io"}). Files go to `work_dir` (the caller's
@@ -109,7 +110,7 @@ def run_artifact(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: N
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = work_dir / f"{Path(path).name}.accuracy"
     np.save(f"{stem}.crops.npy", np.ascontiguousarray(crops, dtype=np.uint8))
-    job = {"mode": "accuracy", "format": fmt, "artifact": str(path), "entry": entry, "size": int(size),
+    job = {"mode": "accuracy", "format": fmt, "artifact": str(path), "feed": vars(feed), "size": int(size),
            "norm": norm.to_dict(), "crops": f"{stem}.crops.npy", "threads": int(threads), "warmup": 0, "runs": 0,
            "predictions": f"{stem}.npy", "result": f"{stem}.json"}
     result = run_isolated(job, Path(f"{stem}.job.json"))

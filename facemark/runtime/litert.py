@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from facemark.errors import ArtifactError
-from facemark.runtime.runner import Runner, package_version
+from facemark.runtime.runner import Feed, Runner, package_version
 from facemark.weights import Normalisation
 
 
@@ -19,10 +19,10 @@ class LiteRTRunner(Runner):
 
     runtime = "litert"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
+    def __init__(self, path: Path, feed: Feed, size: int, norm: Normalisation, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        super().__init__(path, {**entry, "layout": "NHWC"}, size, norm, threads)
+        super().__init__(path, Feed("NHWC", feed.baked), size, norm, threads)
         self._new_interpreter = lambda: Interpreter(model_path=str(path), num_threads=threads)
         try:
             self.interpreter = self._new_interpreter()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from facemark import codec
+from facemark.contract import RunContract
 from facemark.errors import ArtifactError
 
 # (M, S, S, 3) uint8 RGB crops -> (M, P, 2) normalised crop coordinates: any Runner's predict,
@@ -192,10 +193,12 @@ def from_config(cfg, overrides: list[str] | None = None, verb: str = "eval", sou
                       cfg.data.margin)
 
 
-def from_manifest(manifest: dict[str, Any], overrides: list[str] | None, verb: str, source: str) -> Refinement:
-    """The Refinement a manifest records (none recorded: the single pass), with `--set infer.*` overrides."""
+def from_manifest(contract: RunContract, overrides: list[str] | None, verb: str, source: str) -> Refinement:
+    """The Refinement a manifest's contract records (none recorded: the single pass), with
+    `--set infer.*` overrides."""
     from facemark.schemes import load_scheme
 
-    infer = infer_settings(manifest.get("infer"), overrides, verb, source)
-    return Refinement(infer.flip, infer.passes, load_scheme(manifest["scheme"]["name"]).flip,
-                      int(manifest["input"]["size"]), float(manifest["crop"]["margin"]))
+    recorded = None if contract.infer is None else contract.infer.to_json()
+    infer = infer_settings(recorded, overrides, verb, source)
+    return Refinement(infer.flip, infer.passes, load_scheme(contract.scheme.name).flip, contract.size,
+                      contract.crop.margin)

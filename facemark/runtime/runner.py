@@ -24,12 +24,14 @@ import contextlib
 import functools
 import importlib.metadata
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facemark import codec
+from facemark.contract import ArtifactEntry
 from facemark.data.crops import to_input
 from facemark.errors import ArtifactError
 from facemark.weights import Normalisation
@@ -50,20 +52,33 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class Feed:
+    """How an artifact takes its input: `layout` NCHW or NHWC, and `baked` preprocessing (uint8 RGB
+    pixels in, crop pixels out) or not (float32 normalised with mean/std in, normalised crop out)."""
+
+    layout: str = "NCHW"
+    baked: bool = False
+
+    @classmethod
+    def of(cls, entry: ArtifactEntry) -> Feed:
+        """The feed a manifest entry records."""
+        return cls(entry.layout, entry.baked_preprocessing)
+
+
 class Runner:
     """Base class. Subclasses set `runtime`, implement `invoke` and `settings`; the crop -> input
     -> landmarks conversions live here so every backend applies the same contract."""
 
     runtime = "base"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
+    def __init__(self, path: Path, feed: Feed, size: int, norm: Normalisation, threads: int) -> None:
         self.path = Path(path)
-        self.entry = entry
         self.size = size
         self.norm = norm
         self.threads = threads
-        self.layout = entry.get("layout", "NCHW")
-        self.baked = bool(entry.get("baked_preprocessing", False))
+        self.layout = feed.layout
+        self.baked = feed.baked
         self.dynamic_batch = False   # set by subclasses that accept any batch size
         self.batch = eval_batch()    # faces per call when dynamic_batch
 

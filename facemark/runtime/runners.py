@@ -12,7 +12,7 @@ import numpy as np
 
 from facemark.errors import ArtifactError
 from facemark.runtime.litert import LiteRTRunner
-from facemark.runtime.runner import Runner, package_version
+from facemark.runtime.runner import Feed, Runner, package_version
 from facemark.weights import Normalisation
 
 
@@ -35,7 +35,7 @@ class TorchRunner(Runner):
 
             norm = weights_source(model).norm
         threads = torch.get_num_threads() if threads is None else threads
-        super().__init__(Path("best.pt"), {"layout": "NCHW"}, size, norm, threads)
+        super().__init__(Path("best.pt"), Feed("NCHW"), size, norm, threads)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device)
         self.model.eval()   # not chained: an exported QAT graph's eval() (torchao's) returns None
@@ -86,10 +86,10 @@ class OnnxRunner(Runner):
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
+    def __init__(self, path: Path, feed: Feed, size: int, norm: Normalisation, threads: int) -> None:
         import onnxruntime as ort
 
-        super().__init__(path, entry, size, norm, threads)
+        super().__init__(path, feed, size, norm, threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -123,10 +123,10 @@ class CoreMLRunner(Runner):
 
     runtime = "coreml"
 
-    def __init__(self, path: Path, entry: dict[str, Any], size: int, norm: Normalisation, threads: int) -> None:
+    def __init__(self, path: Path, feed: Feed, size: int, norm: Normalisation, threads: int) -> None:
         import coremltools as ct
 
-        super().__init__(path, entry, size, norm, threads)
+        super().__init__(path, feed, size, norm, threads)
         # CPU_ONLY: comparable with the other CPU rows; the Neural Engine is a question for the phone
         self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
         spec = self.model.get_spec()
@@ -160,13 +160,13 @@ def needs_macos(fmt: str) -> bool:
     return fmt == "coreml" and platform.system() != "Darwin"
 
 
-def create_runner(fmt: str, path: Path, entry: dict[str, Any], size: int, norm: Normalisation,
+def create_runner(fmt: str, path: Path, feed: Feed, size: int, norm: Normalisation,
                   threads: int = 1, values: int | None = None) -> Runner:
     """The runner for an artifact format (float inputs normalised with `norm`, the manifest's),
     its tensors checked against S = `size` and, when given, `values` = 2P outputs (check_shapes);
     an unknown format raises ArtifactError listing the known."""
     if fmt not in RUNNERS:
         raise ArtifactError(f"{path}: no runner for format {fmt!r}; known: {', '.join(sorted(RUNNERS))}")
-    runner = RUNNERS[fmt](path, entry, size, norm, threads)
+    runner = RUNNERS[fmt](path, feed, size, norm, threads)
     runner.check_shapes(values)
     return runner

@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 import yaml
 
+from facemark.contract import SchemeFacts
 from facemark.errors import ConfigError
 
 
@@ -40,9 +41,9 @@ class Scheme:
         a, b = self.corners
         return np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1)
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "num_points": self.num_points,
-                "pupils": [list(g) for g in self.pupils], "corners": list(self.corners)}
+    def facts(self) -> SchemeFacts:
+        """The scheme as a manifest records it (facemark.contract)."""
+        return SchemeFacts(self.name, self.num_points, tuple(tuple(g) for g in self.pupils), tuple(self.corners))
 
 
 def available_schemes() -> list[str]:

@@ -13,6 +13,16 @@ import java.util.Map;
 public final class ModelContract {
     public static final String SCHEMA = "facemark-manifest-v1";
 
+    /**
+     * The keys this reader cannot do without ("*": any artifact name; infer's only when infer is
+     * there). The schema Python generates (docs/manifest.schema.json) must require each of them:
+     * SchemaCheck, run by tests/test_contract.py, holds the two sides together.
+     */
+    public static final List<String> REQUIRED_KEYS = List.of(
+            "schema", "input", "input.size", "input.mean", "input.std", "scheme", "scheme.num_points",
+            "scheme.pupils", "crop", "crop.margin", "infer.flip", "infer.passes", "infer.flip_permutation",
+            "artifacts", "artifacts.*.file", "artifacts.*.format", "artifacts.*.layout");
+
     public final int inputSize;        // S: the crop is S x S pixels
     public final double margin;        // crop side = max(w, h) * (1 + margin)
     public final float[] mean;         // per RGB channel, applied after /255
@@ -64,17 +74,18 @@ public final class ModelContract {
         }
         int[][] pupils = {ints((List<Object>) pupilGroups.get(0)), ints((List<Object>) pupilGroups.get(1))};
         List<Artifact> artifacts = new ArrayList<>();
-        Object entries = manifest.get("artifacts");
-        if (entries instanceof Map) {
-            for (Map.Entry<String, Object> e : ((Map<String, Object>) entries).entrySet()) {
-                Map<String, Object> a = (Map<String, Object>) e.getValue();
-                boolean baked = Boolean.TRUE.equals(a.get("baked_preprocessing"));
-                Object output = a.get("output");
-                String space = output instanceof Map ? str((Map<String, Object>) output, "space", "") : "";
-                artifacts.add(new Artifact(e.getKey(), str(a, "file", ""), str(a, "format", ""),
-                        str(a, "layout", "NHWC"), str(a, "input_dtype", "float32"), baked,
-                        space.isEmpty() ? baked : "crop pixels".equals(space)));
+        for (Map.Entry<String, Object> e : section(manifest, "artifacts").entrySet()) {
+            if (!(e.getValue() instanceof Map)) {
+                throw new IllegalArgumentException("manifest: 'artifacts." + e.getKey() + "' is not a section");
             }
+            Map<String, Object> a = (Map<String, Object>) e.getValue();
+            String where = "artifacts." + e.getKey();
+            boolean baked = Boolean.TRUE.equals(a.get("baked_preprocessing"));
+            Object output = a.get("output");
+            String space = output instanceof Map ? str((Map<String, Object>) output, "space", "") : "";
+            artifacts.add(new Artifact(e.getKey(), text(a, "file", where), text(a, "format", where),
+                    text(a, "layout", where), str(a, "input_dtype", "float32"), baked,
+                    space.isEmpty() ? baked : "crop pixels".equals(space)));
         }
         int numPoints = num(scheme, "num_points", "scheme").intValue();
         return new ModelContract(
@@ -158,6 +169,14 @@ public final class ModelContract {
             throw new IllegalArgumentException("manifest: '" + where + "." + key + "' is not a number");
         }
         return (Number) value;
+    }
+
+    private static String text(Map<String, Object> map, String key, String where) {
+        Object value = require(map, key, where);
+        if (!(value instanceof String)) {
+            throw new IllegalArgumentException("manifest: '" + where + "." + key + "' is not a string");
+        }
+        return (String) value;
     }
 
     private static String str(Map<String, Object> map, String key, String fallback) {

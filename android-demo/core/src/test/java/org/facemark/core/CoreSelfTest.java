@@ -153,7 +153,8 @@ public final class CoreSelfTest {
             failures.add("manifest reader misread the contract");
         }
         ModelContract.Artifact fp16 = ModelContract.fromManifestJson(json.replace("}}}}",
-                "}}, \"tflite_fp16\": {\"file\": \"model_fp16.tflite\", \"format\": \"tflite\"}}}"))
+                "}}, \"tflite_fp16\": {\"file\": \"model_fp16.tflite\", \"format\": \"tflite\","
+                + " \"layout\": \"NHWC\"}}}"))
                 .chooseTflite(Arrays.asList("model_fp16.tflite", "README.md"), AppDefaults.MODEL_ASSET);
         if (fp16 == null || !"model_fp16.tflite".equals(fp16.file)
                 || c.chooseTflite(Arrays.asList("model_fp32_baked.tflite"), "model_fp32_baked.tflite") != a
@@ -178,7 +179,7 @@ public final class CoreSelfTest {
     private void manifestInfer() {
         String base = "{\"schema\": \"facemark-manifest-v1\", \"input\": {\"size\": 8, \"mean\": [0, 0, 0],"
                 + " \"std\": [1, 1, 1]}, \"scheme\": {\"name\": \"x\", \"num_points\": 3, \"pupils\": [[0], [2]]},"
-                + " \"crop\": {\"margin\": 0.2}";
+                + " \"crop\": {\"margin\": 0.2}, \"artifacts\": {}";
         Refinement plain = ModelContract.fromManifestJson(base + "}").refinement;
         Refinement read = ModelContract.fromManifestJson(base + ", \"infer\": {\"flip\": true, \"passes\": 2,"
                 + " \"flip_permutation\": [2, 1, 0]}}").refinement;
@@ -214,7 +215,8 @@ public final class CoreSelfTest {
     private static ModelContract contract(int size, double margin) {
         return ModelContract.fromManifestJson("{\"schema\": \"facemark-manifest-v1\", \"input\": {\"size\": " + size
                 + ", \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, 0.224, 0.225]}, \"scheme\": {\"name\": \"x\","
-                + " \"num_points\": 1, \"pupils\": [[0], [0]]}, \"crop\": {\"margin\": " + margin + "}}");
+                + " \"num_points\": 1, \"pupils\": [[0], [0]]}, \"crop\": {\"margin\": " + margin + "},"
+                + " \"artifacts\": {}}");
     }
 
     private static RgbImage smoothImage(int w, int h, Random random) {
