@@ -31,6 +31,7 @@ pass2_outputs, pass2_mirror_outputs and refined_landmarks (image px).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from torch import nn
 
 from facemark import codec
 from facemark.config import Config
+from facemark.contract import CropSpec, InputSpec
 from facemark.data.crops import CropSet, to_input
 from facemark.errors import ArtifactError
 from facemark.io import atomic_path
@@ -68,7 +70,7 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
         raise ValueError(f"count must be >= 1, got {count}")
     contract = _contract(Path(export_dir), cfg, norm)
     infer = _infer(Path(export_dir), cfg)
-    size = contract["size"]
+    size = contract.size
     if len(crop_set) == 0 or crop_set.crops.shape[1:] != (size, size, 3):
         raise ArtifactError(f"golden vectors need {size}x{size} RGB crops; got {crop_set.crops.shape} "
                             f"from split {crop_set.split!r}")
@@ -86,7 +88,8 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
             _write_case(tmp, name, frame, facts)
             names.append(name)
         lines = [("format", [GOLDEN_FORMAT]), ("run", [Path(run).name]), ("input_size", [size]),
-                 ("margin", [contract["margin"]]), ("mean", contract["mean"]), ("std", contract["std"]),
+                 ("margin", [contract.crop.margin]), ("mean", list(contract.input.mean)),
+                 ("std", list(contract.input.std)),
                  ("color", ["RGB"]), ("scheme", [scheme.name]), ("num_points", [scheme.num_points]),
                  ("pupils_left", list(scheme.pupils[0])), ("pupils_right", list(scheme.pupils[1])),
                  ("infer_flip", [str(infer.flip).lower()]), ("infer_passes", [infer.passes]),
@@ -97,19 +100,36 @@ def write_golden(run: Path, export_dir: Path, crop_set: CropSet, model: nn.Modul
     return final
 
 
-def _contract(export_dir: Path, cfg: Config, norm: Normalisation) -> dict[str, Any]:
-    """size, margin, mean, std: the manifest's when there is one (checked against cfg and norm),
+@dataclass(frozen=True)
+class CropContract:
+    """The part of the run contract (facemark.contract) golden vectors exercise: the input crop
+    and the crop rule."""
+
+    input: InputSpec
+    crop: CropSpec
+
+    @property
+    def size(self) -> int:
+        return self.input.size
+
+    def facts(self) -> dict[str, Any]:
+        return {"size": self.size, "margin": self.crop.margin, "mean": list(self.input.mean),
+                "std": list(self.input.std)}
+
+
+def _contract(export_dir: Path, cfg: Config, norm: Normalisation) -> CropContract:
+    """The manifest's input and crop contract when there is one (checked against cfg and norm),
     else cfg's and norm's."""
-    contract = {"size": cfg.data.input_size, "margin": cfg.data.margin, **norm.to_dict()}
-    if manifest_path(export_dir).is_file():
-        manifest = load_manifest(export_dir)
-        declared = manifest.contract
-        found = {"size": declared.input.size, "margin": declared.crop.margin, "mean": list(declared.input.mean),
-                 "std": list(declared.input.std)}
-        if found != contract:
-            raise ArtifactError(f"{manifest_path(export_dir)}: input/crop contract {found} differs from the "
-                                f"run's config and checkpoint {contract}; re-export before writing golden vectors")
-    return contract
+    fresh = CropContract(InputSpec(cfg.data.input_size, norm.mean, norm.std),
+                         CropSpec(cfg.data.margin, cfg.data.detector))
+    if not manifest_path(export_dir).is_file():
+        return fresh
+    declared = load_manifest(export_dir).contract
+    found = CropContract(declared.input, declared.crop)
+    if found.facts() != fresh.facts():
+        raise ArtifactError(f"{manifest_path(export_dir)}: input/crop contract {found.facts()} differs from the "
+                            f"run's config and checkpoint {fresh.facts()}; re-export before writing golden vectors")
+    return found
 
 
 def _infer(export_dir: Path, cfg: Config):
@@ -125,7 +145,7 @@ def _infer(export_dir: Path, cfg: Config):
 
 
 def _frame_and_box(crop: np.ndarray, case: tuple[float, float, float, float],
-                   contract: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+                   contract: CropContract) -> tuple[np.ndarray, np.ndarray]:
     """A real crop made into a camera-like frame, and a face box in it (image px, fractional).
 
     The box is the detector box the crop was cut from (the central square of side S/(1+margin)),
@@ -136,20 +156,20 @@ def _frame_and_box(crop: np.ndarray, case: tuple[float, float, float, float],
     side = max(8, int(round(size * scale)))
     interpolation = cv2.INTER_AREA if side < size else cv2.INTER_LINEAR
     frame = cv2.resize(crop, (side, side), interpolation=interpolation) if side != size else crop.copy()
-    box_side = side / (1.0 + contract["margin"])
+    box_side = side / (1.0 + contract.crop.margin)
     cx = side / 2.0 - 0.5 + shift_x * box_side
     cy = side / 2.0 - 0.5 + shift_y * box_side
     half_w, half_h = box_side * np.sqrt(aspect) / 2.0, box_side / np.sqrt(aspect) / 2.0
     return np.ascontiguousarray(frame), np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
 
 
-def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: dict[str, Any],
+def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: CropContract,
               scheme: Scheme) -> dict[str, Any]:
     """Everything the Java core must reproduce for one frame and box."""
-    size = contract["size"]
-    matrix = codec.crop_matrix(box, size, contract["margin"])
+    size = contract.size
+    matrix = codec.crop_matrix(box, size, contract.crop.margin)
     crop = codec.warp_crop(frame, matrix, size)
-    input_norm = Normalisation(tuple(contract["mean"]), tuple(contract["std"]))
+    input_norm = Normalisation(contract.input.mean, contract.input.std)
     tensor = to_input(crop[None], input_norm, "NHWC")[0].astype(np.float64)
     runner = TorchRunner(model, size, input_norm)
     outputs = runner.predict(crop[None]).reshape(-1)
@@ -171,12 +191,12 @@ def _expected(frame: np.ndarray, box: np.ndarray, model: nn.Module, contract: di
 
 
 def _refinement_facts(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, outputs: np.ndarray,
-                      runner: TorchRunner, contract: dict[str, Any], scheme: Scheme) -> dict[str, Any]:
+                      runner: TorchRunner, contract: CropContract, scheme: Scheme) -> dict[str, Any]:
     """The GOLDEN_REFINEMENT sequence of one face, through facemark.runtime.refine, from the plain
     pass's `outputs` ((1, P, 2), as recorded) on `crop`."""
     from facemark.runtime.refine import Refinement
 
-    refinement = Refinement(*GOLDEN_REFINEMENT, scheme.flip, contract["size"], contract["margin"])
+    refinement = Refinement(*GOLDEN_REFINEMENT, scheme.flip, contract.size, contract.crop.margin)
     first = np.concatenate([outputs, runner.predict(refinement.mirror(crop[None]))])
     trace = []
     refinement.run(runner.predict, crop[None], matrix[None], [frame], first=first, trace=trace)
