@@ -131,7 +131,7 @@ peers: install
 SHARED_DATA ?= ../shared/data
 MODELS_DIR := facemark/pretrained
 LICENCE_300W := non-commercial research only: trained on the 300-W annotations of AFW and HELEN faces (research use only), as dlib's 68-point model
-LICENCE_DATATANG := non-commercial research only: trained on the Datatang 106-point sample (AlphaPose academic, non-commercial licence)
+LICENCE_DATATANG := non-commercial research only: trained on the Datatang 106-point sample (AlphaPose academic, non-commercial licence) beside the 300-W annotations of AFW and HELEN faces (research use only)
 define build_model
 	test -d data/$(1) || $(BIN)/python benchmarks/split_dataset.py $(SHARED_DATA)/$(2)/train data/$(1) --val 0.15 --test 0.15
 	$(BIN)/facemark boxes data/$(1) --detector mtcnn
