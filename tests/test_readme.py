@@ -211,3 +211,21 @@ def test_no_machine_paths(doc):
     text = doc.read_text()
     for pattern in (r"/work/", r"\.\./shared/", r"/home/\w+", r"/Users/\w+", r"/tmp/"):
         assert not re.search(pattern, text), f"{_name(doc)} names a path of one machine ({pattern}): write ROOT"
+
+
+def test_the_demo_figures_are_the_recorded_run():
+    """README's and docs/results.md's demo figures quote docs/demo.json, the record a `make demo` run
+    wrote (benchmarks/demo_record.py), not a hand-typed figure."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from demo_record import RECORD, readme_row, wall_text
+
+    record = json.loads(RECORD.read_text())
+    readme, results = README.read_text(), (REPO / "docs" / "results.md").read_text()
+    assert readme_row(record) in readme.splitlines()
+    assert f"`runs/demo/` ({wall_text(record)} on 2 cores, measured {record['measured']}" in readme
+    demo = results.split("## The demo", 1)[1].split("\n## ", 1)[0]
+    assert f"Measured {record['measured']}: `make demo`" in demo and f"**{wall_text(record)}** wall" in demo
+    assert f"PyTorch test NME {record['pytorch']['nme_pupil']:.4f}, FR@0.1 {record['pytorch']['fr@0.1']:.2f}" in demo
