@@ -2,8 +2,9 @@
 one element of validation.json's "rows" (validate/report.py has the whole document).
 
 The contract between the validate stage, which writes rows, and their readers (`facemark package`,
-a --baseline): it lives in the core so both sides import it. The row is filled in stages (validate/run.py: identity and sha256 check; context.py: the measured
-figures; gate.py: delta and verdict), so it is a mutable dataclass; `to_json` writes every field
+a --baseline): it lives in the core so both sides import it. The row is filled in stages
+(validate/run.py: identity and sha256 check; context.py: the measured figures; gate.py: delta and
+verdict), so it is a mutable dataclass; `to_json` writes every field
 (null when not measured) and `from_json` reads a report back (a --baseline, `facemark package`).
 Figure groups stay JSON objects, their keys documented per field.
 """

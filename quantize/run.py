@@ -116,7 +116,8 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
     checkpoint = check_exported_from(manifest, run)
     model, cfg, ckpt = load_checkpoint(checkpoint)
     cfg = override_section(cfg, overrides or [], "quantize", verb)
-    norm = check_normalisation(manifest.contract, checkpoint_source(ckpt, str(checkpoint)).norm, str(manifest_path(export_dir)))
+    norm = check_normalisation(manifest.contract, checkpoint_source(ckpt, str(checkpoint)).norm,
+                               str(manifest_path(export_dir)))
     root = RunDir(run).data_root(data_root, ckpt)
     count = calibration_count if calibration_count is not None else cfg.quantize.calibration_count
     if is_x86():

@@ -259,8 +259,8 @@ def test_tflite_float32_float16_and_baked(exported_tflite):
         actual = create_runner("tflite", path, Feed.of(entry), SIZE, norm).predict(crops)
         below(f"export: tflite_{tag} parity from the file", np.abs(actual - expected).max(), PARITY_BOUND[precision])
         baked_entry = manifest.artifacts[f"tflite_{tag}_baked"]
-        baked = create_runner("tflite", verify_artifact(export_dir, f"tflite_{tag}_baked", manifest), Feed.of(baked_entry),
-                              SIZE, norm)
+        baked_path = verify_artifact(export_dir, f"tflite_{tag}_baked", manifest)
+        baked = create_runner("tflite", baked_path, Feed.of(baked_entry), SIZE, norm)
         raw = baked.raw_outputs(crops).reshape(len(crops), -1, 2)   # crop pixels
         np.testing.assert_allclose(raw, denormalise(actual, SIZE), atol=PARITY_BOUND[precision] * SIZE)
         embedded = read_tflite_metadata(path)

@@ -3,7 +3,8 @@
 face box -> square crop (facemark.codec) -> the artifact's own normalisation, layout and integer
 I/O (runner.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
 image pixels (codec.to_image). Entry points:
-- `create_runner(fmt, path, feed, size, norm)` (feed: runner.Feed, the layout and baked flag) -> a Runner of RUNNERS (onnx, tflite, coreml);
+- `create_runner(fmt, path, feed, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml); feed:
+  runner.Feed, the artifact's input layout and whether its preprocessing is baked;
   `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
 - `run_artifact(...)` / `run_isolated(job, ...)`: the same runners in a child process
   (harness.py), for runtimes that may abort the process (LiteRT int8 kernels);

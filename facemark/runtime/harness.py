@@ -36,8 +36,8 @@ import numpy as np
 
 from facemark.errors import FacemarkError
 from facemark.interrupt import run_child
-from facemark.runtime.runner import Feed
 from facemark.io import atomic_write_text
+from facemark.runtime.runner import Feed
 from facemark.weights import Normalisation
 from facemark.status import Status
 
