@@ -31,7 +31,8 @@ import torch
 from facemark.codec import landmark_box
 from facemark.config import load_config, save_config
 from facemark.convert.export import export_run
-from facemark.convert.formats import FORMATS, PARITY_BOUND
+from facemark.backends import FORMATS
+from facemark.convert.formats import PARITY_BOUND
 from facemark.data.boxes import box_dir, write_box
 from facemark.data.crops import load_crop_set, to_input
 from facemark.data.layout import list_split, read_landmarks
@@ -96,21 +97,22 @@ def export_arch(arch: str, data_root: Path, base: Path, args: argparse.Namespace
 
 
 def print_table(results: dict[str, dict]) -> None:
-    header = (f"{'arch':<22} {'artifact':<18} {'MB':>7} {'sec':>6} {'max err':>9} {'mean err':>9} "
-              f"{'max px':>7} {'bound':>7} {'ok':>3}")
+    header = (f"{'arch':<22} {'artifact':<18} {'MB':>7} {'sec':>6} {'max err':>9} {'mean px':>8} "
+              f"{'max px':>7} {'% IPD':>7} {'bound':>7} {'ok':>3}")
     print(f"\n{header}\n{'-' * len(header)}")
     for arch, artifacts in results.items():
         for name, entry in artifacts.items():
             parity = entry.parity
             if parity is None:
-                figures = f"{'-':>9} {'-':>9} {'-':>7} {'-':>7} {'-':>3}"
+                figures = f"{'-':>9} {'-':>8} {'-':>7} {'-':>7} {'-':>7} {'-':>3}"
             else:
                 bound = PARITY_BOUND[entry.precision]
                 ok = "yes" if parity["max_abs"] <= bound else "NO"
-                figures = (f"{parity['max_abs']:>9.2e} {parity['mean_abs']:>9.2e} {parity['max_abs_px']:>7.4f} "
-                           f"{bound:>7.0e} {ok:>3}")
+                figures = (f"{parity['max_abs']:>9.2e} {parity['mean_px']:>8.4f} {parity['max_px']:>7.4f} "
+                           f"{parity['nme_ipd']:>7.3%} {bound:>7.0e} {ok:>3}")
             print(f"{arch:<22} {name:<18} {entry.size_bytes / 1e6:>7.2f} {entry.seconds or 0:>6.1f} {figures}")
-    print("errors: normalised crop units vs PyTorch (max px: crop pixels); sec: format time / artifacts")
+    print("max err: normalised crop units vs PyTorch (the bound's unit); px: point distances in crop pixels, "
+          "% IPD: their mean over the inter-pupil distance; sec: seconds per artifact")
 
 
 def main() -> None:

@@ -188,13 +188,14 @@ def _artifact_runner(export_dir: Path, name: str, size: int, norm, threads: int)
     """One exported artifact's runner (None off macOS for Core ML), verified against its manifest
     as `facemark validate` does, and its size in MB."""
     from facemark.manifest import check_normalisation, load_manifest, manifest_path, verify_artifact
-    from facemark.runtime.runners import Feed, create_runner, needs_macos
+    from facemark.backends import BACKENDS
+    from facemark.runtime.runners import Feed, create_runner
 
     manifest = load_manifest(export_dir)
     check_normalisation(manifest.contract, norm, str(manifest_path(export_dir)))
     path = verify_artifact(export_dir, name, manifest)
     entry = manifest.artifacts[name]
-    if needs_macos(entry.format):
+    if not BACKENDS[entry.format].runs_here():
         return None, file_mb(path)
     return create_runner(entry.format, path, Feed.of(entry), size, norm, threads), file_mb(path)
 

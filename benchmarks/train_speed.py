@@ -21,7 +21,8 @@ import torch
 
 from facemark.config import load_config
 from facemark.schemes import load_scheme
-from facemark.train.engine import _build_scheduler, _build_state, _train_step
+from facemark.train.engine import _build_scheduler, _build_state
+from facemark.train.loop import train_step
 from facemark.train.losses import build_training_loss
 
 VARIANTS = ("nchw", "channels_last", "channels_last+bf16", "nchw+bf16")
@@ -49,7 +50,7 @@ def _step_runner(config: Path, variant: str, steps: int):
         start = time.perf_counter()
         for _ in range(steps):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                _train_step(state.model, state, images, targets, loss_fn, torch.device("cpu"), False,
+                train_step(state.model, state, images, targets, loss_fn, torch.device("cpu"), False,
                             step=next(counter))
         return steps * batch / (time.perf_counter() - start)
 

@@ -44,8 +44,8 @@ def build_run(work: Path, faces: int, size: int, arch: str, runs: int, warmup: i
         model.get_classifier().weight.normal_(0.0, 0.02)
     run.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint_dict(model, cfg, epoch=0, data_root=str(data)), run / "best.pt")
-    export_run(run, ["onnx", "tflite", "coreml"], data_root=None, bake=False, golden=False)
-    quantize_run(run, ["tflite", "onnx", "coreml"], data_root=None, calibration_count=32)
+    export_run(run, ["all"], data_root=None, bake=False, golden=False)
+    quantize_run(run, ["all"], data_root=None, calibration_count=32)
     return run
 
 

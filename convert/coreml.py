@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from facemark.convert.formats import FORMATS, ExportJob, Written, float_artifact
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.convert.formats import ExportJob, float_artifact
 from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
 from facemark.console import captured
 from facemark.io import atomic_path
-from facemark.runtime import Feed, TorchRunner, create_runner, needs_macos
+from facemark.backends import BACKENDS
+from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
 INPUT_NAME = "input"
@@ -84,15 +86,17 @@ def check_spec(package_path: Path, input_size: int, image_input: bool, metadata:
 
 def can_predict() -> bool:
     """CoreML prediction exists only on macOS (the runtime layer's rule)."""
-    return not needs_macos("coreml")
+    return BACKENDS["coreml"].runs_here()
 
 
-def convert(job: ExportJob) -> list[Written]:
+def convert(job: ExportJob) -> list[RowResult]:
     """Entry point: coreml_fp32, coreml_fp16 (+ *_baked)."""
-    return [_write(job, precision, baked) for baked in job.variants for precision in FORMATS["coreml"].precisions]
+    return [attempt(float_artifact("coreml", precision, baked),
+                    lambda baked=baked, precision=precision: _write(job, precision, baked))
+            for baked in job.variants for precision in BACKENDS["coreml"].float_precisions]
 
 
-def _write(job: ExportJob, precision: str, baked: bool) -> Written:
+def _write(job: ExportJob, precision: str, baked: bool) -> RowResult:
     row = float_artifact("coreml", precision, baked)
     name, file = row.name, row.file
     facts = io_facts("coreml", precision, baked, job.size, job.contract.scheme.num_points, "NCHW",
@@ -110,6 +114,6 @@ def _write(job: ExportJob, precision: str, baked: bool) -> Written:
         if can_predict():
             actual = create_runner("coreml", tmp, Feed(facts["layout"], baked), job.size, job.norm).predict(job.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
-            facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
+            facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.ipd_px, job.crop_split)
     facts["status"] = Status.VERIFIED if can_predict() else Status.WRITTEN
-    return Written(name, file, facts)
+    return written(row, facts)

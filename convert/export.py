@@ -1,47 +1,33 @@
 """`facemark export RUN`: RUN/best.pt -> RUN/export/{model_*.onnx,.tflite,.mlpackage, manifest.json}.
 
-Formats are validated up front (formats.FORMATS); each runs through its module's `convert`
-under a timer and an exception guard, so one failing toolchain does not stop the others. Every
-artifact is checked against PyTorch on real crops (the run's val split, else test) before it
-takes its final name, and is then recorded in the manifest with its sha256. A summary table
-says what was written and what failed; the exit code is 1 if anything failed.
+Formats are validated up front (facemark.backends); each runs through its converter's `convert`
+under the one row driver (facemark.artifact_rows: a timer and an exception guard per artifact and
+per format, so one failing toolchain does not stop the others). Every artifact is checked against
+PyTorch on real crops (the run's val split, else test) before it takes its final name, and is then
+recorded in the manifest with its sha256. The summary table (the one quantize and qat print) says
+what was written and what failed, with parity in crop pixels and % of the inter-pupil distance;
+the exit code is 1 if anything failed.
 """
 
 from __future__ import annotations
 
-import importlib
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facemark.artifact_rows import RowResult, run_rows, summary_table
+from facemark.backends import Backend
 from facemark.config import Config
 from facemark.contract import RunContract
-from facemark.convert.formats import ExportJob, Format, Written, resolve_formats
+from facemark.convert.formats import ExportJob, float_artifact, resolve_formats
 from facemark.errors import ArtifactError, DataError
 from facemark.io import sweep_partials
-from facemark.manifest import (artifact_entry, exported_from, load_manifest, manifest_path, new_manifest,
-                               record_artifact, save_manifest)
+from facemark.manifest import exported_from, load_manifest, manifest_path, new_manifest, save_manifest
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
-from facemark.status import Status
+from facemark.schemes import load_scheme
 
 PARITY_SPLITS = ("val", "test")
-
-
-@dataclass
-class Outcome:
-    """One summary row: an artifact written (name, file, entry) or a format that failed (error)."""
-
-    fmt: str
-    name: str
-    file: str
-    status: str
-    size_bytes: int | None
-    max_abs: float | None
-    seconds: float
-    error: str | None = None
 
 
 def export_run(run: Path, formats: list[str] | None, data_root: Path | None, bake: bool, golden: bool,
@@ -68,18 +54,19 @@ def _export(run: Path, formats: list[str] | None, data_root: Path | None, bake: 
     bake = bake or cfg.export.bake_preprocessing
     crop_set = load_parity_crops(folder.data_root(data_root, ckpt), cfg)
     contract = prepare_manifest(export_dir, cfg, checkpoint, ckpt)
-    outcomes = []
+    results = []
     with tempfile.TemporaryDirectory(prefix="facemark-export-") as work:
+        ipd_px = load_scheme(contract.scheme.name).interpupil(crop_set.crop_points)
         job = ExportJob(model=model, cfg=cfg, export_dir=export_dir, work_dir=Path(work), crops=crop_set.crops,
-                        crop_split=crop_set.split, bake=bake, contract=contract)
-        for fmt in chosen:
-            outcomes += run_format(fmt, job)
-    print_summary(outcomes, export_dir)
+                        ipd_px=ipd_px, crop_split=crop_set.split, bake=bake, contract=contract)
+        for backend in chosen:
+            results += run_format(backend, job)
+    print(f"\nexport -> {export_dir}\n{summary_table(results)}")
     if golden:
         from facemark.convert.golden import write_golden  # lazily: written by the Android stage
 
         write_golden(run, export_dir, crop_set, model, cfg, job.norm)
-    return 1 if any(o.error for o in outcomes) else 0
+    return 1 if any(r.failed for r in results) else 0
 
 
 def load_parity_crops(root: Path, cfg: Config):
@@ -106,7 +93,6 @@ def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict
     same scheme is replaced, dropping its (now stale) artifact entries.
     """
     from facemark.model import checkpoint_source
-    from facemark.schemes import load_scheme
 
     scheme = load_scheme(ckpt["scheme"])
     fresh = new_manifest(cfg, scheme.facts(), checkpoint, checkpoint_source(ckpt, str(checkpoint)).norm)
@@ -127,37 +113,9 @@ def prepare_manifest(export_dir: Path, cfg: Config, checkpoint: Path, ckpt: dict
     return fresh.contract
 
 
-def run_format(fmt: Format, job: ExportJob) -> list[Outcome]:
-    """Run one format's converter under a timer; record what it wrote; never raise."""
-    start = time.perf_counter()
-    try:
-        module = importlib.import_module(fmt.module)
-        written: list[Written] = module.convert(job)
-    except Exception as exc:  # a broken toolchain must not stop the other formats
-        message = (str(exc).strip().splitlines() or [""])[0][:200]
-        missing = isinstance(exc, ImportError)
-        error = (f"{type(exc).__name__}: {message}" + (f" (install the '{fmt.extra}' extra)" if missing else ""))
-        return [Outcome(fmt.name, fmt.name, "-", Status.FAILED, None, None, time.perf_counter() - start, error)]
-    seconds = (time.perf_counter() - start) / max(len(written), 1)
-    outcomes = []
-    for item in written:
-        entry = artifact_entry(job.export_dir, Path(item.file), **item.facts, seconds=round(seconds, 2))
-        record_artifact(job.export_dir, item.name, entry)
-        outcomes.append(Outcome(fmt.name, item.name, item.file, entry.status, entry.size_bytes,
-                                (entry.parity or {}).get("max_abs"), seconds))
-    return outcomes
-
-
-def print_summary(outcomes: list[Outcome], export_dir: Path) -> None:
-    """One row per artifact (or failed format): format, file, status, size, parity, seconds."""
-    header = f"{'artifact':<20} {'file':<28} {'status':<30} {'size':>9} {'max err':>9} {'sec':>7}"
-    print(f"\nexport -> {export_dir}\n{header}\n{'-' * len(header)}")
-    for o in outcomes:
-        size = f"{o.size_bytes / 1e6:.2f}MB" if o.size_bytes is not None else "-"
-        err = f"{o.max_abs:.2e}" if o.max_abs is not None else "-"
-        print(f"{o.name:<20} {o.file:<28} {o.status:<30} {size:>9} {err:>9} {o.seconds:>7.1f}")
-        if o.error:
-            print(f"{'':<20} error: {o.error}")
-    failed = sorted({o.fmt for o in outcomes if o.error})
-    print(f"{len([o for o in outcomes if not o.error])} artifacts written"
-          + (f"; FAILED: {', '.join(failed)}" if failed else "") + "  (max err: normalised crop units vs PyTorch)")
+def run_format(backend: Backend, job: ExportJob) -> list[RowResult]:
+    """One format's float artifacts (its converter's `convert`), recorded as they pass parity."""
+    planned = [float_artifact(backend.name, precision, baked)
+               for baked in job.variants for precision in backend.float_precisions]
+    return run_rows(job.export_dir, planned, lambda: backend.module("converter").convert(job),
+                    missing_hint=f"install the '{backend.extra}' extra")

@@ -1,22 +1,23 @@
-"""The export formats as data, and the two records a format module and the driver exchange.
+"""What a format's converter and the export driver exchange.
 
-A format is one module with one entry function `convert(job: ExportJob) -> list[Written]` that
-writes every artifact of that format (each precision, plain and baked), checks each against
-PyTorch on real crops before it takes its final name, and returns what the manifest should say.
-The driver (export.py) validates the requested names against FORMATS up front, imports each module
-lazily, and records the results in `RUN/export/manifest.json`.
+A format's converter (its facemark.backends row names the module) has one entry function
+`convert(job: ExportJob) -> list[RowResult]` that writes every artifact of that format (each
+precision, plain and baked), checks each against PyTorch on real crops before it takes its final
+name, and returns what the manifest should say (facemark.artifact_rows: one row per artifact). The driver (export.py) validates the requested
+names against facemark.backends up front, imports each converter lazily, and records the results
+in `RUN/export/manifest.json`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import nn
 
-from facemark.artifacts import ARTIFACTS, FLOAT_PRECISIONS, SUFFIX, Artifact, float_name
+from facemark.artifacts import ARTIFACTS, Artifact, float_name
+from facemark.backends import BACKENDS, Backend
 from facemark.config import Config, resolve_choices
 from facemark.contract import RunContract
 from facemark.manifest import manifest_normalisation
@@ -32,30 +33,13 @@ from facemark.weights import Normalisation
 PARITY_BOUND = {"float32": 1e-4, "float16": 5e-2}
 
 
-@dataclass(frozen=True)
-class Format:
-    """One export format: `name` on the command line, file `suffix`, precisions it writes, the
-    module holding its `convert` function, and the input layout of its (unbaked) artifacts."""
-
-    name: str
-    suffix: str
-    precisions: tuple[str, ...]
-    module: str
-    layout: str
-    extra: str  # the optional dependency group that provides its toolchain
-
-
-FORMATS: dict[str, Format] = {name: Format(name, SUFFIX[name], FLOAT_PRECISIONS[name], f"facemark.convert.{name}",
-                                           layout, "export")
-                               for name, layout in (("onnx", "NCHW"), ("tflite", "NHWC"), ("coreml", "NCHW"))}
-
-def resolve_formats(names: list[str] | None, default: list[str]) -> list[Format]:
-    """Requested names ("all" = every format; None = `default`) -> Formats, in table order.
+def resolve_formats(names: list[str] | None, default: list[str]) -> list[Backend]:
+    """Requested names ("all" = every format; None = `default`) -> backends, in table order.
 
     An unknown name raises ConfigError listing the valid ones (with a close match if any).
     """
-    requested = resolve_choices(names, default, list(FORMATS), "export format")
-    return [FORMATS[name] for name in requested]
+    requested = resolve_choices(names, default, list(BACKENDS), "export format")
+    return [BACKENDS[name] for name in requested]
 
 
 def float_artifact(fmt: str, precision: str, baked: bool) -> Artifact:
@@ -67,8 +51,9 @@ def float_artifact(fmt: str, precision: str, baked: bool) -> Artifact:
 class ExportJob:
     """Everything a format module needs; built once per `facemark export` by the driver.
 
-    crops: (N, S, S, 3) uint8 RGB real faces (the parity set); contract: the run-level manifest
-    (scheme, input, output, crop, checkpoint) that every artifact embeds.
+    crops: (N, S, S, 3) uint8 RGB real faces (the parity set); ipd_px: (N,) their inter-pupil
+    distances in crop pixels (parity in % IPD); contract: the run-level manifest (scheme, input,
+    output, crop, checkpoint) that every artifact embeds.
     """
 
     model: nn.Module
@@ -76,6 +61,7 @@ class ExportJob:
     export_dir: Path
     work_dir: Path
     crops: np.ndarray
+    ipd_px: np.ndarray
     crop_split: str
     bake: bool
     contract: RunContract
@@ -93,13 +79,3 @@ class ExportJob:
     def variants(self) -> list[bool]:
         """Baked-preprocessing variants to write: plain always, baked too when asked."""
         return [False, True] if self.bake else [False]
-
-
-@dataclass
-class Written:
-    """One artifact a format module wrote under its final name; `facts` go into its manifest entry
-    (format, precision, layout, input/output description, parity, status)."""
-
-    name: str
-    file: str
-    facts: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from facemark.convert.formats import ExportJob, Written, float_artifact
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.convert.formats import ExportJob, float_artifact
 from facemark.convert.parity import BakedPreprocessing, check_parity, embedded_metadata, example_input, io_facts
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.io import atomic_path
@@ -65,12 +66,13 @@ def read_onnx_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
 
 
-def convert(job: ExportJob) -> list[Written]:
+def convert(job: ExportJob) -> list[RowResult]:
     """Entry point: onnx_fp32 (+ onnx_fp32_baked), each checked in onnxruntime before renaming."""
-    return [_write_variant(job, baked) for baked in job.variants]
+    return [attempt(float_artifact("onnx", "float32", baked), lambda baked=baked: _write_variant(job, baked))
+            for baked in job.variants]
 
 
-def _write_variant(job: ExportJob, baked: bool) -> Written:
+def _write_variant(job: ExportJob, baked: bool) -> RowResult:
     precision = "float32"
     row = float_artifact("onnx", precision, baked)
     name, file = row.name, row.file
@@ -86,6 +88,6 @@ def _write_variant(job: ExportJob, baked: bool) -> Written:
                     input_dtype=torch.uint8 if baked else torch.float32)
         actual = create_runner("onnx", tmp, Feed(layout, baked), job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
-        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
+        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.ipd_px, job.crop_split)
     facts["status"] = Status.VERIFIED
-    return Written(name, file, facts)
+    return written(row, facts)

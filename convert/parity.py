@@ -1,8 +1,10 @@
-"""PyTorch references, the baked-preprocessing wrapper, and the parity check every artifact passes.
+"""PyTorch references, the baked-preprocessing wrapper, and the parity figures every artifact gets.
 
-Every figure here is in normalised crop units, (P - S/2) / (S/2), whatever the artifact outputs:
-the runtime layer (facemark.runtime) returns a baked artifact's crop pixels normalised, so one
-bound serves both.
+Outputs compared here are in normalised crop units, (P - S/2) / (S/2), whatever the artifact
+outputs (the runtime layer returns a baked artifact's crop pixels normalised). The figures the user
+reads are one unit for every verb: each landmark's distance to PyTorch's in crop pixels (mean and
+max) and their mean over the inter-pupil distance (`parity_figures`); a float artifact must also
+stay within its precision's bound in normalised units (`check_parity`).
 """
 
 from __future__ import annotations
@@ -57,21 +59,32 @@ def example_input(size: int, layout: str = "NCHW", dtype: torch.dtype = torch.fl
     return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
-def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, size: int,
-                 split: str) -> dict[str, Any]:
-    """Compare (N, P, 2) normalised outputs; return the manifest's parity figures or raise ParityError.
-
-    Figures: max_abs, mean_abs (normalised units), max_abs_px (crop pixels at S), bound, images.
-    """
+def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: np.ndarray, split: str,
+                   reference: str = "pytorch float32") -> dict[str, Any]:
+    """Compare (N, 2P) normalised outputs of an artifact with the reference's -> manifest figures:
+    point distances in crop pixels (mean_px, max_px) and nme_ipd, the mean distance over each
+    face's inter-pupil distance `ipd_px` (N,) in crop pixels: the landmark error the conversion
+    alone adds. Non-finite outputs raise ParityError."""
     actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
-    diff = np.abs(actual - expected)
-    figures = {"reference": "pytorch", "images": int(len(expected)), "split": split,
-               "units": "normalised crop", "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-               "max_abs_px": float(diff.max() * size / 2.0), "bound": PARITY_BOUND[precision]}
-    if not np.all(np.isfinite(actual)) or figures["max_abs"] > figures["bound"]:
-        raise ParityError(f"{name}: max |artifact - pytorch| = {figures['max_abs']:.3g} normalised units "
-                          f"over {figures['images']} {split} crops exceeds the {precision} bound "
-                          f"{figures['bound']:g}")
+    if not np.all(np.isfinite(actual)):
+        raise ParityError(f"artifact returned non-finite landmarks on {split} crops")
+    dist = np.linalg.norm((actual - expected).reshape(len(expected), -1, 2), axis=-1) * size / 2.0
+    return {"reference": reference, "split": split, "images": int(len(expected)),
+            "units": "crop pixels (point distance)", "mean_px": round(float(dist.mean()), 4),
+            "max_px": round(float(dist.max()), 4), "nme_ipd": round(float(np.mean(dist.mean(axis=1) / ipd_px)), 6)}
+
+
+def check_parity(name: str, actual: np.ndarray, expected: np.ndarray, precision: str, size: int,
+                 ipd_px: np.ndarray, split: str) -> dict[str, Any]:
+    """A float artifact's parity figures (parity_figures) plus max_abs, its largest coordinate
+    difference in normalised crop units, and the `bound` of its precision; beyond it: ParityError."""
+    figures = parity_figures(actual, expected, size, ipd_px, split, reference="pytorch")
+    max_abs = float(np.abs(np.asarray(actual, dtype=np.float64).reshape(expected.shape) - expected).max())
+    figures.update(max_abs=max_abs, bound=PARITY_BOUND[precision])
+    if max_abs > figures["bound"]:
+        raise ParityError(f"{name}: max |artifact - pytorch| = {max_abs:.3g} normalised units "
+                          f"({figures['max_px']:.3f} crop px) over {figures['images']} {split} crops exceeds the "
+                          f"{precision} bound {figures['bound']:g}")
     return figures
 
 

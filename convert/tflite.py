@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from facemark.convert.formats import FORMATS, ExportJob, Written, float_artifact
+from facemark.backends import BACKENDS
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.convert.formats import ExportJob, float_artifact
 from facemark.convert.onnx import export_onnx
 from facemark.convert.parity import BakedPreprocessing, check_parity, contract_payload, io_facts
 from facemark.interrupt import run_child
@@ -149,7 +151,7 @@ def _text(value: str | bytes | None) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def convert(job: ExportJob) -> list[Written]:
+def convert(job: ExportJob) -> list[RowResult]:
     """Entry point: one onnx2tf run per variant (plain, baked) gives both precisions; the runs are
     separate processes, so they overlap."""
     from concurrent.futures import ThreadPoolExecutor
@@ -165,11 +167,12 @@ def convert(job: ExportJob) -> list[Written]:
         runs = {baked: pool.submit(run_onnx2tf, path, path.with_suffix(""), [], job.crops)
                 for baked, path in sources.items()}
         files = {baked: run.result() for baked, run in runs.items()}
-    return [_finish(job, files[baked][precision], precision, baked)
-            for baked in job.variants for precision in FORMATS["tflite"].precisions]
+    return [attempt(float_artifact("tflite", precision, baked),
+                    lambda baked=baked, precision=precision: _finish(job, files[baked][precision], precision, baked))
+            for baked in job.variants for precision in BACKENDS["tflite"].float_precisions]
 
 
-def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Written:
+def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> RowResult:
     """Copy onnx2tf's file under a temporary name, embed metadata, check parity, then rename."""
     row = float_artifact("tflite", precision, baked)
     name, file = row.name, row.file
@@ -187,6 +190,6 @@ def _finish(job: ExportJob, source: Path, precision: str, baked: bool) -> Writte
         embed_tflite_metadata(tmp, contract_payload(job.contract, facts))
         actual = create_runner("tflite", tmp, Feed("NHWC", baked), job.size, job.norm).predict(job.crops)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.crops)
-        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.crop_split)
+        facts["parity"] = check_parity(name, actual, expected, precision, job.size, job.ipd_px, job.crop_split)
     facts["status"] = Status.VERIFIED
-    return Written(name, file, facts)
+    return written(row, facts)

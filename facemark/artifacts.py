@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facemark.backends import BACKENDS
 from facemark.errors import ConfigError
 
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
 PRECISION_TAG = {"float32": "fp32", "float16": "fp16"}
-FLOAT_PRECISIONS = {"onnx": ("float32",), "tflite": ("float32", "float16"), "coreml": ("float32", "float16")}
 ONNX_ACTIVATIONS = {"uint8": "u8s8", "int8": "s8s8"}   # quantize.onnx_activation -> the QDQ row's tag
 
 
@@ -40,28 +39,31 @@ class Artifact:
     @property
     def file(self) -> str:
         """Its file in RUN/export, e.g. model_fp16.tflite, model_int8_qdq_u8s8_mixed.onnx."""
-        return "model_" + self.name.removeprefix(f"{self.format}_") + SUFFIX[self.format]
+        return "model_" + self.name.removeprefix(f"{self.format}_") + BACKENDS[self.format].suffix
 
 
 def _float_rows() -> list[Artifact]:
     return [Artifact(float_name(fmt, precision, baked), fmt, precision, "export", "none")
-            for fmt, precisions in FLOAT_PRECISIONS.items() for precision in precisions for baked in (False, True)]
+            for fmt, backend in BACKENDS.items() for precision in backend.float_precisions for baked in (False, True)]
 
 
 def _int8_rows() -> list[Artifact]:
-    plain = [Artifact(f"onnx_int8_qdq_{tag}", "onnx", "int8", "quantize", f"static QDQ {tag}", competes=True)
-             for tag in ONNX_ACTIVATIONS.values()]
-    plain += [Artifact("tflite_int8_full", "tflite", "int8", "quantize", "full integer", competes=True)]
-    rows = list(plain)
+    """The backends' int8 rows (facemark.backends.Int8Row): the competing plain rows first, then
+    their mixed and QAT recoveries, then the others, each group in table order."""
+    specs = [(fmt, row) for fmt, backend in BACKENDS.items() for row in backend.int8]
+    plain = [Artifact(f"{fmt}_int8_{row.tag}", fmt, "int8", "quantize", row.mode, competes=row.competes)
+             for fmt, row in specs]
+    rows = [row for row in plain if row.competes]
     rows += [Artifact(f"{row.name}_mixed", row.format, "int8", "quantize", f"{row.mode}, sensitive layers float",
-                      source=row.name, competes=True) for row in plain]
-    rows += [Artifact("onnx_int8_qdq_u8s8_qat", "onnx", "int8", "qat", "QAT QDQ u8s8", "onnx_int8_qdq_u8s8", True),
-             Artifact("tflite_int8_full_qat", "tflite", "int8", "qat", "QAT full integer", "tflite_int8_full", True),
-             Artifact("onnx_int8_dynamic", "onnx", "int8", "quantize", "dynamic"),
-             Artifact("tflite_int8_dynamic", "tflite", "int8", "quantize", "dynamic range"),
-             Artifact("coreml_int8_w8", "coreml", "int8", "quantize", "W8 weight-only"),
-             Artifact("coreml_int8_w8a8", "coreml", "int8", "quantize", "W8A8")]
-    return rows
+                      source=row.name, competes=True) for row, (_, spec) in zip(plain, specs) if spec.mixed]
+    rows += [Artifact(f"{row.name}_qat", row.format, "int8", "qat", spec.qat, row.name, True)
+             for row, (_, spec) in zip(plain, specs) if spec.qat]
+    return rows + [row for row in plain if not row.competes]
+
+
+def qat_row(fmt: str) -> Artifact:
+    """The registry row `facemark qat` writes for format `fmt` (one of facemark.backends.QAT_FORMATS)."""
+    return next(row for row in ARTIFACTS.values() if row.producer == "qat" and row.format == fmt)
 
 
 def float_name(fmt: str, precision: str, baked: bool) -> str:

@@ -8,7 +8,7 @@ value, what is allowed and where the value came from (the file or the --set over
 load_config before any verb reads data; a new key cannot be added without a rule (a test checks
 that every field declares one). Rules that tie two keys together live in CROSS_RULES.
 Adding a key: its default in base.yaml, `name: type = spec(rule)` here, and at least one refused
-value in BAD_VALUES of tests/test_bad_inputs.py (a test fails until all three agree).
+value in BAD_VALUES of tests/test_bad_config_values.py (a test fails until all three agree).
 Config files are plain data (yaml.safe_load): nothing in them executes.
 An experiment file may start with `_base_: other.yaml` to inherit from another: a path relative to
 the file, which must stay inside the config tree (the nearest folder named `configs` above the file
@@ -32,16 +32,16 @@ from typing import Any
 import yaml
 
 # the schema, read by every module through this one (facemark.config is the config's API)
-from facemark.config_schema import (CALIBRATION_METHODS, DEVICES, EXPORT_FORMATS, HEADS, LOSSES, LR_UPDATES,
-                                    ONNX_ACTIVATIONS, ON_MISS, OPSETS, QAT_FORMATS, QUANTIZE_FORMATS, SCHEDULERS,
+from facemark.config_schema import (CALIBRATION_METHODS, DEVICES, HEADS, LOSSES, LR_UPDATES,
+                                    ONNX_ACTIVATIONS, ON_MISS, OPSETS, SCHEDULERS,
                                     SEED_MAX, TFLITE_IO, AugmentConfig, Config, DataConfig, ExportConfig,
                                     ExtraSet, InferConfig, ModelConfig, PredictConfig, QuantizeConfig, RunsConfig, SynthConfig,
                                     TrainConfig, ValidateConfig)
 from facemark.errors import ConfigError
 from facemark.io import file_inside
 
-__all__ = ["CALIBRATION_METHODS", "DEVICES", "EXPORT_FORMATS", "HEADS", "LOSSES", "LR_UPDATES", "ONNX_ACTIVATIONS",
-           "ON_MISS", "OPSETS", "QAT_FORMATS", "QUANTIZE_FORMATS", "SCHEDULERS", "SEED_MAX", "TFLITE_IO",
+__all__ = ["CALIBRATION_METHODS", "DEVICES", "HEADS", "LOSSES", "LR_UPDATES", "ONNX_ACTIVATIONS",
+           "ON_MISS", "OPSETS", "SCHEDULERS", "SEED_MAX", "TFLITE_IO",
            "AugmentConfig", "Config", "DataConfig", "ExportConfig", "ExtraSet", "InferConfig", "ModelConfig", "PredictConfig",
            "QuantizeConfig", "RunsConfig", "SynthConfig", "TrainConfig", "ValidateConfig", "CROSS_RULES",
            "base_config_path", "base_value", "section_from_saved", "check_cross_rules", "check_value", "config_from_dict",
@@ -65,8 +65,9 @@ def _sets_need_the_integral_head(cfg: Config) -> tuple[str, str, tuple[str, ...]
     data.scheme's."""
     if not cfg.data.sets:
         return None
-    if cfg.model.head != "integral" or cfg.train.loss == "rle":
-        return "data.sets", (f"needs model.head integral and a coordinate loss (one head per scheme), got "
+    if not HEADS[cfg.model.head].multi_scheme or cfg.train.loss == "rle":
+        heads = " or ".join(name for name, spec in HEADS.items() if spec.multi_scheme)
+        return "data.sets", (f"needs model.head {heads} and a coordinate loss (one head per scheme), got "
                              f"model.head {cfg.model.head}, train.loss {cfg.train.loss}"), ("model.head", "train.loss")
     if cfg.data.scheme in {item.scheme for item in cfg.data.sets}:
         return "data.sets", f"must not repeat data.scheme ({cfg.data.scheme}): --data trains that head", ("data.scheme",)

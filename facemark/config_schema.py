@@ -2,7 +2,7 @@
 value rule (`spec(rule)`, facemark/config_rules.py), and the choice lists the rules use.
 
 Adding a key: its default in base.yaml, `name: type = spec(rule)` here, and at least one refused
-value in BAD_VALUES of tests/test_bad_inputs.py (a test fails until all three agree). Loading and
+value in BAD_VALUES of tests/test_bad_config_values.py (a test fails until all three agree). Loading and
 checking the YAML files: facemark/config.py.
 """
 
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from facemark.backends import FORMATS, QAT_FORMATS
 from facemark.data.detectors import DETECTORS
+from facemark.head_specs import HEADS
 from facemark.filters import FILTERS
 from facemark.config_rules import (Rule, flag, folder_name, integer, named, number, off_or_at_least, one_of,
                                    optional, probability, spec, subset_of, text)
@@ -23,13 +25,9 @@ from facemark.config_rules import (Rule, flag, folder_name, integer, named, numb
 # Names other modules dispatch on; the stage modules check that their tables agree (tests/test_config.py).
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
 LR_UPDATES = ("step", "epoch")
-HEADS = ("pool", "spatial", "pip", "integral")   # landmark heads (facemark.heads)
 GRID_COARSE = ("last", "first", "none")   # which stride-32 features a grid head fuses (facemark.model)
 LOSSES = ("mse", "wing", "smooth_l1", "l1", "rle")
 DEVICES = ("auto", "cpu", "cuda")
-EXPORT_FORMATS = ("onnx", "tflite", "coreml")
-QUANTIZE_FORMATS = ("tflite", "onnx", "coreml")
-QAT_FORMATS = ("onnx", "tflite")      # formats facemark qat writes an artifact for
 ON_MISS = ("landmarks", "skip")
 TFLITE_IO = ("float32", "int8", "uint8")
 ONNX_ACTIVATIONS = ("uint8", "int8")
@@ -204,7 +202,7 @@ class TrainConfig:
 
 @dataclass
 class ExportConfig:
-    formats: list[str] = spec(subset_of(EXPORT_FORMATS, min_items=1))
+    formats: list[str] = spec(subset_of(FORMATS, min_items=1))
     opset: int = spec(integer(*OPSETS))
     dynamic_batch: bool = spec(flag())
     # graph takes uint8 RGB and returns crop pixels
@@ -215,7 +213,7 @@ class ExportConfig:
 
 @dataclass
 class QuantizeConfig:
-    formats: list[str] = spec(subset_of(QUANTIZE_FORMATS))   # [] = no int8 artifacts
+    formats: list[str] = spec(subset_of(FORMATS))   # [] = no int8 artifacts
     calibration_count: int = spec(integer(1))
     calibration_seed: int = spec(integer(0, SEED_MAX))
     # "float32", "int8" or "uint8" for full-integer TFLite I/O

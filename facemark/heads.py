@@ -25,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from facemark.head_specs import HEADS
+
 
 class SpatialHead(nn.Module):
     """(N, C, h, w) backbone features -> (N, 2P): a 1x1 conv to `channels` + BatchNorm + ReLU,
@@ -56,22 +58,25 @@ class GridHead(nn.Module):
     `coarse_channels` None: no stride-32 branch, the head reads the stride-16 features alone.
 
     Maps, per point p and cell k of the H x W grid: a score s[p, k] and offsets (ox, oy)[p, k] in
-    cell units from the cell's centre. Decoding (`decode`):
-    - "pip": the cell with the highest score (ties averaged), its centre plus its offsets;
-    - "integral": sum_k softmax(s)[p, k] * (centre_k + offset_k).
+    cell units from the cell's centre. Decoding (`head`, a grid row of facemark.head_specs.HEADS,
+    by its decode):
+    - "argmax" (pip): the cell with the highest score (ties averaged), its centre plus its offsets;
+    - "softmax" (integral): sum_k softmax(s)[p, k] * (centre_k + offset_k).
     Both are plain tensor ops (max, equal, softmax, sums), which every converter and int8 backend
     supports, so the exported graph still returns (N, 2P) normalised crop coordinates.
 
-    Training mode returns (N, 2P + 3PK) = coordinates, then the scores, x offsets and y offsets
-    flattened as (P, K) each (K = H*W), for the map losses of facemark.train.losses.
+    Training mode returns, for a head that trains on its maps (HeadSpec.map_loss), (N, 2P + 3PK) =
+    coordinates, then the scores, x offsets and y offsets flattened as (P, K) each (K = H*W), for
+    the map loss of facemark.train.losses; otherwise the coordinates, as in eval mode.
     """
 
     def __init__(self, fine_channels: int, coarse_channels: int | None, grid: tuple[int, int], channels: int,
-                 num_points: int, decode: str) -> None:
+                 num_points: int, head: str) -> None:
         super().__init__()
-        if decode not in ("pip", "integral"):
-            raise ValueError(f"GridHead decode must be pip or integral, got {decode!r}")
-        self.decode, self.num_points, self.grid = decode, num_points, grid
+        if head not in HEADS or HEADS[head].attach != "grid":
+            grid_heads = [name for name, spec in HEADS.items() if spec.attach == "grid"]
+            raise ValueError(f"GridHead head must be one of {', '.join(grid_heads)}, got {head!r}")
+        self.spec, self.num_points, self.grid = HEADS[head], num_points, grid
         self.fine = _conv_bn_relu(fine_channels, channels, 1)
         self.coarse = None if coarse_channels is None else _conv_bn_relu(coarse_channels, channels, 1)
         self.upsample = nn.Upsample(size=grid, mode="nearest")
@@ -106,7 +111,7 @@ class GridHead(nn.Module):
 
     def points(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
         """Decode (N, P, K) maps -> (N, 2P) normalised crop coordinates (x0, y0, x1, y1, ...)."""
-        if self.decode == "pip":
+        if self.spec.decode == "argmax":
             weights = (scores == scores.amax(dim=2, keepdim=True)).to(scores.dtype)
             weights = weights / weights.sum(dim=2, keepdim=True)
         else:
@@ -127,7 +132,7 @@ class GridHead(nn.Module):
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         scores, off_x, off_y = self.maps(fine, coarse)
         coords = self.points(scores, off_x, off_y)
-        if not self.training or self.decode == "integral":
+        if not self.training or not self.spec.map_loss:
             return coords
         return torch.cat([coords, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from facemark import codec
+from facemark.backends import BACKENDS
 from facemark.errors import ArtifactError, DataError
 from facemark.io import sha256_of
 from facemark.runtime import Runner
@@ -147,7 +148,8 @@ def _boxes(boxes: Any, width: int, height: int) -> list[np.ndarray]:
 Loaded = tuple[Runner, dict[str, Any], int, float, Scheme, Refinement]
 
 
-MODEL_SUFFIXES = (".pt", ".onnx", ".tflite", ".mlpackage")
+ARTIFACT_SUFFIXES = tuple(backend.suffix for backend in BACKENDS.values())
+MODEL_SUFFIXES = (".pt", *ARTIFACT_SUFFIXES)
 
 
 def is_model_source(text: str | Path) -> bool:
@@ -159,7 +161,7 @@ def is_model_source(text: str | Path) -> bool:
     path = Path(text)
     if not path.exists():
         return pretrained.is_model_name(str(text)) or path.suffix in MODEL_SUFFIXES
-    if path.is_dir() and path.suffix != ".mlpackage":
+    if path.is_dir() and path.suffix not in ARTIFACT_SUFFIXES:   # an .mlpackage is a folder
         return any((path / name).exists() for name in ("best.pt", "export", "manifest.json"))
     return path.suffix in MODEL_SUFFIXES
 
@@ -196,7 +198,7 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
 
 def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:
     from facemark.manifest import load_manifest, manifest_normalisation, manifest_path, verify_artifact
-    from facemark.runtime import Feed, create_runner, needs_macos
+    from facemark.runtime import Feed, create_runner
 
     export_dir = path.parent
     manifest = load_manifest(export_dir)
@@ -206,8 +208,8 @@ def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:
         raise ArtifactError(f"{path}: not listed in {manifest_path(export_dir)} (the artifact's contract)")
     name, entry = names[0], manifest.artifacts[names[0]]
     verify_artifact(export_dir, name, manifest)
-    if needs_macos(entry.format):
-        raise ArtifactError(f"{path}: Core ML runs only on macOS")
+    if not BACKENDS[entry.format].runs_here():
+        raise ArtifactError(f"{path}: a {entry.format} artifact {BACKENDS[entry.format].where_it_runs()}")
     norm = manifest_normalisation(contract, str(manifest_path(export_dir)))
     scheme = load_scheme(contract.scheme.name)
     runner = create_runner(entry.format, path, Feed.of(entry), contract.size, norm, values=2 * scheme.num_points)

@@ -23,12 +23,12 @@ from torch import nn
 
 from facemark.config import Config, ModelConfig, config_from_saved
 from facemark.errors import ArtifactError, ConfigError
+from facemark.head_specs import HEADS
 from facemark.heads import GridHead, GridLandmarkNet, SchemeHeadsNet, SpatialHead, with_rle
 from facemark.weights import (IMAGENET, Normalisation, WeightsSource, hub_reachable, no_weights_error,
                               offline_source)
 
 CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
-GRID_HEADS = ("pip", "integral")   # heads on the stride-16 grid (facemark.heads.GridHead)
 
 
 def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None,
@@ -57,14 +57,16 @@ def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource |
         model = timm.create_model(model_cfg.arch, pretrained=False, **kwargs)
         source = source or WeightsSource("none", "random init (model.pretrained: false)",
                                          Normalisation.of_timm_model(model))
-    if model_cfg.head in GRID_HEADS:
+    head = HEADS[model_cfg.head]
+    if head.attach == "grid":
         model = _grid_model(model, model_cfg, num_points, input_size, extra_points or {})
-    elif model_cfg.head == "spatial":
+    elif head.attach == "spatial":
         _use_spatial_head(model, model_cfg, 2 * num_points, input_size)
     model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
     if rle:
-        if model_cfg.head in GRID_HEADS:
-            raise ConfigError(f"train.loss: rle needs a regression head (model.head pool or spatial), "
+        if not head.regression:
+            regression = " or ".join(name for name, spec in HEADS.items() if spec.regression)
+            raise ConfigError(f"train.loss: rle needs a regression head (model.head {regression}), "
                               f"not {model_cfg.head}")
         with_rle(model)
     _init_regression_head(model)
@@ -156,7 +158,7 @@ def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input
 
     def head(points: int) -> GridHead:
         return GridHead(fine.shape[1], None if coarse is None else coarse.shape[1], tuple(fine.shape[2:]),
-                        model_cfg.head_channels, points, decode=model_cfg.head)
+                        model_cfg.head_channels, points, head=model_cfg.head)
 
     if extra_points:
         return SchemeHeadsNet(model.train(), head(num_points), indices, extra_blocks,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from facemark.config import EXPORT_FORMATS, Config, resolve_choices, save_config
+from facemark.artifacts import ARTIFACTS, qat_row
+from facemark.backends import BACKENDS
+from facemark.config import Config, resolve_choices, save_config
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import exported_from, load_manifest, manifest_path, verify_artifact
@@ -69,15 +71,11 @@ def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
 
 def check_plan(cfg: Config, source: str) -> None:
     """Before anything trains: each int8 format of quantize.formats needs its float source
-    artifact (the backend's SOURCE, e.g. onnx_fp32 for tflite and onnx) among export.formats, and
+    artifact (its backend's int8_from, e.g. onnx_fp32 for tflite and onnx) among export.formats, and
     quantize.qat needs a format to write."""
-    import importlib
-
-    from facemark.quantize.run import BACKENDS
-
-    exported = resolve_choices(cfg.export.formats, [], list(EXPORT_FORMATS), "export.formats")
+    exported = resolve_choices(cfg.export.formats, [], list(BACKENDS), "export.formats")
     for fmt in resolve_choices(cfg.quantize.formats, [], list(BACKENDS), "quantize.formats"):
-        needed = importlib.import_module(BACKENDS[fmt]).SOURCE.split("_")[0]
+        needed = ARTIFACTS[BACKENDS[fmt].int8_from].format
         if needed not in exported:
             raise ConfigError(f"{source}: 'quantize.formats' has {fmt}, made from the float {needed} export, but "
                               f"'export.formats' is {cfg.export.formats}; add {needed} to export.formats or "
@@ -137,18 +135,18 @@ def _artifacts_current(run_dir: Path, formats: list[str], quantized: bool) -> bo
 def qat_current(run_dir: Path, cfg: Config) -> bool:
     """True when every QAT artifact quantize.formats calls for is in the manifest, intact, and was
     fine-tuned from the current best.pt."""
-    from facemark.quantize.qat import ROWS, qat_formats
+    from facemark.quantize.qat import qat_formats
 
     if not _artifacts_current(run_dir, [], quantized=True):
         return False
     export_dir = RunDir(run_dir).export
     manifest, source = load_manifest(export_dir), sha256_of(RunDir(run_dir).best)
     for fmt in qat_formats(cfg):
-        entry = manifest.artifacts.get(ROWS[fmt].name)
+        entry = manifest.artifacts.get(qat_row(fmt).name)
         if entry is None or entry.details.get("qat", {}).get("source_sha256") != source:
             return False
         try:
-            verify_artifact(export_dir, ROWS[fmt].name, manifest)
+            verify_artifact(export_dir, qat_row(fmt).name, manifest)
         except ArtifactError:
             return False
     return True

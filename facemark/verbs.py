@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 
-from facemark.artifacts import SUFFIX
+from facemark.backends import FORMATS
 from facemark.rundir import RunDir
 
-FORMAT_CHOICES = [*SUFFIX, "all"]
+FORMAT_CHOICES = [*FORMATS, "all"]
 IN_RUN, IN_OUT = attrgetter("run"), attrgetter("out")   # a verb's log folder: its RUN or --out
 
 

@@ -1,5 +1,5 @@
-"""What every int8 backend shares: the job it is given, the row it returns, the output-step check
-and the parity figures against PyTorch.
+"""What every int8 backend shares: the job it is given, the output-step check and the parity
+figures against PyTorch (the row it returns: facemark.artifact_rows.RowResult).
 
 Coordinate spaces: network outputs are (N, 2P) normalised crop units, (P - S/2) / (S/2); every
 figure reported here is converted to crop pixels (x S/2) so that it can be compared with the
@@ -8,8 +8,6 @@ inter-pupil distance of the faces.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from torch import nn
 
 from facemark.artifacts import Artifact
 from facemark.config import Config
+from facemark.convert.parity import ParityError, parity_figures
 from facemark.data.crops import CropSet
 from facemark.errors import ArtifactError
 from facemark.quantize.calibration import Calibration
@@ -26,7 +25,6 @@ from facemark.contract import Manifest, RunContract
 from facemark.manifest import manifest_normalisation
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
-from facemark.status import Status
 
 # A quantised artifact whose mean landmark error against PyTorch exceeds this fraction of the
 # inter-pupil distance is broken (wrong ranges, wrong layout), not merely less accurate; the
@@ -70,37 +68,6 @@ class QuantJob:
         return load_scheme(self.cfg.data.scheme).interpupil(self.parity.crop_points)
 
 
-@dataclass
-class QuantResult:
-    """One row of the summary table. `file` (relative to the export folder) and `facts` (its
-    manifest entry beyond file/sha256/size/tools) are set when the artifact was written."""
-
-    name: str
-    mode: str              # how it is quantised (facemark.artifacts.Artifact.mode)
-    status: str
-    file: str | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status == Status.FAILED
-
-
-def attempt(row: Artifact, work: Callable[[], QuantResult]) -> QuantResult:
-    """Run the `work` that writes registry row `row`; any exception becomes a failed row naming the
-    artifact, so one backend's failure never stops the others."""
-    start = time.perf_counter()
-    try:
-        result = work()
-    except Exception as exc:  # a converter bug, a crash in a child process, a refused output step
-        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        result = QuantResult(row.name, row.mode, Status.FAILED, error=f"{type(exc).__name__}: {message}")
-    result.seconds = time.perf_counter() - start
-    return result
-
-
 def check_output_step(scale: float, size: int, median_ipd_px: float, max_step: float) -> dict[str, Any]:
     """Judge the quantisation step of the int8 tensor that becomes the landmark output.
 
@@ -121,25 +88,18 @@ def check_output_step(scale: float, size: int, median_ipd_px: float, max_step: f
     return figures
 
 
-def parity_figures(actual: np.ndarray, expected: np.ndarray, size: int, ipd_px: np.ndarray, split: str,
-                   reference: str = "pytorch float32") -> dict[str, Any]:
-    """Compare (N, 2P) normalised outputs of an artifact with the reference -> manifest figures.
-
-    Figures are point distances in crop pixels: mean_px, max_px, and nme_ipd (mean distance /
-    inter-pupil distance, the landmark error the quantisation alone adds). Non-finite outputs or a
-    nme_ipd above PARITY_SANITY_IPD raise ArtifactError.
-    """
-    actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
-    if not np.all(np.isfinite(actual)):
-        raise ArtifactError(f"artifact returned non-finite landmarks on {split} crops")
-    dist = np.linalg.norm((actual - expected).reshape(len(expected), -1, 2), axis=-1) * size / 2.0
-    nme = float(np.mean(dist.mean(axis=1) / ipd_px))
-    figures = {"reference": reference, "split": split, "images": int(len(expected)),
-               "units": "crop pixels (point distance)", "mean_px": round(float(dist.mean()), 4),
-               "max_px": round(float(dist.max()), 4), "nme_ipd": round(nme, 5)}
-    if nme > PARITY_SANITY_IPD:
-        raise ArtifactError(f"int8 landmarks are {nme:.2f} inter-pupil distances from PyTorch on average "
-                            f"over {len(expected)} {split} crops: the quantised model is broken")
+def int8_parity(actual: np.ndarray, expected: np.ndarray, job: QuantJob,
+                reference: str = "pytorch float32") -> dict[str, Any]:
+    """The parity figures (convert.parity.parity_figures) of an int8 artifact's (N, 2P) outputs on the
+    job's parity crops; a mean distance above PARITY_SANITY_IPD inter-pupil distances, or non-finite
+    landmarks, raise ArtifactError."""
+    try:
+        figures = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split, reference)
+    except ParityError as exc:
+        raise ArtifactError(str(exc)) from None
+    if figures["nme_ipd"] > PARITY_SANITY_IPD:
+        raise ArtifactError(f"int8 landmarks are {figures['nme_ipd']:.2f} inter-pupil distances from PyTorch on "
+                            f"average over {figures['images']} {job.parity.split} crops: the quantised model is broken")
     return figures
 
 

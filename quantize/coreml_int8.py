@@ -28,14 +28,16 @@ import torch
 from facemark.convert.coreml import INPUT_NAME, OUTPUT_NAME
 from facemark.console import captured
 from facemark.artifacts import ARTIFACTS, Artifact
+from facemark.backends import BACKENDS
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      load_torch_before_tensorflow, parity_figures)
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.quantize.common import (QuantJob, check_output_step, int8_facts, int8_parity,
+                                      load_torch_before_tensorflow)
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
-SOURCE = "coreml_fp32"
+SOURCE = BACKENDS["coreml"].int8_from
 CALIBRATION_BATCH = 16
 QUANTISED_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "quantize", "dequantize")
 
@@ -47,7 +49,7 @@ def planned(job: QuantJob) -> list[Artifact]:
     return [W8, W8A8]
 
 
-def quantize(job: QuantJob) -> list[QuantResult]:
+def quantize(job: QuantJob) -> list[RowResult]:
     """Entry point: W8 and W8A8, each independent."""
     return [attempt(W8, lambda: _w8(job)), attempt(W8A8, lambda: _w8a8(job))]
 
@@ -59,7 +61,7 @@ def import_coremltools():
     return coremltools
 
 
-def _w8(job: QuantJob) -> QuantResult:
+def _w8(job: QuantJob) -> RowResult:
     ct = import_coremltools()
     import coremltools.optimize as cto
 
@@ -76,7 +78,7 @@ def _w8(job: QuantJob) -> QuantResult:
     return _save(job, quantized, W8, facts)
 
 
-def _w8a8(job: QuantJob) -> QuantResult:
+def _w8a8(job: QuantJob) -> RowResult:
     ct = import_coremltools()
 
     facts = int8_facts(W8A8, "int8 per-channel weights and uint8 activations (symmetric), "
@@ -90,10 +92,10 @@ def _w8a8(job: QuantJob) -> QuantResult:
     if scale is not None:
         facts["output_step"] = check_output_step(scale, job.size, job.calibration.median_ipd_px,
                                                  job.cfg.quantize.max_output_step)
-    facts["simulated_parity"] = parity_figures(
+    facts["simulated_parity"] = int8_parity(
         TorchRunner(prepared, job.size, job.norm).predict(job.parity.crops),
         TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops),
-        job.size, job.parity_ipd_px(), job.parity.split, reference="pytorch float32 vs fake-quantised pytorch")
+        job, reference="pytorch float32 vs fake-quantised pytorch")
     final = quantizer.finalize(prepared, inplace=False).eval()
     example = torch.from_numpy(job.calibration.inputs("NCHW")[:1])
     with torch.no_grad():
@@ -168,7 +170,7 @@ def output_fake_quant_scale(prepared: torch.nn.Module) -> float | None:
     return None
 
 
-def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> QuantResult:
+def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> RowResult:
     """Embed the contract, save atomically, reload and check the spec (and run it on macOS)."""
     from facemark.convert.coreml import can_predict, check_spec
     from facemark.convert.parity import embedded_metadata
@@ -186,11 +188,11 @@ def _save(job: QuantJob, mlmodel, row: Artifact, facts: dict[str, Any]) -> Quant
         if can_predict():
             actual = create_runner("coreml", tmp, Feed("NCHW"), job.size, job.norm).predict(job.parity.crops)
             expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
-            facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
+            facts["parity"] = int8_parity(actual, expected, job)
             facts["status"] = Status.VERIFIED
         else:
             facts["status"] = Status.WRITTEN
-    return QuantResult(row.name, row.mode, facts["status"], row.file, facts)
+    return written(row, facts)
 
 
 def quantised_ops(package: Path) -> dict[str, int]:

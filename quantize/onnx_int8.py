@@ -15,23 +15,27 @@ crop units, as the float ONNX. Each file runs in onnxruntime on held-out crops b
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from facemark.backends import BACKENDS
 from facemark.errors import ConfigError
-from facemark.artifacts import ARTIFACTS, Artifact, onnx_static
+from facemark.artifacts import ARTIFACTS, Artifact, onnx_static, qat_row
 from facemark.console import captured
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      decode_note, parity_figures, ranges_label)
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.quantize.common import (QuantJob, check_output_step, converter_ranges, decode_note, int8_facts,
+                                      int8_parity, ranges_label)
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
-SOURCE = "onnx_fp32"
+SOURCE = BACKENDS["onnx"].int8_from
 DYNAMIC = ARTIFACTS["onnx_int8_dynamic"]
 
 
@@ -40,7 +44,7 @@ def planned(job: QuantJob) -> list[Artifact]:
     return [onnx_static(job.cfg.quantize.onnx_activation)] + ([DYNAMIC] if job.cfg.quantize.onnx_dynamic else [])
 
 
-def quantize(job: QuantJob) -> list[QuantResult]:
+def quantize(job: QuantJob) -> list[RowResult]:
     """Entry point: the static QDQ model, and the dynamic one when quantize.onnx_dynamic is on."""
     from facemark.quantize.recover import onnx_rows
 
@@ -127,7 +131,7 @@ def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
     return check_output_step(scale, job.size, job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
 
 
-def _static(job: QuantJob, row: Artifact, activation: str) -> QuantResult:
+def _static(job: QuantJob, row: Artifact, activation: str) -> RowResult:
     source = preprocessed_source(job)
     method = job.cfg.quantize.calibration_method
     description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges "
@@ -139,10 +143,10 @@ def _static(job: QuantJob, row: Artifact, activation: str) -> QuantResult:
         facts["output_step"] = output_step(job, tmp)
         facts["int8_macs"] = int8_macs(source, tmp)
         finish(job, tmp, facts)
-    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
+    return written(row, facts)
 
 
-def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activation: str) -> QuantResult:
+def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activation: str) -> RowResult:
     """The chosen recovery candidate as an artifact: the QDQ model with recovery.chosen.excluded
     nodes in float, its contract, float layers, int8 share and search in the manifest."""
     chosen = recovery.chosen
@@ -157,10 +161,10 @@ def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activ
         shutil.copyfile(chosen.path, tmp)
         facts["output_step"] = output_step(job, tmp)
         finish(job, tmp, facts)
-    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
+    return written(row, facts)
 
 
-def _dynamic(job: QuantJob) -> QuantResult:
+def _dynamic(job: QuantJob) -> RowResult:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = preprocessed_source(job)
@@ -171,7 +175,7 @@ def _dynamic(job: QuantJob) -> QuantResult:
     with atomic_path(job.export_dir / DYNAMIC.file) as tmp:
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finish(job, tmp, facts)
-    return QuantResult(DYNAMIC.name, DYNAMIC.mode, Status.VERIFIED, DYNAMIC.file, facts)
+    return written(DYNAMIC, facts)
 
 
 def output_scale(onnx_path: Path) -> float:
@@ -195,8 +199,7 @@ def finish(job: QuantJob, onnx_path: Path, facts: dict[str, Any]) -> None:
 
     _embed(onnx_path, embedded_metadata(job.contract, facts))
     actual = create_runner("onnx", onnx_path, Feed(facts["layout"]), job.size, job.norm).predict(job.parity.crops)
-    facts["parity"] = parity_figures(actual, TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops), job.size,
-                                     job.parity_ipd_px(), job.parity.split)
+    facts["parity"] = int8_parity(actual, TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops), job)
     facts["status"] = Status.VERIFIED
 
 
@@ -212,3 +215,44 @@ def _embed(onnx_path: Path, metadata: dict[str, str]) -> None:
     tmp = onnx_path.with_name(onnx_path.name + ".meta")
     onnx.save(model, str(tmp))
     shutil.move(str(tmp), onnx_path)
+
+
+def write_qat(job: QuantJob, tuner: Any) -> RowResult:
+    """onnx_int8_qdq_u8s8_qat: convert_pt2e of `tuner`'s fine-tuned graph (quantize.qat.FineTuner),
+    exported as QDQ ONNX."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from facemark.convert.onnx import INPUT_NAME, OUTPUT_NAME
+    from facemark.quantize.qat import QAT_CHECKPOINT
+    from facemark.quantize.sensitivity import int8_mac_fraction
+    from facemark.quantize.sensitivity_onnx import onnx_int8_nodes, onnx_macs
+
+    row = qat_row("onnx")
+    converted = convert_pt2e(copy.deepcopy(tuner.graph))
+    move_exported_model_to_eval(converted)
+    description = ("quantisation-aware fine-tuned: int8 per-channel weights, uint8 activations with the "
+                   f"{converter_ranges(job.cfg)} ranges it was fine-tuned against, QDQ format; float32 I/O")
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, QAT_CHECKPOINT)
+    facts["calibration"].update(method="qat", detail=tuner.settings["ranges"])
+    facts["qat"] = tuner.record()
+    with atomic_path(job.export_dir / row.file) as tmp:
+        _export_dynamo(converted, tmp, job.size, INPUT_NAME, OUTPUT_NAME)
+        facts["output_step"] = output_step(job, tmp)
+        facts["int8_macs"] = round(int8_mac_fraction(onnx_macs(tmp), onnx_int8_nodes(tmp)), 4)
+        finish(job, tmp, facts)
+    return written(row, facts)
+
+
+def _export_dynamo(graph: torch.nn.Module, path: Path, size: int, input_name: str, output_name: str) -> None:
+    """torch.onnx's dynamo exporter (it translates the quantize/dequantize ops of a converted PT2E
+    graph into QuantizeLinear/DequantizeLinear; the TorchScript one does not), batch 1, checked."""
+    import onnx
+
+    program = torch.onnx.export(graph, (torch.zeros(1, 3, size, size),), dynamo=True, input_names=[input_name],
+                                output_names=[output_name], verbose=False)
+    program.save(str(path))
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    proto.producer_name = "facemark"
+    onnx.save(proto, str(path))

@@ -18,7 +18,8 @@ from pathlib import Path
 from facemark.artifacts import Artifact, mixed_of
 from facemark.errors import DataError
 from facemark.manifest import drop_artifact
-from facemark.quantize.common import QuantJob, QuantResult, attempt, converter_ranges
+from facemark.artifact_rows import RowResult, attempt
+from facemark.quantize.common import QuantJob, converter_ranges
 from facemark.runtime import Feed, WorkerFailed, create_runner, run_artifact
 from facemark.quantize.mixed import EvalFaces, Recovery, affordable, search
 from facemark.quantize.sensitivity import recovery_order
@@ -30,8 +31,8 @@ def wanted(job: QuantJob) -> bool:
     return job.explain or job.cfg.quantize.mixed
 
 
-def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[str]], row: Artifact,
-              recover: Callable[[Recovery], QuantResult], searcher: Callable[[EvalFaces], Recovery]) -> list[QuantResult]:
+def recovered(job: QuantJob, plain: RowResult, fmt: str, ranking: list[list[str]], row: Artifact,
+              recover: Callable[[Recovery], RowResult], searcher: Callable[[EvalFaces], Recovery]) -> list[RowResult]:
     """Run the search for `plain` and, when it chose a candidate, write it with `recover` -> the
     mixed row `row` (none when plain int8 met the target, or nothing kept enough MACs in int8). The
     plain row's manifest entry records the search."""
@@ -47,10 +48,10 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
           f"(target {job.cfg.quantize.mixed_target:+.2%} NME vs float on val)")
     outcome: dict[str, Recovery] = {}
 
-    def work() -> QuantResult:
+    def work() -> RowResult:
         outcome["recovery"] = searcher(faces)
         if outcome["recovery"].chosen is None:
-            return QuantResult(row.name, row.mode, "not needed")
+            return RowResult(row.name, row.mode, "not needed")
         return recover(outcome["recovery"])
 
     result = attempt(row, work)
@@ -65,7 +66,7 @@ def recovered(job: QuantJob, plain: QuantResult, fmt: str, ranking: list[list[st
 
 # ---------------------------------------------------------------- ONNX
 
-def guarded(row: Artifact, work: Callable[[], list[QuantResult]]) -> list[QuantResult]:
+def guarded(row: Artifact, work: Callable[[], list[RowResult]]) -> list[RowResult]:
     """`work`'s rows. An error while ranking or searching is reported on stderr and writes no row:
     the plain artifacts already written stand, and the gate judges them (a converter or debugger
     that cannot analyse some architecture must not fail a quantisation that succeeded)."""
@@ -78,7 +79,7 @@ def guarded(row: Artifact, work: Callable[[], list[QuantResult]]) -> list[QuantR
         return []
 
 
-def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantResult]:
+def onnx_rows(job: QuantJob, plain: RowResult, activation: str) -> list[RowResult]:
     """Rank the layers of the plain QDQ model (job.sensitivity["onnx"]) and recover it."""
     row = mixed_of(plain.name)
     drop_artifact(job.export_dir, row.name)   # made from the plain row this run replaces
@@ -87,7 +88,7 @@ def onnx_rows(job: QuantJob, plain: QuantResult, activation: str) -> list[QuantR
     return guarded(row, lambda: _onnx_rows(job, plain, activation, row))
 
 
-def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact) -> list[QuantResult]:
+def _onnx_rows(job: QuantJob, plain: RowResult, activation: str, row: Artifact) -> list[RowResult]:
     from facemark.quantize import onnx_int8
 
     source = onnx_int8.preprocessed_source(job)
@@ -115,7 +116,7 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact
                       lambda path: onnx_int8.int8_macs(source, path), faces.float_nme, len(faces.crops),
                       job.work_dir, job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
 
-    def recover(recovery: Recovery) -> QuantResult:
+    def recover(recovery: Recovery) -> RowResult:
         return onnx_int8.write_mixed(job, row, recovery, source, activation)
 
     return recovered(job, plain, "onnx", ranking, row, recover, searcher)
@@ -123,8 +124,8 @@ def _onnx_rows(job: QuantJob, plain: QuantResult, activation: str, row: Artifact
 
 # ---------------------------------------------------------------- TFLite
 
-def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None,
-                calibration: TfliteCalibration | None = None) -> list[QuantResult]:
+def tflite_rows(job: QuantJob, plain: RowResult, saved_model: Path | None,
+                calibration: TfliteCalibration | None = None) -> list[RowResult]:
     """Rank the ops of the full-int8 TFLite model with LiteRT's debugger (job.sensitivity["tflite"])
     and recover it as tflite_int8_full_mixed (float I/O). `calibration`: the one the plain row was
     quantised from (percentile ranges), else a min-max one is made from `saved_model`."""
@@ -135,8 +136,8 @@ def tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None,
     return guarded(row, lambda: _tflite_rows(job, plain, saved_model, calibration, row))
 
 
-def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, calibration: TfliteCalibration | None,
-                 row: Artifact) -> list[QuantResult]:
+def _tflite_rows(job: QuantJob, plain: RowResult, saved_model: Path | None, calibration: TfliteCalibration | None,
+                 row: Artifact) -> list[RowResult]:
     from facemark.quantize import tflite_int8
 
     inputs = job.calibration.inputs("NHWC")
@@ -170,7 +171,7 @@ def _tflite_rows(job: QuantJob, plain: QuantResult, saved_model: Path | None, ca
                       tflite_int8.int8_macs, faces.float_nme, len(faces.crops), job.work_dir,
                       job.cfg.quantize.mixed_target, job.cfg.quantize.mixed_min_int8_macs, log=print)
 
-    def recover(recovery: Recovery) -> QuantResult:
+    def recover(recovery: Recovery) -> RowResult:
         chosen = recovery.chosen
         description = (f"int8 per-channel weights and int8 activations ({converter_ranges(job.cfg)} ranges from "
                        f"{len(job.calibration.crops)} calibration crops) except {len(chosen.excluded)} sensitive "

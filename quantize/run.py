@@ -8,31 +8,27 @@ independent: a failure is a row in the summary table, and the exit code is 1 if 
 
 from __future__ import annotations
 
-import importlib
 import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from facemark.artifact_rows import RowResult, run_rows, summary_table
+from facemark.backends import BACKENDS
 from facemark.config import config_from_saved, override_section, resolve_choices
 from facemark.convert.export import load_parity_crops
 from facemark.errors import ArtifactError
 from facemark.io import sweep_partials
-from facemark.manifest import (artifact_entry, check_exported_from, check_normalisation, load_manifest, manifest_path,
-                               record_artifact)
+from facemark.manifest import check_exported_from, check_normalisation, load_manifest, manifest_path
 from facemark.model import checkpoint_source, load_checkpoint
 from facemark.quantize.calibration import load_calibration
-from facemark.quantize.common import QuantJob, QuantResult, load_torch_before_tensorflow
+from facemark.quantize.common import QuantJob, load_torch_before_tensorflow
 from facemark.quantize.selection import select_shipped
 from facemark.quantize.sensitivity_report import write_explain
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
 from facemark.runtime.machine import is_x86
-from facemark.status import Status
 
-BACKENDS = {"tflite": "facemark.quantize.tflite_int8", "onnx": "facemark.quantize.onnx_int8",
-            "coreml": "facemark.quantize.coreml_int8"}
 SENSITIVITY_DIR = "sensitivity"   # under RUN/export: the --explain report
 
 
@@ -95,7 +91,7 @@ def export_missing_sources(run: Path, formats: list[str] | None, data_root: Path
     have = load_manifest(folder.export).artifacts if folder.manifest.is_file() else {}
     missing: dict[str, list[str]] = {}
     for name in resolve_backends(formats, []):
-        source = importlib.import_module(BACKENDS[name]).SOURCE
+        source = BACKENDS[name].int8_from
         entry = have.get(source)
         if entry is None or not (folder.export / entry.file).exists():
             missing.setdefault(source, []).append(name)
@@ -139,7 +135,7 @@ def build_job(run: Path, data_root: Path | None, calibration_count: int | None, 
         raise
 
 
-def finish_job(job: QuantJob, results: list[QuantResult]) -> int:
+def finish_job(job: QuantJob, results: list[RowResult]) -> int:
     """Exit code of a quantising verb: 1 (work folder kept for its logs) if any row failed, else 0."""
     if any(r.failed for r in results):
         print(f"facemark quantize: {sum(r.failed for r in results)} artifact(s) failed; logs kept in {job.work_dir}")
@@ -153,48 +149,7 @@ def resolve_backends(names: list[str] | None, default: list[str]) -> list[str]:
     return resolve_choices(names, default, list(BACKENDS), "quantize.formats")
 
 
-def _run_backend(name: str, job: QuantJob) -> list[QuantResult]:
-    """One format's rows, recorded in the manifest as they succeed; an error outside the per-artifact
-    guards fails every artifact the format planned."""
-    module = importlib.import_module(BACKENDS[name])
-    try:
-        results = module.quantize(job)
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-        results = [QuantResult(row.name, row.mode, Status.FAILED, error=message) for row in module.planned(job)]
-    record_results(job, results)
-    return results
-
-
-def record_results(job: QuantJob, results: list[QuantResult]) -> None:
-    """Record each written row in the manifest (with its seconds)."""
-    for result in results:
-        if not result.failed:
-            result.facts["seconds"] = round(result.seconds, 1)
-            entry = artifact_entry(job.export_dir, Path(result.file), **result.facts)
-            record_artifact(job.export_dir, result.name, entry)
-            result.facts = entry.to_json()   # what the summary prints: the recorded facts
-
-
-def summary_table(results: list[QuantResult]) -> str:
-    """Artifact, mode, status, size, parity vs PyTorch (mean / max point distance in crop px and
-    as a fraction of the inter-pupil distance), seconds; errors listed under the table."""
-    header = ("artifact", "mode", "status", "size", "parity vs pytorch (val)", "seconds")
-    rows = [header]
-    for r in results:
-        size = f"{r.facts['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r.facts else "-"
-        rows.append((r.name, r.mode, r.status, size, _parity_text(r.facts), f"{r.seconds:.1f}"))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"  {r.name}: {r.error}" for r in results if r.failed]
-    return "\n".join(lines)
-
-
-def _parity_text(facts: dict[str, Any]) -> str:
-    figures, note = facts.get("parity"), ""
-    if figures is None and "simulated_parity" in facts:
-        figures, note = facts["simulated_parity"], " (fake-quant sim)"
-    if figures is None:
-        return "not run"
-    return f"{figures['mean_px']:.3f}/{figures['max_px']:.3f} px, {figures['nme_ipd']:.2%} IPD{note}"
+def _run_backend(name: str, job: QuantJob) -> list[RowResult]:
+    """One format's int8 rows (its backend's quantizer), recorded in the manifest as they succeed."""
+    module = BACKENDS[name].module("quantizer")
+    return run_rows(job.export_dir, module.planned(job), lambda: module.quantize(job))

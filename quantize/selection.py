@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from facemark.artifacts import ARTIFACTS
+from facemark.backends import BACKENDS
 from facemark.contract import ArtifactEntry, Manifest
 from facemark.errors import DataError
 from facemark.manifest import load_manifest, record_artifact
 from facemark.quantize.common import QuantJob
-from facemark.runtime import needs_macos
 from facemark.status import Status
 
 def candidates(manifest: Manifest) -> dict[str, list[str]]:
@@ -29,7 +29,7 @@ def candidates(manifest: Manifest) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for name, entry in manifest.artifacts.items():
         row = ARTIFACTS.get(name)
-        if row is not None and row.competes and entry.status == Status.VERIFIED and not needs_macos(row.format):
+        if row is not None and row.competes and entry.status == Status.VERIFIED and BACKENDS[row.format].runs_here():
             groups.setdefault(row.format, []).append(name)
     return {fmt: sorted(names) for fmt, names in groups.items() if len(names) > 1}
 

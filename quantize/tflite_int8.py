@@ -24,17 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from facemark.artifacts import ARTIFACTS, Artifact
+from facemark.artifacts import ARTIFACTS, Artifact, qat_row
+from facemark.backends import BACKENDS
 from facemark.io import atomic_path
 from facemark.manifest import verify_artifact
-from facemark.quantize.common import (QuantJob, QuantResult, attempt, check_output_step, int8_facts,
-                                      converter_ranges, decode_note, parity_figures,
-                                      range_percentile)
+from facemark.artifact_rows import RowResult, attempt, written
+from facemark.quantize.common import (QuantJob, check_output_step, converter_ranges, decode_note, int8_facts,
+                                      int8_parity, range_percentile)
 from facemark.runtime import TorchRunner
 from facemark.weights import Normalisation
 from facemark.status import Status
 
-SOURCE = "onnx_fp32"
+SOURCE = BACKENDS["tflite"].int8_from
 SAME_SCALE_OPS = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
                   "SPACE_TO_DEPTH", "DEPTH_TO_SPACE"}
 # the one onnx2tf run every row of this format shares (a row of the summary table when it fails)
@@ -47,7 +48,7 @@ def planned(job: QuantJob) -> list[Artifact]:
     return list(KINDS)
 
 
-def quantize(job: QuantJob) -> list[QuantResult]:
+def quantize(job: QuantJob) -> list[RowResult]:
     """Entry point: one onnx2tf run (convert), then each kept file checked on its own. With
     quantize.calibration_method percentile, tflite_int8_full is LiteRT's quantisation of the saved
     model onnx2tf wrote, with percentile ranges (TfliteCalibration), instead of onnx2tf's min-max file."""
@@ -58,7 +59,7 @@ def quantize(job: QuantJob) -> list[QuantResult]:
     results = []
     for row, kind in KINDS.items():
         if conversion.failed:
-            results.append(QuantResult(row.name, row.mode, Status.FAILED, error=conversion.error,
+            results.append(RowResult(row.name, row.mode, Status.FAILED, error=conversion.error,
                                        seconds=conversion.seconds))
             continue
         result = attempt(row, lambda: _finish(job, row, _produced(job, kind, files, calibration), io_type))
@@ -165,7 +166,7 @@ def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) 
     return ["-oiqt", "-cind", INPUT_NAME, str(calibration_npy), mean, std, "-iqd", io_type, "-oqd", io_type]
 
 
-def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> QuantResult:
+def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> RowResult:
     """onnx2tf of `source` (default: the verified onnx_fp32) into the work folder: -oiqt when it
     quantizes (onnx2tf_quantizes), else -odrqt (dynamic range only: full_integer quantises its saved
     model, and onnx2tf's own calibration, about a minute on the demo model, would go unused); `files`
@@ -180,10 +181,10 @@ def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | 
     else:
         arguments = ["-odrqt"]
     files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
-    return QuantResult(ONNX2TF.name, ONNX2TF.mode, "converted")
+    return RowResult(ONNX2TF.name, ONNX2TF.mode, "converted")
 
 
-def _finish(job: QuantJob, row: Artifact, produced: Path | None, io_type: str) -> QuantResult:
+def _finish(job: QuantJob, row: Artifact, produced: Path | None, io_type: str) -> RowResult:
     if produced is None:
         raise RuntimeError(f"onnx2tf wrote no *_{KINDS[row]}.tflite (see "
                            f"{job.work_dir / 'tflite_int8' / 'onnx2tf.log'})")
@@ -203,7 +204,7 @@ def int8_macs(tflite_path: Path) -> float:
 
 
 def write_tflite(job: QuantJob, row: Artifact, produced: Path, description: str, dtype: str,
-                 calibrated: bool, extra: dict[str, Any], source: str = SOURCE) -> QuantResult:
+                 calibrated: bool, extra: dict[str, Any], source: str = SOURCE) -> RowResult:
     """Copy `produced` to export/(row's file) with the contract embedded, run it in LiteRT on the parity crops,
     check its output step, and return the verified row (`extra`: further manifest facts; `source`:
     what it was made from)."""
@@ -226,9 +227,9 @@ def write_tflite(job: QuantJob, row: Artifact, produced: Path, description: str,
             facts["output_step"] = check_output_step(io["output_step_scale"], job.size,
                                                      job.calibration.median_ipd_px, job.cfg.quantize.max_output_step)
         expected = TorchRunner(job.model, job.size, job.norm).predict(job.parity.crops)
-        facts["parity"] = parity_figures(actual, expected, job.size, job.parity_ipd_px(), job.parity.split)
+        facts["parity"] = int8_parity(actual, expected, job)
         facts["status"] = Status.VERIFIED
-    return QuantResult(row.name, row.mode, Status.VERIFIED, row.file, facts)
+    return written(row, facts)
 
 
 def description(full: bool, io_type: str, job: QuantJob) -> str:
@@ -262,3 +263,21 @@ def run_litert(tflite_path: Path, facts: dict[str, Any], job: QuantJob) -> tuple
     except WorkerFailed as exc:
         raise RuntimeError(f"{tflite_path.name}: LiteRT {exc.status}") from None
     return predictions.reshape(len(crops), -1).astype(np.float64), result["io"]
+
+
+def write_qat(job: QuantJob, tuner: Any) -> RowResult:
+    """tflite_int8_full_qat: `tuner`'s fine-tuned float weights (quantize.qat.FineTuner) -> ONNX ->
+    onnx2tf full integer, calibrated like tflite_int8_full."""
+    from facemark.convert.onnx import export_onnx
+    from facemark.quantize.qat import QAT_CHECKPOINT
+
+    onnx_path = export_onnx(tuner.float_model(), job.work_dir / "qat_fp32.onnx", job.size, job.cfg.export.opset)
+    files: dict[str, Path] = {}
+    convert(job, job.cfg.quantize.tflite_io, files, source=onnx_path)
+    produced = full_integer(job, files, {})
+    if produced is None:
+        raise RuntimeError(f"onnx2tf wrote no *_full_integer_quant.tflite (see {job.work_dir / 'tflite_int8'})")
+    text = "quantisation-aware fine-tuned weights; " + description(True, job.cfg.quantize.tflite_io, job)
+    extra = {"int8_macs": int8_macs(produced), "qat": tuner.record()}
+    return write_tflite(job, qat_row("tflite"), produced, text, job.cfg.quantize.tflite_io,
+                        calibrated=True, extra=extra, source=QAT_CHECKPOINT)

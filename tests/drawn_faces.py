@@ -183,3 +183,22 @@ class ScriptedScene:
 
 def face_path(start: tuple[float, float], velocity: tuple[float, float], frames: int, half: float = 30.0):
     return [np.array(start) + i * np.array(velocity) + half * UNIT for i in range(frames)]
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> None:
+    """An MJPG .avi of (IMAGE_SIZE, IMAGE_SIZE, 3) BGR frames at 10 fps."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (IMAGE_SIZE, IMAGE_SIZE))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+class DrawnFaceDetector:
+    """Stands in for MTCNN (which does not fire on drawn faces): one fixed box, counted."""
+
+    name = "mtcnn"
+    calls = 0
+
+    def detect(self, image):
+        type(self).calls += 1
+        return [(np.array([20.0, 18.0, 76.0, 80.0]), 0.99)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 SCRIPT = r"""
 import logging, os, subprocess, sys, warnings

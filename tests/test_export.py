@@ -24,7 +24,8 @@ from facemark.codec import denormalise
 from facemark.config import load_config, save_config
 from facemark.status import Status
 from facemark.convert.export import export_run
-from facemark.convert.formats import FORMATS, PARITY_BOUND, resolve_formats
+from facemark.backends import FORMATS
+from facemark.convert.formats import PARITY_BOUND, resolve_formats
 from facemark.convert.onnx import read_onnx_metadata
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.data.crops import load_crop_set
@@ -185,8 +186,8 @@ def test_failing_format_leaves_no_file_and_others_continue(tmp_path, monkeypatch
     assert sorted(p.name for p in export_dir.iterdir()) == ["manifest.json", "model_fp32.onnx"]
     assert set(load_manifest(export_dir).artifacts) == {"onnx_fp32"}
     out = capsys.readouterr().out
-    assert "RuntimeError: spec check exploded on purpose" in out and "second line" not in out
-    assert "FAILED: coreml" in out
+    assert "coreml_fp32: RuntimeError: spec check exploded on purpose" in out and "second line" not in out
+    assert "coreml_fp16: RuntimeError: spec check exploded on purpose" in out
 
 
 def test_unknown_format_lists_valid_ones(tmp_path):

@@ -144,6 +144,26 @@ def test_rle_trains_sigma_and_flow_but_exports_the_plain_regression_graph(tmp_pa
     assert nodes[0] == nodes[1]
 
 
+def test_the_heads_table_drives_the_choices_the_model_and_the_loss():
+    """facemark.head_specs.HEADS is the one list of heads: each row's attachment, training output
+    and loss follow from it, and the config and GridHead refuse what it does not list."""
+    from facemark.config_schema import ModelConfig
+    from facemark.head_specs import HEADS
+    from facemark.heads import SpatialHead
+
+    assert ModelConfig.__dataclass_fields__["head"].metadata["rule"].allowed.endswith(", ".join(HEADS))
+    for name, spec in HEADS.items():
+        cfg = load_config(overrides=BASE + [f"model.head={name}"])
+        model = build_model(cfg.model, 5, input_size=SIZE)
+        kinds = {"pool": torch.nn.Linear, "spatial": SpatialHead, "grid": GridHead}
+        assert isinstance(model.get_classifier() if spec.attach != "grid" else model.head, kinds[spec.attach]), name
+        train_width = model.train()(torch.rand(2, 3, SIZE, SIZE)).shape[1]
+        assert train_width == (10 + 3 * 5 * (SIZE // 16) ** 2 if spec.map_loss else 10), name
+        assert isinstance(build_training_loss(cfg.train, model), PipMapLoss) == spec.map_loss, name
+    with pytest.raises(ValueError, match="GridHead head must be one of pip, integral, got 'spatial'"):
+        GridHead(8, 8, (4, 4), 8, 3, "spatial")
+
+
 def test_heads_refuse_what_they_cannot_build():
     with pytest.raises(ConfigError, match="needs the input size"):
         build_model(load_config(overrides=BASE + ["model.head=pip"]).model, 68)

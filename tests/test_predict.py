@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from drawn_faces import IMAGE_SIZE, draw_face, face_dependent_model, make_validation_root, mean_face_model
+from drawn_faces import IMAGE_SIZE, DrawnFaceDetector, draw_face, face_dependent_model, make_validation_root, write_video
 from margins import above, below
 from facemark.cli import main
 from facemark.config import load_config
@@ -177,20 +177,13 @@ def test_exif_orientation_is_honoured(validated_run, tmp_path):
     np.testing.assert_array_equal(first["faces"][0]["landmarks"], second["faces"][0]["landmarks"])
 
 
-def _write_video(path: Path, frames: list[np.ndarray]) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (IMAGE_SIZE, IMAGE_SIZE))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-
-
 def test_video_frames_and_frame_motion(validated_run, tmp_path):
     """MJPG codes each frame alone: a still video decodes to identical frames (motion exactly 0);
     a face moving 3 px per frame moves its landmarks."""
     bgr, _ = draw_face(11)
     still, moving = tmp_path / "still.avi", tmp_path / "moving.avi"
-    _write_video(still, [bgr] * 3)
-    _write_video(moving, [np.roll(bgr, 3 * i, axis=1) for i in range(4)])
+    write_video(still, [bgr] * 3)
+    write_video(moving, [np.roll(bgr, 3 * i, axis=1) for i in range(4)])
     out = tmp_path / "out"
     assert main(["predict", validated_run / "best.pt", still, moving, "--box", "20", "18", "76", "80",
                  "--out", out]) == 0   # a checkpoint is a Landmarker source too (PyTorch)
@@ -211,7 +204,7 @@ def test_default_detector_finds_the_faces_and_its_score_bound_applies(validated_
     leaves none; the same box given with --box gives the same landmarks."""
     from facemark.data import detectors
 
-    monkeypatch.setitem(detectors.DETECTORS, "mtcnn_onnx", _DrawnFaceDetector)
+    monkeypatch.setitem(detectors.DETECTORS, "mtcnn_onnx", DrawnFaceDetector)
     image = data_root / "test" / "images" / "test000.png"
     assert main(["predict", validated_run, image, "--out", tmp_path / "out"]) == 0
     record = json.loads((tmp_path / "out" / "test000.json").read_text())
@@ -241,32 +234,6 @@ def test_bad_predict_inputs_are_one_line_errors(validated_run, data_root, tmp_pa
     assert main(["predict", validated_run, *tail, "--out", tmp_path / "out"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
-
-
-def test_stability_figures_from_known_movements():
-    """Zero shift keeps the crop matrix; a prediction moved by d crop pixels on every noise draw
-    gives d / (crop scale x inter-pupil distance) for the noise kind and 0 for the shift kind."""
-    from facemark import codec
-    from facemark.validate.stability import perturb, shifted_matrix, stability
-
-    size, margin = 64, 0.2
-    matrix = codec.crop_matrix(np.array([10.0, 20.0, 50.0, 70.0]), size, margin)
-    np.testing.assert_allclose(shifted_matrix(matrix, size, margin, 0.0, 0.0, 0.0), matrix, atol=1e-12)
-    moved = shifted_matrix(matrix, size, margin, 0.02, 0.0, 0.0)   # 2 % of the 50 px box side = 1 px
-    np.testing.assert_allclose(codec.apply_affine(np.array([[31.0, 45.0]]), moved),
-                               codec.apply_affine(np.array([[30.0, 45.0]]), matrix), atol=1e-9)
-    image = np.zeros((96, 96, 3), np.uint8)
-    pert = perturb([image, image], np.zeros((2, size, size, 3), np.uint8), np.stack([matrix, matrix]),
-                   size, margin, draws=3, shift=0.0, noise=2.0)
-    assert len(pert.crops) == 2 * 2 * 3 and list(pert.kind[:6]) == [0, 0, 0, 1, 1, 1]
-    base = np.zeros((2, 4, 2))
-    perturbed = base[pert.face].copy()
-    perturbed[pert.kind == 1] += 0.1   # normalised units: 0.1 * S/2 = 3.2 crop px in x and y
-    ipd = np.array([20.0, 40.0])
-    figures = stability(base, np.stack([matrix, matrix]), perturbed, pert, ipd, size)
-    step_px = 0.1 * size / 2 / matrix[0, 0] * np.sqrt(2)        # image pixels moved by every point
-    assert figures["shift"] < 1e-6
-    np.testing.assert_allclose(figures["noise"], np.median(step_px / ipd), rtol=1e-5)
 
 
 def test_run_without_export_uses_best_pt(validated_run, tmp_path):
@@ -335,58 +302,6 @@ def test_refinement_in_validate_eval_and_predict_agrees(validated_run, data_root
     assert compared == FACES - 1
 
 
-class _DrawnFaceDetector:
-    """Stands in for MTCNN (which does not fire on drawn faces): one fixed box, counted."""
-
-    name = "mtcnn"
-    calls = 0
-
-    def detect(self, image):
-        type(self).calls += 1
-        return [(np.array([20.0, 18.0, 76.0, 80.0]), 0.99)]
-
-
-def test_video_tracking_writes_ids_and_filtered_points_with_fewer_detector_runs(data_root, tmp_path, monkeypatch):
-    """Tracking mode through the CLI, with a model whose landmark box is its crop box
-    (drawn_faces.mean_face_model): every frame's face has id 0, raw and filtered landmarks; the
-    detector runs on frames 0, 4, 8 only; frame t's box is frame t-1's landmark box; --no-track
-    runs it on every frame; --filter none writes the raw points as filtered."""
-    from facemark.data import detectors
-
-    monkeypatch.setitem(detectors.DETECTORS, "mtcnn_onnx", _DrawnFaceDetector)
-    cfg = load_config(overrides=["model.pretrained=false", "model.arch=mobilenetv3_small_050",
-                                 f"data.input_size={SIZE}", "data.detector=drawn"])
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save(checkpoint_dict(mean_face_model(cfg), cfg, epoch=0, data_root=str(data_root)), run / "best.pt")
-    bgr, _ = draw_face(11)
-    video = tmp_path / "walk.avi"
-    _write_video(video, [np.roll(bgr, 2 * i, axis=1) for i in range(10)])
-    runs = {"track": [], "no_track": ["--no-track"], "raw": ["--filter", "none"]}
-    records = {}
-    for name, flags in runs.items():
-        assert main(["predict", run, video, "--set", "predict.redetect_every=4", *flags, "--out", tmp_path / name]) == 0
-        records[name] = json.loads((tmp_path / name / "walk.json").read_text())
-    tracked = records["track"]
-    assert tracked["tracking"]["track"] and tracked["tracking"]["detector_calls"] == 3
-    assert tracked["tracking"]["lost"] == 0
-    assert [i for i, frame in enumerate(tracked["frames"]) if frame["detector"]] == [0, 4, 8]
-    assert all([face["id"] for face in frame["faces"]] == [0] for frame in tracked["frames"])
-    first = np.array(tracked["frames"][0]["faces"][0]["landmarks"])
-    np.testing.assert_allclose(tracked["frames"][1]["faces"][0]["box"],
-                               np.concatenate([first.min(0), first.max(0)]), atol=2e-3)
-    moved = [np.abs(np.array(face["filtered"]) - np.array(face["landmarks"])).max()
-             for frame in tracked["frames"] for face in frame["faces"]]
-    assert np.array(tracked["frames"][1]["faces"][0]["filtered"]).shape == (106, 2) and max(moved) > 1e-3
-    assert tracked["main_face_id"] == 0 and tracked["filtered_motion"]["pairs"] == 9
-    assert records["no_track"]["tracking"]["detector_calls"] == 10
-    assert all(frame["detector"] for frame in records["no_track"]["frames"])
-    assert all(face["filtered"] == face["landmarks"] for frame in records["raw"]["frames"] for face in frame["faces"])
-    capture = cv2.VideoCapture(str(tmp_path / "track" / "walk.overlay.mp4"))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
-    capture.release()
-
-
 def test_validation_reports_video_figures_for_every_row(validated_run):
     """validate/video.py: each evaluated row tracked and filtered on the drawn clips; the ONNX
     float row makes the tracker's decisions PyTorch does, so its figures agree with PyTorch's.
@@ -417,7 +332,7 @@ def test_a_folder_of_hostile_files_is_read_file_by_file(validated_run, data_root
     huge = folder / "huge.jpg"
     huge.write_bytes(cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes())
     os.truncate(huge, 40 << 30)   # sparse: 40 GB long, a few kB on disk
-    _write_video(folder / "empty.avi", [])
+    write_video(folder / "empty.avi", [])
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "facemark", "predict", str(validated_run), str(folder),
                            "--box", "20", "18", "76", "80", "--out", str(out)],

@@ -12,6 +12,8 @@ fine-tuning resumes to the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +22,16 @@ import torch
 from drawn_faces import make_drawn_root, perturbed_model
 from margins import below
 
+from facemark import interrupt
+from facemark.artifacts import qat_row
+from facemark.backends import QAT_FORMATS
 from facemark.config import load_config
 from facemark.convert.export import export_run
 from facemark.errors import ArtifactError, ConfigError
 from facemark.io import sha256_of
 from facemark.manifest import load_manifest, record_artifact
 from facemark.model import checkpoint_dict, load_checkpoint
-from facemark.quantize.qat import ROWS, FineTuner, qat_run
+from facemark.quantize.qat import FineTuner, qat_run
 from facemark.rundir import RunDir
 from facemark.quantize.run import build_job, quantize_run
 from facemark.runtime import Feed, TorchRunner, create_runner
@@ -82,7 +87,7 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     lines = RunDir(RunDir(run).qat).metrics.read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     manifest = load_manifest(run / "export")
-    for fmt, row in ROWS.items():
+    for fmt, row in ((fmt, qat_row(fmt)) for fmt in QAT_FORMATS):
         name, entry = row.name, manifest.artifacts[row.name]
         assert entry.file == row.file and entry.format == fmt and entry.precision == "int8"
         assert entry.status == "verified" and entry.details["qat"]["source_sha256"] == record["source_sha256"]
@@ -98,7 +103,7 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     import onnx
 
     run, _ = qat_done
-    path = run / "export" / ROWS["onnx"].file
+    path = run / "export" / qat_row("onnx").file
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
@@ -109,7 +114,7 @@ def test_qat_onnx_is_the_fine_tuned_graph(qat_done, dataset):
     crops = job.parity.crops
     # in a Sequential: the QAT graph's own eval() (torchao's override) returns None, not the module
     fake = TorchRunner(torch.nn.Sequential(tuner.graph), SIZE, job.norm).predict(crops)
-    entry = load_manifest(run / "export").artifacts[ROWS["onnx"].name]
+    entry = load_manifest(run / "export").artifacts[qat_row("onnx").name]
     real = create_runner("onnx", path, Feed.of(entry), SIZE, job.norm).predict(crops)
     distance = np.linalg.norm((fake - real).reshape(len(crops), -1, 2), axis=-1) * SIZE / 2
     # 0.22-0.29 on AVX-512/VNNI Xeons (seeds 0-2), 0.83 on an AVX2-only EPYC, whose int8 kernels
@@ -134,7 +139,7 @@ def test_one_calibrated_row_per_format_ships(qat_done):
 
     run, _ = qat_done
     shipping = _shipping(run)
-    plain, qat = "onnx_int8_qdq_u8s8", ROWS["onnx"].name
+    plain, qat = "onnx_int8_qdq_u8s8", qat_row("onnx").name
     comparison = shipping[qat][1]
     assert comparison == shipping[plain][1] and sorted(comparison["nme"]) == sorted([plain, qat])
     artifacts = load_manifest(run / "export").artifacts
@@ -144,7 +149,7 @@ def test_one_calibrated_row_per_format_ships(qat_done):
     assert comparison["ships"] == ships and comparison["split"] == "val" and comparison["faces"] == 8
     assert {name: shipping[name][0] for name in (plain, qat)} == {plain: None if ships == plain else ships,
                                                                   qat: None if ships == qat else ships}
-    assert shipping[ROWS["tflite"].name] == (None, None)
+    assert shipping[qat_row("tflite").name] == (None, None)
 
 
 @pytest.mark.slow
@@ -162,20 +167,51 @@ def test_qat_then_quantize_ships_what_quantize_then_qat_ships(dataset, tmp_path)
 
 
 @pytest.mark.slow
-def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path):
-    """Stopped after epoch 1 and run again, QAT ends with the weights of an uninterrupted run."""
+def test_interrupted_qat_resumes_to_the_same_weights(dataset, tmp_path, monkeypatch):
+    """Stopped after epoch 1, or by SIGTERM inside epoch 2, and run again, QAT ends with the
+    weights of an uninterrupted run (training's loop: the step is saved, the next one follows)."""
     straight = exported_run(dataset, tmp_path / "a", "[onnx]")
     assert qat_run(straight, data_root=dataset) == 0
     resumed = exported_run(dataset, tmp_path / "b", "[onnx]")
     assert qat_run(resumed, data_root=dataset, stop_after=1) == 0
     saved = torch.load(RunDir(RunDir(resumed).qat).last, weights_only=True)
     assert saved["epoch"] == 1 and not RunDir(RunDir(resumed).qat).best.exists()
-    assert ROWS["onnx"].name not in load_manifest(resumed / "export").artifacts
+    assert qat_row("onnx").name not in load_manifest(resumed / "export").artifacts
     assert qat_run(resumed, data_root=dataset) == 0
+    signalled = exported_run(dataset, tmp_path / "c", "[onnx]")
+    _sigterm_in_step(monkeypatch, 5)   # 3 steps per epoch (24 faces, batch 8): epoch 2's second
+    with interrupt.handled(), pytest.raises(KeyboardInterrupt):
+        qat_run(signalled, data_root=dataset)
+    saved = torch.load(RunDir(RunDir(signalled).qat).last, weights_only=True)
+    assert saved["epoch"] == 1 and saved["interrupted_epoch"]["steps"] == 2
+    monkeypatch.undo()
+    assert qat_run(signalled, data_root=dataset) == 0
+    lines = RunDir(RunDir(signalled).qat).metrics.read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     first = torch.load(RunDir(RunDir(straight).qat).best, weights_only=True)["model"]
-    second = torch.load(RunDir(RunDir(resumed).qat).best, weights_only=True)["model"]
-    assert first.keys() == second.keys()
-    assert all(torch.equal(first[k], second[k]) for k in first)
+    for run in (resumed, signalled):
+        other = torch.load(RunDir(RunDir(run).qat).best, weights_only=True)["model"]
+        assert first.keys() == other.keys()
+        assert all(torch.equal(first[k], other[k]) for k in first), run
+
+
+def _sigterm_in_step(monkeypatch, step: int) -> None:
+    """The QAT loss sends this process SIGTERM while computing optimiser step `step` (counted from 1)."""
+    from facemark.train import losses
+
+    build, calls = losses.build_loss, []
+
+    def interrupting(cfg):
+        loss = build(cfg)
+
+        def forward(*args):
+            calls.append(1)
+            if len(calls) == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return loss(*args)
+        return forward
+
+    monkeypatch.setattr(losses, "build_loss", interrupting)
 
 
 def test_qat_needs_an_export(tmp_path):
@@ -195,13 +231,13 @@ def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
     cfg = load_config(overrides=[*OVERRIDES, "quantize.formats=[onnx,tflite]", "quantize.qat=true"])
     assert qat_current(run, cfg)
     manifest = load_manifest(run / "export")
-    entry = manifest.artifacts[ROWS["tflite"].name]
-    record_artifact(run / "export", ROWS["tflite"].name,
+    entry = manifest.artifacts[qat_row("tflite").name]
+    record_artifact(run / "export", qat_row("tflite").name,
                     entry.replaced(qat={**entry.details["qat"], "source_sha256": "0" * 64}))
     try:
         assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
     finally:
-        record_artifact(run / "export", ROWS["tflite"].name, entry)
+        record_artifact(run / "export", qat_row("tflite").name, entry)
 
 
 def test_qat_ranges_are_the_ones_the_converters_measure():

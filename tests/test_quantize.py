@@ -28,8 +28,10 @@ from facemark.manifest import (artifact_entry, load_manifest, manifest_normalisa
 from facemark.model import checkpoint_dict
 from facemark.quantize.calibration import draw_ids, ids_sha256, load_calibration
 from facemark.quantize.common import check_output_step
-from facemark.artifacts import ARTIFACTS, SUFFIX, artifact, onnx_static
-from facemark.quantize.run import quantize_run, resolve_backends, summary_table
+from facemark.artifact_rows import summary_table
+from facemark.artifacts import ARTIFACTS, artifact, onnx_static
+from facemark.backends import BACKENDS
+from facemark.quantize.run import quantize_run, resolve_backends
 from facemark.schemes import load_scheme
 from facemark.status import Status
 from facemark.weights import IMAGENET
@@ -132,11 +134,11 @@ def test_artifact_names_and_format_choice():
         if row.source is not None:
             assert row.name in (f"{row.source}_mixed", f"{row.source}_qat") and row.competes
             assert artifact(row.source).competes and artifact(row.source).format == row.format
-        assert row.file == "model_" + row.name.split("_", 1)[1] + SUFFIX[row.format]
+        assert row.file == "model_" + row.name.split("_", 1)[1] + BACKENDS[row.format].suffix
     assert artifact("tflite_int8_full_mixed").file == "model_int8_full_mixed.tflite"
     with pytest.raises(ConfigError, match="unknown artifact 'tflite_int8_mixed'"):
         artifact("tflite_int8_mixed")
-    assert resolve_backends(["all"], []) == ["tflite", "onnx", "coreml"]
+    assert resolve_backends(["all"], []) == list(BACKENDS)   # the table's order
     assert resolve_backends(None, ["coreml", "onnx"]) == ["onnx", "coreml"]
     with pytest.raises(ConfigError, match="did you mean 'tflite'"):
         resolve_backends(["tflte"], [])
@@ -212,7 +214,7 @@ def test_int8_artifacts_run_again_from_disk(quantized_run):
     assert embedded["artifact"]["mode"] == "full integer"
     table = summary_table([])
     assert table.splitlines()[0].split() == ["artifact", "mode", "status", "size", "parity", "vs", "pytorch",
-                                             "(val)", "seconds"]
+                                             "seconds"]
     assert json.loads((export_dir / "manifest.json").read_text())["schema"] == "facemark-manifest-v1"
 
 

@@ -1,5 +1,5 @@
 """The run-folder lock in one process: nesting, release on errors, no trace left, unreadable locks.
-(Two processes and stale locks are cases of the bad-input catalogue, tests/test_bad_inputs.py.)"""
+(Two processes and stale locks are cases of the bad-input catalogue, tests/test_interruptions.py.)"""
 
 from __future__ import annotations
 

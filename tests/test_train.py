@@ -295,7 +295,8 @@ def test_real_face_ablation_rows_change_one_switch_each():
 @pytest.mark.parametrize("lr_update", ["step", "epoch"])
 def test_warm_up_climbs_within_the_first_epoch_only_per_step(lr_update):
     """train.lr_update=step ramps the first epoch's 10 steps from 1e-5 to lr; `epoch` holds them at 1e-5."""
-    from facemark.train.engine import TrainState, _build_scheduler
+    from facemark.train.engine import _build_scheduler
+    from facemark.train.loop import TrainState
 
     cfg = load_config(overrides=[f"train.lr_update={lr_update}", "train.epochs=4", "train.warmup_epochs=1",
                                  "train.lr=0.001"])

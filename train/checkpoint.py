@@ -29,7 +29,7 @@ from facemark.model import checkpoint_dict
 from facemark.rundir import RunDir
 
 if TYPE_CHECKING:
-    from facemark.train.engine import TrainState
+    from facemark.train.loop import TrainState
 
 BEST = RunDir(Path(".")).best.name
 LAST = RunDir(Path(".")).last.name

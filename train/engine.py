@@ -21,10 +21,8 @@ global batch, split evenly over the processes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,66 +30,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
-from facemark import interrupt
 from facemark.config import Config, save_config
 from facemark.data.fingerprint import fingerprint_samples, fingerprint_split, record_run_data, warn_if_changed
-from facemark.errors import ConfigError, DataError
-from facemark.io import atomic_write_text, sweep_partials
+from facemark.errors import ConfigError
+from facemark.io import sweep_partials
 from facemark.model import (build_model, checkpoint_dict, checkpoint_source, extra_points, keep_frozen_eval,
                             weights_source)
 from facemark.rundir import RunDir
 from facemark.runlock import hold_run_lock
-from facemark.schemes import load_scheme
+from facemark.schemes import Scheme, load_scheme
 from facemark.train import checkpoint as ckpt_io
-from facemark.train.checkpoint import EpochProgress
 from facemark.train.data import TrainLoader, training_dataset, validation_crops
+from facemark.train.loop import Loop, Process, TrainState, append_metrics, run_epochs, trim_metrics
 from facemark.train.threads import thread_budget, training_threads
 from facemark.train.validation import mean_shape_nme, validate_epoch
 from facemark.train.multiset import ExtraSchemes, epoch_teacher, training_loss
 from facemark.train.selftrain import Teacher
 
-
-
-@dataclass
-class Process:
-    """Where this process sits in a (possibly single-process) run."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-@dataclass
-class TrainState:
-    """Everything that changes while training; last.pt holds all of it."""
-
-    model: nn.Module                 # the bare model (never the DDP wrapper)
-    optimizer: torch.optim.Optimizer
-    scheduler: Any                   # a timm scheduler: step() per epoch, step_update() per optimiser step
-    scaler: torch.amp.GradScaler
-    ema: Any = None                  # timm.utils.ModelEmaV3 or None
-    epoch: int = 0                   # completed epochs
-    best_val_nme: float = float("inf")
-    best_epoch: int = 0
-    steps_per_epoch: int = 0         # optimiser steps in one epoch of this process's shard
-    progress: EpochProgress = dataclasses.field(default_factory=EpochProgress)   # the epoch in progress
-
-    @property
-    def updates(self) -> int:
-        """Optimiser steps completed so far (the per-step schedule's and the EMA warm-up's clock)."""
-        return self.epoch * self.steps_per_epoch
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are validated and exported: the EMA copy when EMA is on."""
-        return self.ema.module if self.ema is not None else self.model
 
 
 def train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after: int | None = None) -> dict:
@@ -196,46 +152,88 @@ def _train(cfg: Config, data_root: Path, run_dir: Path, resume: bool, stop_after
     baseline = mean_shape_nme(dataset.samples, val_set, scheme, cfg) if process.is_main else float("nan")
     fingerprints = _open_run(run_dir, cfg, data_root, dataset, val_set, baseline, saved, state.epoch, log) \
         if process.is_main else None
-    model = _wrap(state.model, process)
-    loss_fn = training_loss(cfg, state.model, extras.maps)
-    writer = _tensorboard(run_dir) if process.is_main else None
-    last_epoch = min(cfg.train.epochs, stop_after or cfg.train.epochs)
-    record: dict[str, Any] = {"val_nme": saved["val_nme"] if saved else None}   # nothing left to train
+    loop = Loop(state, _wrap(state.model, process), loader, training_loss(cfg, state.model, extras.maps), process,
+                cfg.train.epochs, cfg.train.channels_last, _use_amp(cfg, process.device))
+    hooks = EngineHooks(loop, cfg, data_root, run_dir, scheme, val_set, fingerprints, extras, log,
+                        _tensorboard(run_dir) if process.is_main else None, saved["val_nme"] if saved else None)
     try:
-        for epoch in range(state.epoch, last_epoch):
-            start, done = time.perf_counter(), state.progress
-            done.lr = state.optimizer.param_groups[0]["lr"] if done.lr is None else done.lr
-            try:
-                train_loss = _train_epoch(model, state, loader.epoch(epoch, done.steps), loss_fn, cfg, process,
-                                          epoch, epoch_teacher(cfg, state.eval_model, epoch))
-            except KeyboardInterrupt:   # Ctrl-C or SIGTERM: keep the steps done, then stop
-                done.seconds += time.perf_counter() - start
-                if process.is_main:
-                    common = _common(state, record["val_nme"], data_root, fingerprints, extras)
-                    ckpt_io.save_interrupted(RunDir(run_dir).last, state, cfg, common, process.world_size, log)
-                raise
-            val_nme = validate_epoch(state.eval_model, val_set, scheme, cfg, process)
-            state.scheduler.step(epoch + 1, val_nme)
-            state.epoch, state.progress = epoch + 1, EpochProgress()
-            record = _epoch_record(epoch, train_loss, val_nme, done, start)
-            if process.is_main:
-                extras.validate(state.eval_model, record, process.device)
-                if extras.transfer_due(state.epoch):   # before last.pt, which keeps the maps
-                    extras.fit_transfer(state.eval_model, data_root, val_set, process.device, run_dir, log)
-                _end_epoch(state, cfg, data_root, fingerprints, run_dir, record, writer, log, extras)
-            if extras.transfer_due(state.epoch) and process.world_size > 1:
-                extras.share_maps(process.device)
+        record = run_epochs(loop, hooks, min(cfg.train.epochs, stop_after or cfg.train.epochs))
     finally:
         loader.close()   # its persistent workers end now, whatever stopped the epochs
-        if writer is not None:
-            writer.close()
-    return _summary(state, record, baseline, run_dir)
+        if hooks.writer is not None:
+            hooks.writer.close()
+    return _summary(state, record or {"val_nme": hooks.val_nme}, baseline, run_dir)
 
 
-def _epoch_record(epoch: int, train_loss: float, val_nme: float, done: EpochProgress, start: float) -> dict[str, Any]:
-    """Epoch `epoch` (0-based)'s line of RUN/metrics.jsonl (extra schemes add val_nme_SCHEME)."""
-    return {"epoch": epoch + 1, "train_loss": train_loss, "val_nme": val_nme, "lr": done.lr,
-            "seconds": round(done.seconds + time.perf_counter() - start, 3), "threads": torch.get_num_threads()}
+@dataclass
+class EngineHooks:
+    """`facemark train`'s part of the epoch loop (train/loop.py): validation of the main and extra
+    schemes, label transfer, self-training's teacher, RUN's metrics line, checkpoints and log."""
+
+    loop: Loop
+    cfg: Config
+    data_root: Path
+    run_dir: Path
+    scheme: Scheme
+    val_set: Any                     # the val CropSet (rank 0; None elsewhere)
+    fingerprints: dict[str, Any] | None
+    extras: ExtraSchemes
+    log: Callable[..., None]
+    writer: Any                      # a TensorBoard SummaryWriter or None
+    val_nme: float | None            # the last validated epoch's (what an interrupted last.pt records)
+    label: str = "epoch"
+
+    def start_epoch(self, epoch: int) -> Teacher | None:
+        return epoch_teacher(self.cfg, self.loop.state.eval_model, epoch)
+
+    def train_mode(self) -> None:
+        self.loop.model.train()
+        keep_frozen_eval(self.loop.state.model)
+
+    def validate(self) -> float:
+        return validate_epoch(self.loop.state.eval_model, self.val_set, self.scheme, self.cfg, self.loop.process)
+
+    def end_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        state, process, extras = self.loop.state, self.loop.process, self.extras
+        self.val_nme = record["val_nme"]
+        if process.is_main:
+            extras.validate(state.eval_model, record, process.device)
+            if extras.transfer_due(state.epoch):   # before last.pt, which keeps the maps
+                extras.fit_transfer(state.eval_model, self.data_root, self.val_set, process.device, self.run_dir,
+                                    self.log)
+            self._write(record, improved)
+        if extras.transfer_due(state.epoch) and process.world_size > 1:
+            extras.share_maps(process.device)
+
+    def save_interrupted(self) -> None:
+        if self.loop.process.is_main:
+            ckpt_io.save_interrupted(RunDir(self.run_dir).last, self.loop.state, self.cfg, self._common(),
+                                     self.loop.process.world_size, self.log)
+
+    def _write(self, record: dict[str, Any], improved: bool) -> None:
+        """Rank 0: the metrics.jsonl line, best.pt when val NME improved, last.pt always, TensorBoard.
+
+        The metrics line comes first: a run interrupted before last.pt is saved drops it on resume
+        (lines after the checkpoint's epoch are trimmed), while one interrupted after last.pt keeps it.
+        """
+        state, run = self.loop.state, RunDir(self.run_dir)
+        append_metrics(run.metrics, record)
+        extras_line = self.extras.save_best(state.eval_model, self.run_dir, record)
+        if improved:
+            ckpt_io.save_checkpoint(run.best, checkpoint_dict(state.eval_model, self.cfg, **self._common()))
+        ckpt_io.save_last(run.last, state, self.cfg, self._common())
+        if self.writer is not None:
+            for key in ("train_loss", "val_nme", "lr"):
+                self.writer.add_scalar(key, record[key], record["epoch"])
+        self.log(f"epoch {record['epoch']}/{self.cfg.train.epochs}  train_loss {record['train_loss']:.5f}  "
+                 f"val_nme {record['val_nme']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
+                 + ("  (best)" if improved else "") + extras_line)
+
+    def _common(self) -> dict[str, Any]:
+        """What best.pt and last.pt record beside the weights after state.epoch epochs (with
+        data.sets, each extra scheme's best val NME and epoch)."""
+        return {"epoch": self.loop.state.epoch, "val_nme": self.val_nme, "data_root": str(self.data_root),
+                "data_fingerprint": self.fingerprints, **self.extras.state()}
 
 
 def _summary(state: TrainState, record: dict[str, Any], baseline: float, run_dir: Path) -> dict[str, Any]:
@@ -277,71 +275,13 @@ def _wrap(model: nn.Module, process: Process) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _train_epoch(model: nn.Module, state: TrainState, loader, loss_fn: nn.Module, cfg: Config,
-                 process: Process, epoch: int, teacher: Teacher | None) -> float:
-    """One pass over this process's shard (the steps after state.progress's, which it advances)
-    -> mean training loss over all processes. `teacher`: self-training's, labelling each batch."""
-    model.train()
-    keep_frozen_eval(state.model)
-    use_amp = _use_amp(cfg, process.device)
-    done = state.progress
-    bar = tqdm(interrupt.deferred_items(loader), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch", leave=False,
-               disable=not process.is_main, total=len(loader), initial=done.steps)
-    try:
-        for images, targets in bar:
-            if cfg.train.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            # a signal arriving during the step is raised after it: weights, optimiser, schedule
-            # and EMA always belong to the same step when an interrupted run saves them
-            with interrupt.deferred():
-                done.in_step = True
-                loss = _train_step(model, state, images, targets, loss_fn, process.device, use_amp,
-                                   step=state.updates + done.steps + 1, teacher=teacher)
-                done.steps, done.loss_sum, done.faces = done.steps + 1, done.loss_sum + loss * len(images), \
-                    done.faces + len(images)
-                done.in_step = False
-            bar.set_postfix(loss=f"{loss:.4f}")
-    except DataError as exc:   # raised in a DataLoader worker: keep the reader's one-line message
-        raise DataError(str(exc).strip().splitlines()[-1].removeprefix("facemark.errors.DataError: ")) from None
-    total = torch.tensor([done.loss_sum, done.faces], dtype=torch.float64, device=process.device)
-    if process.world_size > 1:
-        dist.all_reduce(total)
-    return float(total[0] / total[1])
-
-
-def _train_step(model: nn.Module, state: TrainState, images: torch.Tensor, targets: torch.Tensor,
-                loss_fn: nn.Module, device: torch.device, use_amp: bool, step: int, teacher: Teacher | None = None
-                ) -> float:
-    """Optimiser step number `step` (counted from 1 over the run) on a batch, then the schedule's
-    per-step update (a no-op when train.lr_update is epoch) and the EMA's -> the batch's loss.
-    With a `teacher` (data.sets' packed targets), the loss also reads its pseudo-labels of the batch."""
-    images = images.to(device, non_blocking=True)
-    targets = targets.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-        preds = model(images)
-        pseudo = teacher(images, targets[:, -1].round().long()) if teacher is not None else None
-    loss = loss_fn(preds.float(), targets) if pseudo is None else loss_fn(preds.float(), targets, pseudo)
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    state.scheduler.step_update(step)
-    if state.ema is not None:
-        state.ema.update(state.model, step=step)
-    return loss.item()
-
-
 def _prepare_run_dir(run_dir: Path, cfg: Config, completed: int) -> None:
     """config.yaml beside the weights; on resume, drop metrics of epochs after the checkpoint and
     what a killed run left half-written."""
     run_dir.mkdir(parents=True, exist_ok=True)
     sweep_partials(run_dir)
     save_config(cfg, RunDir(run_dir).config)
-    metrics = RunDir(run_dir).metrics
-    if metrics.is_file():
-        kept = [line for line in metrics.read_text().splitlines()
-                if line.strip() and json.loads(line)["epoch"] <= completed]
-        atomic_write_text(metrics, "".join(f"{line}\n" for line in kept))
+    trim_metrics(RunDir(run_dir).metrics, completed)
 
 
 def _record_data(data_root: Path, run_dir: Path, samples, cfg: Config, saved: dict[str, Any] | None
@@ -355,39 +295,6 @@ def _record_data(data_root: Path, run_dir: Path, samples, cfg: Config, saved: di
     for split in used:
         warn_if_changed(before.get(split), fingerprints[split], "the data this run was trained on so far")
     return fingerprints
-
-
-def _end_epoch(state: TrainState, cfg: Config, data_root: Path, fingerprints: dict[str, Any], run_dir: Path,
-               record: dict[str, Any], writer, log, extras: ExtraSchemes) -> None:
-    """Rank 0: the metrics.jsonl line, best.pt when val NME improved, last.pt always, TensorBoard.
-
-    The metrics line comes first: a run interrupted before last.pt is saved drops it on resume
-    (lines after the checkpoint's epoch are trimmed), while one interrupted after last.pt keeps it.
-    """
-    improved = record["val_nme"] < state.best_val_nme
-    if improved:
-        state.best_val_nme, state.best_epoch = record["val_nme"], record["epoch"]
-    with open(RunDir(run_dir).metrics, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    extras_line = extras.save_best(state.eval_model, run_dir, record)
-    common = _common(state, record["val_nme"], data_root, fingerprints, extras)
-    if improved:
-        ckpt_io.save_checkpoint(RunDir(run_dir).best, checkpoint_dict(state.eval_model, cfg, **common))
-    ckpt_io.save_last(RunDir(run_dir).last, state, cfg, common)
-    if writer is not None:
-        for key in ("train_loss", "val_nme", "lr"):
-            writer.add_scalar(key, record[key], record["epoch"])
-    log(f"epoch {record['epoch']}/{cfg.train.epochs}  train_loss {record['train_loss']:.5f}  "
-        f"val_nme {record['val_nme']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
-        + ("  (best)" if improved else "") + extras_line)
-
-
-def _common(state: TrainState, val_nme: float | None, data_root: Path, fingerprints: dict[str, Any] | None,
-            extras: ExtraSchemes) -> dict[str, Any]:
-    """What best.pt and last.pt record beside the weights after state.epoch epochs (with
-    data.sets, each extra scheme's best val NME and epoch)."""
-    return {"epoch": state.epoch, "val_nme": val_nme, "data_root": str(data_root), "data_fingerprint": fingerprints,
-            **extras.state()}
 
 
 def _tensorboard(run_dir: Path):

@@ -122,13 +122,13 @@ class RleLoss(nn.Module):
 
 
 def build_training_loss(train_cfg: TrainConfig, model: nn.Module) -> nn.Module:
-    """The loss the training loop applies to `model`'s training-mode output: PipMapLoss for a pip
-    head (its maps), RleLoss with the head's flow for train.loss rle, else train.loss on the
+    """The loss the training loop applies to `model`'s training-mode output: PipMapLoss for a head
+    that trains on its maps (facemark.head_specs: pip), RleLoss with the head's flow for train.loss rle, else train.loss on the
     coordinates."""
     from facemark.heads import GridHead, RleLinear
 
     head = getattr(model, "head", None)
-    if isinstance(head, GridHead) and head.decode == "pip":
+    if isinstance(head, GridHead) and head.spec.map_loss:
         return PipMapLoss(head.num_points, head.grid, train_cfg.pip_map_weight)
     if train_cfg.loss == "rle":
         rle = [module for module in model.modules() if isinstance(module, RleLinear)]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from facemark import __version__
+from facemark.backends import BACKENDS
 from facemark.config import check_value
 from facemark.contract import ArtifactEntry, Manifest
 from facemark.data.crops import SplitImages
@@ -56,7 +57,7 @@ from facemark.validate.report import SCHEMA, print_report, write_report
 from facemark.validation_row import ValidationRow
 from facemark.validate.stability import Perturbations
 from facemark.runtime.runner import Feed
-from facemark.runtime.runners import TorchRunner, needs_macos
+from facemark.runtime.runners import TorchRunner
 from facemark.runtime.harness import WorkerFailed
 from facemark.runtime.machine import machine_settings, x86_banner
 from facemark.runtime.refine import from_manifest
@@ -109,8 +110,8 @@ def _check_artifact(name: str, entry: ArtifactEntry, export_dir: Path, manifest:
         row.sha256, row.status, row.error = "mismatch", Status.REFUSED.because("sha256 mismatch"), str(exc)
         return row, None
     row.sha256 = "ok"
-    if needs_macos(row.format):
-        row.status = Status.NOT_RUN.because("needs macOS")
+    if not BACKENDS[row.format].runs_here():
+        row.status = Status.NOT_RUN.because(BACKENDS[row.format].where_it_runs())
         return row, None
     return row, path
 

@@ -3,7 +3,7 @@
 face box -> square crop (facemark.codec) -> the artifact's own normalisation, layout and integer
 I/O (runner.Runner.prepare) -> run -> (N, P, 2) normalised crop coordinates (Runner.decode) ->
 image pixels (codec.to_image). Entry points:
-- `create_runner(fmt, path, feed, size, norm)` -> a Runner of RUNNERS (onnx, tflite, coreml); feed:
+- `create_runner(fmt, path, feed, size, norm)` -> the Runner of the format's facemark.backends row; feed:
   runner.Feed, the artifact's input layout and whether its preprocessing is baked;
   `TorchRunner(model, size, norm)` for PyTorch; `runner.predict(crops)` in-process;
 - `run_artifact(...)` / `run_isolated(job, ...)`: the same runners in a child process
@@ -13,11 +13,11 @@ image pixels (codec.to_image). Entry points:
 """
 
 from facemark.runtime.runner import Feed
-from facemark.runtime.runners import (RUNNERS, CoreMLRunner, LiteRTRunner, OnnxRunner, Runner, TorchRunner,
-                                      create_runner, needs_macos)
+from facemark.runtime.litert import LiteRTRunner
+from facemark.runtime.runners import CoreMLRunner, OnnxRunner, Runner, TorchRunner, create_runner
 
-__all__ = ["RUNNERS", "CoreMLRunner", "Feed", "LiteRTRunner", "OnnxRunner", "Runner", "TorchRunner", "WorkerFailed",
-           "create_runner", "needs_macos", "run_artifact", "run_isolated"]
+__all__ = ["CoreMLRunner", "Feed", "LiteRTRunner", "OnnxRunner", "Runner", "TorchRunner", "WorkerFailed",
+           "create_runner", "run_artifact", "run_isolated"]
 
 
 def __getattr__(name: str):

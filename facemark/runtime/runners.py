@@ -1,17 +1,17 @@
-"""The runners of PyTorch eager, onnxruntime and Core ML, and the table of artifact formats to
-runners (RUNNERS, create_runner); LiteRT's is in litert.py, the contract they share in runner.py."""
+"""The runners of PyTorch eager, onnxruntime and Core ML, and `create_runner`, which picks an
+artifact's runner from its format's row of facemark.backends; LiteRT's is in litert.py, the
+contract they share in runner.py."""
 
 from __future__ import annotations
 
 import contextlib
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facemark.backends import backend
 from facemark.errors import ArtifactError
-from facemark.runtime.litert import LiteRTRunner
 from facemark.runtime.runner import Feed, Runner, package_version
 from facemark.weights import Normalisation
 
@@ -115,7 +115,7 @@ class OnnxRunner(Runner):
 
 
 class CoreMLRunner(Runner):
-    """coremltools' MLModel.predict on the CPU; Core ML runs only on macOS (see `needs_macos`).
+    """coremltools' MLModel.predict on the CPU; Core ML runs only on macOS (its backend's `runs_here`).
 
     An image-typed input (the baked-preprocessing package) takes a PIL image of the crop; a
     tensor input takes the prepared array. Core ML predicts one input at a time here.
@@ -152,21 +152,11 @@ class CoreMLRunner(Runner):
                 "threads": "n/a (Core ML schedules its own)"}
 
 
-RUNNERS: dict[str, type[Runner]] = {"onnx": OnnxRunner, "tflite": LiteRTRunner, "coreml": CoreMLRunner}
-
-
-def needs_macos(fmt: str) -> bool:
-    """True when `fmt` cannot run on this machine because Core ML exists only on macOS."""
-    return fmt == "coreml" and platform.system() != "Darwin"
-
-
 def create_runner(fmt: str, path: Path, feed: Feed, size: int, norm: Normalisation,
                   threads: int = 1, values: int | None = None) -> Runner:
     """The runner for an artifact format (float inputs normalised with `norm`, the manifest's),
     its tensors checked against S = `size` and, when given, `values` = 2P outputs (check_shapes);
     an unknown format raises ArtifactError listing the known."""
-    if fmt not in RUNNERS:
-        raise ArtifactError(f"{path}: no runner for format {fmt!r}; known: {', '.join(sorted(RUNNERS))}")
-    runner = RUNNERS[fmt](path, feed, size, norm, threads)
+    runner = backend(fmt).runner_class()(path, feed, size, norm, threads)
     runner.check_shapes(values)
     return runner
