@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from facemark.quantize.mixed import EvalFaces
-    from facemark.quantize.onnx_int8 import preprocessed_source, write_qdq
+    from facemark.quantize.onnx_int8 import preprocessed_float, write_qdq
     from facemark.quantize.run import build_job
     from facemark.runtime import Feed, create_runner
 
     job = build_job(args.run, args.data, None, verb="benchmark")
     try:
-        source = preprocessed_source(job)
+        source = preprocessed_float(job)
         splits = {split: EvalFaces(job, job.data_root, split, every_face=True) for split in ("val", "test")}
         print(f"{'method':18s}" + "".join(f"  {split} NME (change)    " for split in splits))
         print(f"{'float':18s}" + "".join(f"  {faces.float_nme:.5f}            " for faces in splits.values()))

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or Path("docs/img/demo_landmarks.jpg")
 
     ensure_run(args.run, args.data)
-    models = [Landmarker(source) for source in (args.model or [args.run])]
+    models = [Landmarker(model) for model in (args.model or [args.run])]
     samples = list_split(args.data, "test")
     boxes = read_split_boxes(args.data, "test", args.detector, [s.stem for s in samples])
     images, truth, face_boxes = [], [], []

@@ -44,15 +44,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     image = read_photo(PHOTO)
-    print(f"{'source':<32} {'threads':>7} {'faces/s':>9} {'speed-up':>9}")
-    for source in args.sources:
-        landmarker = Landmarker(source)
+    print(f"{'model':<32} {'threads':>7} {'faces/s':>9} {'speed-up':>9}")
+    for model in args.sources:
+        landmarker = Landmarker(model)
         base = None
         for threads in args.threads:
             rate = statistics.median(faces_per_second(landmarker, image, threads, args.calls)
                                      for _ in range(args.repeat))
             base = base or rate
-            print(f"{source:<32} {threads:>7} {rate:>9.0f} {rate / base:>8.2f}x")
+            print(f"{model:<32} {threads:>7} {rate:>9.0f} {rate / base:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A row says what the artifact is (format, precision, how it is quantised: `mode`), which verb
 writes it (`producer`: export, quantize or qat), its file in RUN/export, and, for the rows derived
-from another one, that `source` row. Names follow one rule: `{format}_{precision tag}` for float
+from another one, that row (`recovers`). Names follow one rule: `{format}_{precision tag}` for float
 rows (`_baked` when the normalisation is inside the graph), `{format}_int8_{kind}` for post-training
 int8, and `{plain}_mixed` (sensitive layers kept in float, quantize.mixed) and `{plain}_qat`
 (quantisation-aware fine-tuned weights) for the rows that recover a plain int8 one; files are
@@ -33,7 +33,7 @@ class Artifact:
     precision: str         # float32 | float16 | int8
     producer: str          # export | quantize | qat
     mode: str              # how it is quantised, as tables show it ("none" for float rows)
-    source: str | None = None   # the plain int8 row a mixed or QAT row recovers
+    recovers: str | None = None   # the plain int8 row a mixed or QAT row recovers
     competes: bool = False      # a calibrated int8 row selection measures (see the module docstring)
 
     @property
@@ -55,7 +55,7 @@ def _int8_rows() -> list[Artifact]:
              for fmt, row in specs]
     rows = [row for row in plain if row.competes]
     rows += [Artifact(f"{row.name}_mixed", row.format, "int8", "quantize", f"{row.mode}, sensitive layers float",
-                      source=row.name, competes=True) for row, (_, spec) in zip(plain, specs) if spec.mixed]
+                      recovers=row.name, competes=True) for row, (_, spec) in zip(plain, specs) if spec.mixed]
     rows += [Artifact(f"{row.name}_qat", row.format, "int8", "qat", spec.qat, row.name, True)
              for row, (_, spec) in zip(plain, specs) if spec.qat]
     return rows + [row for row in plain if not row.competes]

@@ -125,9 +125,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     origins: dict[str, str] = {}   # dotted key -> the file or override its value came from
     if path is not None:
         for layer in _chain(Path(path), config_root(Path(path))):
-            _merge(merged, layer[1], source=str(layer[0]), origins=origins)
+            _merge(merged, layer[1], origin=str(layer[0]), origins=origins)
     _apply_overrides(merged, overrides or [], origins)
-    cfg = config_from_dict(merged, source=str(base), origins=origins)
+    cfg = config_from_dict(merged, origin=str(base), origins=origins)
     check_cross_rules(cfg, str(base), origins)
     return cfg
 
@@ -143,7 +143,7 @@ def _apply_overrides(merged: dict[str, Any], overrides: list[str], origins: dict
         for part in parents:
             cursor = cursor.setdefault(part, {})
         cursor[leaf] = yaml.safe_load(raw)
-        _merge(merged, nested, source=f"--set {item}", origins=origins)
+        _merge(merged, nested, origin=f"--set {item}", origins=origins)
 
 
 def override_section(cfg: Config, overrides: list[str], section: str, verb: str) -> Config:
@@ -154,7 +154,7 @@ def override_section(cfg: Config, overrides: list[str], section: str, verb: str)
         return cfg
     merged, origins = cfg.to_dict(), {}
     _apply_overrides(merged, overrides, origins)
-    return config_from_dict(merged, source=f"facemark {verb}", origins=origins)
+    return config_from_dict(merged, origin=f"facemark {verb}", origins=origins)
 
 
 def _only_section(overrides: list[str], section: str, verb: str) -> None:
@@ -163,7 +163,7 @@ def _only_section(overrides: list[str], section: str, verb: str) -> None:
             raise ConfigError(f"facemark {verb} --set {item!r}: only {section}.* keys can change after training")
 
 
-def section_from_saved(section: str, values: dict[str, Any], overrides: list[str], verb: str, source: str) -> Any:
+def section_from_saved(section: str, values: dict[str, Any], overrides: list[str], verb: str, origin: str) -> Any:
     """One section's dataclass (e.g. InferConfig): base.yaml's values, `values` (a saved section,
     e.g. a manifest's) over them, then `--set SECTION.KEY=VALUE` overrides, each checked by its
     key's rule. Only that section is built: the whole config's check imports timm and torch
@@ -171,22 +171,22 @@ def section_from_saved(section: str, values: dict[str, Any], overrides: list[str
     _only_section(overrides, section, verb)
     merged = {section: _read_yaml(base_config_path())[section]}
     origins: dict[str, str] = {}
-    _merge(merged, {section: values}, source=source, origins=origins)
+    _merge(merged, {section: values}, origin=origin, origins=origins)
     _apply_overrides(merged, overrides, origins)
     cls = typing.get_type_hints(Config)[section]
-    return _build(cls, merged[section], prefix=f"{section}.", source=source, origins=origins)
+    return _build(cls, merged[section], prefix=f"{section}.", origin=origin, origins=origins)
 
 
-def config_from_dict(values: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+def config_from_dict(values: dict[str, Any], origin: str = "config", origins: dict[str, str] | None = None
                      ) -> Config:
     """Build a Config from a complete nested dict (e.g. one saved in a checkpoint), checking every
-    value's type and rule; `origins` names where individual keys came from (default: `source`).
+    value's type and rule; `origins` names where individual keys came from (default: `origin`).
     The CROSS_RULES are left to load_config: they guard a new run, and a finished run's checkpoint
     must stay loadable (a 2-epoch test run with the default 3 warm-up epochs, say)."""
-    return _build(Config, values, prefix="", source=source, origins=origins or {})
+    return _build(Config, values, prefix="", origin=origin, origins=origins or {})
 
 
-def check_cross_rules(cfg: Config, source: str, origins: dict[str, str]) -> None:
+def check_cross_rules(cfg: Config, origin: str, origins: dict[str, str]) -> None:
     """Raise ConfigError for the first broken rule of CROSS_RULES, naming the file or override
     that set one of its keys."""
     for rule in CROSS_RULES:
@@ -194,7 +194,7 @@ def check_cross_rules(cfg: Config, source: str, origins: dict[str, str]) -> None
         if broken is not None:
             dotted, message, others = broken
             # name the file or override that set one of the keys (base.yaml's values have no origin)
-            where = next((origins[k] for k in (dotted, *others) if k in origins), source)
+            where = next((origins[k] for k in (dotted, *others) if k in origins), origin)
             raise ConfigError(f"{where}: {dotted!r} {message}")
 
 
@@ -210,13 +210,13 @@ def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, dataclasses.F
     return leaves
 
 
-def check_value(dotted: str, value: Any, source: str) -> Any:
+def check_value(dotted: str, value: Any, origin: str) -> Any:
     """Check one value (e.g. a command-line flag standing in for a config key) against the type
     and rule of config key `dotted` -> the value (ints become floats for float keys)."""
     section, _, name = dotted.partition(".")
     cls = typing.get_type_hints(Config)[section]
     item = next(f for f in fields(cls) if f.name == name)
-    return _check_field(value, typing.get_type_hints(cls)[name], item, dotted, source)
+    return _check_field(value, typing.get_type_hints(cls)[name], item, dotted, origin)
 
 
 def base_value(dotted: str) -> Any:
@@ -225,16 +225,16 @@ def base_value(dotted: str) -> Any:
     timm and torch)."""
     section, _, name = dotted.partition(".")
     path = base_config_path()
-    return check_value(dotted, _read_yaml(path)[section][name], source=str(path))
+    return check_value(dotted, _read_yaml(path)[section][name], origin=str(path))
 
 
-def config_from_saved(values: dict[str, Any], source: str = "checkpoint") -> Config:
+def config_from_saved(values: dict[str, Any], origin: str = "checkpoint") -> Config:
     """A config saved by an earlier facemark (a checkpoint's) merged over base.yaml: a key added
     since then takes its base.yaml default, which by rule reproduces the behaviour from before the
     key existed (e.g. augment.flip: 0.0). A key base.yaml does not know is still an error."""
     merged = _read_yaml(base_config_path())
-    _merge(merged, values, source=source, origins={})
-    return config_from_dict(merged, source=source)
+    _merge(merged, values, origin=origin, origins={})
+    return config_from_dict(merged, origin=origin)
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -285,53 +285,53 @@ def _chain(path: Path, root: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Pa
     return _chain(found, root, seen + (path,)) + [(path, data)]
 
 
-def _merge(into: dict[str, Any], layer: dict[str, Any], source: str, origins: dict[str, str],
+def _merge(into: dict[str, Any], layer: dict[str, Any], origin: str, origins: dict[str, str],
            prefix: str = "") -> None:
     for name, value in layer.items():
         dotted = f"{prefix}{name}"
         if name not in into:
             hint = difflib.get_close_matches(str(name), [str(k) for k in into], n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"{source}: unknown config key {dotted!r}{suggestion}")
+            raise ConfigError(f"{origin}: unknown config key {dotted!r}{suggestion}")
         if isinstance(into[name], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted!r} is a section; expected a mapping, got {value!r}")
-            _merge(into[name], value, source, origins, prefix=f"{dotted}.")
+                raise ConfigError(f"{origin}: {dotted!r} is a section; expected a mapping, got {value!r}")
+            _merge(into[name], value, origin, origins, prefix=f"{dotted}.")
         else:
             into[name] = value
-            origins[dotted] = source
+            origins[dotted] = origin
 
 
-def _build(cls: type, values: Any, prefix: str, source: str, origins: dict[str, str]) -> Any:
+def _build(cls: type, values: Any, prefix: str, origin: str, origins: dict[str, str]) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping")
+        raise ConfigError(f"{origin}: {prefix.rstrip('.') or 'config'} must be a mapping")
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in fields(cls)}
     for name in values:
         if name not in by_name:
             hint = difflib.get_close_matches(str(name), sorted(by_name), n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"{source}: unknown config key {prefix}{name!r}{suggestion}")
+            raise ConfigError(f"{origin}: unknown config key {prefix}{name!r}{suggestion}")
     kwargs = {}
     for name, item in by_name.items():   # declaration order, so the first bad key is reported
         dotted = f"{prefix}{name}"
         if name not in values:
-            raise ConfigError(f"{source}: missing config key {dotted!r}")
+            raise ConfigError(f"{origin}: missing config key {dotted!r}")
         if dataclasses.is_dataclass(hints[name]):
-            kwargs[name] = _build(hints[name], values[name], f"{dotted}.", source, origins)
+            kwargs[name] = _build(hints[name], values[name], f"{dotted}.", origin, origins)
         else:
-            kwargs[name] = _check_field(values[name], hints[name], item, dotted, origins.get(dotted, source))
+            kwargs[name] = _check_field(values[name], hints[name], item, dotted, origins.get(dotted, origin))
     return cls(**kwargs)
 
 
-def _check_field(value: Any, kind: Any, item: dataclasses.Field, dotted: str, source: str) -> Any:
+def _check_field(value: Any, kind: Any, item: dataclasses.Field, dotted: str, origin: str) -> Any:
     """The value's type, then the field's rule -> the value (ints become floats for float keys)."""
-    value = _check_type(value, kind, dotted, source)
+    value = _check_type(value, kind, dotted, origin)
     rule = item.metadata.get("rule")
     if rule is None:
         raise AssertionError(f"config key {dotted!r} declares no rule (use spec(...))")
     if not rule.accepts(value):
-        raise ConfigError(f"{source}: {dotted!r} must be {rule.allowed}, got {value!r}{rule.hint(value)}")
+        raise ConfigError(f"{origin}: {dotted!r} must be {rule.allowed}, got {value!r}{rule.hint(value)}")
     return value
 
 
@@ -340,7 +340,7 @@ def _float_text(text: str) -> float | None:
     return float(text) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", text.strip()) else None
 
 
-def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
+def _check_type(value: Any, kind: Any, dotted: str, origin: str) -> Any:
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     for option in options:
         if option is type(None) and value is None:
@@ -352,14 +352,14 @@ def _check_type(value: Any, kind: Any, dotted: str, source: str) -> Any:
         if option in (int, str, bool) and type(value) is option:
             return value
         if dataclasses.is_dataclass(option) and isinstance(value, dict):   # a record in a list (data.sets)
-            return _build(option, value, f"{dotted}.", source, {})
+            return _build(option, value, f"{dotted}.", origin, {})
         if dataclasses.is_dataclass(option) and isinstance(value, option):
             return value
         if typing.get_origin(option) is list and isinstance(value, list):
             item_type = typing.get_args(option)[0]
-            return [_check_type(v, item_type, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+            return [_check_type(v, item_type, f"{dotted}[{i}]", origin) for i, v in enumerate(value)]
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ConfigError(f"{source}: {dotted!r} expects {expected}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{origin}: {dotted!r} expects {expected}, got {value!r} ({type(value).__name__})")
 
 
 def resolve_choices(requested: list[str] | None, default: list[str], valid: list[str], what: str) -> list[str]:

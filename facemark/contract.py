@@ -184,7 +184,7 @@ class ArtifactEntry(_Json):
     output: OutputTensor | None = None
     parity: dict[str, Any] | None = None
     superseded_by: str | None = None
-    source: str | None = None
+    made_from: str | None = None    # an int8 row's float artifact (onnx_fp32) or QAT checkpoint (qat/best.pt)
     seconds: float | None = None
     created: str | None = None
     tools: dict[str, str] = field(default_factory=dict)

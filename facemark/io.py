@@ -98,9 +98,9 @@ def read_json_document(path: Path, schema: str, what: str, missing: str) -> dict
     return document
 
 
-def file_inside(folder: Path, name: object, source: str | Path, key: str, root: Path | None = None,
+def file_inside(folder: Path, name: object, origin: str | Path, key: str, root: Path | None = None,
                 error: type[Exception] | None = None) -> Path:
-    """`folder / name` for a file name that a document (`source`: a manifest, a model card, a
+    """`folder / name` for a file name that a document (`origin`: a manifest, a model card, a
     config's `_base_`) records at `key`, refused unless it stays inside `root` (default `folder`):
     not a non-empty relative name, or leading out once `..` and symlinks are resolved (archive
     extractors' "zip-slip" rule), is one `error` (default ArtifactError) naming the document, the
@@ -110,8 +110,8 @@ def file_inside(folder: Path, name: object, source: str | Path, key: str, root: 
     error = error or ArtifactError
     root = Path(folder if root is None else root)
     if not isinstance(name, str) or not name.strip() or Path(name).is_absolute():
-        raise error(f"{source}: {key} {name!r} must be a file name relative to {folder}; refused")
+        raise error(f"{origin}: {key} {name!r} must be a file name relative to {folder}; refused")
     target = (Path(folder) / name).resolve()
     if target == root.resolve() or not target.is_relative_to(root.resolve()):
-        raise error(f"{source}: {key} {name!r} leads outside {root} (to {target}); refused")
+        raise error(f"{origin}: {key} {name!r} leads outside {root} (to {target}); refused")
     return Path(folder) / name

@@ -5,7 +5,7 @@
     for face in lm.predict("photo.jpg"):                          # a path or (H, W, 3) uint8 RGB
         print(face.box, face.score, face.landmarks.shape)         # image pixels; (P, 2)
 
-A source is a shipped model's name (`ibug68`, `datatang106`, or `NAME:ARTIFACT`: facemark.pretrained,
+A model is named by a shipped model's name (`ibug68`, `datatang106`, or `NAME:ARTIFACT`: facemark.pretrained,
 `facemark models`; None: base.yaml's predict.model), a packaged model folder (`facemark package`),
 an artifact listed in its folder's manifest.json (checked on load: file hash, contract), a RUN
 folder (its verified ONNX float artifact, else its best.pt), or a checkpoint file. Artifacts run on
@@ -52,7 +52,7 @@ class Face:
 class Landmarker:
     """A model under the manifest contract, with the face detector predict uses.
 
-    `source`: a shipped model's NAME, a packaged model folder, ARTIFACT, RUN or CHECKPOINT (see the
+    `model`: a shipped model's NAME, a packaged model folder, ARTIFACT, RUN or CHECKPOINT (see the
     module docstring); None: base.yaml's predict.model. `detector` and `min_score`:
     None takes base.yaml's predict section; the detector is created on first use, so given boxes
     need none. `overrides`: `infer.KEY=VALUE` settings that replace the recorded refinement.
@@ -66,21 +66,21 @@ class Landmarker:
     scheme: Scheme
     refinement: Refinement
 
-    def __init__(self, source: str | Path | None = None, detector: str | None = None,
+    def __init__(self, model: str | Path | None = None, detector: str | None = None,
                  min_score: float | None = None, overrides: list[str] | None = None,
                  max_pixels: int | None = None) -> None:
         from facemark.config import base_value, check_value
 
         # base_value, not load_config: the whole config's check imports timm and torch (model.arch)
-        source = base_value("predict.model") if source is None else source
+        model = base_value("predict.model") if model is None else model
         for key, value in (("predict.detector", detector), ("predict.min_score", min_score)):
             if value is not None:
-                check_value(key, value, source=f"Landmarker({key.split('.')[1]}={value!r})")
+                check_value(key, value, origin=f"Landmarker({key.split('.')[1]}={value!r})")
         self.detector_name = detector or base_value("predict.detector")
         self.min_score = base_value("predict.min_score") if min_score is None else float(min_score)
         self.max_pixels = max_pixels
         self._detector = None
-        self.runner, self.identity, self.size, self.margin, self.scheme, self.refinement = _load(source, overrides)
+        self.runner, self.identity, self.size, self.margin, self.scheme, self.refinement = _load(model, overrides)
 
     def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """(H, W, 3) uint8 RGB -> [(box (4,), score)] of detections >= min_score, largest first."""
@@ -152,7 +152,7 @@ ARTIFACT_SUFFIXES = tuple(backend.suffix for backend in BACKENDS.values())
 MODEL_SUFFIXES = (".pt", *ARTIFACT_SUFFIXES)
 
 
-def is_model_source(text: str | Path) -> bool:
+def names_a_model(text: str | Path) -> bool:
     """Whether a command-line path names a model rather than an input: a shipped model's name that
     is no existing path, a model file (.pt, .onnx, .tflite, .mlpackage) or a folder holding a
     model (RUN with best.pt or export/, a packaged model, an export folder with its manifest)."""
@@ -172,13 +172,13 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
     from facemark import pretrained
     from facemark.manifest import artifact_path, load_manifest, manifest_path
 
-    source = Path(text)
-    if not source.exists() and pretrained.is_model_name(str(text)):
+    path = Path(text)
+    if not path.exists() and pretrained.is_model_name(str(text)):
         return _load_artifact(pretrained.resolve(str(text)), overrides)
-    if source.is_dir() and (source / pretrained.CARD_NAME).is_file():
-        return _load_artifact(pretrained.artifact_of(source), overrides)
-    run = RunDir(source)
-    if source.is_dir() and run.best.is_file():
+    if path.is_dir() and (path / pretrained.CARD_NAME).is_file():
+        return _load_artifact(pretrained.artifact_of(path), overrides)
+    run = RunDir(path)
+    if path.is_dir() and run.best.is_file():
         export_dir = run.export
         # not exported yet: the checkpoint itself; a manifest that exists must be readable
         manifest = load_manifest(export_dir) if manifest_path(export_dir).is_file() else None
@@ -188,12 +188,12 @@ def _load(text: str | Path, overrides: list[str] | None) -> Loaded:
             if onnx.is_file():
                 return _load_artifact(onnx, overrides)
         return _load_checkpoint(run.best, overrides)
-    if not source.exists():
-        raise ArtifactError(f"{source}: no such artifact, run folder, checkpoint or shipped model "
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such artifact, run folder, checkpoint or shipped model "
                             f"(shipped: {', '.join(pretrained.model_names()) or 'none'})")
-    if source.is_file() and source.suffix == ".pt":
-        return _load_checkpoint(source, overrides)
-    return _load_artifact(source, overrides)
+    if path.is_file() and path.suffix == ".pt":
+        return _load_checkpoint(path, overrides)
+    return _load_artifact(path, overrides)
 
 
 def _load_artifact(path: Path, overrides: list[str] | None) -> Loaded:

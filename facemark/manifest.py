@@ -58,16 +58,16 @@ def manifest_path(export_dir: Path) -> Path:
     return Path(export_dir) / MANIFEST_NAME
 
 
-def manifest_normalisation(contract: RunContract, source: str) -> Normalisation:
+def manifest_normalisation(contract: RunContract, origin: str) -> Normalisation:
     """The input normalisation a contract declares (ArtifactError if not 3 values each, std > 0)."""
-    return Normalisation.from_dict({"mean": contract.input.mean, "std": contract.input.std}, f"{source}: input")
+    return Normalisation.from_dict({"mean": contract.input.mean, "std": contract.input.std}, f"{origin}: input")
 
 
-def check_normalisation(contract: RunContract, expected: Normalisation, source: str) -> Normalisation:
+def check_normalisation(contract: RunContract, expected: Normalisation, origin: str) -> Normalisation:
     """The contract's normalisation after checking it is the checkpoint's `expected` one."""
-    declared = manifest_normalisation(contract, source)
+    declared = manifest_normalisation(contract, origin)
     if not declared.same_as(expected):
-        raise ArtifactError(f"{source}: input {declared} differs from the checkpoint's {expected}; "
+        raise ArtifactError(f"{origin}: input {declared} differs from the checkpoint's {expected}; "
                             f"re-run `facemark export`")
     return declared
 
@@ -110,7 +110,7 @@ def load_manifest(export_dir: Path) -> Manifest:
 CONTRACT_RULES = {"input.size": "data.input_size", "crop.margin": "data.margin"}
 
 
-def check_contract(contract: RunContract, source: Path) -> None:
+def check_contract(contract: RunContract, origin: Path) -> None:
     """The run-level contract's values within their config rules, and its scheme one facemark
     ships with its own point count: an edited `input.size: 100000` or `num_points: 106` on a
     68-point model fails here in one line, not as a 30 GB allocation or mislabelled points. The
@@ -120,15 +120,15 @@ def check_contract(contract: RunContract, source: Path) -> None:
     for key, config_key in CONTRACT_RULES.items():
         section, _, name = key.partition(".")
         try:
-            check_value(config_key, getattr(getattr(contract, section), name), str(source))
+            check_value(config_key, getattr(getattr(contract, section), name), str(origin))
         except ConfigError as exc:
             raise ArtifactError(str(exc).replace(f"{config_key!r}", f"{key} (bounded as {config_key})")) from None
     try:
         known = load_scheme(contract.scheme.name)
     except ConfigError as exc:
-        raise ArtifactError(f"{source}: scheme.name: {exc}") from None
+        raise ArtifactError(f"{origin}: scheme.name: {exc}") from None
     if contract.scheme.num_points != known.num_points or contract.output.values != 2 * known.num_points:
-        raise ArtifactError(f"{source}: scheme {known.name} has {known.num_points} points ({2 * known.num_points} "
+        raise ArtifactError(f"{origin}: scheme {known.name} has {known.num_points} points ({2 * known.num_points} "
                             f"output values), the manifest says scheme.num_points {contract.scheme.num_points!r} "
                             f"and output.values {contract.output.values!r}")
 

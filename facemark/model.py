@@ -106,10 +106,10 @@ def weights_source(model: nn.Module) -> WeightsSource:
     return source
 
 
-def checkpoint_source(ckpt: dict[str, Any], source: str) -> WeightsSource:
+def checkpoint_source(ckpt: dict[str, Any], origin: str) -> WeightsSource:
     """The WeightsSource a checkpoint recorded; one written before `input` was stored: ImageNet."""
     weights = ckpt.get("weights") or {"origin": "unknown", "detail": "not recorded (older checkpoint)"}
-    norm = Normalisation.from_dict(ckpt["input"], source) if "input" in ckpt else IMAGENET
+    norm = Normalisation.from_dict(ckpt["input"], origin) if "input" in ckpt else IMAGENET
     return WeightsSource(str(weights["origin"]), str(weights["detail"]), norm)
 
 
@@ -305,7 +305,7 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, Config, dict[str, Any]]:
                             f"{str(exc).splitlines()[0][:100]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: not a facemark checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    cfg = config_from_saved(ckpt["config"], source=str(path))
+    cfg = config_from_saved(ckpt["config"], origin=str(path))
     model_cfg = ModelConfig(**{**cfg.model.__dict__, "freeze_blocks": 0})
     # a multi-dataset run's weights carry its extra heads (data.sets): loaded, then left out
     extras = extra_points(cfg) if any(key.startswith("extra_heads.") for key in ckpt["model"]) else None

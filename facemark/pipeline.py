@@ -69,7 +69,7 @@ def _run_stages(cfg: Config, data_root: Path, run_dir: Path) -> int:
     return code
 
 
-def check_plan(cfg: Config, source: str) -> None:
+def check_plan(cfg: Config, origin: str) -> None:
     """Before anything trains: each int8 format of quantize.formats needs its float source
     artifact (its backend's int8_from, e.g. onnx_fp32 for tflite and onnx) among export.formats, and
     quantize.qat needs a format to write."""
@@ -77,11 +77,11 @@ def check_plan(cfg: Config, source: str) -> None:
     for fmt in resolve_choices(cfg.quantize.formats, [], list(BACKENDS), "quantize.formats"):
         needed = ARTIFACTS[BACKENDS[fmt].int8_from].format
         if needed not in exported:
-            raise ConfigError(f"{source}: 'quantize.formats' has {fmt}, made from the float {needed} export, but "
+            raise ConfigError(f"{origin}: 'quantize.formats' has {fmt}, made from the float {needed} export, but "
                               f"'export.formats' is {cfg.export.formats}; add {needed} to export.formats or "
                               f"drop {fmt} from quantize.formats")
     if cfg.quantize.qat and not set(cfg.quantize.qat_formats) & set(cfg.quantize.formats):
-        raise ConfigError(f"{source}: 'quantize.qat' is on but 'quantize.qat_formats' {cfg.quantize.qat_formats} and "
+        raise ConfigError(f"{origin}: 'quantize.qat' is on but 'quantize.qat_formats' {cfg.quantize.qat_formats} and "
                           f"'quantize.formats' {cfg.quantize.formats} share no format; add one or set quantize.qat: false")
 
 
@@ -140,10 +140,10 @@ def qat_current(run_dir: Path, cfg: Config) -> bool:
     if not _artifacts_current(run_dir, [], quantized=True):
         return False
     export_dir = RunDir(run_dir).export
-    manifest, source = load_manifest(export_dir), sha256_of(RunDir(run_dir).best)
+    manifest, made_from = load_manifest(export_dir), sha256_of(RunDir(run_dir).best)
     for fmt in qat_formats(cfg):
         entry = manifest.artifacts.get(qat_row(fmt).name)
-        if entry is None or entry.details.get("qat", {}).get("source_sha256") != source:
+        if entry is None or entry.details.get("qat", {}).get("made_from_sha256") != made_from:
             return False
         try:
             verify_artifact(export_dir, qat_row(fmt).name, manifest)

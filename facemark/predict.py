@@ -58,7 +58,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
-class FaceSource:
+class FaceBoxes:
     """Where predict's faces come from: the landmarker's detector, one given box, or a box cache."""
 
     def __init__(self, landmarker: Landmarker, box: np.ndarray | None, boxes_dir: Path | None) -> None:
@@ -110,16 +110,16 @@ def draw_overlay(image_bgr: np.ndarray, faces: list[Face]) -> np.ndarray:
     return canvas
 
 
-def predict_image(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str,
+def predict_image(landmarker: Landmarker, boxes: FaceBoxes, path: Path, out_dir: Path, stem: str,
                   max_pixels: int | None = None) -> dict[str, Any]:
     """One photo -> its JSON record; writes STEM.json and STEM.overlay.jpg into out_dir. A photo
     that cannot be read (or claims more than `max_pixels`, see read_image) is a DataError."""
     from facemark.data.layout import read_photo
 
     image = read_photo(path, max_pixels)
-    faces = landmarker.predict(image, source.boxes(path.stem))
+    faces = landmarker.predict(image, boxes.boxes(path.stem))
     record = {"schema": SCHEMA, "input": str(path), "kind": "image", "image_size": [image.shape[1], image.shape[0]],
-              "artifact": landmarker.identity, "infer": landmarker.refinement.record(), "faces_from": source.label,
+              "artifact": landmarker.identity, "infer": landmarker.refinement.record(), "faces_from": boxes.label,
               "faces": [face.to_dict() for face in faces]}
     overlay = draw_overlay(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), faces)
     encoded, jpeg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -152,13 +152,13 @@ class PredictResult:
     infer: dict[str, Any]                    # the refinement run: Refinement.record()
 
 
-def _predict_one(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str, progress: bool,
+def _predict_one(landmarker: Landmarker, boxes: FaceBoxes, path: Path, out_dir: Path, stem: str, progress: bool,
                  max_pixels: int | None, stream: Any) -> dict[str, Any]:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         from facemark.predict_video import predict_video   # tracking and filters load for videos only
 
-        return predict_video(landmarker, source, path, out_dir, stem, progress, max_pixels, stream)
-    return predict_image(landmarker, source, path, out_dir, stem, max_pixels)
+        return predict_video(landmarker, boxes, path, out_dir, stem, progress, max_pixels, stream)
+    return predict_image(landmarker, boxes, path, out_dir, stem, max_pixels)
 
 
 def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None) -> dict[str, Any]:
@@ -175,11 +175,11 @@ def _skip(path: Path, reason: str, strict: bool, frames_kept: int | None = None)
     return entry if frames_kept is None else {**entry, "frames_kept": frames_kept}
 
 
-def predict_files(source: Path | str | None, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
+def predict_files(model: Path | str | None, inputs: list[Path], out_dir: Path, detector: str, min_score: float,
                   box: np.ndarray | None = None, boxes_dir: Path | None = None, progress: bool = True,
                   overrides: list[str] | None = None, strict: bool = False,
                   max_pixels: int | None = None, stream: Any = None) -> PredictResult:
-    """Landmarks of every face in `inputs` (files or folders) with the model of `source` (ARTIFACT
+    """Landmarks of every face in `inputs` (files or folders) with the model of `model` (ARTIFACT
     or RUN), refined as it records unless `overrides` (`--set infer.KEY=VALUE`) say otherwise: the
     JSON records and index.json written to out_dir (see the module docstring). `max_pixels`:
     read_image's limit (None: base.yaml's data.max_image_pixels). `stream`: the predict config
@@ -189,8 +189,8 @@ def predict_files(source: Path | str | None, inputs: list[Path], out_dir: Path, 
     files = expand_inputs(inputs)
     if boxes_dir is not None and not Path(boxes_dir).is_dir():
         raise DataError(f"{boxes_dir}: box cache folder not found")
-    landmarker = Landmarker(source, detector, min_score, overrides, max_pixels)
-    faces_from = FaceSource(landmarker, box, None if boxes_dir is None else Path(boxes_dir))
+    landmarker = Landmarker(model, detector, min_score, overrides, max_pixels)
+    faces_from = FaceBoxes(landmarker, box, None if boxes_dir is None else Path(boxes_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, written, skipped = [], [], []
@@ -215,18 +215,18 @@ def predict_files(source: Path | str | None, inputs: list[Path], out_dir: Path, 
 
 def split_model(paths: list[Path]) -> tuple[Path | None, list[Path]]:
     """The verb's positional paths -> (model, inputs): the first names the model when it is one
-    (landmarker.is_model_source) and inputs follow; otherwise all are inputs and the model is
+    (landmarker.names_a_model) and inputs follow; otherwise all are inputs and the model is
     base.yaml's predict.model (None)."""
-    from facemark.landmarker import is_model_source
+    from facemark.landmarker import names_a_model
 
-    if is_model_source(paths[0]):
+    if names_a_model(paths[0]):
         if len(paths) == 1:
             raise DataError(f"{paths[0]} names a model but no input follows: give photos, videos or folders")
         return paths[0], paths[1:]
     return None, paths
 
 
-def run_predict(source: Path | None, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
+def run_predict(model: Path | None, inputs: list[Path], out_dir: Path, detector: str | None, min_score: float | None,
                 box: list[float] | None, boxes_dir: Path | None, overrides: list[str] | None = None,
                 strict: bool = False, max_pixels: int | None = None) -> int:
     """The CLI verb: defaults from base.yaml's predict section; `overrides`: `--set` items, infer.*
@@ -241,9 +241,9 @@ def run_predict(source: Path | None, inputs: list[Path], out_dir: Path, detector
     for flag, dotted, value in (("--detector", "predict.detector", detector), ("--min-score", "predict.min_score",
                                                                               min_score)):
         if value is not None:
-            check_value(dotted, value, source=f"{flag} {value}")
+            check_value(dotted, value, origin=f"{flag} {value}")
     given = None if box is None else _given_box(box)
-    result = predict_files(source, inputs, out_dir, detector or cfg.detector,
+    result = predict_files(model, inputs, out_dir, detector or cfg.detector,
                            cfg.min_score if min_score is None else min_score, given, boxes_dir,
                            overrides=[item for item in overrides if item not in streaming], strict=strict,
                            max_pixels=max_pixels, stream=cfg)

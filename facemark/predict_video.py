@@ -18,7 +18,7 @@ from facemark.errors import DataError
 from facemark.io import atomic_write_text
 from facemark.landmarker import Face, Landmarker
 from facemark.metrics import frame_motion
-from facemark.predict import SCHEMA, FaceSource, draw_overlay
+from facemark.predict import SCHEMA, FaceBoxes, draw_overlay
 
 # A video that ends this many frames (at least 2, or this fraction of them) before the frame
 # count its container announces stopped decoding; OpenCV's count is the container's figure, or
@@ -50,7 +50,7 @@ def _shortfall(path: Path, read: int, announced: int | None) -> str | None:
     return f"{path}: video stopped decoding after {read} of {announced} frames (truncated or corrupt)"
 
 
-def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_dir: Path, stem: str,
+def predict_video(landmarker: Landmarker, boxes: FaceBoxes, path: Path, out_dir: Path, stem: str,
                   progress: bool, max_pixels: int | None = None, stream: Any = None) -> dict[str, Any]:
     """One video, frame by frame through a facemark.tracking.Tracker -> its JSON record (faces per
     frame with id, box, raw and filtered landmarks; the tracker's settings and counts; frame_motion
@@ -63,7 +63,7 @@ def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_di
 
     from facemark.tracking import Tracker
 
-    fixed = source.boxes(path.stem)
+    fixed = boxes.boxes(path.stem)
     settings = _stream_settings(stream, fixed is not None)
     capture = _open_video(path, max_pixels)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -101,7 +101,7 @@ def predict_video(landmarker: Landmarker, source: FaceSource, path: Path, out_di
     partial.replace(target)
     record = {"schema": SCHEMA, "input": str(path), "kind": "video", "image_size": frame_size, "fps": fps,
               "frame_count": len(frames), "artifact": landmarker.identity, "infer": landmarker.refinement.record(),
-              "faces_from": source.label, "tracking": {**_settings_record(settings), **tracker.stats()},
+              "faces_from": boxes.label, "tracking": {**_settings_record(settings), **tracker.stats()},
               "ms_per_frame": round(1000.0 * seconds / len(frames), 3),
               **_main_face_motion(frames, landmarker), "frames": frames}
     stopped = _shortfall(path, len(frames), total)

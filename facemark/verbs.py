@@ -197,7 +197,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     for flag, name in (("--threads", "threads"), ("--warmup", "warmup"), ("--runs", "runs")):
         if getattr(args, name) is not None:
-            check_value(f"validate.{name}", getattr(args, name), source=f"{flag} {getattr(args, name)}")
+            check_value(f"validate.{name}", getattr(args, name), origin=f"{flag} {getattr(args, name)}")
 
     return run_benchmark(args.configs, data_root=args.data, out_dir=args.out, budget=_budget(args),
                          overrides=args.overrides, split=args.split, threads=args.threads, warmup=args.warmup,

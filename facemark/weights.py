@@ -35,15 +35,15 @@ class Normalisation:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> Normalisation:
+    def from_dict(cls, data: dict[str, Any], origin: str) -> Normalisation:
         """{"mean": [3 floats], "std": [3 positive floats]} (a checkpoint's or manifest's `input`)."""
         try:
             mean = tuple(float(v) for v in data["mean"])
             std = tuple(float(v) for v in data["std"])
         except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{source}: input mean/std missing or not numbers ({data!r:.120})") from None
+            raise ArtifactError(f"{origin}: input mean/std missing or not numbers ({data!r:.120})") from None
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ArtifactError(f"{source}: input mean/std must be 3 values each, std > 0; got {mean}/{std}")
+            raise ArtifactError(f"{origin}: input mean/std must be 3 values each, std > 0; got {mean}/{std}")
         return cls(mean, std)
 
     @classmethod

@@ -104,13 +104,13 @@ def int8_parity(actual: np.ndarray, expected: np.ndarray, job: QuantJob,
 
 
 def int8_facts(row: Artifact, quantization: str, layout: str, input_dtype: str, output_dtype: str,
-               job: QuantJob, source: str | None) -> dict[str, Any]:
+               job: QuantJob, made_from: str | None) -> dict[str, Any]:
     """The per-artifact contract of the int8 file of registry row `row` (the run-level half is the
     manifest's top level)."""
     size, points = job.size, job.contract.scheme.num_points
     shape = [1, size, size, 3] if layout == "NHWC" else [1, 3, size, size]
     return {"format": row.format, "precision": "int8", "mode": row.mode, "quantization": quantization,
-            "layout": layout, "input_dtype": input_dtype, "baked_preprocessing": False, "source": source,
+            "layout": layout, "input_dtype": input_dtype, "baked_preprocessing": False, "made_from": made_from,
             "input": {"name": "input", "shape": shape, "dtype": input_dtype, "color": "RGB",
                       "preprocessing": "pixels/255, then (x - mean) / std (manifest input.mean/std)"},
             "output": {"name": "landmarks", "shape": [1, 2 * points], "dtype": output_dtype,

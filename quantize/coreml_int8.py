@@ -37,7 +37,7 @@ from facemark.quantize.common import (QuantJob, check_output_step, int8_facts, i
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
-SOURCE = BACKENDS["coreml"].int8_from
+INT8_FROM = BACKENDS["coreml"].int8_from
 CALIBRATION_BATCH = 16
 QUANTISED_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "quantize", "dequantize")
 
@@ -65,12 +65,12 @@ def _w8(job: QuantJob) -> RowResult:
     ct = import_coremltools()
     import coremltools.optimize as cto
 
-    source = verify_artifact(job.export_dir, SOURCE, job.manifest)
+    float_path = verify_artifact(job.export_dir, INT8_FROM, job.manifest)
     facts = int8_facts(W8, "int8 weights (linear symmetric, per channel; weight tensors "
                        "of >= 2048 elements, coremltools' default threshold), float compute and activations; "
-                       "float32 I/O", "NCHW", "float32", "float32", job, SOURCE)
+                       "float32 I/O", "NCHW", "float32", "float32", job, INT8_FROM)
     facts.pop("calibration")  # weight-only: nothing is measured on data
-    model = ct.models.MLModel(str(source), skip_model_load=True)
+    model = ct.models.MLModel(str(float_path), skip_model_load=True)
     config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
         mode="linear_symmetric", dtype="int8", granularity="per_channel"))
     with captured():   # progress bars into the log
@@ -161,10 +161,10 @@ def output_fake_quant_scale(prepared: torch.nn.Module) -> float | None:
     from torch.ao.quantization import FakeQuantizeBase
 
     output = next(node for node in prepared.graph.nodes if node.op == "output")
-    source = output.args[0]
-    source = source[0] if isinstance(source, (tuple, list)) else source
-    if getattr(source, "op", None) == "call_module":
-        module = prepared.get_submodule(source.target)
+    node = output.args[0]
+    node = node[0] if isinstance(node, (tuple, list)) else node
+    if getattr(node, "op", None) == "call_module":
+        module = prepared.get_submodule(node.target)
         if isinstance(module, FakeQuantizeBase):
             return float(module.scale.max())
     return None

@@ -35,7 +35,7 @@ from facemark.quantize.common import (QuantJob, check_output_step, converter_ran
 from facemark.runtime import Feed, TorchRunner, create_runner
 from facemark.status import Status
 
-SOURCE = BACKENDS["onnx"].int8_from
+INT8_FROM = BACKENDS["onnx"].int8_from
 DYNAMIC = ARTIFACTS["onnx_int8_dynamic"]
 
 
@@ -57,14 +57,14 @@ def quantize(job: QuantJob) -> list[RowResult]:
     return results
 
 
-def preprocessed_source(job: QuantJob) -> Path:
+def preprocessed_float(job: QuantJob) -> Path:
     """Verify onnx_fp32 against the manifest, then quant_pre_process it into the work folder."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = verify_artifact(job.export_dir, SOURCE, job.manifest)
+    float_onnx = verify_artifact(job.export_dir, INT8_FROM, job.manifest)
     target = job.work_dir / "onnx_int8_pre.onnx"
     if not target.is_file():
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+        quant_pre_process(str(float_onnx), str(target), skip_symbolic_shape=False)
     return target
 
 
@@ -89,9 +89,9 @@ class CropReader:
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, method: str, *,
+def write_qdq(float_onnx: Path, target: Path, inputs: np.ndarray, activation: str, method: str, *,
               float_decode: bool, exclude: list[str] | None = None, percentile: float | None = None) -> None:
-    """quantize_static `source` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
+    """quantize_static `float_onnx` (pre-processed float) into `target`: QDQ, per-channel int8 weights,
     `activation` ("uint8"/"int8") activations with ranges by `method` (quantize.calibration_method;
     percentile at `percentile`, quantize.calibration_percentile) on (N, 3, S, S) float32
     calibration `inputs`; the nodes named in `exclude`, and with `float_decode` (quantize.float_decode)
@@ -103,9 +103,9 @@ def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, m
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"quantize.calibration_method: expected one of {', '.join(CALIBRATION_METHODS)}, "
                           f"got {method!r}")
-    decode = onnx_decode_tail(source) if float_decode else []
+    decode = onnx_decode_tail(float_onnx) if float_decode else []
     with captured():   # the calibrator print()s its progress ("Collecting tensor data ...", "Percentile")
-        quantize_static(str(source), str(target), CropReader("input", inputs),
+        quantize_static(str(float_onnx), str(target), CropReader("input", inputs),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8,
@@ -114,12 +114,12 @@ def write_qdq(source: Path, target: Path, inputs: np.ndarray, activation: str, m
                         extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
 
 
-def int8_macs(source: Path, quantised: Path) -> float:
+def int8_macs(float_onnx: Path, quantised: Path) -> float:
     """Share of the float model's multiply-adds that run in int8 in `quantised`."""
     from facemark.quantize.sensitivity import int8_mac_fraction
     from facemark.quantize.sensitivity_onnx import onnx_int8_nodes, onnx_macs
 
-    return round(int8_mac_fraction(onnx_macs(source), onnx_int8_nodes(quantised)), 4)
+    return round(int8_mac_fraction(onnx_macs(float_onnx), onnx_int8_nodes(quantised)), 4)
 
 
 def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
@@ -132,21 +132,21 @@ def output_step(job: QuantJob, onnx_path: Path) -> dict[str, Any] | None:
 
 
 def _static(job: QuantJob, row: Artifact, activation: str) -> RowResult:
-    source = preprocessed_source(job)
+    float_onnx = preprocessed_float(job)
     method = job.cfg.quantize.calibration_method
     description = (f"int8 per-channel weights, {activation} activations (static, {ranges_label(job.cfg)} ranges "
                    f"from {len(job.calibration.crops)} calibration crops), QDQ format{decode_note(job.cfg)}; float32 I/O")
-    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, SOURCE)
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, INT8_FROM)
     with atomic_path(job.export_dir / row.file) as tmp:
-        write_qdq(source, tmp, job.calibration.inputs("NCHW"), activation, method,
+        write_qdq(float_onnx, tmp, job.calibration.inputs("NCHW"), activation, method,
                   float_decode=job.cfg.quantize.float_decode, percentile=job.cfg.quantize.calibration_percentile)
         facts["output_step"] = output_step(job, tmp)
-        facts["int8_macs"] = int8_macs(source, tmp)
+        facts["int8_macs"] = int8_macs(float_onnx, tmp)
         finish(job, tmp, facts)
     return written(row, facts)
 
 
-def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activation: str) -> RowResult:
+def write_mixed(job: QuantJob, row: Artifact, recovery: Any, float_onnx: Path, activation: str) -> RowResult:
     """The chosen recovery candidate as an artifact: the QDQ model with recovery.chosen.excluded
     nodes in float, its contract, float layers, int8 share and search in the manifest."""
     chosen = recovery.chosen
@@ -154,9 +154,9 @@ def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activ
                    f"ranges from "
                    f"{len(job.calibration.crops)} calibration crops), QDQ format, except {len(chosen.excluded)} "
                    f"sensitive nodes kept in float32 (listed in float_layers); float32 I/O")
-    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, SOURCE)
+    facts = int8_facts(row, description, "NCHW", "float32", "float32", job, INT8_FROM)
     facts.update(float_layers=chosen.excluded, int8_macs=round(chosen.int8_macs, 4), recovery=recovery.record(),
-                 recovers=row.source)
+                 recovers=row.recovers)
     with atomic_path(job.export_dir / row.file) as tmp:
         shutil.copyfile(chosen.path, tmp)
         facts["output_step"] = output_step(job, tmp)
@@ -167,13 +167,13 @@ def write_mixed(job: QuantJob, row: Artifact, recovery: Any, source: Path, activ
 def _dynamic(job: QuantJob) -> RowResult:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = preprocessed_source(job)
+    float_onnx = preprocessed_float(job)
     description = ("int8 per-channel weights; activations quantised per run with ranges computed on the fly "
                    "(dynamic, no calibration); float32 I/O")
-    facts = int8_facts(DYNAMIC, description, "NCHW", "float32", "float32", job, SOURCE)
+    facts = int8_facts(DYNAMIC, description, "NCHW", "float32", "float32", job, INT8_FROM)
     facts.pop("calibration")  # dynamic quantisation measures no ranges in advance
     with atomic_path(job.export_dir / DYNAMIC.file) as tmp:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(float_onnx), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finish(job, tmp, facts)
     return written(DYNAMIC, facts)
 

@@ -126,7 +126,7 @@ class FineTuner:
         from facemark.train.losses import build_loss
 
         self.job, self.out_dir, self.epochs = job, Path(out_dir), epochs
-        self.settings = {"source_sha256": job.contract.checkpoint.sha256, "epochs": epochs,
+        self.settings = {"made_from_sha256": job.contract.checkpoint.sha256, "epochs": epochs,
                          "lr": job.cfg.quantize.qat_lr, "schedule": SCHEDULE, "quantizer": QUANTIZER,
                          "ranges": f"{converter_ranges(job.cfg)} {RANGES}", "bn": BATCHNORM}
         self.scheme = load_scheme(job.cfg.data.scheme)

@@ -91,7 +91,7 @@ def onnx_rows(job: QuantJob, plain: RowResult, activation: str) -> list[RowResul
 def _onnx_rows(job: QuantJob, plain: RowResult, activation: str, row: Artifact) -> list[RowResult]:
     from facemark.quantize import onnx_int8
 
-    source = onnx_int8.preprocessed_source(job)
+    source = onnx_int8.preprocessed_float(job)
     plain_path = job.export_dir / plain.file
     faces = job.cfg.quantize.explain_faces
     layers = onnx_layer_errors(source, plain_path, job.calibration.inputs("NCHW")[:faces])

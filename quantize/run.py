@@ -86,19 +86,19 @@ def export_missing_sources(run: Path, formats: list[str] | None, data_root: Path
                             f"--data ROOT --run {run}) and no export (facemark export {run})")
     if formats is None:
         saved = load_checkpoint_file(folder.best)
-        cfg = config_from_saved(saved["config"], source=str(folder.best))
+        cfg = config_from_saved(saved["config"], origin=str(folder.best))
         formats = override_section(cfg, overrides, "quantize", "quantize").quantize.formats
     have = load_manifest(folder.export).artifacts if folder.manifest.is_file() else {}
     missing: dict[str, list[str]] = {}
     for name in resolve_backends(formats, []):
-        source = BACKENDS[name].int8_from
-        entry = have.get(source)
+        float_name = BACKENDS[name].int8_from
+        entry = have.get(float_name)
         if entry is None or not (folder.export / entry.file).exists():
-            missing.setdefault(source, []).append(name)
-    for source, users in missing.items():
-        print(f"facemark quantize: {' and '.join(users)} int8 start from {source}, which {folder.export} lacks: "
-              f"exporting it first ({making_command(source, str(run))})")
-        export_run(run, [artifact(source).format], data_root, bake=False, golden=False)
+            missing.setdefault(float_name, []).append(name)
+    for float_name, users in missing.items():
+        print(f"facemark quantize: {' and '.join(users)} int8 start from {float_name}, which {folder.export} lacks: "
+              f"exporting it first ({making_command(float_name, str(run))})")
+        export_run(run, [artifact(float_name).format], data_root, bake=False, golden=False)
 
 
 def build_job(run: Path, data_root: Path | None, calibration_count: int | None, explain: bool = False,

@@ -35,7 +35,7 @@ from facemark.runtime import TorchRunner
 from facemark.weights import Normalisation
 from facemark.status import Status
 
-SOURCE = BACKENDS["tflite"].int8_from
+INT8_FROM = BACKENDS["tflite"].int8_from
 SAME_SCALE_OPS = {"PAD", "PADV2", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
                   "SPACE_TO_DEPTH", "DEPTH_TO_SPACE"}
 # the one onnx2tf run every row of this format shares (a row of the summary table when it fails)
@@ -166,21 +166,21 @@ def onnx2tf_arguments(calibration_npy: Path, io_type: str, norm: Normalisation) 
     return ["-oiqt", "-cind", INPUT_NAME, str(calibration_npy), mean, std, "-iqd", io_type, "-oqd", io_type]
 
 
-def convert(job: QuantJob, io_type: str, files: dict[str, Path], source: Path | None = None) -> RowResult:
-    """onnx2tf of `source` (default: the verified onnx_fp32) into the work folder: -oiqt when it
+def convert(job: QuantJob, io_type: str, files: dict[str, Path], onnx_path: Path | None = None) -> RowResult:
+    """onnx2tf of `onnx_path` (default: the verified onnx_fp32) into the work folder: -oiqt when it
     quantizes (onnx2tf_quantizes), else -odrqt (dynamic range only: full_integer quantises its saved
     model, and onnx2tf's own calibration, about a minute on the demo model, would go unused); `files`
     gets {file kind: path} of what it wrote."""
     from facemark.convert.tflite import run_onnx2tf
 
-    source = source or verify_artifact(job.export_dir, SOURCE, job.manifest)
+    onnx_path = onnx_path or verify_artifact(job.export_dir, INT8_FROM, job.manifest)
     if onnx2tf_quantizes(job):
         calibration_npy = job.work_dir / "tflite_calibration.npy"
         np.save(calibration_npy, job.calibration.unit_images())
         arguments = onnx2tf_arguments(calibration_npy, io_type, job.norm)
     else:
         arguments = ["-odrqt"]
-    files.update(run_onnx2tf(source, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
+    files.update(run_onnx2tf(onnx_path, job.work_dir / "tflite_int8", arguments, calibration=job.calibration.crops.crops))
     return RowResult(ONNX2TF.name, ONNX2TF.mode, "converted")
 
 
@@ -204,14 +204,14 @@ def int8_macs(tflite_path: Path) -> float:
 
 
 def write_tflite(job: QuantJob, row: Artifact, produced: Path, description: str, dtype: str,
-                 calibrated: bool, extra: dict[str, Any], source: str = SOURCE) -> RowResult:
+                 calibrated: bool, extra: dict[str, Any], made_from: str = INT8_FROM) -> RowResult:
     """Copy `produced` to export/(row's file) with the contract embedded, run it in LiteRT on the parity crops,
-    check its output step, and return the verified row (`extra`: further manifest facts; `source`:
+    check its output step, and return the verified row (`extra`: further manifest facts; `made_from`:
     what it was made from)."""
     from facemark.convert.parity import contract_payload
     from facemark.convert.tflite import embed_tflite_metadata
 
-    facts = int8_facts(row, description, "NHWC", dtype, dtype, job, source)
+    facts = int8_facts(row, description, "NHWC", dtype, dtype, job, made_from)
     if calibrated:   # LiteRT's converter measures min-max; percentile ranges are set on its calibrated model
         facts["calibration"]["method"] = "percentile" if range_percentile(job.cfg) else "minmax"
     else:
@@ -273,11 +273,11 @@ def write_qat(job: QuantJob, tuner: Any) -> RowResult:
 
     onnx_path = export_onnx(tuner.float_model(), job.work_dir / "qat_fp32.onnx", job.size, job.cfg.export.opset)
     files: dict[str, Path] = {}
-    convert(job, job.cfg.quantize.tflite_io, files, source=onnx_path)
+    convert(job, job.cfg.quantize.tflite_io, files, onnx_path=onnx_path)
     produced = full_integer(job, files, {})
     if produced is None:
         raise RuntimeError(f"onnx2tf wrote no *_full_integer_quant.tflite (see {job.work_dir / 'tflite_int8'})")
     text = "quantisation-aware fine-tuned weights; " + description(True, job.cfg.quantize.tflite_io, job)
     extra = {"int8_macs": int8_macs(produced), "qat": tuner.record()}
     return write_tflite(job, qat_row("tflite"), produced, text, job.cfg.quantize.tflite_io,
-                        calibrated=True, extra=extra, source=QAT_CHECKPOINT)
+                        calibrated=True, extra=extra, made_from=QAT_CHECKPOINT)

@@ -135,12 +135,12 @@ def test_landmarker_misuse_has_one_answer_each():
     assert edge.landmarks.shape == (68, 2) and np.isfinite(edge.landmarks).all()
 
 
-@pytest.mark.parametrize("source", ["pytorch", "onnx", "tflite"])
-def test_one_landmarker_serves_eight_threads(exported_run, source):
+@pytest.mark.parametrize("model", ["pytorch", "onnx", "tflite"])
+def test_one_landmarker_serves_eight_threads(exported_run, model):
     """Servers share one model across a thread pool: every backend gives, from 8 threads at once,
     the landmarks it gives from one (LiteRT: an interpreter per thread, facemark.runtime.runners)."""
     path = {"pytorch": exported_run / "best.pt", "onnx": exported_run / "export" / "model_fp32.onnx",
-            "tflite": "ibug68"}[source]
+            "tflite": "ibug68"}[model]
     landmarker = Landmarker(path)
     images = list(np.random.default_rng(0).integers(0, 256, (12, 96, 96, 3), dtype=np.uint8))
     box = [12.0, 10.0, 84.0, 88.0]

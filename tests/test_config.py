@@ -103,11 +103,11 @@ def test_config_saved_before_a_key_existed_loads_with_its_default():
 
     saved = load_config(overrides=["train.epochs=7"]).to_dict()
     del saved["augment"]["flip"], saved["train"]["smooth_l1_beta"]
-    cfg = config_from_saved(saved, source="old.pt")
+    cfg = config_from_saved(saved, origin="old.pt")
     assert (cfg.augment.flip, cfg.train.smooth_l1_beta, cfg.train.epochs) == (0.0, 0.02, 7)
     saved["augment"]["mirror"] = 0.5
     with pytest.raises(ConfigError, match="old.pt: unknown config key 'augment.mirror'"):
-        config_from_saved(saved, source="old.pt")
+        config_from_saved(saved, origin="old.pt")
 
 
 def test_resume_check_does_not_report_keys_added_since_the_checkpoint(tmp_path):

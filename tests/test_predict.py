@@ -108,7 +108,7 @@ def test_landmarker_api_equals_predict_and_validate(validated_run, data_root, tm
     shutil.copy(validated_run / "best.pt", bare / "best.pt")
     path = sorted(images.iterdir())[0]
     box = read_box(boxes / f"{path.stem}.txt")
-    by_file, by_run = (Landmarker(source).predict(path, boxes=box)[0] for source in (bare / "best.pt", bare))
+    by_file, by_run = (Landmarker(model).predict(path, boxes=box)[0] for model in (bare / "best.pt", bare))
     np.testing.assert_array_equal(by_file.landmarks, by_run.landmarks)
     np.testing.assert_allclose(by_file.landmarks, lm.predict(path, boxes=box)[0].landmarks, atol=2e-3)
     with pytest.raises(DataError, match=r"boxes\[0\] = \[10.0, 10.0, 5.0, 20.0\]: expected finite X0 Y0 X1 Y1"):

@@ -79,7 +79,7 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     model, _, ckpt = load_checkpoint(RunDir(RunDir(run).qat).best)
     original, _, _ = load_checkpoint(run / "best.pt")
     record = ckpt["qat"]
-    assert record["source_sha256"] == sha256_of(run / "best.pt") and record["epochs"] == 2
+    assert record["made_from_sha256"] == sha256_of(run / "best.pt") and record["epochs"] == 2
     assert record["best_epoch"] in (1, 2) and np.isfinite(record["val_nme_int8_sim"])
     moved = [(a - b).abs().max().item() for a, b in zip(model.state_dict().values(), original.state_dict().values())
              if a.is_floating_point()]
@@ -90,8 +90,8 @@ def test_qat_writes_a_float_checkpoint_and_verified_rows(qat_done):
     for fmt, row in ((fmt, qat_row(fmt)) for fmt in QAT_FORMATS):
         name, entry = row.name, manifest.artifacts[row.name]
         assert entry.file == row.file and entry.format == fmt and entry.precision == "int8"
-        assert entry.status == "verified" and entry.details["qat"]["source_sha256"] == record["source_sha256"]
-        assert entry.source == "qat/best.pt"
+        assert entry.status == "verified" and entry.details["qat"]["made_from_sha256"] == record["made_from_sha256"]
+        assert entry.made_from == "qat/best.pt"
         macs = entry.details["int8_macs"]
         assert 0.1 < macs <= 1.0, macs   # measured, not assumed (0.27 for ONNX here)
         below(f"{name} parity vs the original model", entry.parity["nme_ipd"], 0.25)
@@ -233,7 +233,7 @@ def test_pipeline_sees_whether_the_qat_rows_are_current(qat_done):
     manifest = load_manifest(run / "export")
     entry = manifest.artifacts[qat_row("tflite").name]
     record_artifact(run / "export", qat_row("tflite").name,
-                    entry.replaced(qat={**entry.details["qat"], "source_sha256": "0" * 64}))
+                    entry.replaced(qat={**entry.details["qat"], "made_from_sha256": "0" * 64}))
     try:
         assert not qat_current(run, cfg)   # fine-tuned from another checkpoint: the stage runs again
     finally:

@@ -131,9 +131,9 @@ def test_artifact_names_and_format_choice():
         onnx_static("int4")
     # one naming rule: a recovery is its plain row's name plus _mixed / _qat, and competes with it
     for row in ARTIFACTS.values():
-        if row.source is not None:
-            assert row.name in (f"{row.source}_mixed", f"{row.source}_qat") and row.competes
-            assert artifact(row.source).competes and artifact(row.source).format == row.format
+        if row.recovers is not None:
+            assert row.name in (f"{row.recovers}_mixed", f"{row.recovers}_qat") and row.competes
+            assert artifact(row.recovers).competes and artifact(row.recovers).format == row.format
         assert row.file == "model_" + row.name.split("_", 1)[1] + BACKENDS[row.format].suffix
     assert artifact("tflite_int8_full_mixed").file == "model_int8_full_mixed.tflite"
     with pytest.raises(ConfigError, match="unknown artifact 'tflite_int8_mixed'"):

@@ -66,7 +66,7 @@ def fragile(tmp_path_factory) -> dict:
     write_qdq(work / "pre.onnx", work / "plain.onnx", inputs[:32], "uint8", "minmax", float_decode=False)
     with torch.no_grad():
         expected = model(torch.from_numpy(inputs[32:])).numpy()
-    return {"work": work, "source": work / "pre.onnx", "plain": work / "plain.onnx", "calibration": inputs[:32],
+    return {"work": work, "float": work / "pre.onnx", "plain": work / "plain.onnx", "calibration": inputs[:32],
             "held_out": inputs[32:], "expected": expected}
 
 
@@ -94,24 +94,24 @@ def test_sqnr_sees_a_shared_scale_the_whole_tensor_figure_hides():
 
 
 def test_ranking_names_the_fragile_layer_and_recovery_fixes_it(fragile, tmp_path):
-    layers = onnx_layer_errors(fragile["source"], fragile["plain"], fragile["calibration"][:16])
+    layers = onnx_layer_errors(fragile["float"], fragile["plain"], fragile["calibration"][:16])
     worst = layers[0]
     assert "fc1" in worst["layer"] or "Relu" in worst["op"], layers[:3]
     assert worst["sqnr_db"] < 20 < layers[-1]["sqnr_db"]
     assert any("fc2" in name or "Gemm_1" in name for name in worst["exclude"])   # its consumer too
-    macs = onnx_macs(fragile["source"])
+    macs = onnx_macs(fragile["float"])
     groups = affordable(layers, macs, 0.9)
     plain_error = _error(fragile["plain"], fragile)
 
     def build(excluded: list[str], stem: Path) -> Path:
         path = stem.with_suffix(".onnx")
-        write_qdq(fragile["source"], path, fragile["calibration"], "uint8", "minmax", float_decode=False,
+        write_qdq(fragile["float"], path, fragile["calibration"], "uint8", "minmax", float_decode=False,
                   exclude=excluded)
         return path
 
     # reference: the error a good int8 model would have; target: within 5x of it
     recovery = search(groups, build, lambda path: _error(path, fragile) + 1e-3,
-                      lambda path: int8_macs(fragile["source"], path), reference=1e-3, faces=16, work_dir=tmp_path,
+                      lambda path: int8_macs(fragile["float"], path), reference=1e-3, faces=16, work_dir=tmp_path,
                       target=plain_error / 5 / 1e-3, min_int8_macs=0.9, log=lambda line: None)
     assert recovery.chosen is not None and recovery.met
     assert _error(recovery.chosen.path, fragile) < plain_error / 5
@@ -259,7 +259,7 @@ def test_tflite_ranking_and_denylist_recover_the_fragile_model(fragile, tmp_path
     from facemark.convert.tflite import run_onnx2tf
     from facemark.quantize.sensitivity_tflite import TfliteCalibration, tflite_macs
 
-    files = run_onnx2tf(fragile["source"], tmp_path / "tf", [], calibration=np.zeros((1, 64, 64, 3), np.uint8))
+    files = run_onnx2tf(fragile["float"], tmp_path / "tf", [], calibration=np.zeros((1, 64, 64, 3), np.uint8))
     nhwc = fragile["calibration"].transpose(0, 2, 3, 1).copy()
     calibration = TfliteCalibration(files["saved_model"], nhwc, 16, float_decode=False)
     layers = calibration.layer_errors()

@@ -157,7 +157,7 @@ def check_resume_config(saved: dict[str, Any], cfg: Config, path: Path) -> list[
     """Refuse to resume under a config that changes arch, scheme or input size; return the other
     changed keys (e.g. more epochs) so the caller can report them. A key added to facemark after
     `saved` was written counts as unchanged at its base.yaml default (config_from_saved)."""
-    saved = config_from_saved(saved, source=str(path)).to_dict()
+    saved = config_from_saved(saved, origin=str(path)).to_dict()
     current = cfg.to_dict()
     blocking = [key for key in RESUME_KEYS if _lookup(saved, key) != _lookup(current, key)]
     schemes = [[item["scheme"] for item in values["data"]["sets"]] for values in (saved, current)]

@@ -194,21 +194,21 @@ def _check_inputs(run: Path, threads: int | None, max_nme_increase: float | None
                                 ("--max-nme-increase", "validate.max_nme_increase", max_nme_increase),
                                 ("--max-nme", "validate.max_nme", max_nme)):
         if value is not None:
-            check_value(dotted, value, source=f"{flag} {value}")
+            check_value(dotted, value, origin=f"{flag} {value}")
 
 
 def _check_manifest(manifest: Manifest, export_dir: Path, ckpt_path: Path, cfg, norm: Normalisation) -> None:
     """The manifest describes this checkpoint: same file (sha256), crop size, scheme and normalisation."""
-    source, size, contract = str(manifest_path(export_dir)), cfg.data.input_size, manifest.contract
+    where, size, contract = str(manifest_path(export_dir)), cfg.data.input_size, manifest.contract
     if not manifest.artifacts:
-        raise ArtifactError(f"{source}: no artifacts listed (run `facemark export` / `facemark quantize`)")
+        raise ArtifactError(f"{where}: no artifacts listed (run `facemark export` / `facemark quantize`)")
     check_exported_from(manifest, ckpt_path.parent)
     if contract.size != size:
-        raise ArtifactError(f"{source}: input size {contract.size} differs from the checkpoint's {size}")
+        raise ArtifactError(f"{where}: input size {contract.size} differs from the checkpoint's {size}")
     if contract.scheme.name != cfg.data.scheme:
-        raise ArtifactError(f"{source}: scheme {contract.scheme.name} differs from the checkpoint's "
+        raise ArtifactError(f"{where}: scheme {contract.scheme.name} differs from the checkpoint's "
                             f"{cfg.data.scheme}; re-run `facemark export`")
-    check_normalisation(contract, norm, source)
+    check_normalisation(contract, norm, where)
 
 
 def write_landmarks(out_dir: Path, stems: list[str], landmarks: dict[str, np.ndarray]) -> Path:
@@ -277,10 +277,10 @@ def _add_video(rows: list[ValidationRow], export_dir: Path, ckpt_path: Path, cfg
     for row in rows if clips is not None else []:
         if row.accuracy is None:
             continue
-        source = ckpt_path if row.name == "pytorch" else export_dir / row.file
+        model = ckpt_path if row.name == "pytorch" else export_dir / row.file
         print(f"video figures of {row.name} ...", file=sys.stderr, flush=True)
         try:
-            row.video = video_figures(Landmarker(source, overrides=overrides), clips, cfg.predict)
+            row.video = video_figures(Landmarker(model, overrides=overrides), clips, cfg.predict)
         except ArtifactError as exc:   # NaN/inf landmarks: the tracker has no box to follow
             row.video = {"error": str(exc)}
 

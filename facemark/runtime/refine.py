@@ -173,32 +173,32 @@ class Refinement:
                 "later_crops": "tight box of the previous pass's landmarks, crop.margin"}
 
 
-def infer_settings(recorded: dict[str, Any] | None, overrides: list[str] | None, verb: str, source: str):
+def infer_settings(recorded: dict[str, Any] | None, overrides: list[str] | None, verb: str, origin: str):
     """The InferConfig a command applies: `recorded` (a run config's or a manifest's infer section;
     None: base.yaml's, the single pass every run made before these keys existed) with the command's
-    `--set infer.KEY=VALUE` overrides. A bad value is a ConfigError naming the key and its source."""
+    `--set infer.KEY=VALUE` overrides. A bad value is a ConfigError naming the key and its origin."""
     from facemark.config import section_from_saved
 
     values = {} if recorded is None else {k: recorded[k] for k in ("flip", "passes") if k in recorded}
-    return section_from_saved("infer", values, overrides or [], verb, source)
+    return section_from_saved("infer", values, overrides or [], verb, origin)
 
 
-def from_config(cfg, overrides: list[str] | None = None, verb: str = "eval", source: str = "config") -> Refinement:
+def from_config(cfg, overrides: list[str] | None = None, verb: str = "eval", origin: str = "config") -> Refinement:
     """The Refinement of a run's Config (its infer, data.scheme, data.input_size, data.margin), with
     `--set infer.*` overrides."""
     from facemark.schemes import load_scheme
 
-    infer = infer_settings(cfg.infer.__dict__, overrides, verb, source)
+    infer = infer_settings(cfg.infer.__dict__, overrides, verb, origin)
     return Refinement(infer.flip, infer.passes, load_scheme(cfg.data.scheme).flip, cfg.data.input_size,
                       cfg.data.margin)
 
 
-def from_manifest(contract: RunContract, overrides: list[str] | None, verb: str, source: str) -> Refinement:
+def from_manifest(contract: RunContract, overrides: list[str] | None, verb: str, origin: str) -> Refinement:
     """The Refinement a manifest's contract records (none recorded: the single pass), with
     `--set infer.*` overrides."""
     from facemark.schemes import load_scheme
 
     recorded = None if contract.infer is None else contract.infer.to_json()
-    infer = infer_settings(recorded, overrides, verb, source)
+    infer = infer_settings(recorded, overrides, verb, origin)
     return Refinement(infer.flip, infer.passes, load_scheme(contract.scheme.name).flip, contract.size,
                       contract.crop.margin)

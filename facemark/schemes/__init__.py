@@ -58,10 +58,10 @@ def load_scheme(name: str) -> Scheme:
     if name not in names:
         raise ConfigError(f"unknown landmark scheme {name!r}; available: {', '.join(names)}")
     raw = yaml.safe_load((resources.files(__name__) / f"{name}.yaml").read_text())
-    return _from_raw(raw, source=f"{name}.yaml")
+    return _from_raw(raw, origin=f"{name}.yaml")
 
 
-def _from_raw(raw: dict, source: str) -> Scheme:
+def _from_raw(raw: dict, origin: str) -> Scheme:
     count = int(raw["num_points"])
     flip = list(range(count))
     for a, b in raw["flip_pairs"]:
@@ -76,16 +76,16 @@ def _from_raw(raw: dict, source: str) -> Scheme:
         corners=(int(raw["corners"][0]), int(raw["corners"][1])),
         regions=regions, flip=tuple(flip),
     )
-    _validate(scheme, source)
+    _validate(scheme, origin)
     return scheme
 
 
-def _validate(scheme: Scheme, source: str) -> None:
+def _validate(scheme: Scheme, origin: str) -> None:
     indices = [i for group in scheme.pupils for i in group] + list(scheme.corners) + list(scheme.flip)
     if any(not 0 <= i < scheme.num_points for i in indices):
-        raise ConfigError(f"{source}: an index is outside 0..{scheme.num_points - 1}")
+        raise ConfigError(f"{origin}: an index is outside 0..{scheme.num_points - 1}")
     if sorted(scheme.flip) != list(range(scheme.num_points)):
-        raise ConfigError(f"{source}: flip_pairs use an index twice")
+        raise ConfigError(f"{origin}: flip_pairs use an index twice")
     covered = sorted(i for idx in scheme.regions.values() for i in idx)
     if covered != list(range(scheme.num_points)):
-        raise ConfigError(f"{source}: regions must cover every point exactly once")
+        raise ConfigError(f"{origin}: regions must cover every point exactly once")
