@@ -1,6 +1,7 @@
 """`facemark train`: the paper's recipe (timm backbone, MSE or Wing on normalised crop coordinates,
 AdamW + cosine with linear warm-up, optional EMA), per-epoch validation NME, best/last checkpoints,
-exact resume, and DDP under torchrun.
+exact resume, and DDP under torchrun. The epoch loop itself is train/loop.py's (`facemark qat` runs
+it too); this module builds the run and is its hooks (EngineHooks).
 
     facemark train --config configs/arch/mobilenetv3_large_100.yaml --data ROOT --run RUN
     torchrun --nproc-per-node 2 -m facemark -- train --config ... --data ROOT --run RUN
