@@ -37,7 +37,7 @@ import numpy as np
 from facemark import codec
 from facemark.data.crops import choose_box
 from facemark.errors import ArtifactError, ConfigError, FacemarkError
-from facemark.runtime.runners import Feed, LiteRTRunner
+from facemark.runtime import Feed, LiteRTRunner
 from facemark.schemes import load_scheme
 from facemark.weights import Normalisation
 from peer_rows import INNER, SCHEME, Faces, Row, file_mb, inner_errors, load_faces

@@ -68,7 +68,8 @@ def _handler(signum: int, frame: Any) -> None:
 def handled() -> Iterator[None]:
     """SIGINT and SIGTERM raise KeyboardInterrupt / Terminated for the duration (main thread only;
     a signal the parent told us to ignore, as `nohup` or a background shell does with SIGINT,
-    stays ignored). The previous handlers come back afterwards."""
+    stays ignored). The previous handlers come back afterwards, and an interruption handled inside
+    the block no longer stops `run_child` after it (a library caller goes on in the same process)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,7 +81,7 @@ def handled() -> Iterator[None]:
     try:
         yield
     finally:
-        _state["installed"] = False
+        _state.update(installed=False, stopping=False, depth=0, pending=None)
         for number, current in previous.items():
             signal.signal(number, current)
 

@@ -128,6 +128,27 @@ def test_interrupt_hint_per_verb(tmp_path, verb_argv, hint):
     argv = [str(tmp_path / "new") if a == "NEW" else a for a in verb_argv]
     assert resume_hint(build_parser().parse_args(argv), argv) == hint.replace("NEW", str(tmp_path / "new"))
 
+def test_a_handled_signal_is_held_to_the_end_of_a_step_and_forgotten_after_the_block():
+    """interrupt.deferred holds a SIGTERM until its block ends; run_child refuses new children while
+    the interruption unwinds, and starts them again once interrupt.handled's block is left (a
+    library caller, or the next test in a pytest worker, goes on in the same process)."""
+    from facemark import interrupt
+
+    steps = []
+    with pytest.raises(interrupt.Terminated), interrupt.handled():
+        with interrupt.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("finished")   # the step ends before the signal is raised
+        steps.append("next step")
+    assert steps == ["finished"]
+    with pytest.raises(KeyboardInterrupt), interrupt.handled():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            interrupt.run_child([sys.executable, "-c", "pass"])   # still unwinding: refused
+    assert interrupt.run_child([sys.executable, "-c", "print(7)"], capture_output=True, text=True).stdout == "7\n"
+
+
 def test_sigterm_during_training_saves_the_step_and_resumes_exactly(tmp_path):
     data, run, whole = tmp_path / "drawn", tmp_path / "run", tmp_path / "whole"
     make_drawn_split(data, "train", 60)   # 30 steps of 2 faces per epoch
