@@ -11,10 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ATTACHMENTS = ("pool", "spatial", "grid")
-DECODERS = ("argmax", "softmax")
-
-
 @dataclass(frozen=True)
 class HeadSpec:
     """One model.head.
