@@ -74,6 +74,15 @@ def _sets_need_the_integral_head(cfg: Config) -> tuple[str, str, tuple[str, ...]
     return None
 
 
+def _star_needs_a_distribution(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
+    """STAR splits each point's error along its predicted distribution: a softmax-decoded grid head's."""
+    if cfg.train.loss != "star" or HEADS[cfg.model.head].decode == "softmax":
+        return None
+    heads = " or ".join(name for name, spec in HEADS.items() if spec.decode == "softmax")
+    return "train.loss", f"star needs model.head {heads} (a distribution per point), got model.head {cfg.model.head}", \
+        ("model.head",)
+
+
 def _transfer_needs_sets_and_time(cfg: Config) -> tuple[str, str, tuple[str, ...]] | None:
     """Label transfer maps one set's labels into another's scheme, fitted before the run ends."""
     if cfg.train.transfer_weight == 0:
@@ -109,7 +118,8 @@ def _pseudo_needs_sets_a_teacher_and_time(cfg: Config) -> tuple[str, str, tuple[
 
 
 CROSS_RULES: tuple[CrossRule, ...] = (_warmup_shorter_than_training, _sets_need_the_integral_head,
-                                      _transfer_needs_sets_and_time, _pseudo_needs_sets_a_teacher_and_time)
+                                      _star_needs_a_distribution, _transfer_needs_sets_and_time,
+                                      _pseudo_needs_sets_a_teacher_and_time)
 
 
 # ---------------------------------------------------------------- loading

@@ -26,7 +26,7 @@ from facemark.config_rules import (Rule, flag, folder_name, integer, named, numb
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly")   # timm scheduler names we support
 LR_UPDATES = ("step", "epoch")
 GRID_COARSE = ("last", "first", "none")   # which stride-32 features a grid head fuses (facemark.model)
-LOSSES = ("mse", "wing", "smooth_l1", "l1", "rle")
+LOSSES = ("mse", "wing", "smooth_l1", "l1", "rle", "star")
 DEVICES = ("auto", "cpu", "cuda")
 ON_MISS = ("landmarks", "skip")
 TFLITE_IO = ("float32", "int8", "uint8")
@@ -182,6 +182,8 @@ class TrainConfig:
     smooth_l1_beta: float = spec(number(0.0, 1.0, low_open=True))
     # model.head pip: weight of its score-map loss beside its offset loss
     pip_map_weight: float = spec(number(0.0, 1000.0, low_open=True))
+    # train.loss star: weight of the spread penalty (sum of each point's eigenvalues, in crop widths^2)
+    star_omega: float = spec(number(0.0, 100.0))
     ema: bool = spec(flag())
     ema_decay: float = spec(number(0.0, 1.0, low_open=True, high_open=True))
     amp: bool = spec(flag())                     # mixed precision; only ever used on CUDA

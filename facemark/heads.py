@@ -67,16 +67,21 @@ class GridHead(nn.Module):
 
     Training mode returns, for a head that trains on its maps (HeadSpec.map_loss), (N, 2P + 3PK) =
     coordinates, then the scores, x offsets and y offsets flattened as (P, K) each (K = H*W), for
-    the map loss of facemark.train.losses; otherwise the coordinates, as in eval mode.
+    the map loss of facemark.train.losses; with `train_covariance` (train.loss star), (N, 2P + 3P) =
+    coordinates, then each point's covariance (GridHead.covariance) flattened; otherwise the
+    coordinates, as in eval mode.
     """
 
     def __init__(self, fine_channels: int, coarse_channels: int | None, grid: tuple[int, int], channels: int,
-                 num_points: int, head: str) -> None:
+                 num_points: int, head: str, train_covariance: bool = False) -> None:
         super().__init__()
         if head not in HEADS or HEADS[head].attach != "grid":
             grid_heads = [name for name, spec in HEADS.items() if spec.attach == "grid"]
             raise ValueError(f"GridHead head must be one of {', '.join(grid_heads)}, got {head!r}")
+        if train_covariance and HEADS[head].decode != "softmax":
+            raise ValueError(f"GridHead train_covariance needs a softmax-decoded head, got {head!r}")
         self.spec, self.num_points, self.grid = HEADS[head], num_points, grid
+        self.train_covariance = train_covariance
         self.fine = _conv_bn_relu(fine_channels, channels, 1)
         self.coarse = None if coarse_channels is None else _conv_bn_relu(coarse_channels, channels, 1)
         self.upsample = nn.Upsample(size=grid, mode="nearest")
@@ -96,6 +101,13 @@ class GridHead(nn.Module):
     @property
     def cells(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def train_columns(self) -> int:
+        """The width of the training-mode output (what a data.sets loss splits the heads by)."""
+        if self.spec.map_loss:
+            return 2 * self.num_points + 3 * self.num_points * self.cells
+        return (5 if self.train_covariance else 2) * self.num_points
 
     def maps(self, fine: torch.Tensor, coarse: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,21 +132,34 @@ class GridHead(nn.Module):
         y = (weights * (self.centre_y + off_y * self.cell[1])).sum(dim=2)
         return torch.stack([x, y], dim=2).flatten(1)
 
-    def spread(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
-        """(N, P, K) maps -> (N, P): the root-mean-square distance, in normalised crop units, of the
-        integral decoding's cell points (centre plus offsets, softmax-weighted) from the decoded
-        point. Small when the head puts its mass on one place: its confidence in that point."""
+    def covariance(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
+        """(N, P, K) maps -> (N, P, 3): per point the covariance (xx, xy, yy), in normalised crop
+        units squared, of the integral decoding's cell points (centre plus offsets) under the
+        softmax weights, about the decoded point: the shape of the head's belief about the point."""
         weights = torch.softmax(scores, dim=2)
         x, y = self.centre_x + off_x * self.cell[0], self.centre_y + off_y * self.cell[1]
-        mean_x, mean_y = (weights * x).sum(dim=2, keepdim=True), (weights * y).sum(dim=2, keepdim=True)
-        return (weights * ((x - mean_x) ** 2 + (y - mean_y) ** 2)).sum(dim=2).sqrt()
+        dx = x - (weights * x).sum(dim=2, keepdim=True)
+        dy = y - (weights * y).sum(dim=2, keepdim=True)
+        return torch.stack([(weights * dx * dx).sum(dim=2), (weights * dx * dy).sum(dim=2),
+                            (weights * dy * dy).sum(dim=2)], dim=2)
+
+    def spread(self, scores: torch.Tensor, off_x: torch.Tensor, off_y: torch.Tensor) -> torch.Tensor:
+        """(N, P, K) maps -> (N, P): the root-mean-square distance, in normalised crop units, of the
+        integral decoding's cell points from the decoded point (the root of the covariance's trace).
+        Small when the head puts its mass on one place: its confidence in that point."""
+        covariance = self.covariance(scores, off_x, off_y)
+        return (covariance[..., 0] + covariance[..., 2]).sqrt()
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         scores, off_x, off_y = self.maps(fine, coarse)
         coords = self.points(scores, off_x, off_y)
-        if not self.training or not self.spec.map_loss:
+        if not self.training:
             return coords
-        return torch.cat([coords, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
+        if self.spec.map_loss:
+            return torch.cat([coords, scores.flatten(1), off_x.flatten(1), off_y.flatten(1)], dim=1)
+        if self.train_covariance:
+            return torch.cat([coords, self.covariance(scores, off_x, off_y).flatten(1)], dim=1)
+        return coords
 
 
 class GridLandmarkNet(nn.Module):
@@ -165,8 +190,9 @@ class GridLandmarkNet(nn.Module):
 class SchemeHeadsNet(GridLandmarkNet):
     """A GridLandmarkNet with one more GridHead per extra landmark scheme (data.sets) on the same
     backbone taps. Eval mode returns the main head's (N, 2P) alone, so eval, validate and export
-    see the main scheme's model; training mode returns every head's coordinates concatenated,
-    main first, then `extra` in order: (N, 2P + sum 2P_extra), split by facemark.train.multiset.
+    see the main scheme's model; training mode returns every head's training output concatenated,
+    main first, then `extra` in order (N, sum of GridHead.train_columns: 2P each, 5P with the
+    covariance of train.loss star), split by facemark.train.multiset.
     `scheme_view(name)` is the GridLandmarkNet of one extra scheme, sharing these modules."""
 
     def __init__(self, backbone: nn.Module, head: GridHead, indices: tuple[int, ...], extra_blocks: bool,

@@ -32,13 +32,14 @@ CHECKPOINT_FORMAT = "facemark-checkpoint-v1"
 
 
 def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource | None = None,
-                input_size: int | None = None, rle: bool = False, extra_points: dict[str, int] | None = None
-                ) -> nn.Module:
+                input_size: int | None = None, rle: bool = False, extra_points: dict[str, int] | None = None,
+                covariance: bool = False) -> nn.Module:
     """timm.create_model(arch, num_classes=2P), ImageNet-initialised if asked, its head set by
     model.head (the spatial head is sized for (N, 3, input_size, input_size) inputs, so it needs
     `input_size`), blocks frozen. `rle` (train.loss rle): the regression Linear carries RLE's
     training-only sigma and flow (facemark.heads.RleLinear). `extra_points` (data.sets: scheme ->
-    point count) adds one GridHead per extra scheme (facemark.heads.SchemeHeadsNet).
+    point count) adds one GridHead per extra scheme (facemark.heads.SchemeHeadsNet). `covariance`
+    (train.loss star): every GridHead's training output adds each point's covariance.
 
     The resolved WeightsSource (origin and input normalisation, see facemark.weights) is attached
     as `model.weights_source`, so checkpoint_dict records it. `source` given (rebuilding a saved
@@ -58,8 +59,11 @@ def build_model(model_cfg: ModelConfig, num_points: int, source: WeightsSource |
         source = source or WeightsSource("none", "random init (model.pretrained: false)",
                                          Normalisation.of_timm_model(model))
     head = HEADS[model_cfg.head]
+    if covariance and head.decode != "softmax":
+        softmax = " or ".join(name for name, spec in HEADS.items() if spec.decode == "softmax")
+        raise ConfigError(f"train.loss: star needs a point distribution (model.head {softmax}), not {model_cfg.head}")
     if head.attach == "grid":
-        model = _grid_model(model, model_cfg, num_points, input_size, extra_points or {})
+        model = _grid_model(model, model_cfg, num_points, input_size, extra_points or {}, covariance)
     elif head.attach == "spatial":
         _use_spatial_head(model, model_cfg, 2 * num_points, input_size)
     model.weights_source = source   # a plain attribute: copied by deepcopy (EMA), not in the state dict
@@ -138,7 +142,7 @@ def _use_spatial_head(model: nn.Module, model_cfg: ModelConfig, outputs: int, in
 
 
 def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input_size: int | None,
-                extra_points: dict[str, int]) -> GridLandmarkNet:
+                extra_points: dict[str, int], covariance: bool) -> GridLandmarkNet:
     """The timm model cut after the block model.grid_coarse names, with a GridHead on its stride-16
     [and stride-32] maps (and one more per scheme of `extra_points`: a SchemeHeadsNet)."""
     if input_size is None:
@@ -158,7 +162,7 @@ def _grid_model(model: nn.Module, model_cfg: ModelConfig, num_points: int, input
 
     def head(points: int) -> GridHead:
         return GridHead(fine.shape[1], None if coarse is None else coarse.shape[1], tuple(fine.shape[2:]),
-                        model_cfg.head_channels, points, head=model_cfg.head)
+                        model_cfg.head_channels, points, head=model_cfg.head, train_covariance=covariance)
 
     if extra_points:
         return SchemeHeadsNet(model.train(), head(num_points), indices, extra_blocks,

@@ -63,6 +63,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "train.wing_epsilon": ["-0.02"],
     "train.smooth_l1_beta": ["0", "2"],
     "train.pip_map_weight": ["0", "-1"],
+    "train.star_omega": ["-1", "101"],
     "train.ema": ["often"],
     "train.ema_decay": ["1.0", "0"],
     "train.amp": ["3"],

@@ -170,7 +170,7 @@ def test_every_scheduler_choice_builds():
     ("train.batch_size=0", "--set train.batch_size=0: 'train.batch_size' must be an integer >= 2, got 0"),
     ("data.landmark_box_prob=1.5",
      "--set data.landmark_box_prob=1.5: 'data.landmark_box_prob' must be a probability in [0, 1], got 1.5"),
-    ("train.loss=wign", "--set train.loss=wign: 'train.loss' must be one of mse, wing, smooth_l1, l1, rle, got 'wign' (did you mean 'wing'?)"),
+    ("train.loss=wign", "--set train.loss=wign: 'train.loss' must be one of mse, wing, smooth_l1, l1, rle, star, got 'wign' (did you mean 'wing'?)"),
     ("train.ema_decay=1", "--set train.ema_decay=1: 'train.ema_decay' must be a number in (0, 1), got 1.0"),
     ("train.lr=.nan", "--set train.lr=.nan: 'train.lr' must be a number in (0, 10], got nan"),
     ("data.scheme=lapa107", "'data.scheme' must be a shipped landmark scheme (facemark/schemes/*.yaml), got 'lapa107' "

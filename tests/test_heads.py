@@ -97,6 +97,22 @@ def test_spread_is_zero_on_one_cell_and_the_cells_rms_radius_on_a_flat_map():
     torch.testing.assert_close(spread, torch.tensor([[0.0, (2 * 0.3125) ** 0.5]]))
 
 
+def test_covariance_is_the_weighted_spread_of_the_cell_points_and_star_training_appends_it():
+    head = GridHead(8, 8, (4, 4), 8, 2, "integral", train_covariance=True)
+    scores, off_x, off_y = torch.full((1, 2, 16), -1000.0), torch.zeros(1, 2, 16), torch.zeros(1, 2, 16)
+    scores[0, 0, [5, 10]] = 0.0                  # two equal cells: centres (-0.25, -0.25) and (0.25, 0.25)
+    off_x[0, 0, 10] = 0.5                        # the second cell's point moved half a cell (0.25) right
+    cov = head.covariance(scores, off_x, off_y)
+    # points (-0.25, -0.25) and (0.5, 0.25): half the squared differences (0.75, 0.5) about their mean
+    torch.testing.assert_close(cov[0, 0], torch.tensor([0.75 ** 2 / 4, 0.75 * 0.5 / 4, 0.5 ** 2 / 4]))
+    torch.testing.assert_close(head.spread(scores, off_x, off_y), (cov[..., 0] + cov[..., 2]).sqrt())
+    features = torch.rand(3, 8, 4, 4), torch.rand(3, 8, 2, 2)
+    assert head.train_columns == 10 and head.train()(*features).shape == (3, 10)
+    assert head.eval()(*features).shape == (3, 4)   # the export contract is unchanged
+    with pytest.raises(ValueError, match="softmax-decoded"):
+        GridHead(8, 8, (4, 4), 8, 2, "pip", train_covariance=True)
+
+
 def test_pip_map_loss_is_zero_on_the_maps_it_asks_for():
     loss = PipMapLoss(num_points=2, grid=(4, 4), map_weight=10.0)
     target = torch.tensor([[-0.3, -0.1, 0.9, 0.6]])   # cells (col 1, row 1) and (col 3, row 3)

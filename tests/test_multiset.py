@@ -82,6 +82,22 @@ def test_each_scheme_gets_its_head_its_validation_and_its_best_checkpoint(multi_
         assert all(torch.equal(value, extra.state_dict()[key]) for key, value in shared.items())
 
 
+def test_star_loss_trains_every_head_on_its_covariances(two_sets, tmp_path):
+    """train.loss star with data.sets: each head's training output carries its covariances (5P
+    columns), the loss splits them per head, and the run's checkpoints load as plain models."""
+    ibug, lapa = two_sets
+    cfg = load_config(overrides=COMMON + ["train.epochs=2", "train.loss=star",
+                                          f"data.sets=[{{root: '{lapa}', scheme: lapa106, weight: 1.0}}]"])
+    run = tmp_path / "star"
+    train(cfg, ibug, run, resume=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in records)
+    assert records[1]["train_loss"] < records[0]["train_loss"]
+    for best, points in ((run / "best.pt", 68), (run / "schemes" / "lapa106" / "best.pt", 106)):
+        model, saved, _ = load_checkpoint(best)
+        assert saved.train.loss == "star" and model(torch.zeros(1, 3, SIZE, SIZE)).shape == (1, 2 * points)
+
+
 def test_resume_keeps_each_schemes_best(two_sets, tmp_path, multi_run):
     """Stopped after epoch 2 and resumed to 3: the same weights and the same per-scheme bests as
     the uninterrupted run (the extra heads' best values travel in last.pt)."""

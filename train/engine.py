@@ -102,7 +102,8 @@ def _build_state(cfg: Config, num_points: int, device: torch.device, saved: dict
     torch.manual_seed(cfg.train.seed)   # identical initial weights in every process and on resume
     source = checkpoint_source(saved, "last.pt") if saved is not None else None
     model = build_model(cfg.model, num_points, source=source, input_size=cfg.data.input_size,
-                        rle=cfg.train.loss == "rle", extra_points=extra_points(cfg)).to(device)
+                        rle=cfg.train.loss == "rle", extra_points=extra_points(cfg),
+                        covariance=cfg.train.loss == "star").to(device)
     if cfg.train.channels_last:   # before the optimiser and EMA copy, so their tensors share the layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, opt=cfg.train.optimizer, lr=cfg.train.lr,

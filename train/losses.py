@@ -45,8 +45,10 @@ LOSSES: dict[str, Callable[[TrainConfig], nn.Module]] = {
     "wing": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
     "l1": lambda cfg: nn.L1Loss(),
     "smooth_l1": lambda cfg: _smooth_l1(cfg.smooth_l1_beta),
-    # on bare coordinates (a QAT graph has no sigma): Wing; the training loop uses RleLoss instead
+    # on bare coordinates (a QAT graph has no sigma or covariance): Wing; the training loop uses
+    # RleLoss / StarLoss instead
     "rle": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
+    "star": lambda cfg: WingLoss(cfg.wing_w, cfg.wing_epsilon),
 }
 
 
@@ -121,10 +123,43 @@ class RleLoss(nn.Module):
         return (torch.log(sigma) - log_flow + log_q).mean()
 
 
+class StarLoss(nn.Module):
+    """STAR loss (Zhou et al., CVPR 2023) on an integral head's training output with covariances,
+    (N, 2P + 3P) = coordinates mu, then each point's covariance (xx, xy, yy) of its soft-argmax
+    distribution (facemark.heads.GridHead.covariance), in normalised crop units.
+
+    Per point, with the covariance's eigenvalues l_i and eigenvectors v_i and e = mu - target:
+    sum_i |v_i . e| / sqrt(l_i + eps) + omega * (l_1 + l_2). Error along the direction in which the
+    head's distribution is wide (along a contour, where the label itself is ambiguous) costs less;
+    the second term keeps the head from buying that discount by spreading out. Lengths are in crop
+    widths (normalised / 2), the paper's [0, 1] heatmap coordinates, so its omega = 1 and eps keep
+    their meaning. The eigenvectors come from the detached covariance and each eigenvalue as
+    v_i^T C v_i: the same values and first-order gradients, without eigh's backward, which divides
+    by l_1 - l_2 and is infinite where they meet. Mean over points.
+    """
+
+    EPS = 1e-5
+
+    def __init__(self, omega: float) -> None:
+        super().__init__()
+        self.omega = omega
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        points = target.shape[1] // 2
+        mu = output[:, :2 * points].reshape(-1, points, 2) / 2.0
+        xx, xy, yy = (output[:, 2 * points:].reshape(-1, points, 3) / 4.0).unbind(2)
+        covariance = torch.stack([torch.stack([xx, xy], -1), torch.stack([xy, yy], -1)], -2)   # (N, P, 2, 2)
+        _, vectors = torch.linalg.eigh(covariance.detach())                                  # columns v_i
+        values = torch.einsum("npki,npkl,npli->npi", vectors, covariance, vectors).clamp_min(0.0)
+        along = torch.einsum("npki,npk->npi", vectors, mu - target.reshape(-1, points, 2) / 2.0)
+        spread_cost = self.omega * (xx + yy)   # the trace: l_1 + l_2
+        return ((along.abs() / (values + self.EPS).sqrt()).sum(2) + spread_cost).mean()
+
+
 def build_training_loss(train_cfg: TrainConfig, model: nn.Module) -> nn.Module:
     """The loss the training loop applies to `model`'s training-mode output: PipMapLoss for a head
-    that trains on its maps (facemark.head_specs: pip), RleLoss with the head's flow for train.loss rle, else train.loss on the
-    coordinates."""
+    that trains on its maps (facemark.head_specs: pip), RleLoss with the head's flow for train.loss
+    rle, StarLoss for train.loss star, else train.loss on the coordinates."""
     from facemark.heads import GridHead, RleLinear
 
     head = getattr(model, "head", None)
@@ -134,4 +169,6 @@ def build_training_loss(train_cfg: TrainConfig, model: nn.Module) -> nn.Module:
         rle = [module for module in model.modules() if isinstance(module, RleLinear)]
         assert len(rle) == 1, "train.loss rle: build_model(..., rle=True) puts one RleLinear in the model"
         return RleLoss(rle[0].flow)
+    if train_cfg.loss == "star":
+        return StarLoss(train_cfg.star_omega)
     return build_loss(train_cfg)

@@ -77,7 +77,8 @@ class MixedFaces(Dataset):
 
 
 class SchemeLoss(nn.Module):
-    """The coordinate loss per scheme on SchemeHeadsNet's training output (N, sum 2P_k): the rows of
+    """The coordinate loss per scheme on SchemeHeadsNet's training output (N, sum of the heads'
+    `columns`, by default their `sizes` 2P_k; 5P_k with train.loss star's covariances): the rows of
     set k against head k's slice, weighted by the set's weight and its share of the batch; once
     `maps` holds label-transfer maps (facemark.train.transfer), also every other head h against the
     rows' labels mapped into h's scheme, times `transfer_weight`; given a teacher's `pseudo` labels
@@ -85,15 +86,15 @@ class SchemeLoss(nn.Module):
     `pseudo_weight`."""
 
     def __init__(self, base: nn.Module, sizes: list[int], weights: list[float], maps: TransferMaps | None = None,
-                 transfer_weight: float = 0.0, pseudo_weight: float = 0.0) -> None:
+                 transfer_weight: float = 0.0, pseudo_weight: float = 0.0, columns: list[int] | None = None) -> None:
         super().__init__()
-        self.base, self.sizes, self.weights = base, sizes, weights
+        self.base, self.sizes, self.weights, self.columns = base, sizes, weights, columns or sizes
         self.maps, self.transfer_weight, self.pseudo_weight = maps or TransferMaps(), transfer_weight, pseudo_weight
 
     def forward(self, preds: torch.Tensor, packed: torch.Tensor,
                 pseudo: list[PseudoLabels] | None = None) -> torch.Tensor:
         sets = packed[:, -1].round().long()
-        heads = preds.split(self.sizes, dim=1)
+        heads = preds.split(self.columns, dim=1)
         total = preds.new_zeros(())
         for k, (size, weight) in enumerate(zip(self.sizes, self.weights)):
             rows = sets == k
@@ -120,8 +121,9 @@ def training_loss(cfg: Config, model: nn.Module, maps: TransferMaps) -> nn.Modul
     if not cfg.data.sets:
         return base
     sizes = [2 * points for points in scheme_points(cfg)]
+    columns = [head.train_columns for head in (model.head, *model.extra_heads.values())]
     return SchemeLoss(base, sizes, [1.0, *(item.weight for item in cfg.data.sets)], maps, cfg.train.transfer_weight,
-                      cfg.train.pseudo_weight)
+                      cfg.train.pseudo_weight, columns)
 
 
 def epoch_teacher(cfg: Config, eval_model: nn.Module, epoch: int) -> Teacher | None:

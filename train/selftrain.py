@@ -64,6 +64,7 @@ class Teacher:
 def pseudo_targets(student: torch.Tensor, labels: PseudoLabels, rows: torch.Tensor) -> torch.Tensor:
     """The targets of head h's `rows` (a boolean row mask): the teacher's kept points, and the
     student's own (detached) points where a point was dropped, which gives it no loss under every
-    coordinate loss. student (N', 2P) is head h's output on those rows -> (N', 2P)."""
+    coordinate loss. student (N', 2P + extra) is head h's training output on those rows, coordinates
+    first (train.loss star adds covariances after them) -> (N', 2P)."""
     kept = labels.kept[rows].repeat_interleave(2, dim=1)
-    return torch.where(kept, labels.points[rows], student.detach())
+    return torch.where(kept, labels.points[rows], student[:, :kept.shape[1]].detach())
