@@ -123,6 +123,13 @@ def test_benchmark_end_to_end_and_resume(tmp_path, data_root, capsys):
     assert "holds another experiment (changed: train.epochs)" in error and "mnv2" in error
     assert (out / "benchmark.csv").read_text() == report and best.stat().st_mtime_ns == stamp
 
+    pin = out / "runs" / "mnv3s" / "experiment.json"           # written before train.star_omega existed:
+    recorded = json.loads(pin.read_text())
+    del recorded["config"]["train"]["star_omega"]
+    pin.write_text(json.dumps(recorded))
+    assert main(argv) == 1 and best.stat().st_mtime_ns == stamp  # its default is that run's behaviour: reused
+    assert "[mnv3s] training" not in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_ablate_end_to_end(tmp_path, data_root, capsys):

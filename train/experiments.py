@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
-from facemark.config import Config, load_config
+from facemark.config import Config, config_from_saved, load_config
 from facemark.errors import ConfigError, FacemarkError
 from facemark.io import atomic_write_text, sha256_of
 from facemark.rundir import RunDir
@@ -102,6 +102,9 @@ def _check_pin(run_dir: Path, pinned: dict) -> None:
     if not path.is_file():
         return
     previous = json.loads(path.read_text())
+    # a key added to facemark since the pin was written takes its base.yaml default, which by rule
+    # reproduces the behaviour from before it (as for a checkpoint): not a change of experiment
+    previous["config"] = config_from_saved(previous.get("config", {}), origin=str(path)).to_dict()
     if previous != pinned:
         changed = [f"{section}.{key}" for section, values in pinned["config"].items() for key, value
                    in values.items() if previous.get("config", {}).get(section, {}).get(key) != value]
